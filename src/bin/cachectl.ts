@@ -1,0 +1,117 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { Command, Option } from 'commander';
+import { ENV_NAMES, resolveConfig, type Config, type ConfigFlags } from '../core/config.js';
+import { CachectlError, errorText } from '../core/errors.js';
+import { formatBytes, showProgress } from '../cli/progress.js';
+import { keygenCommand } from '../cli/keygen.js';
+import { pushCommand } from '../cli/push.js';
+import { newProgress } from '../upload/push.js';
+
+/** The only place that touches argv, env, the terminal and the exit code. */
+interface CommonFlags extends ConfigFlags {
+  config?: string;
+  json?: boolean;
+}
+
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+function withCommonOptions(command: Command): Command {
+  return command
+    .option('--to <url>', `the cache: file:///DIR or s3://BUCKET?endpoint=URL&region=R&prefix=P (env ${ENV_NAMES.to})`)
+    .option(
+      '--secret-key-file <file>',
+      `Nix-format Ed25519 secret key to sign with, repeatable (env ${ENV_NAMES.secretKeyFiles}, ':'-separated)`,
+      collect,
+    )
+    .option('--jobs <n>', `NARs uploaded in parallel (env ${ENV_NAMES.jobs}; default 8)`)
+    .addOption(
+      new Option('--compression <kind>', `NAR compression: zstd, xz or none (env ${ENV_NAMES.compression}; default zstd)`),
+    )
+    .option('--config <file>', `JSON config file with the same settings (env ${ENV_NAMES.config})`);
+}
+
+function loadConfig(flags: CommonFlags): Config {
+  const file = flags.config ?? process.env[ENV_NAMES.config];
+  let fileContent: { name: string; text: string } | undefined;
+  if (file !== undefined && file !== '') {
+    try {
+      fileContent = { name: file, text: readFileSync(file, 'utf8') };
+    } catch (err) {
+      throw new CachectlError('CONFIG_INVALID', `cannot read config file ${file}: ${errorText(err)}`);
+    }
+  }
+  return resolveConfig(flags, process.env, fileContent);
+}
+
+function fail(err: unknown): never {
+  const message = err instanceof CachectlError ? err.message : `internal error: ${errorText(err)}`;
+  for (const line of message.split('\n')) process.stderr.write(`cachectl: ${line}\n`);
+  process.exit(1);
+}
+
+const program = new Command('cachectl')
+  .description('Upload what Nix builds to a binary cache (S3 or a directory), and keep that cache small.')
+  .showHelpAfterError('(run cachectl --help for usage)');
+
+withCommonOptions(
+  program
+    .command('push')
+    .description(
+      'Upload the closures of store paths to the cache now, in the foreground, like `nix copy --to` but in parallel. ' +
+        'Paths the cache already has are skipped; each narinfo is published only after its NAR and its references.',
+    )
+    .argument('<paths...>', 'store paths, or links to them such as ./result'),
+)
+  .option('--json', 'print the result as JSON')
+  .action(async (paths: string[], flags: CommonFlags) => {
+    try {
+      const config = loadConfig(flags);
+      const progress = newProgress();
+      const display = process.stderr.isTTY && flags.json !== true ? showProgress(process.stderr, progress) : undefined;
+      let result;
+      try {
+        result = await pushCommand(paths, config, progress);
+      } finally {
+        display?.stop();
+      }
+      if (flags.json === true) {
+        process.stdout.write(`${JSON.stringify(result)}\n`);
+      } else {
+        const rate = result.seconds > 0 ? result.narBytes / result.seconds : 0;
+        process.stdout.write(
+          `pushed ${result.uploaded.length} paths (${formatBytes(result.narBytes)} NAR, ${formatBytes(result.fileBytes)} ` +
+            `${config.compression}) to ${result.cache} in ${result.seconds.toFixed(1)} s (${formatBytes(rate)}/s); ` +
+            `${result.alreadyPresent} of ${result.closurePaths} already there` +
+            (result.failed.length > 0 ? `; ${result.failed.length} FAILED` : '') +
+            '\n',
+        );
+        for (const failure of result.failed) process.stderr.write(`cachectl: ${failure.message}\n`);
+      }
+      if (result.failed.length > 0) process.exitCode = 1;
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program
+  .command('keygen')
+  .description(
+    "Create an Ed25519 signing key pair in Nix's format (compatible with `nix key generate-secret`). " +
+      'The secret key goes only to a new file of mode 0600; the public key, for trusted-public-keys, is printed.',
+  )
+  .argument('<name>', 'key name, conventionally the cache host name and a number: cache.example.org-1')
+  .requiredOption('--secret-key-file <file>', 'the secret key file to create')
+  .option('--public-key-file <file>', 'the public key file to create (default: the secret key file + .pub)')
+  .action(async (name: string, flags: { secretKeyFile: string; publicKeyFile?: string }) => {
+    try {
+      const result = await keygenCommand(name, flags.secretKeyFile, flags.publicKeyFile ?? `${flags.secretKeyFile}.pub`);
+      process.stdout.write(`${result.publicKey}\n`);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+await program.parseAsync(process.argv);

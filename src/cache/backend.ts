@@ -1,0 +1,32 @@
+/** One object of the bucket, as a listing reports it. */
+export interface ObjectEntry {
+  key: string;
+  sizeBytes: number;
+  lastModified: Date;
+  etag?: string;
+}
+
+/**
+ * The bucket: the same layout (section 4 of DESIGN.md) for `s3://` and `file://`. Keys are relative to the
+ * cache root (an s3 `prefix` is the backend's business). A write is all or nothing: a reader never sees a
+ * partial object, and a failed `putStream` leaves no object behind.
+ */
+export interface CacheBackend {
+  /** the cache URL without credentials, for messages */
+  readonly displayUrl: string;
+  get(key: string): Promise<Buffer | undefined>;
+  exists(key: string): Promise<boolean>;
+  put(key: string, body: Buffer, contentType: string): Promise<void>;
+  /** Streams `body` to `key`; `sizeHintBytes` bounds the size, for choosing multipart part sizes. */
+  putStream(key: string, body: AsyncIterable<Buffer>, contentType: string, sizeHintBytes: number): Promise<void>;
+  /** Keys directly under `prefix` (one level, like a directory), in byte order, a page at a time. */
+  list(prefix: string, options?: { startAfter?: string }): AsyncIterable<ObjectEntry[]>;
+  close(): void;
+}
+
+export const CONTENT_TYPES = {
+  narinfo: 'text/x-nix-narinfo',
+  nar: 'application/x-nix-nar',
+  cacheInfo: 'text/x-nix-cache-info',
+  log: 'text/plain; charset=utf-8',
+} as const;

@@ -1,0 +1,95 @@
+import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { CachectlError } from '../core/errors.js';
+import type { CacheBackend, ObjectEntry } from './backend.js';
+
+const LIST_PAGE = 1000;
+/** Prefix of files still being written; never a key of the layout, so readers and listings skip them. */
+export const TEMP_PREFIX = '.cachectl-tmp-';
+
+/** A cache in a local directory (`file:///DIR`), written with temp file + rename so readers see whole files. */
+export class FileBackend implements CacheBackend {
+  readonly displayUrl: string;
+
+  constructor(private readonly root: string) {
+    this.displayUrl = `file://${root}`;
+  }
+
+  private path(key: string): string {
+    return join(this.root, key);
+  }
+
+  async get(key: string): Promise<Buffer | undefined> {
+    try {
+      return await readFile(this.path(key));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw this.failure(key, err);
+    }
+  }
+
+  async exists(key: string): Promise<boolean> {
+    try {
+      return (await stat(this.path(key))).isFile();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw this.failure(key, err);
+    }
+  }
+
+  async put(key: string, body: Buffer): Promise<void> {
+    await this.writeAtomically(key, (temp) => writeFile(temp, body));
+  }
+
+  async putStream(key: string, body: AsyncIterable<Buffer>): Promise<void> {
+    await this.writeAtomically(key, (temp) => pipeline(Readable.from(body), createWriteStream(temp)));
+  }
+
+  async *list(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ObjectEntry[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.path(prefix));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw this.failure(prefix, err);
+    }
+    const keys = names
+      .filter((name) => !name.startsWith(TEMP_PREFIX))
+      .map((name) => `${prefix}${name}`)
+      .filter((key) => options.startAfter === undefined || key > options.startAfter)
+      .sort();
+    for (let start = 0; start < keys.length; start += LIST_PAGE) {
+      const page: ObjectEntry[] = [];
+      for (const key of keys.slice(start, start + LIST_PAGE)) {
+        const info = await stat(this.path(key)).catch(() => undefined);
+        if (info?.isFile()) page.push({ key, sizeBytes: info.size, lastModified: info.mtime });
+      }
+      yield page;
+    }
+  }
+
+  close(): void {}
+
+  private async writeAtomically(key: string, write: (temp: string) => Promise<void>): Promise<void> {
+    const target = this.path(key);
+    const temp = join(dirname(target), `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
+    try {
+      await mkdir(dirname(target), { recursive: true });
+      await write(temp);
+      await rename(temp, target);
+    } catch (err) {
+      await unlink(temp).catch(() => undefined);
+      throw err instanceof CachectlError ? err : this.failure(key, err);
+    }
+  }
+
+  private failure(key: string, err: unknown): CachectlError {
+    return new CachectlError('CACHE_WRITE_FAILED', `cache ${this.displayUrl}: ${key}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+}

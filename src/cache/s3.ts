@@ -1,0 +1,172 @@
+import {
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { Readable } from 'node:stream';
+import { CachectlError } from '../core/errors.js';
+import type { S3CacheUrl } from '../core/cache-url.js';
+import { displayCacheUrl } from '../core/cache-url.js';
+import type { CacheBackend, ObjectEntry } from './backend.js';
+
+const MIN_PART_BYTES = 8 * 1024 * 1024;
+const MAX_PARTS = 10_000;
+/** Parts in flight per upload: enough to keep the link busy, few enough to bound memory (parts are buffered). */
+const PARTS_IN_FLIGHT = 2;
+
+/** Part size for an object of at most `sizeBytes`: 8 MiB, growing so no upload needs more than 9,000 parts. */
+export function partSizeFor(sizeBytes: number): number {
+  return Math.max(MIN_PART_BYTES, Math.ceil(sizeBytes / (MAX_PARTS * 0.9)));
+}
+
+/** A cache in an S3 bucket (AWS or any S3-compatible server). */
+export class S3Backend implements CacheBackend {
+  readonly displayUrl: string;
+  private readonly client: S3Client;
+
+  constructor(private readonly url: S3CacheUrl) {
+    this.displayUrl = displayCacheUrl(url);
+    this.client = new S3Client({
+      region: url.region,
+      forcePathStyle: url.forcePathStyle,
+      requestChecksumCalculation: url.checksums,
+      responseChecksumValidation: url.checksums,
+      maxAttempts: 3,
+      requestHandler: { connectionTimeout: 5_000, requestTimeout: 120_000 },
+      ...(url.endpoint === undefined ? {} : { endpoint: url.endpoint }),
+      ...(url.profile === undefined ? {} : { profile: url.profile }),
+    });
+  }
+
+  private key(key: string): string {
+    return `${this.url.prefix}${key}`;
+  }
+
+  async get(key: string): Promise<Buffer | undefined> {
+    try {
+      const response = await this.client.send(new GetObjectCommand({ Bucket: this.url.bucket, Key: this.key(key) }));
+      return Buffer.from(await (response.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray());
+    } catch (err) {
+      if (err instanceof S3ServiceException && err.name === 'NoSuchKey') return undefined;
+      throw this.failure(`GET ${key}`, err);
+    }
+  }
+
+  async exists(key: string): Promise<boolean> {
+    try {
+      await this.client.send(new HeadObjectCommand({ Bucket: this.url.bucket, Key: this.key(key) }));
+      return true;
+    } catch (err) {
+      // A HEAD has no body, so a missing bucket and a missing key both come back as a bare 404.
+      if (err instanceof S3ServiceException && err.$metadata.httpStatusCode === 404 && err.name !== 'NoSuchBucket') {
+        return false;
+      }
+      throw this.failure(`HEAD ${key}`, err);
+    }
+  }
+
+  async put(key: string, body: Buffer, contentType: string): Promise<void> {
+    try {
+      await this.client.send(
+        new PutObjectCommand({ Bucket: this.url.bucket, Key: this.key(key), Body: body, ContentType: contentType }),
+      );
+    } catch (err) {
+      throw this.failure(`PUT ${key}`, err);
+    }
+  }
+
+  async putStream(key: string, body: AsyncIterable<Buffer>, contentType: string, sizeHintBytes: number): Promise<void> {
+    const upload = new Upload({
+      client: this.client,
+      params: { Bucket: this.url.bucket, Key: this.key(key), Body: Readable.from(body), ContentType: contentType },
+      partSize: partSizeFor(sizeHintBytes),
+      queueSize: PARTS_IN_FLIGHT,
+      leavePartsOnError: false,
+    });
+    try {
+      await upload.done();
+    } catch (err) {
+      // An error of the body (a NarHash mismatch) aborts the upload: nothing is published.
+      if (err instanceof CachectlError) throw err;
+      throw this.failure(`PUT ${key}`, err);
+    }
+  }
+
+  async *list(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ObjectEntry[]> {
+    let continuationToken: string | undefined;
+    do {
+      let response;
+      try {
+        response = await this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.url.bucket,
+            Prefix: this.key(prefix),
+            Delimiter: '/',
+            ...(options.startAfter === undefined ? {} : { StartAfter: this.key(options.startAfter) }),
+            ...(continuationToken === undefined ? {} : { ContinuationToken: continuationToken }),
+          }),
+        );
+      } catch (err) {
+        throw this.failure(`LIST ${prefix}`, err);
+      }
+      yield (response.Contents ?? []).flatMap((object) =>
+        object.Key === undefined
+          ? []
+          : [
+              {
+                key: object.Key.slice(this.url.prefix.length),
+                sizeBytes: object.Size ?? 0,
+                lastModified: object.LastModified ?? new Date(0),
+                ...(object.ETag === undefined ? {} : { etag: object.ETag }),
+              },
+            ],
+      );
+      continuationToken = response.IsTruncated === true ? response.NextContinuationToken : undefined;
+    } while (continuationToken !== undefined);
+  }
+
+  close(): void {
+    this.client.destroy();
+  }
+
+  /** Maps an SDK failure to an error that names the bucket and the fix. */
+  private failure(what: string, err: unknown): CachectlError {
+    const where = `${what} in ${this.displayUrl}`;
+    const status = err instanceof S3ServiceException ? err.$metadata.httpStatusCode : undefined;
+    const name = (err as { name?: string }).name ?? '';
+    const code = (err as { code?: string }).code ?? '';
+    if (name === 'NoSuchBucket' || (status === 404 && what.startsWith('HEAD'))) {
+      return new CachectlError('CACHE_NOT_FOUND', `${where}: the bucket ${this.url.bucket} does not exist; create it or fix --to`, { cause: err });
+    }
+    if (
+      status === 403 ||
+      ['AccessDenied', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'ExpiredToken', 'CredentialsProviderError'].includes(name)
+    ) {
+      return new CachectlError(
+        'CACHE_ACCESS_DENIED',
+        `${where}: access denied (${name || status}); check the AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ?profile=) and the bucket policy`,
+        { cause: err },
+      );
+    }
+    if (name === 'SlowDown' || status === 503 || status === 429) {
+      return new CachectlError('CACHE_THROTTLED', `${where}: the server asks to slow down (${name || status})`, {
+        retryable: true,
+        cause: err,
+      });
+    }
+    if (status === undefined || status >= 500) {
+      const detail = code !== '' ? code : (err as Error).message;
+      return new CachectlError('CACHE_UNREACHABLE', `${where}: ${detail}; is the endpoint right and the server up?`, {
+        retryable: true,
+        cause: err,
+      });
+    }
+    return new CachectlError('CACHE_WRITE_FAILED', `${where}: ${name} (HTTP ${status}): ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+}

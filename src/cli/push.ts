@@ -1,0 +1,45 @@
+import { CachectlError } from '../core/errors.js';
+import type { Config } from '../core/config.js';
+import { openCache } from '../cache/open.js';
+import { LocalStore } from '../nix/local-store.js';
+import { resolveStorePath } from '../nix/resolve.js';
+import { loadSecretKeys } from '../upload/secret-keys.js';
+import { pushClosures, type PushProgress, type PushResult } from '../upload/push.js';
+
+export interface PushCommandResult extends PushResult {
+  cache: string;
+  seconds: number;
+}
+
+/** `cachectl push PATH…`: uploads the closures of PATHs now, in the foreground. */
+export async function pushCommand(
+  args: readonly string[],
+  config: Config,
+  progress: PushProgress,
+  options: { nixDb?: string } = {},
+): Promise<PushCommandResult> {
+  if (config.cacheUrl === undefined) {
+    throw new CachectlError('CONFIG_INVALID', 'no cache given: pass --to URL or set CACHECTL_TO');
+  }
+  const started = Date.now();
+  // Everything is checked before the first byte goes out: keys, paths, then the cache itself.
+  const keys = await loadSecretKeys(config.secretKeyFiles);
+  const store = new LocalStore(options.nixDb === undefined ? {} : { dbPath: options.nixDb });
+  const backend = openCache(config.cacheUrl);
+  try {
+    const roots: string[] = [];
+    for (const arg of args) roots.push(await resolveStorePath(arg, store.storeDir));
+    const result = await pushClosures(roots, {
+      backend,
+      store,
+      compression: config.compression,
+      keys,
+      jobs: config.jobs,
+      progress,
+    });
+    return { ...result, cache: backend.displayUrl, seconds: (Date.now() - started) / 1000 };
+  } finally {
+    backend.close();
+    store.close();
+  }
+}

@@ -1,0 +1,46 @@
+/**
+ * The one error class of cachectl. `code` is stable (README lists every code), `retryable` says whether
+ * trying the same thing again later can succeed, and the message names the thing and the fix.
+ */
+export type ErrorCode =
+  | 'CONFIG_INVALID'
+  | 'CACHE_URL_INVALID'
+  | 'STORE_PATH_INVALID'
+  | 'PATH_NOT_IN_STORE'
+  | 'PATH_NOT_VALID'
+  | 'NIX_STORE_UNREADABLE'
+  | 'SECRET_KEY_INVALID'
+  | 'SECRET_KEY_UNREADABLE'
+  | 'SECRET_KEY_PERMISSIONS'
+  | 'PUBLIC_KEY_INVALID'
+  | 'NARINFO_INVALID'
+  | 'NAR_HASH_MISMATCH'
+  | 'NAR_UNREADABLE'
+  | 'CACHE_UNREACHABLE'
+  | 'CACHE_NOT_FOUND'
+  | 'CACHE_ACCESS_DENIED'
+  | 'CACHE_STORE_DIR_MISMATCH'
+  | 'CACHE_THROTTLED'
+  | 'CACHE_WRITE_FAILED';
+
+export class CachectlError extends Error {
+  override readonly name = 'CachectlError';
+  readonly code: ErrorCode;
+  readonly retryable: boolean;
+
+  constructor(code: ErrorCode, message: string, options: { retryable?: boolean; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.retryable = options.retryable ?? false;
+  }
+}
+
+export function isCachectlError(err: unknown, code?: ErrorCode): err is CachectlError {
+  return err instanceof CachectlError && (code === undefined || err.code === code);
+}
+
+/** The text of any thrown value, for messages that wrap a lower-level failure. */
+export function errorText(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}

@@ -1,0 +1,136 @@
+import Database from 'better-sqlite3';
+import { CachectlError } from '../core/errors.js';
+import { parseSha256 } from '../core/hash.js';
+import { DEFAULT_STORE_DIR } from '../core/store-path.js';
+
+export const DEFAULT_NIX_DB = '/nix/var/nix/db/db.sqlite';
+
+/** What the local store knows of one valid path (Nix's ValidPathInfo). */
+export interface PathInfo {
+  path: string;
+  narHash: Buffer;
+  narSize: number;
+  /** full store paths, self-references included */
+  references: string[];
+  /** full path of the .drv */
+  deriver?: string;
+  sigs: string[];
+  ca?: string;
+}
+
+interface PathRow {
+  id: number;
+  path: string;
+  hash: string;
+  narSize: number | null;
+  deriver: string | null;
+  sigs: string | null;
+  ca: string | null;
+}
+
+const CLOSURE_SQL = `
+  WITH RECURSIVE closure(id) AS (
+    SELECT id FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?))
+    UNION SELECT r.reference FROM Refs r JOIN closure c ON r.referrer = c.id)`;
+
+/**
+ * Read-only access to the local Nix store's SQLite database: one query for a whole closure, however many
+ * thousands of paths it holds. Opened normally (not immutable) so that pages still in the WAL are seen.
+ */
+export class LocalStore {
+  readonly storeDir: string;
+  private readonly db: Database.Database;
+
+  constructor(options: { dbPath?: string; storeDir?: string } = {}) {
+    const dbPath = options.dbPath ?? DEFAULT_NIX_DB;
+    this.storeDir = options.storeDir ?? DEFAULT_STORE_DIR;
+    try {
+      this.db = new Database(dbPath, { readonly: true, fileMustExist: true });
+      this.db.pragma('busy_timeout = 10000');
+    } catch (err) {
+      throw new CachectlError(
+        'NIX_STORE_UNREADABLE',
+        `cannot open the Nix store database ${dbPath}: ${(err as Error).message} (is Nix installed, and is cachectl running as a user that may read it?)`,
+        { cause: err },
+      );
+    }
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /** The valid paths among `paths`; the others are absent from the map. */
+  queryPathInfos(paths: readonly string[]): Map<string, PathInfo> {
+    const json = JSON.stringify(paths);
+    const rows = this.db
+      .prepare<[string], PathRow>(
+        'SELECT id, path, hash, narSize, deriver, sigs, ca FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?))',
+      )
+      .all(json);
+    const refs = this.db
+      .prepare<[string], { referrer: number; path: string }>(
+        `SELECT r.referrer, p.path FROM Refs r JOIN ValidPaths p ON p.id = r.reference
+         WHERE r.referrer IN (SELECT id FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?)))`,
+      )
+      .all(json);
+    return this.toInfos(rows, refs);
+  }
+
+  /**
+   * The closures of `roots` (each root and everything it references, transitively). Throws PATH_NOT_VALID
+   * naming the first root that is not a valid path of this store.
+   */
+  queryClosure(roots: readonly string[]): Map<string, PathInfo> {
+    const json = JSON.stringify(roots);
+    const rows = this.db
+      .prepare<[string], PathRow>(
+        `${CLOSURE_SQL} SELECT v.id, v.path, v.hash, v.narSize, v.deriver, v.sigs, v.ca
+         FROM ValidPaths v JOIN closure c ON c.id = v.id`,
+      )
+      .all(json);
+    const refs = this.db
+      .prepare<[string], { referrer: number; path: string }>(
+        `${CLOSURE_SQL} SELECT r.referrer, p.path FROM Refs r JOIN closure c ON r.referrer = c.id
+         JOIN ValidPaths p ON p.id = r.reference`,
+      )
+      .all(json);
+    const infos = this.toInfos(rows, refs);
+    for (const root of roots) {
+      if (!infos.has(root)) {
+        throw new CachectlError(
+          'PATH_NOT_VALID',
+          `${root} is not a valid path in the local Nix store (deleted by garbage collection, or never built here?); build or substitute it first`,
+        );
+      }
+    }
+    return infos;
+  }
+
+  private toInfos(rows: PathRow[], refs: { referrer: number; path: string }[]): Map<string, PathInfo> {
+    const referencesOf = new Map<number, string[]>();
+    for (const { referrer, path } of refs) {
+      const list = referencesOf.get(referrer);
+      if (list === undefined) referencesOf.set(referrer, [path]);
+      else list.push(path);
+    }
+    const infos = new Map<string, PathInfo>();
+    for (const row of rows) {
+      const narHash = parseSha256(row.hash);
+      if (narHash === undefined) {
+        throw new CachectlError('NIX_STORE_UNREADABLE', `the Nix database has an unreadable hash ${JSON.stringify(row.hash)} for ${row.path}`);
+      }
+      const info: PathInfo = {
+        path: row.path,
+        narHash,
+        narSize: row.narSize ?? 0,
+        references: (referencesOf.get(row.id) ?? []).sort(),
+        sigs: row.sigs === null || row.sigs === '' ? [] : row.sigs.split(' '),
+      };
+      if (row.deriver !== null && row.deriver !== '') info.deriver = row.deriver;
+      if (row.ca !== null && row.ca !== '') info.ca = row.ca;
+      infos.set(row.path, info);
+    }
+    return infos;
+  }
+}

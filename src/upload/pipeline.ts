@@ -1,0 +1,87 @@
+import { createHash } from 'node:crypto';
+import { basename } from 'node:path';
+import { CachectlError } from '../core/errors.js';
+import { formatSha256 } from '../core/hash.js';
+import type { Compression, NarInfo } from '../core/narinfo.js';
+import { fingerprint, sign, type SecretKey } from '../core/signing.js';
+import type { CacheBackend } from '../cache/backend.js';
+import { CONTENT_TYPES } from '../cache/backend.js';
+import { narKey } from '../cache/layout.js';
+import type { PathInfo } from '../nix/local-store.js';
+import { dumpNar } from '../nix/nar-dump.js';
+import { compress } from './compress.js';
+
+/** What the NAR upload learned, for the narinfo. */
+export interface UploadedNar {
+  key: string;
+  compression: Compression;
+  fileHash: Buffer;
+  fileSize: number;
+  narSize: number;
+}
+
+/**
+ * Streams the NAR of `info.path` to `nar/<NarHash>…`: dump → sha256 → compress → sha256 → upload, never whole
+ * in memory. The NarHash computed on the way must equal the store's, or the stream fails at its end and the
+ * backend publishes nothing: a corrupt store path is refused, not uploaded.
+ */
+export async function uploadNar(
+  backend: CacheBackend,
+  info: PathInfo,
+  compression: Compression,
+  onNarBytes: (bytes: number) => void = () => undefined,
+): Promise<UploadedNar> {
+  let narSize = 0;
+  const checkedNar = async function* (): AsyncGenerator<Buffer> {
+    const narHash = createHash('sha256');
+    for await (const chunk of dumpNar(info.path)) {
+      narHash.update(chunk);
+      narSize += chunk.length;
+      onNarBytes(chunk.length);
+      yield chunk;
+    }
+    const digest = narHash.digest();
+    if (!digest.equals(info.narHash) || (info.narSize !== 0 && narSize !== info.narSize)) {
+      throw new CachectlError(
+        'NAR_HASH_MISMATCH',
+        `${info.path} does not match the Nix database (NarHash ${formatSha256(digest)}, ${narSize} bytes; expected ` +
+          `${formatSha256(info.narHash)}, ${info.narSize} bytes): the store path is corrupt; repair it with ` +
+          `nix-store --repair-path ${info.path}`,
+      );
+    }
+  };
+  let fileSize = 0;
+  const fileHash = createHash('sha256');
+  const counted = async function* (): AsyncGenerator<Buffer> {
+    for await (const chunk of compress(checkedNar(), compression, info.narSize)) {
+      fileHash.update(chunk);
+      fileSize += chunk.length;
+      yield chunk;
+    }
+  };
+  const key = narKey(info.narHash, compression);
+  // Incompressible data grows a little under compression; the hint only has to bound the size.
+  const sizeHint = Math.ceil(info.narSize * 1.01) + 1024 * 1024;
+  await backend.putStream(key, counted(), CONTENT_TYPES.nar, sizeHint);
+  return { key, compression, fileHash: fileHash.digest(), fileSize, narSize };
+}
+
+/** The narinfo for an uploaded NAR: the store's signatures, plus one per key. */
+export function makeNarInfo(info: PathInfo, nar: UploadedNar, keys: readonly SecretKey[]): NarInfo {
+  const narInfo: NarInfo = {
+    storePath: info.path,
+    url: nar.key,
+    compression: nar.compression,
+    fileHash: nar.fileHash,
+    fileSize: nar.fileSize,
+    narHash: info.narHash,
+    narSize: nar.narSize,
+    references: info.references.map((ref) => basename(ref)),
+    sigs: [...info.sigs],
+  };
+  if (info.deriver !== undefined) narInfo.deriver = basename(info.deriver);
+  if (info.ca !== undefined) narInfo.ca = info.ca;
+  const text = fingerprint(info.path, info.narHash, nar.narSize, info.references);
+  for (const key of keys) narInfo.sigs.push(sign(key, text));
+  return narInfo;
+}

@@ -1,0 +1,138 @@
+import { basename } from 'node:path';
+import { CachectlError, errorText } from '../core/errors.js';
+import { renderNarInfo, type Compression } from '../core/narinfo.js';
+import type { SecretKey } from '../core/signing.js';
+import { Limiter } from '../core/limit.js';
+import type { CacheBackend } from '../cache/backend.js';
+import { CONTENT_TYPES } from '../cache/backend.js';
+import { CACHE_INFO_KEY, cacheInfoStoreDir, narInfoKey, renderCacheInfo } from '../cache/layout.js';
+import { findPresent } from '../cache/present.js';
+import type { LocalStore, PathInfo } from '../nix/local-store.js';
+import { makeNarInfo, uploadNar } from './pipeline.js';
+
+export interface PushOptions {
+  backend: CacheBackend;
+  store: LocalStore;
+  compression: Compression;
+  keys: readonly SecretKey[];
+  /** NARs uploaded at once */
+  jobs: number;
+  /** counters the caller may read while the push runs (for a progress line) */
+  progress?: PushProgress;
+}
+
+export interface PushProgress {
+  pathsTotal: number;
+  pathsDone: number;
+  narBytesTotal: number;
+  narBytesDone: number;
+}
+
+export interface PushFailure {
+  path: string;
+  code: string;
+  message: string;
+}
+
+export interface PushResult {
+  closurePaths: number;
+  alreadyPresent: number;
+  uploaded: string[];
+  failed: PushFailure[];
+  narBytes: number;
+  fileBytes: number;
+}
+
+export function newProgress(): PushProgress {
+  return { pathsTotal: 0, pathsDone: 0, narBytesTotal: 0, narBytesDone: 0 };
+}
+
+/** Writes `nix-cache-info` when absent; refuses a cache made for another store directory. */
+export async function ensureCacheInfo(backend: CacheBackend, storeDir: string): Promise<void> {
+  const existing = await backend.get(CACHE_INFO_KEY);
+  if (existing === undefined) {
+    await backend.put(CACHE_INFO_KEY, Buffer.from(renderCacheInfo(storeDir)), CONTENT_TYPES.cacheInfo);
+    return;
+  }
+  const cacheStoreDir = cacheInfoStoreDir(existing.toString('utf8'));
+  if (cacheStoreDir !== storeDir) {
+    throw new CachectlError(
+      'CACHE_STORE_DIR_MISMATCH',
+      `cache ${backend.displayUrl} is for the store ${cacheStoreDir ?? '(none named)'}, not ${storeDir}; use another cache`,
+    );
+  }
+}
+
+/** A failure of the cache itself (access, bucket, network) dooms every path: stop starting new ones. */
+function isCacheWide(err: unknown): boolean {
+  return err instanceof CachectlError && err.code.startsWith('CACHE_');
+}
+
+/**
+ * Uploads the closures of `roots`: the paths the cache lacks, NARs in parallel (largest first), each narinfo
+ * published only after its NAR and the narinfos of all its references. A path that fails takes the paths that
+ * reference it with it, so a reader never sees a narinfo whose NAR or references are missing.
+ */
+export async function pushClosures(roots: readonly string[], options: PushOptions): Promise<PushResult> {
+  const { backend, store } = options;
+  const progress = options.progress ?? newProgress();
+  const infos = store.queryClosure(roots);
+  await ensureCacheInfo(backend, store.storeDir);
+  const hashPartOf = (path: string): string => basename(path).slice(0, 32);
+  const present = await findPresent(backend, [...infos.keys()].map(hashPartOf));
+  const missing = [...infos.values()]
+    .filter((info) => !present.has(hashPartOf(info.path)))
+    .sort((a, b) => b.narSize - a.narSize);
+
+  progress.pathsTotal = missing.length;
+  progress.narBytesTotal = missing.reduce((sum, info) => sum + info.narSize, 0);
+  const result: PushResult = {
+    closurePaths: infos.size,
+    alreadyPresent: infos.size - missing.length,
+    uploaded: [],
+    failed: [],
+    narBytes: 0,
+    fileBytes: 0,
+  };
+
+  const limiter = new Limiter(options.jobs);
+  let cacheFailure: unknown;
+  const published = new Map<string, Promise<void>>();
+  const publish = async (info: PathInfo): Promise<void> => {
+    const nar = await limiter.run(async () => {
+      if (cacheFailure !== undefined) throw cacheFailure;
+      return uploadNar(backend, info, options.compression, (bytes) => (progress.narBytesDone += bytes));
+    });
+    for (const ref of info.references) {
+      if (ref !== info.path) await published.get(ref);
+    }
+    const narInfo = makeNarInfo(info, nar, options.keys);
+    await backend.put(narInfoKey(hashPartOf(info.path)), Buffer.from(renderNarInfo(narInfo)), CONTENT_TYPES.narinfo);
+    result.uploaded.push(info.path);
+    result.narBytes += nar.narSize;
+    result.fileBytes += nar.fileSize;
+  };
+  for (const info of missing) {
+    const done = publish(info).catch((err: unknown) => {
+      if (isCacheWide(err)) cacheFailure ??= err;
+      const blockedBy = err instanceof DependencyFailed ? err : undefined;
+      result.failed.push({
+        path: info.path,
+        code: blockedBy !== undefined ? 'DEPENDENCY_FAILED' : ((err as CachectlError).code ?? 'INTERNAL'),
+        message: errorText(err),
+      });
+      throw blockedBy ?? new DependencyFailed(info.path);
+    });
+    done.catch(() => undefined).finally(() => (progress.pathsDone += 1));
+    published.set(info.path, done);
+  }
+  await Promise.allSettled(published.values());
+  return result;
+}
+
+/** What a path's failure means for the paths that reference it. */
+class DependencyFailed extends Error {
+  constructor(readonly path: string) {
+    super(`not published: its reference ${path} failed`);
+  }
+}
