@@ -1,0 +1,277 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { parseCacheUrl } from '../src/core/cache-url.js';
+import { resolveConfig } from '../src/core/config.js';
+import { CachectlError } from '../src/core/errors.js';
+import { formatSha256, parseSha256 } from '../src/core/hash.js';
+import { narString } from '../src/core/nar.js';
+import { parseNarInfo, renderNarInfo } from '../src/core/narinfo.js';
+import { nix32Decode, nix32Encode } from '../src/core/nix32.js';
+import {
+  fingerprint,
+  formatPublicKey,
+  formatSecretKey,
+  generateSecretKey,
+  parsePublicKey,
+  parseSecretKey,
+  sign,
+  verifySignature,
+} from '../src/core/signing.js';
+import { parseStorePath } from '../src/core/store-path.js';
+import { partSizeFor } from '../src/cache/s3.js';
+
+const sha256 = (text: string) => createHash('sha256').update(text).digest();
+
+function assertCode(fn: () => unknown, code: string, pattern?: RegExp): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof CachectlError, `expected a CachectlError, got ${String(err)}`);
+    assert.equal(err.code, code);
+    if (pattern !== undefined) assert.match(err.message, pattern);
+    return true;
+  });
+}
+
+describe('nix32', () => {
+  // Vectors printed by `nix hash to-base32` (Nix 2.8); test/nix-oracle.test.ts re-checks them against Nix.
+  const vectors: [string, string][] = [
+    ['', '0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73'],
+    ['abc', '1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s'],
+  ];
+  for (const [input, expected] of vectors) {
+    it(`encodes sha256(${JSON.stringify(input)})`, () => {
+      assert.equal(nix32Encode(sha256(input)), expected);
+      assert.deepEqual(nix32Decode(expected), sha256(input));
+    });
+  }
+  it('round-trips every length a store uses', () => {
+    for (const size of [1, 5, 20, 32, 64]) {
+      const bytes = createHash('sha512').update(String(size)).digest().subarray(0, size);
+      assert.deepEqual(nix32Decode(nix32Encode(bytes)), bytes);
+    }
+  });
+  it('rejects letters outside the alphabet and overflowing digits', () => {
+    assert.equal(nix32Decode('e'.repeat(52)), undefined);
+    assert.equal(nix32Decode('u'.repeat(32)), undefined);
+    assert.equal(nix32Decode('z'.repeat(52)), undefined); // 52*5 = 260 bits > 256
+    assert.equal(nix32Decode('0'.repeat(51)), undefined);
+  });
+});
+
+describe('hashes', () => {
+  it('reads the three encodings Nix uses for one digest', () => {
+    const digest = sha256('x');
+    assert.deepEqual(parseSha256(`sha256:${digest.toString('hex')}`), digest);
+    assert.deepEqual(parseSha256(formatSha256(digest)), digest);
+    assert.deepEqual(parseSha256(`sha256-${digest.toString('base64')}`), digest);
+    for (const bad of ['md5:abc', 'sha256:xyz', `sha256-${digest.subarray(1).toString('base64')}`, 'sha256:']) {
+      assert.equal(parseSha256(bad), undefined, bad);
+    }
+  });
+});
+
+describe('store paths', () => {
+  const hash = '0'.repeat(32);
+  it('accepts what Nix accepts', () => {
+    for (const name of ['hello-2.12', 'a', 'x+y=z?_.-', 'A'.repeat(211)]) {
+      const parsed = parseStorePath(`/nix/store/${hash}-${name}`);
+      assert.equal(parsed.name, name);
+      assert.equal(parsed.hashPart, hash);
+    }
+  });
+  const bad: [string, string, RegExp][] = [
+    ['/etc/hostname', 'PATH_NOT_IN_STORE', /not in the Nix store/],
+    ['nix/store/x', 'PATH_NOT_IN_STORE', /not in the Nix store/],
+    [`/nix/store/${hash}`, 'STORE_PATH_INVALID', /<32-character hash>-<name>/],
+    [`/nix/store/${'e'.repeat(32)}-x`, 'STORE_PATH_INVALID', /not nix32/],
+    [`/nix/store/${hash}-.hidden`, 'STORE_PATH_INVALID', /starts with a period/],
+    [`/nix/store/${hash}-a b`, 'STORE_PATH_INVALID', /characters other than/],
+    [`/nix/store/${hash}-ü`, 'STORE_PATH_INVALID', /characters other than/],
+    [`/nix/store/${hash}-${'a'.repeat(212)}`, 'STORE_PATH_INVALID', /longer than 211/],
+    [`/nix/store/${hash}-x/bin/sh`, 'STORE_PATH_INVALID', /inside the store path \/nix\/store\/0+-x; pass that/],
+    [`/nix/store/${hash}-x/../../../etc`, 'STORE_PATH_INVALID', /inside the store path/],
+    ['/nix/store/../etc/passwd', 'STORE_PATH_INVALID', /not a valid store path/],
+  ];
+  for (const [path, code, pattern] of bad) {
+    it(`rejects ${JSON.stringify(path.slice(0, 60))}`, () => assertCode(() => parseStorePath(path), code, pattern));
+  }
+});
+
+describe('NAR framing', () => {
+  it('pads strings to 8 bytes after a little-endian length', () => {
+    assert.equal(narString('').toString('hex'), '0000000000000000');
+    assert.equal(narString('(').toString('hex'), '0100000000000000' + '28' + '00'.repeat(7));
+    assert.equal(narString('12345678').length, 16);
+    assert.equal(narString('123456789').length, 24);
+  });
+});
+
+// Written by `nix copy --to file://…?compression=zstd` (Nix 2.8) for a path with references and a deriver.
+const NIX_NARINFO = `StorePath: /nix/store/yrz6dw5nnz86xas3wq4dl2xz14dwrfbc-fixture-app
+URL: nar/0d3lb4ks1p3qnmk25ydrdgk908l3wq5md6am87w0czyi1jcybw5h.nar.zst
+Compression: zstd
+FileHash: sha256:0d3lb4ks1p3qnmk25ydrdgk908l3wq5md6am87w0czyi1jcybw5h
+FileSize: 403
+NarHash: sha256:09vj8kmr521w01nzqjya8xgv11172l4455znyl6vvjmc83w4afdh
+NarSize: 1704
+References: ms9gx7bx74vq2c5fhvc948q04shp5g11-fixture-lib yrz6dw5nnz86xas3wq4dl2xz14dwrfbc-fixture-app
+Deriver: cn5c2mfjsd5wa6gqdxz6f0nx9l7y4arz-fixture-app.drv
+Sig: example-cache-1:yV6yJ5bCaPgK51bKE9uT+9DzXxNjNr7WFQi3+W1ixzqG3y+TWJoxn8/b3TldvG4+11mDGK2bq4wdUwgcAzShCQ==
+`;
+const NIX_NARINFO_NO_REFS = `StorePath: /nix/store/i85rfilzsgspjaa5inp5ha889yixqq4k-fixture-tiny
+URL: nar/10j8ap4wvp51lgz4zvhzsz0v5y4s39al9cxajqy1rybx5lc6aqhj.nar.zst
+Compression: zstd
+FileHash: sha256:10j8ap4wvp51lgz4zvhzsz0v5y4s39al9cxajqy1rybx5lc6aqhj
+FileSize: 100
+NarHash: sha256:14g806w4wx51iz0r5md0hdh6mcl0pf56fpxzd7vsh9qj5lkc22z1
+NarSize: 128
+References: 
+Deriver: 0qvjsklnmqgnglqq0c8x56zh0dfbhqqb-fixture-tiny.drv
+Sig: example-cache-1:yJQOgvoUtvgaUbfzKGUPI1u2OUqEcmMhACPx2uAKsPIyZNVVc2tVwjo/V54fqKpT3R8BXnwZ6lmGsfIrUpYyCQ==
+`;
+// The public key of the (test-only) key that signed both.
+const NIX_PUBLIC_KEY = 'example-cache-1:uKj67C0jikDZ257kAxiJ0GHGhhhMtKOBtzOJkDQNW8s=';
+
+describe('narinfo', () => {
+  for (const [name, text] of [['with references', NIX_NARINFO], ['without references', NIX_NARINFO_NO_REFS]]) {
+    it(`renders Nix's narinfo ${name} byte for byte`, () => {
+      assert.equal(renderNarInfo(parseNarInfo(text as string, 'golden')), text);
+    });
+  }
+  it('keeps the trailing space of an empty References line', () => {
+    assert.match(renderNarInfo(parseNarInfo(NIX_NARINFO_NO_REFS, 'golden')), /^References: \n/m);
+  });
+  it('orders signatures as Nix does and puts CA last', () => {
+    const info = parseNarInfo(NIX_NARINFO_NO_REFS, 'golden');
+    info.sigs = ['z-key:AAAA', 'a-key:BBBB'];
+    info.ca = 'fixed:r:sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s';
+    delete info.deriver;
+    const lines = renderNarInfo(info).split('\n');
+    assert.deepEqual(lines.slice(-4), ['Sig: a-key:BBBB', 'Sig: z-key:AAAA', `CA: ${info.ca}`, '']);
+  });
+  const malformed: [string, string, RegExp][] = [
+    ['no final newline', NIX_NARINFO.trimEnd(), /newline/],
+    ['no NarHash', NIX_NARINFO.replace(/^NarHash.*\n/m, ''), /no NarHash/],
+    ['a bad store path', NIX_NARINFO.replace('/nix/store/yrz6', '/nix/store/../'), /StorePath|store path/],
+    ['a URL outside nar/', NIX_NARINFO.replace('URL: nar/', 'URL: ../../'), /URL/],
+    ['a reference with ..', NIX_NARINFO.replace('References: ms9g', 'References: ../g'), /reference/],
+    ['NarSize 0', NIX_NARINFO.replace('NarSize: 1704', 'NarSize: 0'), /NarSize is 0/],
+    ['garbage', 'hello\n', /not "Name: value"/],
+  ];
+  for (const [name, text, pattern] of malformed) {
+    it(`refuses a narinfo with ${name}`, () => assertCode(() => parseNarInfo(text, 'x.narinfo'), 'NARINFO_INVALID', pattern));
+  }
+});
+
+describe('signing', () => {
+  it("verifies Nix's own signatures over our fingerprint", () => {
+    const key = parsePublicKey(NIX_PUBLIC_KEY);
+    for (const text of [NIX_NARINFO, NIX_NARINFO_NO_REFS]) {
+      const info = parseNarInfo(text, 'golden');
+      const refs = info.references.map((ref) => `/nix/store/${ref}`);
+      const fp = fingerprint(info.storePath, info.narHash, info.narSize, refs);
+      assert.ok(verifySignature([key], fp, info.sigs[0] as string), fp);
+      assert.ok(!verifySignature([key], fp.replace(`;${info.narSize};`, `;${info.narSize + 1};`), info.sigs[0] as string));
+    }
+  });
+  it('writes the fingerprint with sorted full reference paths', () => {
+    const fp = fingerprint('/nix/store/x-a', sha256(''), 8, ['/nix/store/z-b', '/nix/store/c-d']);
+    assert.equal(fp, `1;/nix/store/x-a;${formatSha256(sha256(''))};8;/nix/store/c-d,/nix/store/z-b`);
+  });
+  it('signs deterministically and round-trips the key format', () => {
+    const key = generateSecretKey('cache.example.org-1');
+    const again = parseSecretKey(`${formatSecretKey(key)}\n`, 'memory');
+    assert.equal(formatPublicKey(again), formatPublicKey(key));
+    const sig = sign(again, 'hello');
+    assert.equal(sig, sign(key, 'hello'));
+    assert.ok(verifySignature([parsePublicKey(formatPublicKey(key))], 'hello', sig));
+  });
+  const key = generateSecretKey('k');
+  const full = Buffer.concat([key.seed, key.publicKey]);
+  const badKeys: [string, string, RegExp][] = [
+    ['empty', '', /malformed/],
+    ['no name', `:${full.toString('base64')}`, /malformed/],
+    ['no colon', full.toString('base64'), /malformed/],
+    ['not base64', 'k:!!!', /malformed/],
+    ['a public key', formatPublicKey(key), /32 bytes, not 64.*public key/],
+    ['63 bytes', `k:${full.subarray(1).toString('base64')}`, /63 bytes, not 64/],
+    ['a wrong public half', `k:${Buffer.concat([key.seed, Buffer.alloc(32)]).toString('base64')}`, /public half/],
+  ];
+  for (const [name, text, pattern] of badKeys) {
+    it(`refuses a secret key that is ${name}, naming the file but not the key`, () => {
+      assertCode(() => parseSecretKey(text, '/etc/keys/cache.sec'), 'SECRET_KEY_INVALID', pattern);
+      try {
+        parseSecretKey(text, '/etc/keys/cache.sec');
+      } catch (err) {
+        assert.match((err as Error).message, /\/etc\/keys\/cache\.sec/);
+        if (text.length > 8) assert.ok(!(err as Error).message.includes(text.slice(2)), 'the key leaked into the message');
+      }
+    });
+  }
+});
+
+describe('cache URLs', () => {
+  it('reads file:// and s3:// with Nix parameters', () => {
+    assert.deepEqual(parseCacheUrl('file:///var/cache/nix/'), { kind: 'file', dir: '/var/cache/nix' });
+    assert.deepEqual(parseCacheUrl('s3://my-bucket?endpoint=127.0.0.1:9000&scheme=http&prefix=/a/b/'), {
+      kind: 's3',
+      bucket: 'my-bucket',
+      endpoint: 'http://127.0.0.1:9000',
+      region: 'us-east-1',
+      prefix: 'a/b/',
+      forcePathStyle: true,
+      checksums: 'WHEN_REQUIRED',
+    });
+    const r2 = parseCacheUrl('s3://cache?endpoint=https://acct.r2.cloudflarestorage.com&region=auto');
+    assert.equal(r2.kind === 's3' && r2.region, 'auto');
+    const aws = parseCacheUrl('s3://cache?region=eu-west-1');
+    assert.ok(aws.kind === 's3' && !aws.forcePathStyle && aws.checksums === 'WHEN_SUPPORTED' && aws.endpoint === undefined);
+  });
+  for (const bad of ['/tmp/x', 'http://x/y', 'file://host/x', 'file:///', 's3://A_B', 's3://b/path', 's3://bkt?compression=xz',
+    's3://bkt?prefix=a/../b', 's3://bkt?addressing-style=sideways', 's3://bkt?endpoint=h&scheme=ftp']) {
+    it(`refuses ${bad}`, () => assertCode(() => parseCacheUrl(bad), 'CACHE_URL_INVALID', /expected file:\/\/\/DIR or s3:\/\//));
+  }
+});
+
+describe('configuration', () => {
+  it('takes flags over environment over file over defaults', () => {
+    const file = { name: 'c.json', text: JSON.stringify({ to: 'file:///f', jobs: 3, compression: 'xz', secretKeyFiles: ['/k'] }) };
+    const fromFile = resolveConfig({}, {}, file);
+    assert.deepEqual([fromFile.cacheUrl, fromFile.jobs, fromFile.compression, fromFile.secretKeyFiles],
+      [{ kind: 'file', dir: '/f' }, 3, 'xz', ['/k']]);
+    const fromEnv = resolveConfig({}, { CACHECTL_JOBS: '5', CACHECTL_SECRET_KEY_FILES: '/a:/b' }, file);
+    assert.deepEqual([fromEnv.jobs, fromEnv.secretKeyFiles], [5, ['/a', '/b']]);
+    const fromFlags = resolveConfig({ jobs: '7', compression: 'none' }, { CACHECTL_JOBS: '5' }, file);
+    assert.deepEqual([fromFlags.jobs, fromFlags.compression], [7, 'none']);
+    const defaults = resolveConfig({}, {});
+    assert.deepEqual([defaults.cacheUrl, defaults.queue, defaults.compression, defaults.jobs],
+      [undefined, '/var/lib/cachectl/queue.db', 'zstd', 8]);
+    assert.ok(Object.isFrozen(defaults));
+  });
+  it('reports every problem at once', () => {
+    const file = { name: 'c.json', text: JSON.stringify({ compresion: 'zstd', jobs: 'many' }) };
+    assert.throws(
+      () => resolveConfig({ compression: 'gzip', to: 'ftp://x' }, {}, file),
+      (err: unknown) => {
+        const message = (err as Error).message;
+        for (const part of [/unknown key "compresion"/, /jobs must be a number/, /unknown compression "gzip"; use one of zstd, xz, none/, /ftp:/]) {
+          assert.match(message, part);
+        }
+        return (err as CachectlError).code === 'CONFIG_INVALID';
+      },
+    );
+  });
+  it('rejects job counts outside 1..256', () => {
+    for (const jobs of ['0', '-1', '1.5', 'x', '257']) assertCode(() => resolveConfig({ jobs }, {}), 'CONFIG_INVALID', /jobs/);
+  });
+});
+
+describe('multipart part size', () => {
+  it('keeps every NAR under 10,000 parts', () => {
+    for (const size of [0, 1, 8 << 20, 80e9, 5e12]) {
+      const part = partSizeFor(size);
+      assert.ok(part >= 8 << 20);
+      assert.ok(Math.ceil(size / part) <= 10_000, `size ${size}`);
+    }
+  });
+});

@@ -1,0 +1,51 @@
+import type { CacheBackend } from '../../src/cache/backend.js';
+import { parseNarInfo } from '../../src/core/narinfo.js';
+
+/**
+ * Every way a reader could see a broken cache: a narinfo that does not parse, whose NAR is missing, or one of
+ * whose references has no narinfo. Returns the problems found (none is the only good answer) and the
+ * number of narinfos seen.
+ */
+export async function cacheProblems(backend: CacheBackend): Promise<{ narinfos: number; problems: string[] }> {
+  const problems: string[] = [];
+  const narInfoKeys: string[] = [];
+  for await (const page of backend.list('')) {
+    for (const { key } of page) if (key.endsWith('.narinfo')) narInfoKeys.push(key);
+  }
+  for (const key of narInfoKeys) {
+    const text = await backend.get(key);
+    if (text === undefined) continue; // deleted since the listing (not by a push, but tolerate it)
+    let info;
+    try {
+      info = parseNarInfo(text.toString('utf8'), key);
+    } catch (err) {
+      problems.push((err as Error).message);
+      continue;
+    }
+    if (!(await backend.exists(info.url))) problems.push(`${key}: its NAR ${info.url} is missing`);
+    for (const ref of info.references) {
+      if (!(await backend.exists(`${ref.slice(0, 32)}.narinfo`))) problems.push(`${key}: its reference ${ref} is missing`);
+    }
+  }
+  return { narinfos: narInfoKeys.length, problems };
+}
+
+/** Runs `cacheProblems` over and over until stopped, collecting every problem seen at any moment. */
+export function observeCache(backend: CacheBackend): { stop(): Promise<{ rounds: number; problems: string[] }> } {
+  let stopped = false;
+  let rounds = 0;
+  const problems = new Set<string>();
+  const loop = (async () => {
+    while (!stopped) {
+      for (const problem of (await cacheProblems(backend)).problems) problems.add(problem);
+      rounds += 1;
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      await loop;
+      return { rounds, problems: [...problems] };
+    },
+  };
+}

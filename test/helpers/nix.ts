@@ -1,0 +1,110 @@
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+export const execFileAsync = promisify(execFile);
+
+/** The repository root (tests run from dist/test/…). */
+export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
+export const CACHECTL = join(REPO, 'dist/src/bin/cachectl.js');
+const FIXTURES = join(REPO, 'test/fixtures/closures.nix');
+
+/**
+ * The environment every Nix command of the tests runs in: no substituters, no build users, no sandbox, no
+ * narinfo caching, a private cache dir; configured through NIX_CONFIG, never by editing the machine.
+ * AWS_EC2_METADATA_DISABLED keeps the SDK's credential chain from probing an instance metadata address.
+ */
+export function testEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    NIX_CONFIG: [
+      'build-users-group =',
+      'sandbox = false',
+      'substituters =',
+      'experimental-features = nix-command',
+      'require-sigs = true',
+      'narinfo-cache-negative-ttl = 0',
+      'narinfo-cache-positive-ttl = 0',
+      'builders =',
+    ].join('\n'),
+    XDG_CACHE_HOME: mkdtempSync(join(tmpdir(), 'cachectl-xdg-')),
+    AWS_EC2_METADATA_DISABLED: 'true',
+    NODE_NO_WARNINGS: '1',
+    ...extra,
+  };
+}
+
+/** Fails loudly when Nix is missing: a test that needs Nix must never pass by skipping. */
+export function requireNix(): void {
+  try {
+    execFileSync('nix-store', ['--version'], { env: testEnv(), stdio: 'pipe' });
+  } catch (err) {
+    throw new Error(`Nix is required for this test and is missing (run: bash test/setup.sh): ${(err as Error).message}`);
+  }
+}
+
+export type Fixture =
+  | 'tiny'
+  | 'lib'
+  | 'app'
+  | 'top'
+  | 'multi.out'
+  | 'multi.dev'
+  | 'tree'
+  | 'symroot'
+  | 'execroot'
+  | 'big'
+  | 'chain';
+
+/** Builds fixtures (test/fixtures/closures.nix) and returns their store paths. A nonce gives fresh paths. */
+export async function buildFixtures<T extends Fixture>(
+  attrs: readonly T[],
+  options: { nonce?: string; bigMb?: number; chainLength?: number } = {},
+): Promise<Record<T, string>> {
+  const args = [FIXTURES, '--no-out-link', '--argstr', 'nonce', options.nonce ?? ''];
+  args.push('--argstr', 'bigMb', String(options.bigMb ?? 24), '--argstr', 'chainLength', String(options.chainLength ?? 40));
+  for (const attr of attrs) args.push('-A', attr);
+  const { stdout } = await execFileAsync('nix-build', args, { env: testEnv(), maxBuffer: 1 << 24 });
+  const paths = stdout.trim().split('\n');
+  if (paths.length !== attrs.length) throw new Error(`nix-build printed ${paths.length} paths for ${attrs.length} attributes`);
+  return Object.fromEntries(attrs.map((attr, i) => [attr, paths[i]])) as Record<T, string>;
+}
+
+/** Runs a command with the test environment; never throws, returns what happened. */
+export async function run(
+  command: string,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv = testEnv(),
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await execFileAsync(command, args, { env, maxBuffer: 1 << 26 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code?: number | string; stdout?: string; stderr?: string };
+    return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? String(err) };
+  }
+}
+
+export function cachectl(args: readonly string[], env?: NodeJS.ProcessEnv) {
+  return run(process.execPath, [CACHECTL, ...args], env);
+}
+
+/** `nix store verify -r` against a cache: checks signatures, NAR hashes and closure completeness. */
+export function nixVerify(storeUrl: string, publicKey: string, paths: readonly string[]) {
+  return run('nix', ['store', 'verify', '--store', storeUrl, '--trusted-public-keys', publicKey, '-r', ...paths]);
+}
+
+/** Substitutes `paths` from a cache into a fresh chroot store, as a new client would. */
+export function nixCopyFrom(storeUrl: string, publicKey: string, paths: readonly string[]) {
+  const target = mkdtempSync(join(tmpdir(), 'cachectl-fresh-store-'));
+  return run('nix', ['copy', '--from', storeUrl, '--to', target, '--option', 'trusted-public-keys', publicKey, ...paths]);
+}
+
+/** The store paths of the closures of `paths`, from Nix itself. */
+export async function nixClosure(paths: readonly string[]): Promise<string[]> {
+  const { stdout } = await execFileAsync('nix-store', ['-qR', ...paths], { env: testEnv() });
+  return stdout.trim().split('\n').sort();
+}

@@ -1,0 +1,71 @@
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export interface S3Server {
+  endpoint: string;
+  bucket: string;
+  /** s3:// cache URL for cachectl */
+  cacheUrl(prefix?: string): string;
+  /** the http:// URL Nix reads the bucket through (Debian's Nix has no s3://) */
+  httpUrl: string;
+  /** environment with credentials s3rver accepts (its access key id must be S3RVER) */
+  env: Record<string, string>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts s3rver in a child process on a free port of 127.0.0.1. `--openssl-legacy-provider` is required:
+ * without it s3rver's paginated listings fail (DES in OpenSSL 3). Fails loudly when s3rver is missing.
+ */
+export async function startS3rver(bucket = 'nix-cache'): Promise<S3Server> {
+  const require = createRequire(import.meta.url);
+  const bin = require.resolve('s3rver/bin/s3rver.js');
+  const dir = await mkdtemp(join(tmpdir(), 'cachectl-s3rver-'));
+  const child = spawn(
+    process.execPath,
+    ['--openssl-legacy-provider', bin, '-d', dir, '-a', '127.0.0.1', '-p', '0', '--silent', '--no-vhost-buckets',
+      '--configure-bucket', bucket], // --configure-bucket must stay last: it takes the following words
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const port = await new Promise<number>((resolve, reject) => {
+    let output = '';
+    const timer = setTimeout(() => reject(new Error(`s3rver did not start in 20 s: ${output}`)), 20_000);
+    const onData = (data: Buffer) => {
+      output += data.toString();
+      const match = /listening on 127\.0\.0\.1:(\d+)/.exec(output);
+      if (match !== null) {
+        clearTimeout(timer);
+        resolve(Number(match[1]));
+      }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`s3rver exited with ${code}: ${output}`));
+    });
+  });
+  const kill = () => child.kill('SIGKILL');
+  process.once('exit', kill);
+  const endpoint = `http://127.0.0.1:${port}`;
+  return {
+    endpoint,
+    bucket,
+    cacheUrl: (prefix) =>
+      `s3://${bucket}?endpoint=${encodeURIComponent(endpoint)}&region=us-east-1${prefix === undefined ? '' : `&prefix=${prefix}`}`,
+    httpUrl: `${endpoint}/${bucket}`,
+    env: { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER' },
+    async stop() {
+      process.off('exit', kill);
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((resolve) => child.once('exit', resolve));
+        child.kill('SIGTERM');
+        await exited;
+      }
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}

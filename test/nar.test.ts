@@ -1,0 +1,78 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { chmodSync, mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { before, describe, it } from 'node:test';
+import { dumpNar } from '../src/nix/nar-dump.js';
+import { nix32Encode } from '../src/core/nix32.js';
+import { buildFixtures, requireNix, testEnv, type Fixture } from './helpers/nix.js';
+
+async function narOf(path: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of dumpNar(path)) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
+function nixDump(path: string): Buffer {
+  return execFileSync('nix-store', ['--dump', path], { env: testEnv(), maxBuffer: 1 << 30 });
+}
+
+describe('NAR serialization equals nix-store --dump', () => {
+  before(requireNix);
+
+  const fixtures: Fixture[] = ['tiny', 'lib', 'app', 'top', 'multi.out', 'multi.dev', 'tree', 'symroot', 'execroot', 'big'];
+  it('for every fixture: every node kind, symlink and executable roots, unicode, a 25 MiB file', async () => {
+    const paths = await buildFixtures(fixtures);
+    for (const fixture of fixtures) {
+      const ours = await narOf(paths[fixture]);
+      const theirs = nixDump(paths[fixture]);
+      assert.equal(ours.length, theirs.length, fixture);
+      assert.ok(ours.equals(theirs), `${fixture}: NAR bytes differ`);
+    }
+  });
+
+  it('for names that are not UTF-8, bytewise order, and sizes around the chunk boundaries', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cachectl-nar-'));
+    const root = join(dir, 'root');
+    mkdirSync(root);
+    // Bytes 0xff and 0x80 are not UTF-8; 0xef 0x80 0x80 (U+F000) sorts after 😀 (U+1F600) in UTF-16 but not in bytes.
+    for (const name of [Buffer.from([0x66, 0xff]), Buffer.from([0x66, 0x80]), Buffer.from('f\u{1F600}'), Buffer.from('f\uF000')]) {
+      writeFileSync(Buffer.concat([Buffer.from(`${root}/`), name]), name);
+    }
+    for (const size of [0, 1, 7, 8, 9, 256 * 1024 - 1, 256 * 1024, 1024 * 1024 + 3, 3 * 1024 * 1024]) {
+      writeFileSync(join(root, `size-${size}`), Buffer.alloc(size, size % 251));
+    }
+    mkdirSync(join(root, 'nested/empty'), { recursive: true });
+    writeFileSync(join(root, 'nested/run'), '#!/bin/sh\n');
+    chmodSync(join(root, 'nested/run'), 0o755);
+    writeFileSync(join(root, 'nested/group-exec-only'), 'x');
+    chmodSync(join(root, 'nested/group-exec-only'), 0o654);
+    symlinkSync('../size-0', join(root, 'nested/link'));
+    symlinkSync(`/${'long/'.repeat(100)}target`, join(root, 'long-link'));
+    const ours = await narOf(root);
+    assert.ok(ours.equals(nixDump(root)), 'NAR bytes differ');
+    // The hash Nix computes for the same tree, as a second, independent oracle.
+    const nixHash = execFileSync('nix-hash', ['--type', 'sha256', '--base32', root], { env: testEnv() }).toString().trim();
+    assert.equal(nix32Encode(createHash('sha256').update(ours).digest()), nixHash);
+  });
+
+  it('refuses what a NAR cannot hold, naming the file', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cachectl-nar-'));
+    execFileSync('mkfifo', [join(dir, 'fifo')]);
+    await assert.rejects(narOf(dir), /fifo is neither a regular file, a directory nor a symlink/);
+    await assert.rejects(narOf(join(dir, 'missing')), /cannot read .*missing/);
+  });
+});
+
+describe('nix32 against Nix', () => {
+  before(requireNix);
+  it('encodes digests as `nix hash to-base32` does', () => {
+    for (const text of ['', 'abc', 'cachectl']) {
+      const digest = createHash('sha256').update(text).digest();
+      const nix = execFileSync('nix', ['hash', 'to-base32', `sha256:${digest.toString('hex')}`], { env: testEnv() });
+      assert.equal(`${nix32Encode(digest)}\n`, nix.toString(), text);
+    }
+  });
+});

@@ -1,0 +1,210 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parseCacheUrl } from '../src/core/cache-url.js';
+import { openCache } from '../src/cache/open.js';
+import { cacheProblems, observeCache } from './helpers/cache.js';
+import {
+  buildFixtures,
+  cachectl,
+  CACHECTL,
+  nixClosure,
+  nixCopyFrom,
+  nixVerify,
+  requireNix,
+  run,
+  testEnv,
+} from './helpers/nix.js';
+import { startS3rver, type S3Server } from './helpers/s3rver.js';
+
+interface Key {
+  secretFile: string;
+  publicKey: string;
+}
+
+async function newKey(name: string): Promise<Key> {
+  const dir = mkdtempSync(join(tmpdir(), 'cachectl-key-'));
+  const secretFile = join(dir, 'key.sec');
+  const result = await cachectl(['keygen', name, '--secret-key-file', secretFile]);
+  assert.equal(result.code, 0, result.stderr);
+  return { secretFile, publicKey: result.stdout.trim() };
+}
+
+async function pushJson(args: string[], env: NodeJS.ProcessEnv) {
+  const result = await cachectl(['push', '--json', ...args], env);
+  assert.equal(result.code, 0, `push failed: ${result.stderr}`);
+  return JSON.parse(result.stdout) as {
+    closurePaths: number;
+    alreadyPresent: number;
+    uploaded: string[];
+    failed: { path: string; code: string; message: string }[];
+  };
+}
+
+for (const target of ['file', 's3'] as const) {
+  describe(`cachectl push to ${target}://`, () => {
+    let s3: S3Server | undefined;
+    let cacheUrl = '';
+    let nixUrl = '';
+    let env: NodeJS.ProcessEnv = {};
+    let key: Key;
+
+    before(async () => {
+      requireNix();
+      key = await newKey(`cachectl-test-${target}-1`);
+      if (target === 's3') {
+        s3 = await startS3rver();
+        cacheUrl = s3.cacheUrl();
+        nixUrl = s3.httpUrl;
+        env = testEnv(s3.env);
+        // The in-process observer reads the bucket with the same credentials as cachectl.
+        Object.assign(process.env, s3.env, { AWS_EC2_METADATA_DISABLED: 'true' });
+      } else {
+        const dir = mkdtempSync(join(tmpdir(), 'cachectl-cache-'));
+        cacheUrl = `file://${dir}`;
+        nixUrl = cacheUrl;
+        env = testEnv();
+      }
+    });
+    after(() => s3?.stop());
+
+    it('uploads closures (references, two outputs, symlink and executable roots, a multipart NAR) that Nix verifies and substitutes', async () => {
+      const paths = await buildFixtures(['top', 'multi.out', 'multi.dev', 'tree', 'symroot', 'execroot', 'big']);
+      const roots = Object.values(paths);
+      const closure = await nixClosure(roots);
+      const result = await pushJson(['--to', cacheUrl, '--secret-key-file', key.secretFile, ...roots], env);
+      assert.equal(result.closurePaths, closure.length);
+      assert.deepEqual([...result.uploaded].sort(), closure);
+      assert.deepEqual(result.failed, []);
+
+      const verify = await nixVerify(nixUrl, key.publicKey, roots);
+      assert.equal(verify.code, 0, verify.stderr);
+      const copy = await nixCopyFrom(nixUrl, key.publicKey, roots);
+      assert.equal(copy.code, 0, copy.stderr);
+      // A key Nix does not trust must fail verification: the check above is not vacuous.
+      const other = await newKey('someone-else-1');
+      const untrusted = await nixVerify(nixUrl, other.publicKey, [paths.tree]);
+      assert.notEqual(untrusted.code, 0);
+    });
+
+    it('uploads nothing the second time', async () => {
+      const paths = await buildFixtures(['top', 'tree']);
+      await pushJson(['--to', cacheUrl, '--secret-key-file', key.secretFile, paths.top, paths.tree], env);
+      const again = await pushJson(['--to', cacheUrl, '--secret-key-file', key.secretFile, paths.top, paths.tree], env);
+      assert.deepEqual(again.uploaded, []);
+      assert.equal(again.alreadyPresent, again.closurePaths);
+      assert.ok(again.closurePaths >= 4);
+    });
+
+    if (target === 's3') it('serves NARs without Content-Encoding and with Nix content types', async () => {
+      const paths = await buildFixtures(['tiny']);
+      await pushJson(['--to', cacheUrl, paths.tiny], env);
+      const hashPart = paths.tiny.slice('/nix/store/'.length, '/nix/store/'.length + 32);
+      const narinfo = await fetch(`${nixUrl}/${hashPart}.narinfo`);
+      assert.equal(narinfo.headers.get('content-type'), 'text/x-nix-narinfo');
+      const url = /^URL: (.*)$/m.exec(await narinfo.text())?.[1];
+      const nar = await fetch(`${nixUrl}/${url}`);
+      assert.equal(nar.status, 200);
+      assert.equal(nar.headers.get('content-encoding'), null);
+      assert.equal(nar.headers.get('content-type'), 'application/x-nix-nar');
+    });
+
+    it('a push killed midway never leaves a narinfo whose NAR or references are missing, and the next push finishes', async () => {
+      const nonce = `kill-${target}-${Date.now()}`;
+      const { chain } = await buildFixtures(['chain'], { nonce, chainLength: 30 });
+      const closureSize = (await nixClosure([chain])).length;
+      const backend = openCache(parseCacheUrl(cacheUrl));
+      const countNarInfos = async () => {
+        let count = 0;
+        for await (const page of backend.list('')) count += page.filter(({ key }) => key.endsWith('.narinfo')).length;
+        return count;
+      };
+      const observer = observeCache(backend);
+      try {
+        for (let round = 0; round < 3; round++) {
+          const before = await countNarInfos();
+          const child = spawn(process.execPath, [CACHECTL, 'push', '--jobs', '4', '--to', cacheUrl, chain], { env, stdio: 'ignore' });
+          const exited = new Promise((resolve) => child.once('exit', resolve));
+          // Kill as soon as the push has published something: midway by construction, not by timing luck.
+          while ((await countNarInfos()) === before && child.exitCode === null) await sleep(5);
+          child.kill('SIGKILL');
+          await exited;
+          const after = await countNarInfos();
+          assert.ok(after < before + closureSize, `round ${round}: the push finished before the kill; make the chain longer`);
+          assert.deepEqual((await cacheProblems(backend)).problems, [], `after the kill of round ${round}`);
+        }
+      } finally {
+        const seen = await observer.stop();
+        backend.close();
+        assert.ok(seen.rounds > 0);
+        assert.deepEqual(seen.problems, [], 'the observer saw a broken cache while pushes were killed');
+      }
+      const finish = await pushJson(['--to', cacheUrl, '--secret-key-file', key.secretFile, chain], env);
+      assert.deepEqual(finish.failed, []);
+      assert.ok(finish.alreadyPresent > 0 && finish.uploaded.length > 0, 'the killed pushes left partial work to finish');
+      // The killed runs published unsigned narinfos; check content and closure completeness.
+      const verify = await run('nix', ['store', 'verify', '--store', nixUrl, '--no-trust', '-r', chain], env);
+      assert.equal(verify.code, 0, verify.stderr);
+    });
+  });
+}
+
+describe('narinfos and NARs compared with nix copy', () => {
+  let secretFile = '';
+  before(async () => {
+    requireNix();
+    const dir = mkdtempSync(join(tmpdir(), 'cachectl-nixkey-'));
+    secretFile = join(dir, 'nix.sec');
+    const generated = await run('nix', ['key', 'generate-secret', '--key-name', 'nix-made-1']);
+    assert.equal(generated.code, 0, generated.stderr);
+    writeFileSync(secretFile, generated.stdout, { mode: 0o600 });
+    chmodSync(secretFile, 0o600);
+  });
+
+  const cacheFiles = (dir: string) => readdirSync(dir).filter((name) => name.endsWith('.narinfo')).sort();
+
+  it('with compression none: every narinfo and NAR byte for byte, signature included, from a key made by Nix', async () => {
+    const paths = await buildFixtures(['top', 'multi.dev', 'tree', 'symroot', 'execroot']);
+    const roots = Object.values(paths);
+    const nixDir = mkdtempSync(join(tmpdir(), 'cachectl-nixcopy-'));
+    const ourDir = mkdtempSync(join(tmpdir(), 'cachectl-ours-'));
+    const copy = await run('nix', ['copy', '--to', `file://${nixDir}?compression=none&secret-key=${secretFile}`, ...roots]);
+    assert.equal(copy.code, 0, copy.stderr);
+    await pushJson(['--to', `file://${ourDir}`, '--compression', 'none', '--secret-key-file', secretFile, ...roots], testEnv());
+    assert.deepEqual(cacheFiles(ourDir), cacheFiles(nixDir));
+    assert.ok(cacheFiles(ourDir).length >= 8);
+    for (const name of cacheFiles(nixDir)) {
+      assert.equal(readFileSync(join(ourDir, name), 'utf8'), readFileSync(join(nixDir, name), 'utf8'), name);
+    }
+    assert.deepEqual(readdirSync(join(ourDir, 'nar')).sort(), readdirSync(join(nixDir, 'nar')).sort());
+    for (const name of readdirSync(join(nixDir, 'nar'))) {
+      assert.ok(readFileSync(join(ourDir, 'nar', name)).equals(readFileSync(join(nixDir, 'nar', name))), name);
+    }
+  });
+
+  it('with zstd and xz: every narinfo line but URL, FileHash and FileSize', async () => {
+    const paths = await buildFixtures(['top', 'tree', 'execroot']);
+    const roots = Object.values(paths);
+    for (const compression of ['zstd', 'xz']) {
+      const nixDir = mkdtempSync(join(tmpdir(), 'cachectl-nixcopy-'));
+      const ourDir = mkdtempSync(join(tmpdir(), 'cachectl-ours-'));
+      const copy = await run('nix', ['copy', '--to', `file://${nixDir}?compression=${compression}&secret-key=${secretFile}`, ...roots]);
+      assert.equal(copy.code, 0, copy.stderr);
+      await pushJson(['--to', `file://${ourDir}`, '--compression', compression, '--secret-key-file', secretFile, ...roots], testEnv());
+      assert.deepEqual(cacheFiles(ourDir), cacheFiles(nixDir));
+      const stable = (text: string) => text.replace(/^(URL|FileHash|FileSize): .*\n/gm, '');
+      for (const name of cacheFiles(nixDir)) {
+        const ours = readFileSync(join(ourDir, name), 'utf8');
+        assert.equal(stable(ours), stable(readFileSync(join(nixDir, name), 'utf8')), `${compression} ${name}`);
+        assert.match(ours, new RegExp(`^URL: nar/[0-9a-z]{52}\\.nar\\.${compression === 'zstd' ? 'zst' : 'xz'}$`, 'm'));
+        assert.match(ours, /^FileHash: sha256:[0-9a-z]{52}\nFileSize: [1-9][0-9]*$/m);
+      }
+      const verify = await run('nix', ['store', 'verify', '--store', `file://${ourDir}`, '--no-trust', '-r', ...roots]);
+      assert.equal(verify.code, 0, verify.stderr);
+    }
+  });
+});
