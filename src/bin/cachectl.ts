@@ -52,6 +52,9 @@ function fail(err: unknown): never {
   process.exit(1);
 }
 
+// The SDK version is pinned on purpose; its notice about future Node versions is not the user's concern.
+process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
+
 const program = new Command('cachectl')
   .description('Upload what Nix builds to a binary cache (S3 or a directory), and keep that cache small.')
   .showHelpAfterError('(run cachectl --help for usage)');

@@ -80,9 +80,19 @@ export class S3Backend implements CacheBackend {
   }
 
   async putStream(key: string, body: AsyncIterable<Buffer>, contentType: string, sizeHintBytes: number): Promise<void> {
+    // The body fails on purpose (a NarHash mismatch): that error, not the abort that follows, is the news.
+    let bodyError: unknown;
+    const tracked = async function* (): AsyncGenerator<Buffer> {
+      try {
+        yield* body;
+      } catch (err) {
+        bodyError = err;
+        throw err;
+      }
+    };
     const upload = new Upload({
       client: this.client,
-      params: { Bucket: this.url.bucket, Key: this.key(key), Body: Readable.from(body), ContentType: contentType },
+      params: { Bucket: this.url.bucket, Key: this.key(key), Body: Readable.from(tracked()), ContentType: contentType },
       partSize: partSizeFor(sizeHintBytes),
       queueSize: PARTS_IN_FLIGHT,
       leavePartsOnError: false,
@@ -90,9 +100,8 @@ export class S3Backend implements CacheBackend {
     try {
       await upload.done();
     } catch (err) {
-      // An error of the body (a NarHash mismatch) aborts the upload: nothing is published.
-      if (err instanceof CachectlError) throw err;
-      throw this.failure(`PUT ${key}`, err);
+      // Nothing is published either way: a multipart upload is completed only after the whole body was read.
+      throw bodyError ?? this.failure(`PUT ${key}`, err);
     }
   }
 
