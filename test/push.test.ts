@@ -117,7 +117,7 @@ for (const target of ['file', 's3'] as const) {
       const nonce = `kill-${target}-${Date.now()}`;
       const { chain } = await buildFixtures(['chain'], { nonce, chainLength: 30 });
       const closureSize = (await nixClosure([chain])).length;
-      const backend = openCache(parseCacheUrl(cacheUrl));
+      const backend = await openCache(parseCacheUrl(cacheUrl));
       const countNarInfos = async () => {
         let count = 0;
         for await (const page of backend.list('')) count += page.filter(({ key }) => key.endsWith('.narinfo')).length;

@@ -1,9 +1,5 @@
-import { randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { CachectlError } from '../core/errors.js';
 import type { CacheBackend, ObjectEntry } from './backend.js';
 
@@ -14,6 +10,9 @@ export const TEMP_PREFIX = '.cachectl-tmp-';
 /** A cache in a local directory (`file:///DIR`), written with temp file + rename so readers see whole files. */
 export class FileBackend implements CacheBackend {
   readonly displayUrl: string;
+  /** directories known to exist, so that a thousand small writes do not each ask */
+  private readonly directories = new Set<string>();
+  private writes = 0;
 
   constructor(private readonly root: string) {
     this.displayUrl = `file://${root}`;
@@ -46,7 +45,21 @@ export class FileBackend implements CacheBackend {
   }
 
   async putStream(key: string, body: AsyncIterable<Buffer>): Promise<void> {
-    await this.writeAtomically(key, (temp) => pipeline(Readable.from(body), createWriteStream(temp)));
+    await this.writeAtomically(key, async (temp) => {
+      const file = await open(temp, 'w');
+      // One write in flight while the next chunk is produced.
+      let writing: Promise<unknown> = Promise.resolve();
+      try {
+        for await (const chunk of body) {
+          await writing;
+          writing = file.write(chunk);
+        }
+        await writing;
+      } finally {
+        await writing.catch(() => undefined);
+        await file.close();
+      }
+    });
   }
 
   async *list(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ObjectEntry[]> {
@@ -76,9 +89,12 @@ export class FileBackend implements CacheBackend {
 
   private async writeAtomically(key: string, write: (temp: string) => Promise<void>): Promise<void> {
     const target = this.path(key);
-    const temp = join(dirname(target), `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
+    const temp = join(dirname(target), `${TEMP_PREFIX}${process.pid}-${(this.writes += 1)}`);
     try {
-      await mkdir(dirname(target), { recursive: true });
+      if (!this.directories.has(dirname(target))) {
+        await mkdir(dirname(target), { recursive: true });
+        this.directories.add(dirname(target));
+      }
       await write(temp);
       await rename(temp, target);
     } catch (err) {

@@ -1,8 +1,10 @@
 import type { CacheUrl } from '../core/cache-url.js';
 import type { CacheBackend } from './backend.js';
 import { FileBackend } from './file.js';
-import { S3Backend } from './s3.js';
 
-export function openCache(url: CacheUrl): CacheBackend {
-  return url.kind === 'file' ? new FileBackend(url.dir) : new S3Backend(url);
+/** Opens the cache a URL names. The AWS SDK (~0.3 s to load) is loaded only for s3:// caches. */
+export async function openCache(url: CacheUrl): Promise<CacheBackend> {
+  if (url.kind === 'file') return new FileBackend(url.dir);
+  const { S3Backend } = await import('./s3.js');
+  return new S3Backend(url);
 }

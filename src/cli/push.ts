@@ -25,7 +25,7 @@ export async function pushCommand(
   // Everything is checked before the first byte goes out: keys, paths, then the cache itself.
   const keys = await loadSecretKeys(config.secretKeyFiles);
   const store = new LocalStore(options.nixDb === undefined ? {} : { dbPath: options.nixDb });
-  const backend = openCache(config.cacheUrl);
+  const backend = await openCache(config.cacheUrl);
   try {
     const roots: string[] = [];
     for (const arg of args) roots.push(await resolveStorePath(arg, store.storeDir));

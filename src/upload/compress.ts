@@ -10,6 +10,8 @@ const ZSTD_LEVEL = 3;
 /** NARs above this size are compressed by zstd worker threads while the main thread reads and hashes. */
 const ZSTD_THREADED_ABOVE_BYTES = 4 * 1024 * 1024;
 const ZSTD_OUT_BYTES = 1024 * 1024;
+/** Slack over the input size for a small NAR's whole frame (header, block headers, end mark). */
+const ZSTD_FRAME_SLACK_BYTES = 1024;
 
 /** Compresses a stream of chunks. `sizeBytes` is the exact input size, when known. */
 export function compress(
@@ -33,13 +35,15 @@ async function* compressZstd(source: AsyncIterable<Buffer>, sizeBytes: number): 
   if (sizeBytes > ZSTD_THREADED_ABOVE_BYTES) cctx.setParameter(zstd.CParameter.nbWorkers, 2);
   // Nix 2.8 refuses frames whose window needs more than 2^27 bytes; level 3 never asks for that much.
   if (sizeBytes > 0) cctx.setPledgedSrcSize(sizeBytes);
-  let out = Buffer.allocUnsafe(ZSTD_OUT_BYTES);
+  // A small NAR gets an output buffer of its own size, not a megabyte: a thousand tiny paths stay cheap.
+  const outBytes = sizeBytes > 0 ? Math.min(ZSTD_OUT_BYTES, sizeBytes + (sizeBytes >> 7) + ZSTD_FRAME_SLACK_BYTES) : ZSTD_OUT_BYTES;
+  let out = Buffer.allocUnsafe(outBytes);
   const run = function* (input: Buffer, end: zstd.EndDirective): Generator<Buffer> {
     for (;;) {
       const [remaining, produced, consumed] = cctx.compressStream2(out, input, end);
       if (produced > 0) {
         yield out.subarray(0, produced);
-        out = Buffer.allocUnsafe(ZSTD_OUT_BYTES);
+        out = Buffer.allocUnsafe(outBytes);
       }
       input = input.subarray(consumed);
       if (input.length === 0 && (end === zstd.EndDirective.continue || remaining === 0)) return;

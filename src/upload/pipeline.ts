@@ -11,6 +11,9 @@ import type { PathInfo } from '../nix/local-store.js';
 import { dumpNar } from '../nix/nar-dump.js';
 import { compress } from './compress.js';
 
+/** NARs up to this size are compressed into memory and uploaded in one request. */
+const SMALL_NAR_BYTES = 1024 * 1024;
+
 /** What the NAR upload learned, for the narinfo. */
 export interface UploadedNar {
   key: string;
@@ -60,9 +63,16 @@ export async function uploadNar(
     }
   };
   const key = narKey(info.narHash, compression);
-  // Incompressible data grows a little under compression; the hint only has to bound the size.
-  const sizeHint = Math.ceil(info.narSize * 1.01) + 1024 * 1024;
-  await backend.putStream(key, counted(), CONTENT_TYPES.nar, sizeHint);
+  if (info.narSize !== 0 && info.narSize <= SMALL_NAR_BYTES) {
+    // Small NARs (most paths) go up in one request: far cheaper than a stream for each of thousands of paths.
+    const chunks: Buffer[] = [];
+    for await (const chunk of counted()) chunks.push(chunk);
+    await backend.put(key, Buffer.concat(chunks), CONTENT_TYPES.nar);
+  } else {
+    // Incompressible data grows a little under compression; the hint only has to bound the size.
+    const sizeHint = Math.ceil(info.narSize * 1.01) + 1024 * 1024;
+    await backend.putStream(key, counted(), CONTENT_TYPES.nar, sizeHint);
+  }
   return { key, compression, fileHash: fileHash.digest(), fileSize, narSize };
 }
 

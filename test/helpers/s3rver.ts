@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -13,6 +14,8 @@ export interface S3Server {
   httpUrl: string;
   /** environment with credentials s3rver accepts (its access key id must be S3RVER) */
   env: Record<string, string>;
+  /** CPU seconds the server process has used so far (benchmarks report it: s3rver is often the bottleneck) */
+  cpuSeconds(): number;
   stop(): Promise<void>;
 }
 
@@ -58,6 +61,11 @@ export async function startS3rver(bucket = 'nix-cache'): Promise<S3Server> {
       `s3://${bucket}?endpoint=${encodeURIComponent(endpoint)}&region=us-east-1${prefix === undefined ? '' : `&prefix=${prefix}`}`,
     httpUrl: `${endpoint}/${bucket}`,
     env: { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER' },
+    cpuSeconds() {
+      // utime and stime, fields 14 and 15 of /proc/PID/stat, in clock ticks (100 a second on Linux)
+      const fields = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+      return (Number(fields[11]) + Number(fields[12])) / 100;
+    },
     async stop() {
       process.off('exit', kill);
       if (child.exitCode === null && child.signalCode === null) {

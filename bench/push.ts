@@ -1,0 +1,129 @@
+/**
+ * bench/push: `cachectl push` against `nix copy` and against the floor `nix-store --dump | zstd -3 -T2 |
+ * sha256sum`, in the same run on the same machine, for a ~300 MB store path of real files and for 1,000 tiny
+ * paths (file:// and s3rver). Prints a table and writes bench/results/push.json.
+ *
+ *   npm run bench:push [-- --mb 300 --tiny 1000 --runs 3]
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { CACHECTL, REPO, execFileAsync, testEnv } from '../test/helpers/nix.js';
+import { startS3rver } from '../test/helpers/s3rver.js';
+
+const { values } = parseArgs({
+  options: { mb: { type: 'string', default: '300' }, tiny: { type: 'string', default: '1000' }, runs: { type: 'string', default: '3' } },
+});
+const RUNS = Number(values.runs);
+const env = testEnv();
+
+interface Measurement {
+  seconds: number;
+  peakRssMb: number;
+}
+
+/** Runs a command (through sh for pipelines), timing it and sampling its peak RSS (VmHWM) until it exits. */
+async function measure(command: string, args: string[], runEnv: NodeJS.ProcessEnv = env): Promise<Measurement> {
+  const started = process.hrtime.bigint();
+  const child = spawn(command, args, { env: runEnv, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
+  let peakKb = 0;
+  const sample = setInterval(() => {
+    try {
+      const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+      if (match !== null) peakKb = Math.max(peakKb, Number(match[1]));
+    } catch {
+      // exited between samples
+    }
+  }, 20);
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  clearInterval(sample);
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  if (code !== 0) throw new Error(`${command} ${args.join(' ')} exited ${code}: ${stderr}`);
+  return { seconds, peakRssMb: peakKb / 1024 };
+}
+
+/** The median of `RUNS` runs (by time), each with a fresh target from `prepare`. */
+async function median(prepare: () => string, run: (target: string) => Promise<Measurement>): Promise<Measurement> {
+  const results: Measurement[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const target = prepare();
+    results.push(await run(target));
+    rmSync(target, { recursive: true, force: true });
+  }
+  results.sort((a, b) => a.seconds - b.seconds);
+  return results[Math.floor(results.length / 2)] as Measurement;
+}
+
+const freshDir = () => mkdtempSync(join(tmpdir(), 'cachectl-bench-'));
+
+async function main(): Promise<void> {
+  process.stderr.write(`building the ${values.mb} MB bulk path and ${values.tiny} tiny paths...\n`);
+  const { stdout: bulkOut } = await execFileAsync('nix-build', [join(REPO, 'bench/bulk.nix'), '--no-out-link', '--argstr', 'mb', values.mb], { env });
+  const bulk = bulkOut.trim();
+  const narSize = Number((await execFileAsync('nix', ['path-info', '--json', bulk], { env })).stdout.match(/"narSize":(\d+)/)?.[1]);
+  const tinyDir = freshDir();
+  const tinyFiles = Array.from({ length: Number(values.tiny) }, (_, i) => {
+    const file = join(tinyDir, `cachectl-bench-tiny-${i}`);
+    writeFileSync(file, `tiny path ${i}\n`);
+    return file;
+  });
+  const tiny = (await execFileAsync('nix-store', ['--add', ...tinyFiles], { env, maxBuffer: 1 << 24 })).stdout.trim().split('\n');
+
+  const rows: { case: string; tool: string; seconds: number; rate: string; peakRssMb: number }[] = [];
+  const mbPerS = (m: Measurement) => `${(narSize / 1e6 / m.seconds).toFixed(0)} MB/s`;
+  const pathsPerS = (m: Measurement) => `${(tiny.length / m.seconds).toFixed(0)} paths/s`;
+
+  process.stderr.write('big path: floor, nix copy, cachectl push...\n');
+  const floor = await median(freshDir, () =>
+    measure('sh', ['-c', `nix-store --dump '${bulk}' | zstd -3 -T2 -q | sha256sum > /dev/null`]),
+  );
+  const nixCopy = await median(freshDir, (dir) => measure('nix', ['copy', '--to', `file://${dir}?compression=zstd`, bulk]));
+  const push = await median(freshDir, (dir) => measure(process.execPath, [CACHECTL, 'push', '--to', `file://${dir}`, bulk]));
+  rows.push({ case: `big path (${(narSize / 1e6).toFixed(0)} MB NAR) to file://`, tool: 'floor: nix-store --dump, zstd -3 -T2, sha256sum (piped)', ...floor, rate: mbPerS(floor) });
+  rows.push({ case: '', tool: 'nix copy (compression=zstd)', ...nixCopy, rate: mbPerS(nixCopy) });
+  rows.push({ case: '', tool: 'cachectl push', ...push, rate: mbPerS(push) });
+
+  process.stderr.write('tiny paths: nix copy and cachectl to file://, cachectl to s3rver...\n');
+  const tinyNix = await median(freshDir, (dir) => measure('nix', ['copy', '--to', `file://${dir}?compression=zstd`, ...tiny]));
+  const tinyFile = await median(freshDir, (dir) => measure(process.execPath, [CACHECTL, 'push', '--to', `file://${dir}`, ...tiny]));
+  const s3 = await startS3rver();
+  let prefixes = 0;
+  const serverCpu: number[] = [];
+  const tinyS3 = await median(
+    () => `run${prefixes++}`,
+    async (prefix) => {
+      const before = s3.cpuSeconds();
+      const result = await measure(process.execPath, [CACHECTL, 'push', '--jobs', '16', '--to', s3.cacheUrl(prefix), ...tiny], testEnv(s3.env));
+      serverCpu.push(s3.cpuSeconds() - before);
+      return result;
+    },
+  );
+  await s3.stop();
+  rows.push({ case: `${tiny.length} tiny paths`, tool: 'nix copy to file://', ...tinyNix, rate: pathsPerS(tinyNix) });
+  rows.push({ case: '', tool: 'cachectl push to file://', ...tinyFile, rate: pathsPerS(tinyFile) });
+  rows.push({ case: '', tool: `cachectl push to s3rver (--jobs 16; s3rver used ${Math.min(...serverCpu).toFixed(1)}-${Math.max(...serverCpu).toFixed(1)} CPU s)`, ...tinyS3, rate: pathsPerS(tinyS3) });
+
+  const ratios = {
+    bigVsNixCopy: nixCopy.seconds / push.seconds,
+    bigVsFloor: push.seconds / floor.seconds,
+    tinyS3PathsPerSecond: tiny.length / tinyS3.seconds,
+    peakRssMb: Math.max(push.peakRssMb, tinyFile.peakRssMb, tinyS3.peakRssMb),
+  };
+  console.log(`\n| case | tool | seconds (median of ${RUNS}) | rate | peak RSS |`);
+  console.log('|---|---|---:|---:|---:|');
+  for (const row of rows) {
+    console.log(`| ${row.case} | ${row.tool} | ${row.seconds.toFixed(2)} | ${row.rate} | ${row.peakRssMb.toFixed(0)} MB |`);
+  }
+  console.log(`\ncachectl vs nix copy (big): ${ratios.bigVsNixCopy.toFixed(2)}x faster (target >= 1.5x)`);
+  console.log(`cachectl vs floor (big): ${ratios.bigVsFloor.toFixed(2)}x the floor's time (target <= 1.25x)`);
+  console.log(`tiny paths to s3rver: ${ratios.tinyS3PathsPerSecond.toFixed(0)} paths/s (target >= 250)`);
+  console.log(`cachectl peak RSS: ${ratios.peakRssMb.toFixed(0)} MB (target <= 200 MB)`);
+  mkdirSync(join(REPO, 'bench/results'), { recursive: true });
+  writeFileSync(join(REPO, 'bench/results/push.json'), `${JSON.stringify({ date: new Date().toISOString(), narSize, runs: RUNS, rows, ratios }, null, 2)}\n`);
+}
+
+await main();
