@@ -55,7 +55,10 @@ function fail(err: unknown): never {
 // The SDK version is pinned on purpose; its notice about future Node versions is not the user's concern.
 process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
 
+const { version } = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+
 const program = new Command('cachectl')
+  .version(version)
   .description('Upload what Nix builds to a binary cache (S3 or a directory), and keep that cache small.')
   .showHelpAfterError('(run cachectl --help for usage)');
 
@@ -69,6 +72,17 @@ withCommonOptions(
     .argument('<paths...>', 'store paths, or links to them such as ./result'),
 )
   .option('--json', 'print the result as JSON')
+  .addHelpText(
+    'after',
+    `
+Examples:
+  cachectl push --to file:///var/cache/nix ./result
+  cachectl push --to 's3://my-cache?region=eu-west-1' --secret-key-file /etc/nix/cache.sec ./result
+  cachectl push --to 's3://nix?endpoint=https://ACCOUNT.r2.cloudflarestorage.com&region=auto' /nix/store/...-hello
+
+Progress (paths, bytes, rate) is shown on a terminal; otherwise one summary line. Exit status 1 when any
+path failed; the paths that reference a failed path are not published, so the cache stays consistent.`,
+  )
   .action(async (paths: string[], flags: CommonFlags) => {
     try {
       const config = loadConfig(flags);

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { CacheBackend } from '../../src/cache/backend.js';
 import { parseNarInfo } from '../../src/core/narinfo.js';
 
@@ -13,15 +14,23 @@ export async function cacheProblems(backend: CacheBackend): Promise<{ narinfos: 
     for (const { key } of page) if (key.endsWith('.narinfo')) narInfoKeys.push(key);
   }
   for (const key of narInfoKeys) {
-    const text = await backend.get(key);
-    if (text === undefined) continue; // deleted since the listing (not by a push, but tolerate it)
     let info;
-    try {
-      info = parseNarInfo(text.toString('utf8'), key);
-    } catch (err) {
-      problems.push((err as Error).message);
-      continue;
+    for (let read = 1; info === undefined; read++) {
+      const text = await backend.get(key);
+      if (text === undefined) break; // deleted since the listing (not by a push, but tolerate it)
+      try {
+        info = parseNarInfo(text.toString('utf8'), key);
+      } catch (err) {
+        // s3rver writes an object in place, so a GET racing its PUT can see it torn (S3 and file:// cannot).
+        // A second read tells a torn read from a malformed narinfo.
+        if (read === 2) {
+          problems.push(`${(err as Error).message} (${text.length} bytes: ${JSON.stringify(text.toString('utf8').slice(-40))})`);
+          break;
+        }
+        await sleep(50);
+      }
     }
+    if (info === undefined) continue;
     if (!(await backend.exists(info.url))) problems.push(`${key}: its NAR ${info.url} is missing`);
     for (const ref of info.references) {
       if (!(await backend.exists(`${ref.slice(0, 32)}.narinfo`))) problems.push(`${key}: its reference ${ref} is missing`);
