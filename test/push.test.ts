@@ -62,7 +62,7 @@ for (const target of ['file', 's3'] as const) {
         nixUrl = s3.httpUrl;
         env = testEnv(s3.env);
         // The in-process observer reads the bucket with the same credentials as cachectl.
-        Object.assign(process.env, s3.env, { AWS_EC2_METADATA_DISABLED: 'true' });
+        Object.assign(process.env, s3.env, { AWS_EC2_METADATA_DISABLED: 'true', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' });
       } else {
         const dir = mkdtempSync(join(tmpdir(), 'cachectl-cache-'));
         cacheUrl = `file://${dir}`;

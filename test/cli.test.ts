@@ -1,0 +1,77 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { before, describe, it } from 'node:test';
+import { progressLine } from '../src/cli/progress.js';
+import { buildFixtures, cachectl, CACHECTL, requireNix, run, testEnv } from './helpers/nix.js';
+
+describe('cachectl keygen', () => {
+  before(requireNix);
+
+  it("writes a secret key Nix reads, mode 0600, and prints the public key Nix derives from it", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cachectl-keygen-'));
+    const secretFile = join(dir, 'cache.sec');
+    const result = await cachectl(['keygen', 'cache.example.org-1', '--secret-key-file', secretFile]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /^cache\.example\.org-1:[A-Za-z0-9+/]{43}=\n$/);
+    assert.equal(statSync(secretFile).mode & 0o777, 0o600);
+    assert.equal(readFileSync(`${secretFile}.pub`, 'utf8'), result.stdout);
+    assert.ok(!result.stdout.includes(readFileSync(secretFile, 'utf8').split(':')[1] as string), 'the secret was printed');
+    const nix = await run('sh', ['-c', `nix key convert-secret-to-public < '${secretFile}'`]);
+    assert.equal(nix.code, 0, nix.stderr);
+    assert.equal(`${nix.stdout.trim()}\n`, result.stdout);
+  });
+
+  it('never overwrites a key file, and leaves nothing behind when it refuses', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cachectl-keygen-'));
+    const secretFile = join(dir, 'cache.sec');
+    writeFileSync(secretFile, 'precious');
+    const result = await cachectl(['keygen', 'k-1', '--secret-key-file', secretFile]);
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /cannot create key file .*cache\.sec: it already exists; remove it or choose another file/);
+    assert.equal(readFileSync(secretFile, 'utf8'), 'precious');
+
+    const other = join(dir, 'other.sec');
+    writeFileSync(`${other}.pub`, 'old public key');
+    assert.equal((await cachectl(['keygen', 'k-1', '--secret-key-file', other])).code, 1);
+    assert.throws(() => statSync(other), /ENOENT/, 'a secret key without its public half was left behind');
+    assert.equal(readFileSync(`${other}.pub`, 'utf8'), 'old public key');
+  });
+
+  it('refuses a key name Nix could not parse back', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cachectl-keygen-'));
+    const result = await cachectl(['keygen', 'a:b', '--secret-key-file', join(dir, 'k.sec')]);
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /key name "a:b" must be non-empty, without ':' or spaces/);
+  });
+});
+
+describe('cachectl push output', () => {
+  before(requireNix);
+
+  it('draws a progress line on a terminal and prints one summary line otherwise', async () => {
+    const { top } = await buildFixtures(['top']);
+    const tty = await run('script', ['-qfec', `${process.execPath} ${CACHECTL} push --to file://${mkdtempSync(join(tmpdir(), 'cachectl-tty-'))} ${top}`, '/dev/null']);
+    assert.equal(tty.code, 0, tty.stderr);
+    assert.match(tty.stdout, /\r\x1b\[Kpaths 3\/3  [0-9.]+ KiB\/[0-9.]+ KiB  [0-9.]+ [KMG]?i?B\/s/);
+    const plain = await cachectl(['push', '--to', `file://${mkdtempSync(join(tmpdir(), 'cachectl-plain-'))}`, top]);
+    assert.equal(plain.code, 0, plain.stderr);
+    assert.equal(plain.stderr, '');
+    assert.match(plain.stdout, /^pushed 3 paths \([0-9.]+ KiB NAR, [0-9.]+ (KiB|B) zstd\) to file:\/\/\S+ in [0-9.]+ s \([^)]*\/s\); 0 of 3 already there\n$/);
+  });
+
+  it('formats the progress line', () => {
+    const line = progressLine({ pathsTotal: 10, pathsDone: 4, narBytesTotal: 3 * 1024 ** 3, narBytesDone: 1536 * 1024 ** 2 }, 2000);
+    assert.equal(line, 'paths 4/10  1.5 GiB/3.0 GiB  768.0 MiB/s');
+  });
+
+  it('prints its version and explains itself', async () => {
+    const version = await cachectl(['--version'], testEnv());
+    assert.equal(version.stdout.trim(), JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version);
+    const help = await cachectl(['push', '--help']);
+    for (const option of ['--to', '--secret-key-file', '--jobs', '--compression', '--config', '--json', 'Examples:']) {
+      assert.ok(help.stdout.includes(option), option);
+    }
+  });
+});
