@@ -1,6 +1,7 @@
 #!/usr/bin/env node
+// The cachectl command: the only place that touches argv, env, the terminal and the exit code.
 import { readFileSync } from 'node:fs';
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 import { ENV_NAMES, resolveConfig, type Config, type ConfigFlags } from '../core/config.js';
 import { CachectlError, errorText } from '../core/errors.js';
 import { formatBytes, showProgress } from '../cli/progress.js';
@@ -8,7 +9,9 @@ import { keygenCommand } from '../cli/keygen.js';
 import { pushCommand } from '../cli/push.js';
 import { newProgress } from '../upload/push.js';
 
-/** The only place that touches argv, env, the terminal and the exit code. */
+/** Failures printed one by one; the rest are counted (--json lists them all). */
+const FAILURES_SHOWN = 10;
+
 interface CommonFlags extends ConfigFlags {
   config?: string;
   json?: boolean;
@@ -27,9 +30,7 @@ function withCommonOptions(command: Command): Command {
       collect,
     )
     .option('--jobs <n>', `NARs uploaded in parallel (env ${ENV_NAMES.jobs}; default 8)`)
-    .addOption(
-      new Option('--compression <kind>', `NAR compression: zstd, xz or none (env ${ENV_NAMES.compression}; default zstd)`),
-    )
+    .option('--compression <kind>', `NAR compression: zstd, xz or none (env ${ENV_NAMES.compression}; default zstd)`)
     .option('--config <file>', `JSON config file with the same settings (env ${ENV_NAMES.config})`);
 }
 
@@ -105,7 +106,11 @@ path failed; the paths that reference a failed path are not published, so the ca
             (result.failed.length > 0 ? `; ${result.failed.length} FAILED` : '') +
             '\n',
         );
-        for (const failure of result.failed) process.stderr.write(`cachectl: ${failure.message}\n`);
+        // A cache outage fails every path alike: the first few say it.
+        for (const failure of result.failed.slice(0, FAILURES_SHOWN)) process.stderr.write(`cachectl: ${failure.message}\n`);
+        if (result.failed.length > FAILURES_SHOWN) {
+          process.stderr.write(`cachectl: … and ${result.failed.length - FAILURES_SHOWN} more failures (--json lists them all)\n`);
+        }
       }
       if (result.failed.length > 0) process.exitCode = 1;
     } catch (err) {

@@ -20,6 +20,9 @@ const MIN_PART_BYTES = 8 * 1024 * 1024;
 const MAX_PARTS = 10_000;
 /** Parts in flight per upload: enough to keep the link busy, few enough to bound memory (parts are buffered). */
 const PARTS_IN_FLIGHT = 2;
+/** Attempts of a small PUT (as the SDK's default): the first, then two retries of transient failures. */
+const PUT_ATTEMPTS = 3;
+const REQUEST_TIMEOUT_MS = 120_000;
 
 /** Part size for an object of at most `sizeBytes`: 8 MiB, growing so no upload needs more than 9,000 parts. */
 export function partSizeFor(sizeBytes: number): number {
@@ -40,10 +43,6 @@ export function bucketBaseUrl(url: S3CacheUrl): URL {
     : new URL(`${base.protocol}//${url.bucket}.${base.host}${path}`);
 }
 
-/** Attempts of a small PUT (as the SDK's default): the first, then two retries of transient failures. */
-const PUT_ATTEMPTS = 3;
-const REQUEST_TIMEOUT_MS = 120_000;
-
 /** A cache in an S3 bucket (AWS or any S3-compatible server). */
 export class S3Backend implements CacheBackend {
   readonly displayUrl: string;
@@ -62,7 +61,7 @@ export class S3Backend implements CacheBackend {
       requestChecksumCalculation: url.checksums,
       responseChecksumValidation: url.checksums,
       maxAttempts: 3,
-      requestHandler: { connectionTimeout: 5_000, requestTimeout: 120_000 },
+      requestHandler: { connectionTimeout: 5_000, requestTimeout: REQUEST_TIMEOUT_MS },
       ...(url.endpoint === undefined ? {} : { endpoint: url.endpoint, endpointProvider: () => ({ url: new URL(this.bucketUrl) }) }),
       ...(url.profile === undefined ? {} : { profile: url.profile }),
     });

@@ -16,7 +16,6 @@ export async function pushCommand(
   args: readonly string[],
   config: Config,
   progress: PushProgress,
-  options: { nixDb?: string } = {},
 ): Promise<PushCommandResult> {
   if (config.cacheUrl === undefined) {
     throw new CachectlError('CONFIG_INVALID', 'no cache given: pass --to URL or set CACHECTL_TO');
@@ -24,7 +23,7 @@ export async function pushCommand(
   const started = Date.now();
   // Everything is checked before the first byte goes out: keys, paths, then the cache itself.
   const keys = await loadSecretKeys(config.secretKeyFiles);
-  const store = new LocalStore(options.nixDb === undefined ? {} : { dbPath: options.nixDb });
+  const store = new LocalStore();
   const backend = await openCache(config.cacheUrl);
   try {
     const roots: string[] = [];

@@ -35,10 +35,6 @@ export class CachectlError extends Error {
   }
 }
 
-export function isCachectlError(err: unknown, code?: ErrorCode): err is CachectlError {
-  return err instanceof CachectlError && (code === undefined || err.code === code);
-}
-
 /** The text of any thrown value, for messages that wrap a lower-level failure. */
 export function errorText(err: unknown): string {
   if (err instanceof Error) return err.message;
