@@ -5,7 +5,7 @@ import zstd from 'zstd-napi/binding.js';
 import { CachectlError } from '../core/errors.js';
 import type { Compression } from '../core/narinfo.js';
 
-/** Level 3: zstd's default, the best speed/size trade for uploads (what `nix copy` uses for zstd). */
+/** Level 3: zstd's default and the best speed/size trade for uploads (about what `nix copy` writes). */
 const ZSTD_LEVEL = 3;
 /** NARs above this size are compressed by zstd worker threads while the main thread reads and hashes. */
 const ZSTD_THREADED_ABOVE_BYTES = 4 * 1024 * 1024;
