@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { progressLine } from '../src/cli/progress.js';
+import { ERROR_CODES } from '../src/core/errors.js';
+import { PUSH_REPORT_CODES } from '../src/upload/push.js';
 import { buildFixtures, cachectl, CACHECTL, requireNix, run, testEnv } from './helpers/nix.js';
 
 describe('cachectl keygen', () => {
@@ -64,6 +66,13 @@ describe('cachectl push output', () => {
   it('formats the progress line', () => {
     const line = progressLine({ pathsTotal: 10, pathsDone: 4, narBytesTotal: 3 * 1024 ** 3, narBytesDone: 1536 * 1024 ** 2 }, 2000);
     assert.equal(line, 'paths 4/10  1.5 GiB/3.0 GiB  768.0 MiB/s');
+  });
+
+  it('has every error code in the README table, and no code the program lacks', () => {
+    const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+    const table = readme.slice(readme.indexOf('### Error codes'), readme.indexOf('## Tests'));
+    const documented = [...table.matchAll(/^\| `([A-Z_]+)` \|/gm)].map((m) => m[1]).sort();
+    assert.deepEqual(documented, [...ERROR_CODES, ...PUSH_REPORT_CODES].sort());
   });
 
   it('prints its version and explains itself', async () => {

@@ -91,7 +91,7 @@ export function parseCacheUrl(text: string): CacheUrl {
   return result;
 }
 
-/** The URL Nix clients read an s3 bucket through (path style over http(s)), for messages and tests. */
+/** How messages name a cache: bucket, prefix and endpoint, never credentials. */
 export function displayCacheUrl(url: CacheUrl): string {
   if (url.kind === 'file') return `file://${url.dir}`;
   return `s3://${url.bucket}/${url.prefix}${url.endpoint === undefined ? '' : ` at ${url.endpoint}`}`;

@@ -2,26 +2,29 @@
  * The one error class of cachectl. `code` is stable (README lists every code), `retryable` says whether
  * trying the same thing again later can succeed, and the message names the thing and the fix.
  */
-export type ErrorCode =
-  | 'CONFIG_INVALID'
-  | 'CACHE_URL_INVALID'
-  | 'STORE_PATH_INVALID'
-  | 'PATH_NOT_IN_STORE'
-  | 'PATH_NOT_VALID'
-  | 'NIX_STORE_UNREADABLE'
-  | 'SECRET_KEY_INVALID'
-  | 'SECRET_KEY_UNREADABLE'
-  | 'SECRET_KEY_PERMISSIONS'
-  | 'PUBLIC_KEY_INVALID'
-  | 'NARINFO_INVALID'
-  | 'NAR_HASH_MISMATCH'
-  | 'NAR_UNREADABLE'
-  | 'CACHE_UNREACHABLE'
-  | 'CACHE_NOT_FOUND'
-  | 'CACHE_ACCESS_DENIED'
-  | 'CACHE_STORE_DIR_MISMATCH'
-  | 'CACHE_THROTTLED'
-  | 'CACHE_WRITE_FAILED';
+export const ERROR_CODES = [
+  'CONFIG_INVALID',
+  'CACHE_URL_INVALID',
+  'STORE_PATH_INVALID',
+  'PATH_NOT_IN_STORE',
+  'PATH_NOT_VALID',
+  'NIX_STORE_UNREADABLE',
+  'SECRET_KEY_INVALID',
+  'SECRET_KEY_UNREADABLE',
+  'SECRET_KEY_PERMISSIONS',
+  'PUBLIC_KEY_INVALID',
+  'NARINFO_INVALID',
+  'NAR_HASH_MISMATCH',
+  'NAR_UNREADABLE',
+  'CACHE_UNREACHABLE',
+  'CACHE_NOT_FOUND',
+  'CACHE_ACCESS_DENIED',
+  'CACHE_STORE_DIR_MISMATCH',
+  'CACHE_THROTTLED',
+  'CACHE_WRITE_FAILED',
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
 
 export class CachectlError extends Error {
   override readonly name = 'CachectlError';

@@ -1,5 +1,5 @@
 import { basename } from 'node:path';
-import { CachectlError, errorText } from '../core/errors.js';
+import { CachectlError, errorText, type ErrorCode } from '../core/errors.js';
 import { renderNarInfo, type Compression } from '../core/narinfo.js';
 import type { SecretKey } from '../core/signing.js';
 import { Limiter } from '../core/limit.js';
@@ -28,9 +28,12 @@ export interface PushProgress {
   narBytesDone: number;
 }
 
+/** Codes of push report entries besides the error codes: a failed reference, or a bug. */
+export const PUSH_REPORT_CODES = ['DEPENDENCY_FAILED', 'INTERNAL'] as const;
+
 export interface PushFailure {
   path: string;
-  code: string;
+  code: ErrorCode | (typeof PUSH_REPORT_CODES)[number];
   message: string;
 }
 
@@ -118,7 +121,7 @@ export async function pushClosures(roots: readonly string[], options: PushOption
       const blockedBy = err instanceof DependencyFailed ? err : undefined;
       result.failed.push({
         path: info.path,
-        code: blockedBy !== undefined ? 'DEPENDENCY_FAILED' : ((err as CachectlError).code ?? 'INTERNAL'),
+        code: blockedBy !== undefined ? 'DEPENDENCY_FAILED' : err instanceof CachectlError ? err.code : 'INTERNAL',
         message: errorText(err),
       });
       throw blockedBy ?? new DependencyFailed(info.path);
