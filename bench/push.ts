@@ -105,7 +105,6 @@ async function main(): Promise<void> {
       return result;
     },
   );
-  await s3.stop();
   process.stderr.write('path info of the tiny paths: one SQLite query against nix path-info...\n');
   const store = new LocalStore();
   const queryStarted = process.hrtime.bigint();
@@ -117,6 +116,20 @@ async function main(): Promise<void> {
   rows.push({ case: `path info of ${tiny.length} paths`, tool: 'nix path-info --json', ...pathInfo, rate: pathsPerS(pathInfo) });
   rows.push({ case: '', tool: 'cachectl (one read-only SQLite query, in process)', seconds: querySeconds, peakRssMb: 0, rate: pathsPerS({ seconds: querySeconds, peakRssMb: 0 }) });
 
+  process.stderr.write('six 60 MiB NARs at once (--jobs 8): memory stays bounded...\n');
+  const { stdout: bigOut } = await execFileAsync('nix-build', [join(REPO, 'bench/big-nars.nix'), '--no-out-link'], { env });
+  const bigNars = bigOut.trim().split('\n');
+  const bigBytes = 6 * 60 * 1048576;
+  const bigFile = await median(freshDir, (dir) => measure(process.execPath, [CACHECTL, 'push', '--jobs', '8', '--to', `file://${dir}`, ...bigNars]));
+  const bigS3 = await median(
+    () => `big${prefixes++}`,
+    (prefix) => measure(process.execPath, [CACHECTL, 'push', '--jobs', '8', '--to', s3.cacheUrl(prefix), ...bigNars], testEnv(s3.env)),
+  );
+  const mbPerSOf = (m: Measurement) => `${(bigBytes / 1e6 / m.seconds).toFixed(0)} MB/s`;
+  rows.push({ case: '6 × 60 MiB NARs (random data)', tool: 'cachectl push to file://', ...bigFile, rate: mbPerSOf(bigFile) });
+  rows.push({ case: '', tool: 'cachectl push to s3rver (multipart)', ...bigS3, rate: mbPerSOf(bigS3) });
+  await s3.stop();
+
   rows.push({ case: `${tiny.length} tiny paths`, tool: 'nix copy to file://', ...tinyNix, rate: pathsPerS(tinyNix) });
   rows.push({ case: '', tool: 'cachectl push to file://', ...tinyFile, rate: pathsPerS(tinyFile) });
   rows.push({ case: '', tool: `cachectl push to s3rver (--jobs 16; s3rver used ${Math.min(...serverCpu).toFixed(1)}-${Math.max(...serverCpu).toFixed(1)} CPU s)`, ...tinyS3, rate: pathsPerS(tinyS3) });
@@ -125,7 +138,7 @@ async function main(): Promise<void> {
     bigVsNixCopy: nixCopy.seconds / push.seconds,
     bigVsFloor: push.seconds / floor.seconds,
     tinyS3PathsPerSecond: tiny.length / tinyS3.seconds,
-    peakRssMb: Math.max(push.peakRssMb, tinyFile.peakRssMb, tinyS3.peakRssMb),
+    peakRssMb: Math.max(push.peakRssMb, tinyFile.peakRssMb, tinyS3.peakRssMb, bigFile.peakRssMb, bigS3.peakRssMb),
   };
   console.log(`\n| case | tool | seconds (median of ${RUNS}) | rate | peak RSS |`);
   console.log('|---|---|---:|---:|---:|');

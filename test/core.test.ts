@@ -270,7 +270,7 @@ describe('multipart part size', () => {
   it('keeps every NAR under 10,000 parts', () => {
     for (const size of [0, 1, 8 << 20, 80e9, 5e12]) {
       const part = partSizeFor(size);
-      assert.ok(part >= 8 << 20);
+      assert.ok(part >= 5 << 20);
       assert.ok(Math.ceil(size / part) <= 10_000, `size ${size}`);
     }
   });

@@ -16,7 +16,7 @@ import { displayCacheUrl } from '../core/cache-url.js';
 import type { CacheBackend, ObjectEntry } from './backend.js';
 import { encodeKeyPath, signS3Request } from './sigv4.js';
 
-const MIN_PART_BYTES = 8 * 1024 * 1024;
+const MIN_PART_BYTES = 5 * 1024 * 1024;
 const MAX_PARTS = 10_000;
 /** Parts in flight per upload: enough to keep the link busy, few enough to bound memory (parts are buffered). */
 const PARTS_IN_FLIGHT = 2;
@@ -24,7 +24,10 @@ const PARTS_IN_FLIGHT = 2;
 const PUT_ATTEMPTS = 3;
 const REQUEST_TIMEOUT_MS = 120_000;
 
-/** Part size for an object of at most `sizeBytes`: 8 MiB, growing so no upload needs more than 9,000 parts. */
+/**
+ * Part size for an object of at most `sizeBytes`: S3's minimum of 5 MiB (parts are buffered in memory, a few per
+ * upload), growing so that no upload needs more than 9,000 of the 10,000 parts S3 allows.
+ */
 export function partSizeFor(sizeBytes: number): number {
   return Math.max(MIN_PART_BYTES, Math.ceil(sizeBytes / (MAX_PARTS * 0.9)));
 }

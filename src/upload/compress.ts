@@ -9,6 +9,9 @@ import type { Compression } from '../core/narinfo.js';
 const ZSTD_LEVEL = 3;
 /** NARs above this size are compressed by zstd worker threads while the main thread reads and hashes. */
 const ZSTD_THREADED_ABOVE_BYTES = 4 * 1024 * 1024;
+const ZSTD_WORKERS = 2;
+/** Input per worker job: zstd's default for level 3 is 8 MiB, and a context buffers several jobs. */
+const ZSTD_JOB_BYTES = 2 * 1024 * 1024;
 const ZSTD_OUT_BYTES = 1024 * 1024;
 /** Slack over the input size for a small NAR's whole frame (header, block headers, end mark). */
 const ZSTD_FRAME_SLACK_BYTES = 1024;
@@ -32,7 +35,10 @@ export function compress(
 async function* compressZstd(source: AsyncIterable<Buffer>, sizeBytes: number): AsyncGenerator<Buffer> {
   const cctx = new zstd.CCtx();
   cctx.setParameter(zstd.CParameter.compressionLevel, ZSTD_LEVEL);
-  if (sizeBytes > ZSTD_THREADED_ABOVE_BYTES) cctx.setParameter(zstd.CParameter.nbWorkers, 2);
+  if (sizeBytes > ZSTD_THREADED_ABOVE_BYTES) {
+    cctx.setParameter(zstd.CParameter.nbWorkers, ZSTD_WORKERS);
+    cctx.setParameter(zstd.CParameter.jobSize, ZSTD_JOB_BYTES);
+  }
   // Nix 2.8 refuses frames whose window needs more than 2^27 bytes; level 3 never asks for that much.
   if (sizeBytes > 0) cctx.setPledgedSrcSize(sizeBytes);
   // A small NAR gets an output buffer of its own size, not a megabyte: a thousand tiny paths stay cheap.
@@ -41,9 +47,12 @@ async function* compressZstd(source: AsyncIterable<Buffer>, sizeBytes: number): 
   const run = function* (input: Buffer, end: zstd.EndDirective): Generator<Buffer> {
     for (;;) {
       const [remaining, produced, consumed] = cctx.compressStream2(out, input, end);
-      if (produced > 0) {
+      if (produced >= outBytes / 2) {
         yield out.subarray(0, produced);
         out = Buffer.allocUnsafe(outBytes);
+      } else if (produced > 0) {
+        // Copied, so that a small piece held downstream (in a multipart part) does not pin a whole buffer.
+        yield Buffer.from(out.subarray(0, produced));
       }
       input = input.subarray(consumed);
       if (input.length === 0 && (end === zstd.EndDirective.continue || remaining === 0)) return;

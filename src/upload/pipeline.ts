@@ -13,6 +13,11 @@ import { compress } from './compress.js';
 
 /** NARs up to this size are compressed into memory and uploaded in one request. */
 const SMALL_NAR_BYTES = 1024 * 1024;
+/**
+ * NARs above this size use the most memory while they stream (threaded zstd contexts, multipart parts in
+ * flight: 40-60 MiB each), so the pusher runs only a few of them at once.
+ */
+export const LARGE_NAR_BYTES = 8 * 1024 * 1024;
 
 /** What the NAR upload learned, for the narinfo. */
 export interface UploadedNar {
