@@ -6,11 +6,10 @@
  *   npm run bench:push [-- --mb 300 --tiny 1000 --runs 3]
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { CACHECTL, REPO, execFileAsync, testEnv } from '../test/helpers/nix.js';
+import { CACHECTL, REPO, execFileAsync, testEnv, tempDir } from '../test/helpers/nix.js';
 import { startS3rver } from '../test/helpers/s3rver.js';
 import { LocalStore } from '../src/nix/local-store.js';
 
@@ -59,7 +58,7 @@ async function median(prepare: () => string, run: (target: string) => Promise<Me
   return results[Math.floor(results.length / 2)] as Measurement;
 }
 
-const freshDir = () => mkdtempSync(join(tmpdir(), 'cachectl-bench-'));
+const freshDir = () => tempDir('bench');
 
 async function main(): Promise<void> {
   process.stderr.write(`building the ${values.mb} MB bulk path and ${values.tiny} tiny paths...\n`);

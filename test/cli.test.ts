@@ -1,18 +1,17 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { progressLine } from '../src/cli/progress.js';
 import { ERROR_CODES } from '../src/core/errors.js';
 import { PUSH_REPORT_CODES } from '../src/upload/push.js';
-import { buildFixtures, cachectl, CACHECTL, requireNix, run, testEnv } from './helpers/nix.js';
+import { buildFixtures, cachectl, CACHECTL, requireNix, run, testEnv, tempDir } from './helpers/nix.js';
 
 describe('cachectl keygen', () => {
   before(requireNix);
 
   it("writes a secret key Nix reads, mode 0600, and prints the public key Nix derives from it", async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'cachectl-keygen-'));
+    const dir = tempDir('keygen');
     const secretFile = join(dir, 'cache.sec');
     const result = await cachectl(['keygen', 'cache.example.org-1', '--secret-key-file', secretFile]);
     assert.equal(result.code, 0, result.stderr);
@@ -26,7 +25,7 @@ describe('cachectl keygen', () => {
   });
 
   it('never overwrites a key file, and leaves nothing behind when it refuses', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'cachectl-keygen-'));
+    const dir = tempDir('keygen');
     const secretFile = join(dir, 'cache.sec');
     writeFileSync(secretFile, 'precious');
     const result = await cachectl(['keygen', 'k-1', '--secret-key-file', secretFile]);
@@ -42,7 +41,7 @@ describe('cachectl keygen', () => {
   });
 
   it('refuses a key name Nix could not parse back', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'cachectl-keygen-'));
+    const dir = tempDir('keygen');
     const result = await cachectl(['keygen', 'a:b', '--secret-key-file', join(dir, 'k.sec')]);
     assert.equal(result.code, 1);
     assert.match(result.stderr, /key name "a:b" must be non-empty, without ':' or spaces/);
@@ -54,10 +53,10 @@ describe('cachectl push output', () => {
 
   it('draws a progress line on a terminal and prints one summary line otherwise', async () => {
     const { top } = await buildFixtures(['top']);
-    const tty = await run('script', ['-qfec', `${process.execPath} ${CACHECTL} push --to file://${mkdtempSync(join(tmpdir(), 'cachectl-tty-'))} ${top}`, '/dev/null']);
+    const tty = await run('script', ['-qfec', `${process.execPath} ${CACHECTL} push --to file://${tempDir('tty')} ${top}`, '/dev/null']);
     assert.equal(tty.code, 0, tty.stderr);
     assert.match(tty.stdout, /\r\x1b\[Kpaths 3\/3  [0-9.]+ KiB\/[0-9.]+ KiB  [0-9.]+ [KMG]?i?B\/s/);
-    const plain = await cachectl(['push', '--to', `file://${mkdtempSync(join(tmpdir(), 'cachectl-plain-'))}`, top]);
+    const plain = await cachectl(['push', '--to', `file://${tempDir('plain')}`, top]);
     assert.equal(plain.code, 0, plain.stderr);
     assert.equal(plain.stderr, '');
     assert.match(plain.stdout, /^pushed 3 paths \([0-9.]+ KiB NAR, [0-9.]+ (KiB|B) zstd\) to file:\/\/\S+ in [0-9.]+ s \([^)]*\/s\); 0 of 3 already there\n$/);

@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { dumpNar } from '../src/nix/nar-dump.js';
 import { nix32Encode } from '../src/core/nix32.js';
-import { buildFixtures, requireNix, testEnv, type Fixture } from './helpers/nix.js';
+import { buildFixtures, requireNix, testEnv, type Fixture, tempDir } from './helpers/nix.js';
 
 async function narOf(path: string): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -34,7 +33,7 @@ describe('NAR serialization equals nix-store --dump', () => {
   });
 
   it('for names that are not UTF-8, bytewise order, and sizes around the chunk boundaries', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'cachectl-nar-'));
+    const dir = tempDir('nar');
     const root = join(dir, 'root');
     mkdirSync(root);
     // Bytes 0xff and 0x80 are not UTF-8; 0xef 0x80 0x80 (U+F000) sorts after 😀 (U+1F600) in UTF-16 but not in bytes.
@@ -59,7 +58,7 @@ describe('NAR serialization equals nix-store --dump', () => {
   });
 
   it('refuses what a NAR cannot hold, naming the file', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'cachectl-nar-'));
+    const dir = tempDir('nar');
     execFileSync('mkfifo', [join(dir, 'fifo')]);
     await assert.rejects(narOf(dir), /fifo is neither a regular file, a directory nor a symlink/);
     await assert.rejects(narOf(join(dir, 'missing')), /cannot read .*missing/);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { tempDir } from './helpers/nix.js';
 import { describe, it } from 'node:test';
 import { FileBackend } from '../src/cache/file.js';
 import { findPresent } from '../src/cache/present.js';
@@ -27,7 +27,7 @@ class CountingBackend extends FileBackend {
 }
 
 describe('finding the narinfos a cache has', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'cachectl-present-'));
+  const dir = tempDir('present');
   const stored = Array.from({ length: 5000 }, (_, i) => hashPart(i));
   for (const hash of stored) writeFileSync(join(dir, `${hash}.narinfo`), '');
   writeFileSync(join(dir, 'nix-cache-info'), 'StoreDir: /nix/store\n');

@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { TEMP_PREFIX } from '../src/cache/file.js';
-import { buildFixtures, cachectl, nixClosure, requireNix, run, testEnv } from './helpers/nix.js';
+import { buildFixtures, cachectl, nixClosure, requireNix, run, testEnv, tempDir } from './helpers/nix.js';
 import { startS3rver, type S3Server } from './helpers/s3rver.js';
 
 /** All files under a cache directory, relative, for "nothing was published" checks. */
@@ -33,14 +32,14 @@ describe('cachectl push refuses bad input with one clear line and publishes noth
   before(async () => {
     requireNix();
     ({ tiny } = await buildFixtures(['tiny']));
-    const dir = mkdtempSync(join(tmpdir(), 'cachectl-key-'));
+    const dir = tempDir('key');
     goodKey = join(dir, 'good.sec');
     assert.equal((await cachectl(['keygen', 'good-1', '--secret-key-file', goodKey])).code, 0);
     s3 = await startS3rver();
   });
   after(() => s3.stop());
 
-  const fileCache = () => mkdtempSync(join(tmpdir(), 'cachectl-cache-'));
+  const fileCache = () => tempDir('cache');
 
   it('a store path that is not valid in the local store', async () => {
     const dir = fileCache();
@@ -60,7 +59,7 @@ describe('cachectl push refuses bad input with one clear line and publishes noth
 
   it('follows a ./result-style link to the store path', async () => {
     const dir = fileCache();
-    const linkDir = mkdtempSync(join(tmpdir(), 'cachectl-link-'));
+    const linkDir = tempDir('link');
     const result = join(linkDir, 'result');
     await run('ln', ['-s', tiny, result]);
     const pushed = await cachectl(['push', '--to', `file://${dir}`, result]);
@@ -76,7 +75,7 @@ describe('cachectl push refuses bad input with one clear line and publishes noth
   for (const [name, content, pattern] of badKeys) {
     it(`a secret key file that is ${name}, never echoing its content`, async () => {
       const dir = fileCache();
-      const keyFile = join(mkdtempSync(join(tmpdir(), 'cachectl-key-')), 'bad.sec');
+      const keyFile = join(tempDir('key'), 'bad.sec');
       writeFileSync(keyFile, content, { mode: 0o600 });
       const result = await cachectl(['push', '--to', `file://${dir}`, '--secret-key-file', keyFile, tiny]);
       assertOneLineError(result, pattern);
@@ -87,7 +86,7 @@ describe('cachectl push refuses bad input with one clear line and publishes noth
 
   it('a secret key file readable by others, and one that does not exist', async () => {
     const dir = fileCache();
-    const keyFile = join(mkdtempSync(join(tmpdir(), 'cachectl-key-')), 'open.sec');
+    const keyFile = join(tempDir('key'), 'open.sec');
     writeFileSync(keyFile, readFileSync(goodKey));
     chmodSync(keyFile, 0o644);
     assertOneLineError(
@@ -162,7 +161,7 @@ describe('a store path whose contents no longer match its NarHash', () => {
         chmodSync(file, 0o644);
         writeFileSync(file, 'tampered\n');
       }
-      const dir = mkdtempSync(join(tmpdir(), 'cachectl-cache-'));
+      const dir = tempDir('cache');
       const cacheUrl = target === 'file' ? `file://${dir}` : s3.cacheUrl(nonce);
       const env = target === 'file' ? testEnv() : testEnv(s3.env);
       const result = await cachectl(['push', '--json', '--to', cacheUrl, paths.top, paths.big], env);

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -18,6 +17,7 @@ import {
   requireNix,
   run,
   testEnv,
+  tempDir,
 } from './helpers/nix.js';
 import { startS3rver, type S3Server } from './helpers/s3rver.js';
 
@@ -27,7 +27,7 @@ interface Key {
 }
 
 async function newKey(name: string): Promise<Key> {
-  const dir = mkdtempSync(join(tmpdir(), 'cachectl-key-'));
+  const dir = tempDir('key');
   const secretFile = join(dir, 'key.sec');
   const result = await cachectl(['keygen', name, '--secret-key-file', secretFile]);
   assert.equal(result.code, 0, result.stderr);
@@ -64,7 +64,7 @@ for (const target of ['file', 's3'] as const) {
         // The in-process observer reads the bucket with the same credentials as cachectl.
         Object.assign(process.env, s3.env, { AWS_EC2_METADATA_DISABLED: 'true', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' });
       } else {
-        const dir = mkdtempSync(join(tmpdir(), 'cachectl-cache-'));
+        const dir = tempDir('cache');
         cacheUrl = `file://${dir}`;
         nixUrl = cacheUrl;
         env = testEnv();
@@ -124,7 +124,7 @@ for (const target of ['file', 's3'] as const) {
         return count;
       };
       // How long a whole push of this closure takes here, pushed to a scratch cache: kills land at fractions of it.
-      const scratch = target === 'file' ? `file://${mkdtempSync(join(tmpdir(), 'cachectl-scratch-'))}` : (s3 as S3Server).cacheUrl(`${nonce}-scratch`);
+      const scratch = target === 'file' ? `file://${tempDir('scratch')}` : (s3 as S3Server).cacheUrl(`${nonce}-scratch`);
       const started = Date.now();
       await pushJson(['--jobs', '2', '--to', scratch, chain], env);
       const wholeMs = Date.now() - started;
@@ -161,7 +161,7 @@ describe('narinfos and NARs compared with nix copy', () => {
   let secretFile = '';
   before(async () => {
     requireNix();
-    const dir = mkdtempSync(join(tmpdir(), 'cachectl-nixkey-'));
+    const dir = tempDir('nixkey');
     secretFile = join(dir, 'nix.sec');
     const generated = await run('nix', ['key', 'generate-secret', '--key-name', 'nix-made-1']);
     assert.equal(generated.code, 0, generated.stderr);
@@ -174,13 +174,13 @@ describe('narinfos and NARs compared with nix copy', () => {
   it('with compression none: every narinfo and NAR byte for byte, signature included, from a key made by Nix', async () => {
     const paths = await buildFixtures(['top', 'multi.dev', 'tree', 'symroot', 'execroot']);
     // A content-addressed path (CA: line, no Deriver) beside the input-addressed ones.
-    const addDir = mkdtempSync(join(tmpdir(), 'cachectl-ca-'));
+    const addDir = tempDir('ca');
     writeFileSync(join(addDir, 'cachectl-ca-file'), 'content-addressed\n');
     const added = await run('nix-store', ['--add', join(addDir, 'cachectl-ca-file')]);
     assert.equal(added.code, 0, added.stderr);
     const roots = [...Object.values(paths), added.stdout.trim()];
-    const nixDir = mkdtempSync(join(tmpdir(), 'cachectl-nixcopy-'));
-    const ourDir = mkdtempSync(join(tmpdir(), 'cachectl-ours-'));
+    const nixDir = tempDir('nixcopy');
+    const ourDir = tempDir('ours');
     const copy = await run('nix', ['copy', '--to', `file://${nixDir}?compression=none&secret-key=${secretFile}`, ...roots]);
     assert.equal(copy.code, 0, copy.stderr);
     await pushJson(['--to', `file://${ourDir}`, '--compression', 'none', '--secret-key-file', secretFile, ...roots], testEnv());
@@ -202,8 +202,8 @@ describe('narinfos and NARs compared with nix copy', () => {
     const paths = await buildFixtures(['top', 'tree', 'execroot']);
     const roots = Object.values(paths);
     for (const compression of ['zstd', 'xz']) {
-      const nixDir = mkdtempSync(join(tmpdir(), 'cachectl-nixcopy-'));
-      const ourDir = mkdtempSync(join(tmpdir(), 'cachectl-ours-'));
+      const nixDir = tempDir('nixcopy');
+      const ourDir = tempDir('ours');
       const copy = await run('nix', ['copy', '--to', `file://${nixDir}?compression=${compression}&secret-key=${secretFile}`, ...roots]);
       assert.equal(copy.code, 0, copy.stderr);
       await pushJson(['--to', `file://${ourDir}`, '--compression', compression, '--secret-key-file', secretFile, ...roots], testEnv());

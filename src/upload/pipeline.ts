@@ -14,8 +14,8 @@ import { compress } from './compress.js';
 /** NARs up to this size are compressed into memory and uploaded in one request. */
 const SMALL_NAR_BYTES = 1024 * 1024;
 /**
- * NARs above this size use the most memory while they stream (threaded zstd contexts, multipart parts in
- * flight: 40-60 MiB each), so the pusher runs only a few of them at once.
+ * NARs above this size use the most memory while they stream (a threaded zstd context, multipart parts in
+ * flight), so the pusher streams them one at a time.
  */
 export const LARGE_NAR_BYTES = 8 * 1024 * 1024;
 

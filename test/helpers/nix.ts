@@ -1,11 +1,31 @@
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 export const execFileAsync = promisify(execFile);
+
+const createdDirs: string[] = [];
+
+/** A new temporary directory, removed when the test process exits (caches and fresh stores add up). */
+export function tempDir(name: string): string {
+  const dir = mkdtempSync(join(tmpdir(), `cachectl-${name}-`));
+  if (createdDirs.length === 0) {
+    process.once('exit', () => {
+      for (const created of createdDirs) {
+        try {
+          rmSync(created, { recursive: true, force: true });
+        } catch {
+          // best effort: a test's leftovers must not fail the run
+        }
+      }
+    });
+  }
+  createdDirs.push(dir);
+  return dir;
+}
 
 /** The repository root (tests run from dist/test/…). */
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
@@ -30,7 +50,7 @@ export function testEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
       'narinfo-cache-positive-ttl = 0',
       'builders =',
     ].join('\n'),
-    XDG_CACHE_HOME: mkdtempSync(join(tmpdir(), 'cachectl-xdg-')),
+    XDG_CACHE_HOME: tempDir('xdg'),
     AWS_EC2_METADATA_DISABLED: 'true',
     NODE_NO_WARNINGS: '1',
     ...extra,
@@ -99,7 +119,7 @@ export function nixVerify(storeUrl: string, publicKey: string, paths: readonly s
 
 /** Substitutes `paths` from a cache into a fresh chroot store, as a new client would. */
 export function nixCopyFrom(storeUrl: string, publicKey: string, paths: readonly string[]) {
-  const target = mkdtempSync(join(tmpdir(), 'cachectl-fresh-store-'));
+  const target = tempDir('fresh-store');
   return run('nix', ['copy', '--from', storeUrl, '--to', target, '--option', 'trusted-public-keys', publicKey, ...paths]);
 }
 
