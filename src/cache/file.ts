@@ -53,6 +53,7 @@ export class FileBackend implements CacheBackend {
         for await (const chunk of body) {
           await writing;
           writing = file.write(chunk);
+          writing.catch(() => undefined); // its failure is seen when awaited, not as an unhandled rejection
         }
         await writing;
       } finally {
