@@ -37,7 +37,7 @@ export function partSizeFor(sizeBytes: number): number {
  * endpoint when no endpoint is given. The SDK's rule engine computes the same URL for every request, at about a
  * third of a small request's CPU time, so cachectl gives it this one for custom endpoints.
  */
-export function bucketBaseUrl(url: S3CacheUrl): URL {
+function bucketBaseUrl(url: S3CacheUrl): URL {
   const base = new URL(url.endpoint ?? `https://s3.${url.region}.amazonaws.com`);
   const path = base.pathname.replace(/\/$/, '');
   // Virtual hosting needs a bucket name that is a valid host label, as AWS does for names with dots over TLS.
@@ -51,11 +51,14 @@ export class S3Backend implements CacheBackend {
   readonly displayUrl: string;
   private readonly client: S3Client;
   private readonly bucketUrl: URL;
+  /** the bucket URL without a trailing slash, that object paths are appended to */
+  private readonly objectBase: string;
   private readonly agent: HttpAgent;
 
   constructor(private readonly url: S3CacheUrl) {
     this.displayUrl = displayCacheUrl(url);
     this.bucketUrl = bucketBaseUrl(url);
+    this.objectBase = this.bucketUrl.href.replace(/\/$/, '');
     const agentOptions = { keepAlive: true, maxSockets: 64 };
     this.agent = this.bucketUrl.protocol === 'https:' ? new HttpsAgent(agentOptions) : new HttpAgent(agentOptions);
     this.client = new S3Client({
@@ -103,7 +106,7 @@ export class S3Backend implements CacheBackend {
    * credentials still come from the SDK's provider chain.
    */
   async put(key: string, body: Buffer, contentType: string): Promise<void> {
-    const url = new URL(`${this.bucketUrl.href.replace(/\/$/, '')}/${encodeKeyPath(this.key(key))}`);
+    const url = new URL(`${this.objectBase}/${encodeKeyPath(this.key(key))}`);
     for (let attempt = 1; ; attempt++) {
       let failure: unknown;
       try {

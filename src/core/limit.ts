@@ -26,4 +26,3 @@ export async function mapLimit<T, R>(items: readonly T[], limit: number, task: (
   if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
   return settled.map((result) => (result as PromiseFulfilledResult<R>).value);
 }
-
