@@ -2,11 +2,16 @@
 // The cachectl command: the only place that touches argv, env, the terminal and the exit code.
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
+import { pino } from 'pino';
 import { ENV_NAMES, resolveConfig, type Config, type ConfigFlags } from '../core/config.js';
 import { CachectlError, errorText } from '../core/errors.js';
 import { formatBytes, showProgress } from '../cli/progress.js';
+import { openDaemon } from '../cli/daemon.js';
+import { enqueueCommand } from '../cli/enqueue.js';
 import { keygenCommand } from '../cli/keygen.js';
 import { pushCommand } from '../cli/push.js';
+import { retryCommand } from '../cli/retry.js';
+import { formatStatus, readStatus } from '../cli/status.js';
 import { newProgress } from '../upload/push.js';
 
 /** Failures printed one by one; the rest are counted (--json lists them all). */
@@ -21,6 +26,17 @@ function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
 }
 
+/** Options of every command that works with the queue. */
+function withQueueOptions(command: Command): Command {
+  return command
+    .option('--queue <file>', `the SQLite upload queue (env ${ENV_NAMES.queue}; default /var/lib/cachectl/queue.db)`)
+    .option('--gc-roots <dir>', `where queued paths are GC roots until uploaded (env ${ENV_NAMES.gcRoots}; default $NIX_STATE_DIR/gcroots/cachectl)`);
+}
+
+function withConfigOption(command: Command): Command {
+  return command.option('--config <file>', `JSON config file with the same settings (env ${ENV_NAMES.config})`);
+}
+
 function withCommonOptions(command: Command): Command {
   return command
     .option('--to <url>', `the cache: file:///DIR or s3://BUCKET?endpoint=URL&region=R&prefix=P (env ${ENV_NAMES.to})`)
@@ -30,8 +46,7 @@ function withCommonOptions(command: Command): Command {
       collect,
     )
     .option('--jobs <n>', `NARs uploaded in parallel (env ${ENV_NAMES.jobs}; default 8)`)
-    .option('--compression <kind>', `NAR compression: zstd, xz or none (env ${ENV_NAMES.compression}; default zstd)`)
-    .option('--config <file>', `JSON config file with the same settings (env ${ENV_NAMES.config})`);
+    .option('--compression <kind>', `NAR compression: zstd, xz or none (env ${ENV_NAMES.compression}; default zstd)`);
 }
 
 function loadConfig(flags: CommonFlags): Config {
@@ -63,7 +78,7 @@ const program = new Command('cachectl')
   .description('Upload what Nix builds to a binary cache (S3 or a directory), and keep that cache small.')
   .showHelpAfterError('(run cachectl --help for usage)');
 
-withCommonOptions(
+withConfigOption(withCommonOptions(
   program
     .command('push')
     .description(
@@ -71,7 +86,7 @@ withCommonOptions(
         'Paths the cache already has are skipped; each narinfo is published only after its NAR and its references.',
     )
     .argument('<paths...>', 'store paths, or links to them such as ./result'),
-)
+))
   .option('--json', 'print the result as JSON')
   .addHelpText(
     'after',
@@ -113,6 +128,113 @@ path failed; the paths that reference a failed path are not published, so the ca
         }
       }
       if (result.failed.length > 0) process.exitCode = 1;
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+withConfigOption(withQueueOptions(
+  withCommonOptions(
+    program
+      .command('daemon')
+      .description(
+        'Run the uploader: take the paths the post-build hook (or cachectl enqueue) queues and upload their closures, ' +
+          'retrying failures, pausing while the cache is down or throttling. Logs JSON lines to stdout; speaks sd_notify ' +
+          'under systemd (Type=notify). SIGTERM drains: uploads in flight finish (or go back to the queue), then it exits 0.',
+      ),
+  ).addHelpText(
+    'after',
+    `
+Example (what systemd/cachectl.service runs):
+  cachectl daemon --to 's3://my-cache?region=eu-west-1' --secret-key-file /etc/nix/cache.sec
+
+Then add to nix.conf:  post-build-hook = ${new URL('../../../hook/post-build-hook', import.meta.url).pathname}`,
+  ),
+)).action(async (flags: CommonFlags) => {
+  try {
+    const config = loadConfig(flags);
+    const log = pino({ base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ fd: 1, sync: true }));
+    const { daemon, close } = await openDaemon(config, log, process.env);
+    const running = daemon.run();
+    let signals = 0;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      signals += 1;
+      if (signals > 1) {
+        // The queue stays consistent: the leases of whatever was in flight send it back to pending.
+        log.warn({ signal }, 'second signal: exiting without draining');
+        process.exit(1);
+      }
+      log.info({ signal }, 'stopping');
+      void daemon.stop().then(() => {
+        // run() ends once the loop sees the stop; uploads abandoned by a timed-out drain are not waited for.
+        const grace = new Promise((resolve) => setTimeout(resolve, 2000).unref());
+        void Promise.race([running.catch(() => undefined), grace]).then(() => {
+          log.info('stopped');
+          process.exit(0);
+        });
+      });
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+    await running;
+    close();
+  } catch (err) {
+    fail(err);
+  }
+});
+
+withConfigOption(withQueueOptions(
+  program
+    .command('enqueue')
+    .description('Queue store paths for the daemon to upload, as the post-build hook does; they stay GC roots until uploaded.')
+    .argument('<paths...>', 'store paths, or links to them such as ./result'),
+)).action(async (paths: string[], flags: CommonFlags) => {
+  try {
+    const config = loadConfig(flags);
+    const queued = await enqueueCommand(paths, config);
+    process.stdout.write(`queued ${queued.length} paths in ${config.queue}\n`);
+  } catch (err) {
+    fail(err);
+  }
+});
+
+withConfigOption(withQueueOptions(
+  program
+    .command('status')
+    .description(
+      'Show the queue: paths by state, how long the oldest has waited, the upload rate, whether the daemon runs, ' +
+        'and the failed paths with their last error.',
+    ),
+))
+  .option('--json', 'print the status as JSON (one object; one per line with --watch)')
+  .option('--watch', 'repeat every second until interrupted')
+  .action(async (flags: CommonFlags & { watch?: boolean }) => {
+    try {
+      const config = loadConfig(flags);
+      const show = (): void => {
+        const report = readStatus(config);
+        if (flags.json === true) process.stdout.write(`${JSON.stringify(report)}\n`);
+        else process.stdout.write(`${flags.watch === true && process.stdout.isTTY ? '\x1b[H\x1b[J' : ''}${formatStatus(report)}`);
+      };
+      show();
+      if (flags.watch === true) setInterval(show, 1000);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+withConfigOption(withQueueOptions(
+  program
+    .command('retry')
+    .description('Put failed paths back in the queue with fresh attempts (after fixing what cachectl status says went wrong).')
+    .argument('[paths...]', 'failed store paths (or links to them)'),
+))
+  .option('--all', 'retry every failed path')
+  .action(async (paths: string[], flags: CommonFlags & { all?: boolean }) => {
+    try {
+      const config = loadConfig(flags);
+      const retried = await retryCommand(paths, flags.all === true, config);
+      process.stdout.write(`retrying ${retried.length} paths\n`);
     } catch (err) {
       fail(err);
     }

@@ -125,6 +125,7 @@ export class S3Backend implements CacheBackend {
         failure = Object.assign(new Error(/<Message>([^<]*)<\/Message>/.exec(response.body)?.[1] ?? `HTTP ${response.status}`), {
           name: /<Code>([^<]*)<\/Code>/.exec(response.body)?.[1] ?? `HTTP${response.status}`,
           $metadata: { httpStatusCode: response.status },
+          $response: { headers: response.headers },
         });
       } catch (err) {
         failure = err;
@@ -135,14 +136,18 @@ export class S3Backend implements CacheBackend {
     }
   }
 
-  private send(url: URL, headers: Record<string, string>, body: Buffer): Promise<{ status: number; body: string }> {
+  private send(
+    url: URL,
+    headers: Record<string, string>,
+    body: Buffer,
+  ): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
     const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
     return new Promise((resolve, reject) => {
       const req = request(url, { method: 'PUT', headers, agent: this.agent, timeout: REQUEST_TIMEOUT_MS }, (res) => {
         let text = '';
         res.setEncoding('utf8');
         res.on('data', (data: string) => (text += data));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
         res.on('error', reject);
       });
       req.on('timeout', () => req.destroy(Object.assign(new Error('request timed out'), { code: 'ETIMEDOUT' })));
@@ -235,8 +240,10 @@ export class S3Backend implements CacheBackend {
       );
     }
     if (name === 'SlowDown' || status === 503 || status === 429) {
+      const retryAfterMs = retryAfterMsOf(err);
       return new CachectlError('CACHE_THROTTLED', `${where}: the server asks to slow down (${name || status})`, {
         retryable: true,
+        ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
         cause: err,
       });
     }
@@ -251,4 +258,14 @@ export class S3Backend implements CacheBackend {
       cause: err,
     });
   }
+}
+
+/** The wait an HTTP `Retry-After` header asks for (seconds or a date), if the failed response had one. */
+function retryAfterMsOf(err: unknown): number | undefined {
+  const value = (err as { $response?: { headers?: Record<string, unknown> } }).$response?.headers?.['retry-after'];
+  if (typeof value !== 'string' || value === '') return undefined;
+  const seconds = Number(value);
+  if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000;
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
 }

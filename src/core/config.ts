@@ -6,6 +6,8 @@ import { COMPRESSIONS, type Compression } from './narinfo.js';
 export interface Config {
   readonly cacheUrl: CacheUrl | undefined;
   readonly queue: string;
+  /** where queued paths are made GC roots of the local store until uploaded */
+  readonly gcRoots: string;
   readonly secretKeyFiles: readonly string[];
   readonly jobs: number;
   readonly compression: Compression;
@@ -15,6 +17,7 @@ export interface Config {
 export interface ConfigFlags {
   to?: string | undefined;
   queue?: string | undefined;
+  gcRoots?: string | undefined;
   secretKeyFile?: string[] | undefined;
   jobs?: string | undefined;
   compression?: string | undefined;
@@ -24,6 +27,7 @@ export interface ConfigFlags {
 export const CONFIG_KEYS = {
   to: '--to',
   queue: '--queue',
+  gcRoots: '--gc-roots',
   secretKeyFiles: '--secret-key-file',
   jobs: '--jobs',
   compression: '--compression',
@@ -32,6 +36,7 @@ export const CONFIG_KEYS = {
 export const ENV_NAMES = {
   to: 'CACHECTL_TO',
   queue: 'CACHECTL_QUEUE',
+  gcRoots: 'CACHECTL_GC_ROOTS',
   secretKeyFiles: 'CACHECTL_SECRET_KEY_FILES',
   jobs: 'CACHECTL_JOBS',
   compression: 'CACHECTL_COMPRESSION',
@@ -116,6 +121,7 @@ export function resolveConfig(
   return Object.freeze({
     cacheUrl,
     queue: pick(flags.queue, ENV_NAMES.queue, 'queue', 'string') ?? DEFAULT_QUEUE,
+    gcRoots: pick(flags.gcRoots, ENV_NAMES.gcRoots, 'gcRoots', 'string') ?? `${nonEmpty(env['NIX_STATE_DIR']) ?? '/nix/var/nix'}/gcroots/cachectl`,
     secretKeyFiles: Object.freeze([...keyFiles]),
     jobs,
     compression: compressionText as Compression,

@@ -22,6 +22,10 @@ export const ERROR_CODES = [
   'CACHE_STORE_DIR_MISMATCH',
   'CACHE_THROTTLED',
   'CACHE_WRITE_FAILED',
+  'QUEUE_MISSING',
+  'QUEUE_UNREADABLE',
+  'DAEMON_RUNNING',
+  'PATH_NOT_QUEUED',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -30,11 +34,14 @@ export class CachectlError extends Error {
   override readonly name = 'CachectlError';
   readonly code: ErrorCode;
   readonly retryable: boolean;
+  /** how long the server asked us to wait (HTTP Retry-After), when it did */
+  readonly retryAfterMs: number | undefined;
 
-  constructor(code: ErrorCode, message: string, options: { retryable?: boolean; cause?: unknown } = {}) {
+  constructor(code: ErrorCode, message: string, options: { retryable?: boolean; retryAfterMs?: number; cause?: unknown } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     this.retryable = options.retryable ?? false;
+    this.retryAfterMs = options.retryAfterMs;
   }
 }
 

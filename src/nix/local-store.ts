@@ -77,6 +77,17 @@ export class LocalStore {
     return this.toInfos(rows, refs);
   }
 
+  /** The valid outputs of a derivation (what the hook queues when Nix gives it only DRV_PATH). */
+  queryDerivationOutputs(drvPath: string): string[] {
+    return this.db
+      .prepare<[string], { path: string }>(
+        `SELECT o.path FROM DerivationOutputs o JOIN ValidPaths d ON d.id = o.drv JOIN ValidPaths v ON v.path = o.path
+         WHERE d.path = ? ORDER BY o.path`,
+      )
+      .all(drvPath)
+      .map((row) => row.path);
+  }
+
   /**
    * The closures of `roots` (each root and everything it references, transitively). Throws PATH_NOT_VALID
    * naming the first root that is not a valid path of this store.

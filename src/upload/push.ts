@@ -42,6 +42,12 @@ export interface PushFailure {
   path: string;
   code: ErrorCode | (typeof PUSH_REPORT_CODES)[number];
   message: string;
+  /** what went wrong in the end: the failed reference's own code when `code` is DEPENDENCY_FAILED */
+  rootCode: ErrorCode | 'INTERNAL';
+  /** whether trying again later can succeed */
+  retryable: boolean;
+  /** the wait the server asked for, if it did */
+  retryAfterMs?: number;
 }
 
 export interface PushResult {
@@ -129,13 +135,20 @@ export async function pushClosures(roots: readonly string[], options: PushOption
   for (const info of missing) {
     const done = publish(info).catch((err: unknown) => {
       if (isCacheWide(err)) cacheFailure ??= err;
-      const blockedBy = err instanceof DependencyFailed ? err : undefined;
-      result.failed.push({
-        path: info.path,
-        code: blockedBy !== undefined ? 'DEPENDENCY_FAILED' : err instanceof CachectlError ? err.code : 'INTERNAL',
-        message: errorText(err),
-      });
-      throw blockedBy ?? new DependencyFailed(info.path);
+      const failure: PushFailure =
+        err instanceof DependencyFailed
+          ? { ...err.failure, path: info.path, code: 'DEPENDENCY_FAILED', message: `not published: ${err.failure.path} in its closure failed: ${err.failure.message}` }
+          : {
+              path: info.path,
+              code: err instanceof CachectlError ? err.code : 'INTERNAL',
+              message: errorText(err),
+              rootCode: err instanceof CachectlError ? err.code : 'INTERNAL',
+              // an unexpected error may well be passing: worth another try
+              retryable: err instanceof CachectlError ? err.retryable : true,
+              ...(err instanceof CachectlError && err.retryAfterMs !== undefined ? { retryAfterMs: err.retryAfterMs } : {}),
+            };
+      result.failed.push(failure);
+      throw new DependencyFailed(err instanceof DependencyFailed ? err.failure : failure);
     });
     done.catch(() => undefined).finally(() => (progress.pathsDone += 1));
     published.set(info.path, done);
@@ -144,9 +157,9 @@ export async function pushClosures(roots: readonly string[], options: PushOption
   return result;
 }
 
-/** What a path's failure means for the paths that reference it. */
+/** What a path's failure means for the paths that reference it: carries the original failure along. */
 class DependencyFailed extends Error {
-  constructor(readonly path: string) {
-    super(`not published: its reference ${path} failed`);
+  constructor(readonly failure: PushFailure) {
+    super(`not published: its reference ${failure.path} failed`);
   }
 }

@@ -1,0 +1,423 @@
+import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import { backoffMs, type Backoff } from '../core/backoff.js';
+import { CachectlError, errorText } from '../core/errors.js';
+import { MIGRATIONS } from './schema.js';
+
+export const PATH_STATES = ['pending', 'uploading', 'done', 'failed'] as const;
+export type PathState = (typeof PATH_STATES)[number];
+
+/** Who put a path in the queue. */
+export type Source = 'hook' | 'cli';
+
+export interface QueueOptions {
+  /** Tries of one path before it is `failed` (a daemon killed mid-upload counts one). */
+  maxAttempts?: number;
+  retry?: Backoff;
+  now?: () => number;
+  random?: () => number;
+}
+
+export const DEFAULT_MAX_ATTEMPTS = 8;
+/** 10 s, 20 s, … up to 30 min: eight tries span about an hour. */
+export const DEFAULT_RETRY: Backoff = { baseMs: 10_000, capMs: 30 * 60_000 };
+/** How long a writer waits for another's transaction before giving up (the hook waits less, see the hook). */
+const BUSY_TIMEOUT_MS = 10_000;
+
+export interface NewPath {
+  storePath: string;
+  source: Source;
+  enqueuedAt: number;
+}
+
+export interface QueueCounts {
+  pending: number;
+  uploading: number;
+  done: number;
+  failed: number;
+  /** written by hooks or `enqueue`, not yet taken in by the daemon */
+  inbox: number;
+}
+
+export interface FailedPath {
+  storePath: string;
+  attempts: number;
+  lastError: string;
+  failedAt: number;
+}
+
+export interface DaemonRecord {
+  pid: number;
+  host: string;
+  startedAt: number;
+  heartbeatAt: number;
+  status: Record<string, unknown>;
+}
+
+interface PathRow {
+  store_path: string;
+  state: PathState;
+  attempts: number;
+}
+
+/**
+ * The upload queue: one SQLite file in WAL mode. Hooks append to `inbox`; the daemon takes the inbox into
+ * `paths` and moves each path through pending → uploading → done | failed. Every transition is one
+ * transaction, so a crash at any point leaves a state the next start can resume from. Transactions that
+ * read before they write begin IMMEDIATE: a deferred one that a hook's insert overtakes fails with
+ * "database is locked" at once instead of waiting its turn.
+ */
+export class Queue {
+  readonly file: string;
+  private readonly db: Database.Database;
+  private readonly maxAttempts: number;
+  private readonly retryBackoff: Backoff;
+  private readonly now: () => number;
+  private readonly random: () => number;
+
+  private constructor(file: string, db: Database.Database, options: QueueOptions) {
+    this.file = file;
+    this.db = db;
+    this.maxAttempts = options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
+    this.retryBackoff = options.retry ?? DEFAULT_RETRY;
+    this.now = options.now ?? Date.now;
+    this.random = options.random ?? Math.random;
+  }
+
+  /**
+   * Opens the queue, creating it (directory 0700, file 0600) and migrating it to the current schema. For
+   * the daemon and `enqueue`; the commands that only look use `openExisting`.
+   */
+  static open(file: string, options: QueueOptions = {}): Queue {
+    try {
+      mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+      // SQLite gives the -wal and -shm files the database file's mode, so creating it 0600 covers all three.
+      if (!existsSync(file)) closeSync(openSync(file, 'a', 0o600));
+      const db = new Database(file);
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = FULL');
+      db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      migrate(db);
+      return new Queue(file, db, options);
+    } catch (err) {
+      throw queueError(file, err);
+    }
+  }
+
+  /** Opens a queue that must already exist (status, retry). */
+  static openExisting(file: string, options: QueueOptions & { readonly?: boolean } = {}): Queue {
+    if (!existsSync(file)) {
+      throw new CachectlError(
+        'QUEUE_MISSING',
+        `queue database ${file} does not exist; is cachectl daemon running with this queue? (pass --queue or set CACHECTL_QUEUE)`,
+      );
+    }
+    try {
+      const db = new Database(file, { readonly: options.readonly ?? false, fileMustExist: true });
+      db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      const version = db.pragma('user_version', { simple: true }) as number;
+      if (version !== MIGRATIONS.length) {
+        throw new Error(`its schema version is ${version}, this cachectl knows ${MIGRATIONS.length}; start the daemon of the same version`);
+      }
+      return new Queue(file, db, options);
+    } catch (err) {
+      throw queueError(file, err);
+    }
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /** Appends to the inbox, as the hook does. */
+  enqueue(storePaths: readonly string[], source: Source): void {
+    const insert = this.db.prepare('INSERT INTO inbox (store_path, source, enqueued_at) VALUES (?, ?, ?)');
+    const now = this.now();
+    this.db.transaction(() => {
+      for (const storePath of storePaths) insert.run(storePath, source, now);
+    })();
+  }
+
+  /** Moves the inbox into `paths`, in one transaction. Returns the inbox rows taken. */
+  ingestInbox(): number {
+    return this.db.transaction(() => {
+      const rows = this.db
+        .prepare<[], { store_path: string; source: Source; enqueued_at: number }>('SELECT store_path, source, enqueued_at FROM inbox ORDER BY id')
+        .all();
+      if (rows.length === 0) return 0;
+      this.add(rows.map((row) => ({ storePath: row.store_path, source: row.source, enqueuedAt: row.enqueued_at })));
+      this.db.prepare('DELETE FROM inbox').run();
+      return rows.length;
+    }).immediate();
+  }
+
+  /**
+   * Queues paths: new ones and ones already done or failed become pending (a rebuilt or re-enqueued path is
+   * looked at again); pending and uploading ones stay as they are, so a path is queued only once.
+   */
+  add(paths: readonly NewPath[]): void {
+    const now = this.now();
+    const upsert = this.db.prepare(
+      `INSERT INTO paths (store_path, state, attempts, next_attempt_at, source, enqueued_at, updated_at)
+       VALUES (@storePath, 'pending', 0, @now, @source, @enqueuedAt, @now)
+       ON CONFLICT (store_path) DO UPDATE SET state = 'pending', attempts = 0, next_attempt_at = @now,
+         last_error = NULL, source = excluded.source, enqueued_at = excluded.enqueued_at, updated_at = @now
+       WHERE state IN ('done', 'failed')`,
+    );
+    this.db.transaction(() => {
+      for (const path of paths) upsert.run({ ...path, now });
+    })();
+  }
+
+  /** Marks a path failed without trying it (it cannot be tried: say why). */
+  addFailed(path: NewPath, lastError: string): void {
+    const now = this.now();
+    this.db
+      .prepare(
+        `INSERT INTO paths (store_path, state, attempts, next_attempt_at, last_error, source, enqueued_at, updated_at)
+         VALUES (?, 'failed', 0, ?, ?, ?, ?, ?)
+         ON CONFLICT (store_path) DO UPDATE SET state = 'failed', last_error = excluded.last_error, updated_at = excluded.updated_at`,
+      )
+      .run(path.storePath, now, lastError, path.source, path.enqueuedAt, now);
+  }
+
+  /**
+   * Claims up to `limit` due paths for `leaseMs`, in one transaction; the attempt counts now, so a path whose
+   * upload kills the daemon is tried a bounded number of times.
+   */
+  claim(limit: number, leaseMs: number): string[] {
+    const now = this.now();
+    return this.db.transaction(() => {
+      const rows = this.db
+        .prepare<[number, number], { store_path: string }>(
+          `SELECT store_path FROM paths WHERE state = 'pending' AND next_attempt_at <= ?
+           ORDER BY next_attempt_at, enqueued_at LIMIT ?`,
+        )
+        .all(now, limit);
+      const update = this.db.prepare(
+        `UPDATE paths SET state = 'uploading', attempts = attempts + 1, lease_until = ?, updated_at = ? WHERE store_path = ?`,
+      );
+      for (const row of rows) update.run(now + leaseMs, now, row.store_path);
+      return rows.map((row) => row.store_path);
+    }).immediate();
+  }
+
+  /** Extends the lease of paths still being uploaded. */
+  renewLeases(storePaths: readonly string[], leaseMs: number): void {
+    const update = this.db.prepare(`UPDATE paths SET lease_until = ? WHERE store_path = ? AND state = 'uploading'`);
+    const until = this.now() + leaseMs;
+    this.db.transaction(() => {
+      for (const storePath of storePaths) update.run(until, storePath);
+    })();
+  }
+
+  complete(storePaths: readonly string[]): void {
+    const now = this.now();
+    const update = this.db.prepare(
+      `UPDATE paths SET state = 'done', uploaded_at = ?, updated_at = ?, lease_until = NULL, last_error = NULL
+       WHERE store_path = ? AND state = 'uploading'`,
+    );
+    this.db.transaction(() => {
+      for (const storePath of storePaths) update.run(now, now, storePath);
+    })();
+  }
+
+  /**
+   * Records a failed try: a retryable failure goes back to pending after a backoff while tries remain,
+   * anything else is `failed` with its error. Returns the state the path is now in.
+   */
+  fail(storePath: string, error: string, retryable: boolean): PathState {
+    const now = this.now();
+    return this.db.transaction(() => {
+      const row = this.db
+        .prepare<[string], PathRow>(`SELECT store_path, state, attempts FROM paths WHERE store_path = ?`)
+        .get(storePath);
+      if (row === undefined) return 'failed';
+      if (retryable && row.attempts < this.maxAttempts) {
+        const next = now + backoffMs(row.attempts, this.retryBackoff, this.random());
+        this.db
+          .prepare(
+            `UPDATE paths SET state = 'pending', next_attempt_at = ?, lease_until = NULL, last_error = ?, updated_at = ? WHERE store_path = ?`,
+          )
+          .run(next, error, now, storePath);
+        return 'pending';
+      }
+      const text = retryable ? `${error} (gave up after ${row.attempts} attempts)` : error;
+      this.db
+        .prepare(`UPDATE paths SET state = 'failed', lease_until = NULL, last_error = ?, updated_at = ? WHERE store_path = ?`)
+        .run(text, now, storePath);
+      return 'failed';
+    }).immediate();
+  }
+
+  /**
+   * Puts claimed paths back to pending without using up a try (a drain, or a cache outage that is nobody's
+   * fault), due again at `dueAt`.
+   */
+  release(storePaths: readonly string[], dueAt = this.now(), reason?: string): void {
+    const now = this.now();
+    const update = this.db.prepare(
+      `UPDATE paths SET state = 'pending', attempts = max(attempts - 1, 0), next_attempt_at = ?, lease_until = NULL,
+         last_error = coalesce(?, last_error), updated_at = ?
+       WHERE store_path = ? AND state = 'uploading'`,
+    );
+    this.db.transaction(() => {
+      for (const storePath of storePaths) update.run(dueAt, reason ?? null, now, storePath);
+    })();
+  }
+
+  /**
+   * Returns the paths of a daemon that stopped without finishing (killed, crashed, power lost): those whose
+   * lease ended, or every `uploading` path when `all` (a starting daemon knows no other one is running).
+   * Their try was used up; one that has used all its tries is `failed`.
+   */
+  recoverAbandoned(all: boolean): number {
+    const now = this.now();
+    return this.db.transaction(() => {
+      const where = `state = 'uploading'${all ? '' : ' AND lease_until < @now'}`;
+      const failed = this.db
+        .prepare(
+          `UPDATE paths SET state = 'failed', lease_until = NULL, updated_at = @now,
+             last_error = 'the daemon stopped ' || attempts || ' times while uploading this path (killed, crashed or out of memory?); '
+               || 'see its log, then run cachectl retry'
+           WHERE ${where} AND attempts >= @max`,
+        )
+        .run({ now, max: this.maxAttempts }).changes;
+      const pending = this.db
+        .prepare(`UPDATE paths SET state = 'pending', next_attempt_at = @now, lease_until = NULL, updated_at = @now WHERE ${where}`)
+        .run({ now }).changes;
+      return failed + pending;
+    }).immediate();
+  }
+
+  /** Failed paths back to pending with fresh tries: the given ones, or all. Returns the paths retried. */
+  retry(storePaths?: readonly string[]): string[] {
+    const now = this.now();
+    return this.db.transaction(() => {
+      const failed = this.db
+        .prepare<[], { store_path: string }>(`SELECT store_path FROM paths WHERE state = 'failed'`)
+        .all()
+        .map((row) => row.store_path);
+      const chosen = storePaths === undefined ? failed : storePaths.filter((path) => failed.includes(path));
+      const update = this.db.prepare(
+        `UPDATE paths SET state = 'pending', attempts = 0, next_attempt_at = ?, updated_at = ? WHERE store_path = ?`,
+      );
+      for (const storePath of chosen) update.run(now, now, storePath);
+      return chosen;
+    }).immediate();
+  }
+
+  /** The state of each of `storePaths` that is in the queue. */
+  statesOf(storePaths: readonly string[]): Map<string, PathState> {
+    const rows = this.db
+      .prepare<[string], { store_path: string; state: PathState }>(
+        `SELECT store_path, state FROM paths WHERE store_path IN (SELECT value FROM json_each(?))`,
+      )
+      .all(JSON.stringify(storePaths));
+    return new Map(rows.map((row) => [row.store_path, row.state]));
+  }
+
+  /** Paths written to the inbox and not yet taken in. */
+  inboxPaths(): Set<string> {
+    return new Set(this.db.prepare<[], { store_path: string }>('SELECT store_path FROM inbox').all().map((row) => row.store_path));
+  }
+
+  /** When the earliest pending path is due, if any is pending. */
+  nextDueAt(): number | undefined {
+    const row = this.db.prepare<[], { due: number | null }>(`SELECT min(next_attempt_at) AS due FROM paths WHERE state = 'pending'`).get();
+    return row?.due ?? undefined;
+  }
+
+  counts(): QueueCounts {
+    const counts: QueueCounts = { pending: 0, uploading: 0, done: 0, failed: 0, inbox: 0 };
+    for (const row of this.db.prepare<[], { state: PathState; n: number }>('SELECT state, count(*) AS n FROM paths GROUP BY state').all()) {
+      counts[row.state] = row.n;
+    }
+    counts.inbox = (this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM inbox').get()?.n ?? 0);
+    return counts;
+  }
+
+  /** When the path pending longest (or still in the inbox) was enqueued. */
+  oldestPendingAt(): number | undefined {
+    const row = this.db
+      .prepare<[], { at: number | null }>(
+        `SELECT min(at) AS at FROM (
+           SELECT min(enqueued_at) AS at FROM paths WHERE state IN ('pending', 'uploading')
+           UNION ALL SELECT min(enqueued_at) FROM inbox)`,
+      )
+      .get();
+    return row?.at ?? undefined;
+  }
+
+  failedPaths(limit: number): FailedPath[] {
+    return this.db
+      .prepare<[number], { store_path: string; attempts: number; last_error: string; updated_at: number }>(
+        `SELECT store_path, attempts, last_error, updated_at FROM paths WHERE state = 'failed' ORDER BY updated_at DESC LIMIT ?`,
+      )
+      .all(limit)
+      .map((row) => ({ storePath: row.store_path, attempts: row.attempts, lastError: row.last_error, failedAt: row.updated_at }));
+  }
+
+  /** Paths uploaded since `since`. */
+  uploadedSince(since: number): number {
+    return this.db.prepare<[number], { n: number }>('SELECT count(*) AS n FROM paths WHERE uploaded_at >= ?').get(since)?.n ?? 0;
+  }
+
+  /** Forgets uploaded paths older than `before` (their rows only serve the status counts). */
+  pruneDone(before: number): number {
+    return this.db.prepare(`DELETE FROM paths WHERE state = 'done' AND uploaded_at < ?`).run(before).changes;
+  }
+
+  /** The daemon's own row: who runs it, its last heartbeat and what it reports. */
+  daemon(): DaemonRecord | undefined {
+    const row = this.db
+      .prepare<[], { pid: number; host: string; started_at: number; heartbeat_at: number; status: string }>(
+        'SELECT pid, host, started_at, heartbeat_at, status FROM daemon WHERE id = 1',
+      )
+      .get();
+    if (row === undefined) return undefined;
+    let status: Record<string, unknown> = {};
+    try {
+      status = JSON.parse(row.status) as Record<string, unknown>;
+    } catch {
+      // an unreadable status is shown as none
+    }
+    return { pid: row.pid, host: row.host, startedAt: row.started_at, heartbeatAt: row.heartbeat_at, status };
+  }
+
+  writeDaemon(record: Omit<DaemonRecord, 'heartbeatAt'>): void {
+    this.db
+      .prepare(
+        `INSERT INTO daemon (id, pid, host, started_at, heartbeat_at, status) VALUES (1, ?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, host = excluded.host, started_at = excluded.started_at,
+           heartbeat_at = excluded.heartbeat_at, status = excluded.status`,
+      )
+      .run(record.pid, record.host, record.startedAt, this.now(), JSON.stringify(record.status));
+  }
+
+  /** Marks the daemon stopped: a clean stop leaves no heartbeat behind. */
+  clearDaemon(pid: number): void {
+    this.db.prepare('DELETE FROM daemon WHERE id = 1 AND pid = ?').run(pid);
+  }
+}
+
+function migrate(db: Database.Database): void {
+  db.transaction(() => {
+    const version = db.pragma('user_version', { simple: true }) as number;
+    if (version > MIGRATIONS.length) {
+      throw new Error(`its schema version ${version} is newer than this cachectl knows (${MIGRATIONS.length}); upgrade cachectl`);
+    }
+    for (const sql of MIGRATIONS.slice(version)) db.exec(sql);
+    db.pragma(`user_version = ${MIGRATIONS.length}`);
+  }).immediate();
+}
+
+function queueError(file: string, err: unknown): CachectlError {
+  if (err instanceof CachectlError) return err;
+  return new CachectlError(
+    'QUEUE_UNREADABLE',
+    `queue database ${file} cannot be used: ${errorText(err)}; if it is corrupt, move it aside and restart the daemon (the hook spools paths meanwhile)`,
+    { cause: err },
+  );
+}
