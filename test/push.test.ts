@@ -11,6 +11,7 @@ import {
   buildFixtures,
   cachectl,
   CACHECTL,
+  newKey,
   nixClosure,
   nixCopyFrom,
   nixVerify,
@@ -18,21 +19,9 @@ import {
   run,
   testEnv,
   tempDir,
+  type Key,
 } from './helpers/nix.js';
 import { startS3rver, type S3Server } from './helpers/s3rver.js';
-
-interface Key {
-  secretFile: string;
-  publicKey: string;
-}
-
-async function newKey(name: string): Promise<Key> {
-  const dir = tempDir('key');
-  const secretFile = join(dir, 'key.sec');
-  const result = await cachectl(['keygen', name, '--secret-key-file', secretFile]);
-  assert.equal(result.code, 0, result.stderr);
-  return { secretFile, publicKey: result.stdout.trim() };
-}
 
 async function pushJson(args: string[], env: NodeJS.ProcessEnv) {
   const result = await cachectl(['push', '--json', ...args], env);

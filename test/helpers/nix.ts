@@ -128,3 +128,16 @@ export async function nixClosure(paths: readonly string[]): Promise<string[]> {
   const { stdout } = await execFileAsync('nix-store', ['-qR', ...paths], { env: testEnv() });
   return stdout.trim().split('\n').sort();
 }
+
+export interface Key {
+  secretFile: string;
+  publicKey: string;
+}
+
+/** A new signing key pair, made by `cachectl keygen`. */
+export async function newKey(name: string): Promise<Key> {
+  const secretFile = join(tempDir('key'), 'key.sec');
+  const result = await cachectl(['keygen', name, '--secret-key-file', secretFile]);
+  if (result.code !== 0) throw new Error(`cachectl keygen failed: ${result.stderr}`);
+  return { secretFile, publicKey: result.stdout.trim() };
+}

@@ -6,6 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 export interface S3Server {
+  port: number;
+  /** where s3rver keeps the bucket */
+  dir: string;
   endpoint: string;
   bucket: string;
   /** s3:// cache URL for cachectl */
@@ -16,20 +19,24 @@ export interface S3Server {
   env: Record<string, string>;
   /** CPU seconds the server process has used so far (benchmarks report it: s3rver is often the bottleneck) */
   cpuSeconds(): number;
-  stop(): Promise<void>;
+  /** Stops the server; `keepData` leaves its directory for a restart on the same port (an outage). */
+  stop(options?: { keepData?: boolean }): Promise<void>;
 }
 
 /**
  * Starts s3rver in a child process on a free port of 127.0.0.1. `--openssl-legacy-provider` is required:
  * without it s3rver's paginated listings fail (DES in OpenSSL 3). Fails loudly when s3rver is missing.
  */
-export async function startS3rver(bucket = 'nix-cache'): Promise<S3Server> {
+export async function startS3rver(
+  bucket = 'nix-cache',
+  options: { port?: number; dir?: string } = {},
+): Promise<S3Server> {
   const require = createRequire(import.meta.url);
   const bin = require.resolve('s3rver/bin/s3rver.js');
-  const dir = await mkdtemp(join(tmpdir(), 'cachectl-s3rver-'));
+  const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'cachectl-s3rver-')));
   const child = spawn(
     process.execPath,
-    ['--openssl-legacy-provider', bin, '-d', dir, '-a', '127.0.0.1', '-p', '0', '--silent', '--no-vhost-buckets',
+    ['--openssl-legacy-provider', bin, '-d', dir, '-a', '127.0.0.1', '-p', String(options.port ?? 0), '--silent', '--no-vhost-buckets',
       '--configure-bucket', bucket], // --configure-bucket must stay last: it takes the following words
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
@@ -55,6 +62,8 @@ export async function startS3rver(bucket = 'nix-cache'): Promise<S3Server> {
   process.once('exit', kill);
   const endpoint = `http://127.0.0.1:${port}`;
   return {
+    port,
+    dir,
     endpoint,
     bucket,
     cacheUrl: (prefix) =>
@@ -66,14 +75,14 @@ export async function startS3rver(bucket = 'nix-cache'): Promise<S3Server> {
       const fields = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
       return (Number(fields[11]) + Number(fields[12])) / 100;
     },
-    async stop() {
+    async stop(stopOptions = {}) {
       process.off('exit', kill);
       if (child.exitCode === null && child.signalCode === null) {
         const exited = new Promise((resolve) => child.once('exit', resolve));
         child.kill('SIGTERM');
         await exited;
       }
-      await rm(dir, { recursive: true, force: true });
+      if (stopOptions.keepData !== true) await rm(dir, { recursive: true, force: true });
     },
   };
 }

@@ -1,0 +1,91 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CACHECTL, REPO, tempDir, testEnv } from './nix.js';
+
+export const HOOK = join(REPO, 'hook/post-build-hook');
+
+/** One pino log line of the daemon. */
+export type LogLine = Record<string, unknown> & { msg: string; level: number };
+
+export interface DaemonProcess {
+  child: ChildProcess;
+  logs: LogLine[];
+  stderr(): string;
+  /** the first log line (from `from` on) with this message that satisfies `match` */
+  waitForLog(msg: string, match?: (line: LogLine) => boolean, timeoutMs?: number, from?: number): Promise<LogLine>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Starts `cachectl daemon ARGS` as a real child process, collecting its JSON log lines. */
+export function startDaemon(args: readonly string[], env: NodeJS.ProcessEnv): DaemonProcess {
+  const child = spawn(process.execPath, [CACHECTL, 'daemon', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs: LogLine[] = [];
+  let stderr = '';
+  let partial = '';
+  child.stdout?.on('data', (data: Buffer) => {
+    partial += data.toString();
+    const lines = partial.split('\n');
+    partial = lines.pop() ?? '';
+    for (const line of lines) {
+      if (line.trim() === '') continue;
+      try {
+        logs.push(JSON.parse(line) as LogLine);
+      } catch {
+        logs.push({ msg: `(not JSON) ${line}`, level: 60 });
+      }
+    }
+  });
+  child.stderr?.on('data', (data: Buffer) => (stderr += data.toString()));
+  const kill = () => child.kill('SIGKILL');
+  process.once('exit', kill);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => {
+      process.off('exit', kill);
+      resolve({ code, signal });
+    }),
+  );
+  return {
+    child,
+    logs,
+    stderr: () => stderr,
+    async waitForLog(msg, match = () => true, timeoutMs = 60_000, from = 0) {
+      return waitFor(`daemon log "${msg}"`, () => logs.slice(from).find((line) => line.msg === msg && match(line)), timeoutMs, () =>
+        `stderr: ${stderr}\nlogs:\n${logs.map((line) => JSON.stringify(line)).join('\n')}`,
+      );
+    },
+    exited,
+  };
+}
+
+/** Polls `check` until it returns something other than undefined; fails after `timeoutMs` saying what it waited for. */
+export async function waitFor<T>(
+  what: string,
+  check: () => T | undefined | Promise<T | undefined>,
+  timeoutMs = 60_000,
+  context: () => string = () => '',
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${context()}`);
+    await sleep(25);
+  }
+}
+
+/**
+ * A queue in a new temporary directory and a GC-roots directory Nix's collector really scans (under
+ * /nix/var/nix/gcroots), removed when the test process exits, as the environment the hook, the daemon and
+ * the CLI read.
+ */
+export function queueEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv & { CACHECTL_QUEUE: string; CACHECTL_GC_ROOTS: string } {
+  const gcRoots = mkdtempSync('/nix/var/nix/gcroots/cachectl-test-');
+  process.once('exit', () => rmSync(gcRoots, { recursive: true, force: true }));
+  return {
+    ...testEnv(extra),
+    CACHECTL_QUEUE: join(tempDir('queue'), 'queue.db'),
+    CACHECTL_GC_ROOTS: gcRoots,
+  };
+}

@@ -1,0 +1,175 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { before, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
+import { Queue } from '../src/queue/queue.js';
+import { readSpool } from '../src/queue/spool.js';
+import { HOOK, queueEnv, startDaemon, waitFor } from './helpers/daemon.js';
+import { buildFixtures, execFileAsync, newKey, nixVerify, requireNix, tempDir, testEnv, type Key } from './helpers/nix.js';
+
+interface HookRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+function runHook(env: NodeJS.ProcessEnv, hookEnv: { OUT_PATHS?: string; DRV_PATH?: string }): Promise<HookRun> {
+  const started = process.hrtime.bigint();
+  return new Promise((resolve, reject) => {
+    const child = spawn(HOOK, [], { env: { ...env, OUT_PATHS: hookEnv.OUT_PATHS ?? '', DRV_PATH: hookEnv.DRV_PATH ?? '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (data: Buffer) => (stdout += data.toString()));
+    child.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
+    child.once('error', reject);
+    child.once('exit', (code) => resolve({ code: code ?? -1, stdout, stderr, ms: Number(process.hrtime.bigint() - started) / 1e6 }));
+  });
+}
+
+/** The store paths written to the inbox, in order. */
+function inbox(queueFile: string): string[] {
+  const db = new Database(queueFile, { readonly: true });
+  try {
+    return (db.prepare('SELECT store_path FROM inbox ORDER BY id').all() as { store_path: string }[]).map((row) => row.store_path);
+  } finally {
+    db.close();
+  }
+}
+
+/** A queue as the daemon leaves it for hooks: created and migrated. */
+function createQueue(env: { CACHECTL_QUEUE: string }): string {
+  Queue.open(env.CACHECTL_QUEUE).close();
+  return env.CACHECTL_QUEUE;
+}
+
+function syntheticPath(i: number): string {
+  return `/nix/store/${String(i).padStart(32, '0').replace(/[eotu]/g, 'a')}-hook-load-${i}`;
+}
+
+describe('post-build hook', () => {
+  let paths: Record<'tiny' | 'multi.out' | 'multi.dev' | 'lib', string>;
+  let key: Key;
+
+  before(async () => {
+    requireNix();
+    paths = await buildFixtures(['tiny', 'multi.out', 'multi.dev', 'lib'], { nonce: `hook-${Date.now()}` });
+    key = await newKey('cachectl-hook-test-1');
+  });
+
+  it('queues OUT_PATHS and makes them GC roots, silently, exiting 0', async () => {
+    const env = queueEnv();
+    const queue = createQueue(env);
+    const result = await runHook(env, { OUT_PATHS: `${paths['multi.out']} ${paths['multi.dev']}` });
+    assert.deepEqual({ code: result.code, stdout: result.stdout, stderr: result.stderr }, { code: 0, stdout: '', stderr: '' });
+    assert.deepEqual(inbox(queue), [paths['multi.out'], paths['multi.dev']]);
+    for (const path of [paths['multi.out'], paths['multi.dev']]) {
+      assert.equal(readlinkSync(join(env.CACHECTL_GC_ROOTS, path.slice('/nix/store/'.length))), path);
+    }
+  });
+
+  it("with Nix 2.8's empty OUT_PATHS, queues the valid outputs of DRV_PATH", async () => {
+    const env = queueEnv();
+    const queue = createQueue(env);
+    const drv = (await execFileAsync('nix-store', ['-q', '--deriver', paths['multi.out']], { env: testEnv() })).stdout.trim();
+    const result = await runHook(env, { OUT_PATHS: '', DRV_PATH: drv });
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stderr, '');
+    assert.deepEqual(inbox(queue).sort(), [paths['multi.out'], paths['multi.dev']].sort());
+    assert.equal(readdirSync(env.CACHECTL_GC_ROOTS).length, 2);
+  });
+
+  it('ignores what is not a store path in OUT_PATHS, one line each, and queues the rest', async () => {
+    const env = queueEnv();
+    const queue = createQueue(env);
+    const bad = ['relative/path', '/nix/store/../etc/passwd', '/tmp/not-the-store', `${paths.tiny}/sub`, "/nix/store/x'; DROP TABLE inbox; --"];
+    const result = await runHook(env, { OUT_PATHS: [...bad, paths.tiny].join('\n') });
+    assert.equal(result.code, 0);
+    const lines = result.stderr.trim().split('\n');
+    // the last one splits into words at its spaces, and each word is reported
+    assert.ok(lines.length >= bad.length, result.stderr);
+    for (const line of lines) assert.match(line, /^cachectl post-build-hook: ignoring ".*" from OUT_PATHS: not a store path$/);
+    assert.deepEqual(inbox(queue), [paths.tiny]);
+  });
+
+  it('64 hooks at once: every path is queued exactly once', async () => {
+    const env = queueEnv({ CACHECTL_GC_ROOTS: tempDir('load-roots') });
+    const queueFile = createQueue(env);
+    const expected = Array.from({ length: 64 }, (_, i) => syntheticPath(i));
+    const results = await Promise.all(expected.map((path) => runHook(env, { OUT_PATHS: path })));
+    assert.deepEqual(results.filter((r) => r.code !== 0), []);
+    // Whatever had to wait too long went to the spool instead: together, each path exactly once.
+    const spooled = readSpool(`${queueFile}.spool`).entries.map((entry) => entry.path);
+    const queued = [...inbox(queueFile), ...spooled].sort();
+    assert.deepEqual(queued, [...expected].sort());
+    const queue = Queue.open(queueFile);
+    queue.ingestInbox();
+    queue.add(spooled.map((storePath) => ({ storePath, source: 'hook', enqueuedAt: Date.now() })));
+    assert.equal(queue.counts().pending, 64);
+    queue.close();
+  });
+
+  for (const breakage of ['missing', 'corrupt'] as const) {
+    it(`queue ${breakage}: exits 0 with one line on stderr, spools the path, and a daemon uploads it later`, async () => {
+      const env = queueEnv();
+      if (breakage === 'corrupt') writeFileSync(env.CACHECTL_QUEUE, 'definitely not SQLite '.repeat(200));
+      const result = await runHook(env, { OUT_PATHS: paths.lib });
+      assert.equal(result.code, 0);
+      const lines = result.stderr.trim().split('\n');
+      assert.equal(lines.length, 1, result.stderr);
+      assert.match(
+        lines[0] ?? '',
+        breakage === 'missing'
+          ? /^cachectl post-build-hook: queue .*queue\.db: it does not exist \(is cachectl daemon running\?\); spooled \/nix\/store\/.*-cachectl-lib-hook-.* to .*queue\.db\.spool for the daemon$/
+          : /^cachectl post-build-hook: queue .*queue\.db: .*file is not a database.*; spooled .* to .*queue\.db\.spool for the daemon$/,
+      );
+      assert.deepEqual(readSpool(`${env.CACHECTL_QUEUE}.spool`).entries, [{ kind: 'out', path: paths.lib }]);
+      assert.ok(existsSync(join(env.CACHECTL_GC_ROOTS, paths.lib.slice('/nix/store/'.length))), 'rooted even so');
+
+      // Not lost: the daemon (on a good queue beside the broken one's spool) takes the spool in and uploads.
+      if (breakage === 'corrupt') writeFileSync(env.CACHECTL_QUEUE, '');
+      const cacheDir = tempDir('hook-cache');
+      await uploadWithDaemon(env, cacheDir, [paths.lib]);
+      assert.deepEqual(readdirSync(`${env.CACHECTL_QUEUE}.spool`), []);
+    });
+  }
+
+  it('queue locked by another process for 10 s: returns promptly, spooled, and the path is uploaded later', async () => {
+    const env = queueEnv();
+    const queueFile = createQueue(env);
+    // Another writer holds the write lock for 10 s.
+    const locker = spawn(
+      process.execPath,
+      ['-e', `const D = require(${JSON.stringify(createRequire(import.meta.url).resolve('better-sqlite3'))}); const db = new D(${JSON.stringify(queueFile)});
+        db.exec('BEGIN IMMEDIATE'); console.log('locked'); setTimeout(() => { db.exec('COMMIT'); db.close(); }, 10000);`],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    await new Promise<void>((resolve) => locker.stdout.once('data', () => resolve()));
+    const result = await runHook(env, { OUT_PATHS: paths.tiny });
+    assert.equal(result.code, 0);
+    assert.ok(result.ms < 3000, `the hook took ${result.ms} ms while the queue was locked`);
+    assert.match(result.stderr, /^cachectl post-build-hook: queue .*: .*database is locked.*; spooled \/nix\/store\/.*-cachectl-tiny-hook-.* to .* for the daemon\n$/);
+    await new Promise((resolve) => locker.once('exit', resolve));
+    await uploadWithDaemon(env, tempDir('hook-cache'), [paths.tiny]);
+  });
+
+  /** Runs a daemon until `roots` are uploaded to a file:// cache, then checks the cache with Nix. */
+  async function uploadWithDaemon(env: NodeJS.ProcessEnv, cacheDir: string, roots: string[]): Promise<void> {
+    const daemon = startDaemon(['--to', `file://${cacheDir}`, '--secret-key-file', key.secretFile], env);
+    try {
+      await waitFor('the narinfos', () =>
+        roots.every((root) => existsSync(join(cacheDir, `${root.slice('/nix/store/'.length, '/nix/store/'.length + 32)}.narinfo`))) ? true : undefined,
+      );
+      const verify = await nixVerify(`file://${cacheDir}`, key.publicKey, roots);
+      assert.equal(verify.code, 0, verify.stderr);
+      // Uploaded, so no longer a GC root.
+      await waitFor('the GC roots to go', () => (readdirSync(String(env['CACHECTL_GC_ROOTS'])).length === 0 ? true : undefined), 10_000);
+    } finally {
+      daemon.child.kill('SIGTERM');
+      assert.deepEqual(await daemon.exited, { code: 0, signal: null }, daemon.stderr());
+    }
+  }
+});

@@ -1,0 +1,184 @@
+import assert from 'node:assert/strict';
+import { statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import Database from 'better-sqlite3';
+import { backoffMs } from '../src/core/backoff.js';
+import { CachectlError } from '../src/core/errors.js';
+import { Queue } from '../src/queue/queue.js';
+import { MIGRATIONS } from '../src/queue/schema.js';
+import { tempDir } from './helpers/nix.js';
+
+const P1 = '/nix/store/00000000000000000000000000000001-one';
+const P2 = '/nix/store/00000000000000000000000000000002-two';
+const RETRY = { baseMs: 1000, capMs: 8000 };
+
+/** A queue in a new directory with a clock the test moves. */
+function newQueue(options: { maxAttempts?: number; random?: () => number } = {}) {
+  const clock = { now: 1_000_000 };
+  const file = join(tempDir('queue-unit'), 'sub', 'queue.db');
+  const queue = Queue.open(file, { now: () => clock.now, retry: RETRY, maxAttempts: options.maxAttempts ?? 3, random: options.random ?? (() => 0.5) });
+  return { queue, clock, file };
+}
+
+function row(file: string, storePath: string) {
+  const db = new Database(file, { readonly: true });
+  try {
+    return db.prepare('SELECT * FROM paths WHERE store_path = ?').get(storePath) as
+      | { state: string; attempts: number; next_attempt_at: number; lease_until: number | null; last_error: string | null }
+      | undefined;
+  } finally {
+    db.close();
+  }
+}
+
+describe('queue', () => {
+  it('is created 0600 in a 0700 directory, in WAL mode, at the current schema version, and reopens as it is', () => {
+    const { queue, file } = newQueue();
+    queue.close();
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    assert.equal(statSync(join(file, '..')).mode & 0o777, 0o700);
+    const db = new Database(file);
+    assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
+    assert.equal(db.pragma('user_version', { simple: true }), MIGRATIONS.length);
+    db.close();
+    Queue.open(file).close();
+    Queue.openExisting(file, { readonly: true }).close();
+  });
+
+  it('refuses a queue made by a newer cachectl, a corrupt file, and a missing one where it must exist', () => {
+    const { queue, file } = newQueue();
+    queue.close();
+    const db = new Database(file);
+    db.pragma(`user_version = ${MIGRATIONS.length + 1}`);
+    db.close();
+    assert.throws(() => Queue.open(file), (err: CachectlError) => err.code === 'QUEUE_UNREADABLE' && /newer than this cachectl knows.*upgrade cachectl/.test(err.message));
+    const corrupt = join(tempDir('queue-corrupt'), 'queue.db');
+    writeFileSync(corrupt, 'this is not a database, just some bytes that are long enough '.repeat(100));
+    assert.throws(() => Queue.open(corrupt), (err: CachectlError) => err.code === 'QUEUE_UNREADABLE' && /not a database.*move it aside/.test(err.message));
+    assert.throws(
+      () => Queue.openExisting(join(tempDir('queue-none'), 'queue.db')),
+      (err: CachectlError) => err.code === 'QUEUE_MISSING' && /does not exist; is cachectl daemon running/.test(err.message),
+    );
+  });
+
+  it('takes the inbox in once: a path enqueued many times is one pending row', () => {
+    const { queue, file } = newQueue();
+    queue.enqueue([P1, P1, P2], 'hook');
+    queue.enqueue([P1], 'cli');
+    assert.equal(queue.counts().inbox, 4);
+    assert.equal(queue.ingestInbox(), 4);
+    assert.deepEqual(queue.counts(), { pending: 2, uploading: 0, done: 0, failed: 0, inbox: 0 });
+    assert.equal(queue.ingestInbox(), 0);
+    assert.equal(row(file, P1)?.state, 'pending');
+  });
+
+  it('counts the attempt at claim, and hands a path to one claimer only', () => {
+    const { queue, clock, file } = newQueue();
+    queue.add([{ storePath: P1, source: 'cli', enqueuedAt: clock.now }]);
+    assert.deepEqual(queue.claim(10, 5000), [P1]);
+    assert.deepEqual(queue.claim(10, 5000), []);
+    assert.deepEqual({ ...row(file, P1), next_attempt_at: undefined, last_error: undefined }, {
+      ...row(file, P1),
+      state: 'uploading',
+      attempts: 1,
+      lease_until: clock.now + 5000,
+      next_attempt_at: undefined,
+      last_error: undefined,
+    });
+    queue.complete([P1]);
+    assert.equal(row(file, P1)?.state, 'done');
+    assert.equal(queue.uploadedSince(clock.now), 1);
+    // Built again (or enqueued again): looked at again.
+    queue.add([{ storePath: P1, source: 'hook', enqueuedAt: clock.now }]);
+    assert.equal(row(file, P1)?.state, 'pending');
+  });
+
+  it('retries a retryable failure after a capped, jittered, growing backoff, then dead-letters it with its error', () => {
+    const { queue, clock, file } = newQueue({ maxAttempts: 3 });
+    queue.add([{ storePath: P1, source: 'hook', enqueuedAt: clock.now }]);
+    const waits: number[] = [];
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      assert.deepEqual(queue.claim(1, 5000), [P1], `attempt ${attempt}`);
+      const state = queue.fail(P1, 'CACHE_WRITE_FAILED: flaky', true);
+      if (attempt < 3) {
+        assert.equal(state, 'pending');
+        const next = row(file, P1)?.next_attempt_at ?? 0;
+        waits.push(next - clock.now);
+        assert.deepEqual(queue.claim(1, 5000), [], 'not due before its backoff');
+        clock.now = next;
+      } else {
+        assert.equal(state, 'failed');
+      }
+    }
+    // random 0.5: three quarters of 1 s, then of 2 s
+    assert.deepEqual(waits, [750, 1500]);
+    const failed = row(file, P1);
+    assert.equal(failed?.state, 'failed');
+    assert.equal(failed?.last_error, 'CACHE_WRITE_FAILED: flaky (gave up after 3 attempts)');
+    assert.deepEqual(
+      queue.failedPaths(10).map((f) => [f.storePath, f.attempts]),
+      [[P1, 3]],
+    );
+  });
+
+  it('fails a path at once when trying again cannot help, and retry gives it fresh attempts', () => {
+    const { queue, clock, file } = newQueue();
+    queue.add([
+      { storePath: P1, source: 'hook', enqueuedAt: clock.now },
+      { storePath: P2, source: 'hook', enqueuedAt: clock.now },
+    ]);
+    queue.claim(10, 5000);
+    assert.equal(queue.fail(P1, 'NAR_HASH_MISMATCH: corrupt', false), 'failed');
+    assert.equal(row(file, P1)?.attempts, 1);
+    assert.deepEqual(queue.retry([P1, P2]), [P1], 'P2 is uploading, not failed');
+    assert.deepEqual({ state: row(file, P1)?.state, attempts: row(file, P1)?.attempts }, { state: 'pending', attempts: 0 });
+    assert.deepEqual(queue.retry(), []);
+  });
+
+  it('gives back expired leases (and all of them when a daemon starts); a path that killed the daemon too often fails', () => {
+    const { queue, clock, file } = newQueue({ maxAttempts: 2 });
+    queue.add([
+      { storePath: P1, source: 'hook', enqueuedAt: clock.now },
+      { storePath: P2, source: 'hook', enqueuedAt: clock.now },
+    ]);
+    queue.claim(1, 1000);
+    clock.now += 500;
+    queue.claim(1, 1000);
+    clock.now += 600; // P1's lease ended, P2's did not
+    assert.equal(queue.recoverAbandoned(false), 1);
+    assert.equal(row(file, P1)?.state, 'pending');
+    assert.equal(row(file, P2)?.state, 'uploading');
+    queue.renewLeases([P2], 10_000);
+    assert.equal(row(file, P2)?.lease_until, clock.now + 10_000);
+    assert.equal(queue.recoverAbandoned(true), 1);
+    assert.equal(row(file, P2)?.state, 'pending');
+    // Claimed and abandoned again: that was its second (last) attempt.
+    queue.claim(10, 1000);
+    assert.equal(queue.recoverAbandoned(true), 2);
+    for (const path of [P1, P2]) {
+      assert.equal(row(file, path)?.state, 'failed');
+      assert.match(row(file, path)?.last_error ?? '', /the daemon stopped 2 times while uploading this path .* cachectl retry/);
+    }
+  });
+
+  it('release hands a claim back without using up an attempt', () => {
+    const { queue, clock, file } = newQueue();
+    queue.add([{ storePath: P1, source: 'hook', enqueuedAt: clock.now }]);
+    queue.claim(1, 1000);
+    queue.release([P1], clock.now + 3000, 'CACHE_UNREACHABLE: down');
+    assert.deepEqual(
+      { state: row(file, P1)?.state, attempts: row(file, P1)?.attempts, due: row(file, P1)?.next_attempt_at, error: row(file, P1)?.last_error },
+      { state: 'pending', attempts: 0, due: clock.now + 3000, error: 'CACHE_UNREACHABLE: down' },
+    );
+    assert.equal(queue.nextDueAt(), clock.now + 3000);
+  });
+
+  it('backoff doubles from its base up to its cap, with at most half of each step random', () => {
+    assert.equal(backoffMs(1, RETRY, 0), 500);
+    assert.equal(backoffMs(1, RETRY, 0.999999), 1000);
+    assert.equal(backoffMs(3, RETRY, 0), 2000);
+    assert.equal(backoffMs(10, RETRY, 0), 4000);
+    assert.equal(backoffMs(50, RETRY, 0.999999), 8000);
+  });
+});
