@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CACHECTL, REPO, tempDir, testEnv } from './nix.js';
+import { CACHECTL, onExit, REPO, tempDir, testEnv } from './nix.js';
 
 export const HOOK = join(REPO, 'hook/post-build-hook');
 
@@ -38,13 +38,9 @@ export function startDaemon(args: readonly string[], env: NodeJS.ProcessEnv): Da
     }
   });
   child.stderr?.on('data', (data: Buffer) => (stderr += data.toString()));
-  const kill = () => child.kill('SIGKILL');
-  process.once('exit', kill);
+  onExit(() => child.kill('SIGKILL'));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('exit', (code, signal) => {
-      process.off('exit', kill);
-      resolve({ code, signal });
-    }),
+    child.once('exit', (code, signal) => resolve({ code, signal })),
   );
   return {
     child,
@@ -82,7 +78,7 @@ export async function waitFor<T>(
  */
 export function queueEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv & { CACHECTL_QUEUE: string; CACHECTL_GC_ROOTS: string } {
   const gcRoots = mkdtempSync('/nix/var/nix/gcroots/cachectl-test-');
-  process.once('exit', () => rmSync(gcRoots, { recursive: true, force: true }));
+  onExit(() => rmSync(gcRoots, { recursive: true, force: true }));
   return {
     ...testEnv(extra),
     CACHECTL_QUEUE: join(tempDir('queue'), 'queue.db'),

@@ -7,23 +7,28 @@ import { promisify } from 'node:util';
 
 export const execFileAsync = promisify(execFile);
 
-const createdDirs: string[] = [];
+const exitTasks: (() => void)[] = [];
 
-/** A new temporary directory, removed when the test process exits (caches and fresh stores add up). */
-export function tempDir(name: string): string {
-  const dir = mkdtempSync(join(tmpdir(), `cachectl-${name}-`));
-  if (createdDirs.length === 0) {
+/** Runs `task` when the test process exits (one listener for all, however many tests register). */
+export function onExit(task: () => void): void {
+  if (exitTasks.length === 0) {
     process.once('exit', () => {
-      for (const created of createdDirs) {
+      for (const exitTask of exitTasks) {
         try {
-          rmSync(created, { recursive: true, force: true });
+          exitTask();
         } catch {
           // best effort: a test's leftovers must not fail the run
         }
       }
     });
   }
-  createdDirs.push(dir);
+  exitTasks.push(task);
+}
+
+/** A new temporary directory, removed when the test process exits (caches and fresh stores add up). */
+export function tempDir(name: string): string {
+  const dir = mkdtempSync(join(tmpdir(), `cachectl-${name}-`));
+  onExit(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
 }
 

@@ -1,0 +1,87 @@
+/**
+ * bench/hook: how long the post-build hook holds up Nix. 100 runs of the hook, median and p99, beside
+ * `node -e 0` (the start of any Node program) and a bare `sh -c 'sqlite3 … INSERT'` (the floor) in the same
+ * run; then 8 hooks at once. Both the Nix 2.8 way (empty OUT_PATHS, outputs read from DRV_PATH) and with
+ * OUT_PATHS given. Prints a table and writes bench/results/hook.json.
+ *
+ *   npm run bench:hook [-- --runs 100]
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Queue } from '../src/queue/queue.js';
+import { HOOK } from '../test/helpers/daemon.js';
+import { execFileAsync, REPO, tempDir, testEnv } from '../test/helpers/nix.js';
+
+const { values } = parseArgs({ options: { runs: { type: 'string', default: '100' } } });
+const RUNS = Number(values.runs);
+const CONCURRENCY = 8;
+
+/** Wall time of one run of a command, in ms, from spawn to exit. */
+function timeOnce(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const started = process.hrtime.bigint();
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      if (code !== 0 || stderr !== '') reject(new Error(`${command} exited ${code}: ${stderr}`));
+      else resolve(Number(process.hrtime.bigint() - started) / 1e6);
+    });
+  });
+}
+
+/** `RUNS` runs, `concurrency` at a time; the run's env comes from `envFor(i)`. */
+async function timeMany(command: string, args: string[], envFor: (i: number) => NodeJS.ProcessEnv, concurrency: number): Promise<number[]> {
+  const times: number[] = [];
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < RUNS) {
+      const i = next++;
+      times.push(await timeOnce(command, args, envFor(i)));
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return times.sort((a, b) => a - b);
+}
+
+const quantile = (sorted: number[], q: number): number => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] as number;
+
+async function main(): Promise<void> {
+  const env = testEnv();
+  // Distinct real outputs for the runs: input-addressed derivations, built once.
+  const expr = `builtins.genList (i: derivation { name = "cachectl-bench-hook-\${toString i}"; system = builtins.currentSystem;
+    builder = "/bin/sh"; args = [ "-c" "echo \${toString i} > $out" ]; }) ${RUNS}`;
+  const outs = (await execFileAsync('nix-build', ['--no-out-link', '-E', expr], { env, maxBuffer: 1 << 24 })).stdout.trim().split('\n');
+  const drvs = (await execFileAsync('nix-store', ['-q', '--deriver', ...outs], { env, maxBuffer: 1 << 24 })).stdout.trim().split('\n');
+
+  const rows: { case: string; concurrency: number; medianMs: number; p99Ms: number }[] = [];
+  const record = (name: string, concurrency: number, times: number[]) => {
+    rows.push({ case: name, concurrency, medianMs: quantile(times, 0.5), p99Ms: quantile(times, 0.99) });
+  };
+
+  for (const concurrency of [1, CONCURRENCY]) {
+    const dir = tempDir('bench-hook');
+    const queue = join(dir, 'queue.db');
+    Queue.open(queue).close();
+    const hookEnv = (extra: Record<string, string>) => ({ ...env, CACHECTL_QUEUE: queue, CACHECTL_GC_ROOTS: join(dir, 'roots'), ...extra });
+    record('node -e 0', concurrency, await timeMany(process.execPath, ['-e', '0'], () => env, concurrency));
+    const insert = `INSERT INTO inbox (store_path, source, enqueued_at) VALUES ('/nix/store/x', 'bench', 0);`;
+    record('floor: sh -c sqlite3 INSERT', concurrency, await timeMany('sh', ['-c', `sqlite3 -cmd '.timeout 1000' "$CACHECTL_QUEUE" "${insert}"`], () => hookEnv({}), concurrency));
+    record('hook, DRV_PATH (Nix 2.8)', concurrency, await timeMany(HOOK, [], (i) => hookEnv({ OUT_PATHS: '', DRV_PATH: drvs[i] as string }), concurrency));
+    record('hook, OUT_PATHS', concurrency, await timeMany(HOOK, [], (i) => hookEnv({ OUT_PATHS: outs[i] as string, DRV_PATH: '' }), concurrency));
+  }
+
+  const nodeMedian = rows.find((row) => row.case === 'node -e 0' && row.concurrency === 1)?.medianMs ?? NaN;
+  process.stdout.write(`\nhook latency, ${RUNS} runs each (ms)\n\n| case | at once | median | p99 | median / node -e 0 |\n|---|---:|---:|---:|---:|\n`);
+  for (const row of rows) {
+    process.stdout.write(`| ${row.case} | ${row.concurrency} | ${row.medianMs.toFixed(1)} | ${row.p99Ms.toFixed(1)} | ${(row.medianMs / nodeMedian).toFixed(2)} |\n`);
+  }
+  process.stdout.write('\ntargets: hook median <= 0.25 x node -e 0 (alone); hook p99 <= 50 ms with 8 at once\n');
+  mkdirSync(join(REPO, 'bench/results'), { recursive: true });
+  writeFileSync(join(REPO, 'bench/results/hook.json'), `${JSON.stringify({ runs: RUNS, rows }, null, 2)}\n`);
+}
+
+await main();

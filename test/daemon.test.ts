@@ -1,0 +1,294 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { chmodSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parseCacheUrl } from '../src/core/cache-url.js';
+import { openCache } from '../src/cache/open.js';
+import type { StatusReport } from '../src/cli/status.js';
+import { cacheProblems, observeCache } from './helpers/cache.js';
+import { HOOK, queueEnv, startDaemon, waitFor, type DaemonProcess } from './helpers/daemon.js';
+import {
+  buildFixtures,
+  cachectl,
+  newKey,
+  nixClosure,
+  nixCopyFrom,
+  nixVerify,
+  requireNix,
+  run,
+  tempDir,
+  type Key,
+} from './helpers/nix.js';
+import { startS3rver, type S3Server } from './helpers/s3rver.js';
+
+const FIXTURES = new URL('../../test/fixtures/closures.nix', import.meta.url).pathname;
+
+async function status(env: NodeJS.ProcessEnv): Promise<StatusReport> {
+  const result = await cachectl(['status', '--json'], env);
+  assert.equal(result.code, 0, result.stderr);
+  return JSON.parse(result.stdout) as StatusReport;
+}
+
+/** Waits until nothing is waiting or uploading and at least `done` paths are done. */
+function settled(env: NodeJS.ProcessEnv, done: number, timeoutMs = 120_000): Promise<StatusReport> {
+  return waitFor(`${done} paths done`, async () => {
+    const report = await status(env);
+    const { pending, uploading, inbox, spoolFiles } = report.counts;
+    return pending + uploading + inbox + spoolFiles === 0 && report.counts.done + report.counts.failed >= done ? report : undefined;
+  }, timeoutMs);
+}
+
+async function stopDaemon(daemon: DaemonProcess): Promise<void> {
+  daemon.child.kill('SIGTERM');
+  assert.deepEqual(await daemon.exited, { code: 0, signal: null }, daemon.stderr());
+}
+
+describe('cachectl daemon', () => {
+  let key: Key;
+  let s3: S3Server;
+
+  before(async () => {
+    requireNix();
+    key = await newKey('cachectl-daemon-test-1');
+    s3 = await startS3rver();
+    // for the observer, which reads the bucket from this process
+    Object.assign(process.env, s3.env, { AWS_EC2_METADATA_DISABLED: 'true', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' });
+  });
+  after(async () => s3.stop());
+
+  for (const target of ['file', 's3'] as const) {
+    it(`uploads what nix-build builds through the hook to ${target}://: Nix verifies and substitutes every closure`, async () => {
+      const nonce = `daemon-e2e-${target}-${Date.now()}`;
+      const dir = tempDir('daemon-cache');
+      const to = target === 'file' ? `file://${dir}` : s3.cacheUrl(nonce);
+      const nixUrl = target === 'file' ? `file://${dir}` : `${s3.httpUrl}/${nonce}`;
+      const env = queueEnv(target === 's3' ? s3.env : {});
+      const daemon = startDaemon(['--to', to, '--secret-key-file', key.secretFile], env);
+      await daemon.waitForLog('ready');
+
+      const build = await run(
+        'nix-build',
+        [FIXTURES, '--no-out-link', '--argstr', 'nonce', nonce, '-A', 'top', '-A', 'multi.out', '-A', 'tree', '--post-build-hook', HOOK],
+        env,
+      );
+      assert.equal(build.code, 0, build.stderr);
+      assert.doesNotMatch(build.stderr, /cachectl post-build-hook:/, 'the hook had something to complain about');
+      const roots = build.stdout.trim().split('\n');
+      const closure = await nixClosure(roots);
+      // lib, app, top, multi (two outputs) and tree: six outputs of five builds, each queued by its hook
+      const report = await settled(env, 6);
+      assert.deepEqual(report.counts, { pending: 0, uploading: 0, done: 6, failed: 0, inbox: 0, spoolFiles: 0 });
+      assert.equal(report.daemon.alive, true);
+      assert.equal(report.daemon.status?.['uploadedPaths'], closure.length + 1, 'the closures and the dev output, each once');
+
+      const verify = await nixVerify(nixUrl, key.publicKey, roots);
+      assert.equal(verify.code, 0, verify.stderr);
+      const copy = await nixCopyFrom(nixUrl, key.publicKey, roots);
+      assert.equal(copy.code, 0, copy.stderr);
+      await waitFor('GC roots to go', () => (readdirSync(env.CACHECTL_GC_ROOTS).length === 0 ? true : undefined), 10_000);
+
+      await stopDaemon(daemon);
+      assert.ok(daemon.logs.some((line) => line.msg === 'draining'));
+      assert.equal((await status(env)).daemon.alive, false);
+    });
+  }
+
+  it('survives kill -9 at random moments of a large upload: every path arrives, no reader ever sees a broken closure', async () => {
+    const nonce = `daemon-kill-${Date.now()}`;
+    const paths = await buildFixtures(['big', 'chain', 'top'], { nonce, bigMb: 40, chainLength: 30 });
+    const to = s3.cacheUrl(nonce);
+    const env = queueEnv(s3.env);
+    const enqueue = await cachectl(['enqueue', paths.big, paths.chain, paths.top], env);
+    assert.equal(enqueue.code, 0, enqueue.stderr);
+    const backend = await openCache(parseCacheUrl(to));
+    const observer = observeCache(backend);
+    const kills: number[] = [];
+    try {
+      for (let round = 0; round < 4; round++) {
+        const daemon = startDaemon(['--to', to, '--secret-key-file', key.secretFile, '--jobs', '4'], env);
+        await daemon.waitForLog('ready');
+        const report = await status(env);
+        if (report.counts.done === 3) {
+          await stopDaemon(daemon);
+          break;
+        }
+        const delay = 100 + Math.floor(Math.random() * 900);
+        kills.push(delay);
+        await sleep(delay);
+        daemon.child.kill('SIGKILL');
+        await daemon.exited;
+      }
+      const daemon = startDaemon(['--to', to, '--secret-key-file', key.secretFile], env);
+      const report = await settled(env, 3);
+      assert.equal(report.counts.done, 3, JSON.stringify(report));
+      await stopDaemon(daemon);
+    } finally {
+      const observed = await observer.stop();
+      assert.deepEqual(observed.problems, [], `kills after ${kills.join(', ')} ms`);
+      assert.ok(observed.rounds > 3, `the observer looked only ${observed.rounds} times`);
+    }
+    assert.deepEqual((await cacheProblems(backend)).problems, []);
+    backend.close();
+    const verify = await nixVerify(`${s3.httpUrl}/${nonce}`, key.publicKey, [paths.big, paths.chain, paths.top]);
+    assert.equal(verify.code, 0, verify.stderr);
+  });
+
+  it('keeps queued paths from garbage collection until uploaded, then lets go', async () => {
+    const paths = await buildFixtures(['tiny'], { nonce: `daemon-gc-${Date.now()}` });
+    const env = queueEnv();
+    assert.equal((await cachectl(['enqueue', paths.tiny], env)).code, 0);
+    const refused = await run('nix-store', ['--delete', paths.tiny]);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /still alive/);
+    const dir = tempDir('daemon-cache');
+    const daemon = startDaemon(['--to', `file://${dir}`], env);
+    await settled(env, 1);
+    await waitFor('the GC root to go', () => (readdirSync(env.CACHECTL_GC_ROOTS).length === 0 ? true : undefined), 10_000);
+    await stopDaemon(daemon);
+    const deleted = await run('nix-store', ['--delete', paths.tiny]);
+    assert.equal(deleted.code, 0, deleted.stderr);
+  });
+
+  it('fails a path deleted before upload and a corrupt one with a clear last_error; retry brings them back', async () => {
+    const nonce = `daemon-fail-${Date.now()}`;
+    const paths = await buildFixtures(['tiny', 'lib'], { nonce });
+    const env = queueEnv();
+    assert.equal((await cachectl(['enqueue', paths.tiny, paths.lib], env)).code, 0);
+    // Deleted behind the queue's back (its GC root removed first), and corrupted behind Nix's back.
+    for (const link of readdirSync(env.CACHECTL_GC_ROOTS)) if (paths.tiny.endsWith(link)) await run('rm', [join(env.CACHECTL_GC_ROOTS, link)]);
+    const deleted = await run('nix-store', ['--delete', paths.tiny]);
+    assert.equal(deleted.code, 0, deleted.stderr);
+    const libFile = `${paths.lib}/lib/libdemo.txt`;
+    const original = readFileSync(libFile);
+    chmodSync(libFile, 0o644);
+    writeFileSync(libFile, 'tampered\n');
+
+    const dir = tempDir('daemon-cache');
+    const daemon = startDaemon(['--to', `file://${dir}`, '--secret-key-file', key.secretFile], env);
+    const report = await settled(env, 2);
+    const failed = Object.fromEntries(report.failed.map((f) => [f.storePath, f.lastError]));
+    assert.match(failed[paths.tiny] ?? '', /^PATH_NOT_VALID: .* is no longer in the local Nix store .*; build it again, then run cachectl retry$/);
+    assert.match(failed[paths.lib] ?? '', /^NAR_HASH_MISMATCH: .* does not match the Nix database/);
+    const human = await cachectl(['status'], env);
+    assert.match(human.stdout, /2 failed/);
+    assert.match(human.stdout, /cachectl retry --all/);
+    assert.deepEqual(readdirSync(dir).filter((name) => name.endsWith('.narinfo')), [], 'nothing of them was published');
+
+    // Fixed: rebuilt, repaired. Retry one by name and the rest with --all.
+    await buildFixtures(['tiny'], { nonce });
+    writeFileSync(libFile, original);
+    chmodSync(libFile, 0o444);
+    const retried = await cachectl(['retry', paths.tiny], env);
+    assert.equal(retried.code, 0, retried.stderr);
+    const notFailed = await cachectl(['retry', paths.tiny], env);
+    assert.equal(notFailed.code, 1);
+    assert.match(notFailed.stderr, /not failed, so not retried: .*-cachectl-tiny-daemon-fail-.* \((pending|uploading|done)\)/);
+    assert.equal((await cachectl(['retry', '--all'], env)).code, 0);
+    const after = await settled(env, 2);
+    assert.equal(after.counts.done, 2, JSON.stringify(after));
+    const verify = await nixVerify(`file://${dir}`, key.publicKey, [paths.tiny, paths.lib]);
+    assert.equal(verify.code, 0, verify.stderr);
+    await stopDaemon(daemon);
+  });
+
+  it('waits out an S3 outage without using up attempts, then uploads', async () => {
+    const server = await startS3rver();
+    const port = server.port;
+    const dataDir = server.dir;
+    let restarted: S3Server | undefined;
+    try {
+      const paths = await buildFixtures(['top'], { nonce: `daemon-outage-${Date.now()}` });
+      const env = queueEnv(server.env);
+      const daemon = startDaemon(['--to', server.cacheUrl(), '--secret-key-file', key.secretFile], env);
+      await daemon.waitForLog('ready');
+      await server.stop({ keepData: true });
+      assert.equal((await cachectl(['enqueue', paths.top], env)).code, 0);
+      const paused = await waitFor('the daemon to pause', async () => {
+        const report = await status(env);
+        return report.daemon.status?.['state'] === 'paused' ? report : undefined;
+      });
+      assert.match(String(paused.daemon.status?.['pauseReason']), /^CACHE_UNREACHABLE: .*127\.0\.0\.1.* is the endpoint right and the server up\?/);
+      await sleep(3000);
+      const during = await status(env);
+      assert.equal(during.counts.failed, 0);
+      assert.equal(during.counts.pending + during.counts.uploading, 1);
+
+      restarted = await startS3rver('nix-cache', { port, dir: dataDir });
+      await settled(env, 1, 120_000);
+      assert.equal((await status(env)).counts.done, 1);
+      await daemon.waitForLog('cache is back');
+      const verify = await nixVerify(server.httpUrl, key.publicKey, [paths.top]);
+      assert.equal(verify.code, 0, verify.stderr);
+      await stopDaemon(daemon);
+    } finally {
+      await (restarted ?? server).stop();
+    }
+  });
+
+  it('refuses to start a second daemon on the same queue', async () => {
+    const env = queueEnv();
+    const dir = tempDir('daemon-cache');
+    const first = startDaemon(['--to', `file://${dir}`], env);
+    await first.waitForLog('ready');
+    const second = await cachectl(['daemon', '--to', `file://${dir}`], env);
+    assert.equal(second.code, 1);
+    assert.match(second.stderr, /^cachectl: another cachectl daemon \(pid \d+ on .*\) is using the queue .*queue\.db; stop it first, or use another --queue\n$/);
+    await stopDaemon(first);
+  });
+
+  it('speaks sd_notify to a real NOTIFY_SOCKET: READY, STATUS, WATCHDOG, STOPPING', async () => {
+    const socket = join(tempDir('notify'), 'notify.sock');
+    // Node cannot receive Unix datagrams either: a few lines of Python stand in for systemd's receiving end.
+    const receiver = spawn(
+      'python3',
+      ['-u', '-c', `import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nprint('listening',flush=True)\nwhile True:\n  print(s.recv(4096).decode().replace('\\n','|'),flush=True)`, socket],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    try {
+      const messages: string[] = [];
+      let partial = '';
+      receiver.stdout.on('data', (data: Buffer) => {
+        partial += data.toString();
+        const lines = partial.split('\n');
+        partial = lines.pop() ?? '';
+        messages.push(...lines);
+      });
+      await waitFor('the receiver', () => (messages.includes('listening') ? true : undefined), 10_000);
+      const env = queueEnv({ NOTIFY_SOCKET: socket, WATCHDOG_USEC: '400000' });
+      const daemon = startDaemon(['--to', `file://${tempDir('daemon-cache')}`], env);
+      const has = (field: string) => messages.some((message) => message.split('|').some((part) => part.startsWith(field)));
+      await waitFor('READY=1', () => (has('READY=1') ? true : undefined), 20_000);
+      await waitFor('two WATCHDOG=1', () => (messages.filter((m) => m.includes('WATCHDOG=1')).length >= 2 ? true : undefined), 20_000);
+      assert.ok(has('STATUS=idle: 0 pending, 0 uploading, 0 done, 0 failed'), messages.join('\n'));
+      // systemd-notify follows each message with a BARRIER=1 of its own, to wait until it was received
+      const ours = messages.filter((m) => m !== 'listening' && m !== 'BARRIER=1');
+      assert.ok(ours.every((m) => m.startsWith(`MAINPID=${daemon.child.pid}|`)), messages.join('\n'));
+      daemon.child.kill('SIGTERM');
+      assert.deepEqual(await daemon.exited, { code: 0, signal: null });
+      await waitFor('STOPPING=1', () => (has('STOPPING=1') ? true : undefined), 10_000);
+    } finally {
+      receiver.kill();
+    }
+  });
+
+  it('a second signal exits at once; the next daemon takes the interrupted work back', async () => {
+    const paths = await buildFixtures(['big'], { nonce: `daemon-signal-${Date.now()}`, bigMb: 200 });
+    const env = queueEnv(s3.env);
+    const to = s3.cacheUrl(`signal-${Date.now()}`);
+    assert.equal((await cachectl(['enqueue', paths.big], env)).code, 0);
+    const daemon = startDaemon(['--to', to], env);
+    await daemon.waitForLog('ready');
+    await waitFor('the upload to start', async () => ((await status(env)).counts.uploading === 1 ? true : undefined));
+    daemon.child.kill('SIGTERM');
+    await daemon.waitForLog('draining');
+    daemon.child.kill('SIGTERM');
+    assert.deepEqual(await daemon.exited, { code: 1, signal: null });
+    assert.ok(daemon.logs.some((line) => line.msg === 'second signal: exiting without draining'));
+    const next = startDaemon(['--to', to], env);
+    await settled(env, 1);
+    assert.equal((await status(env)).counts.done, 1);
+    await stopDaemon(next);
+  });
+});
