@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# The README's first command (`npm run demo`): a real job on a local file:// cache. It builds a small
-# closure with Nix, pushes it with `cachectl push`, then lets Nix itself check the cache (signatures, NAR
-# hashes, closure completeness) and substitute the closure into a fresh store, as a second machine would.
+# The README's first command (`npm run demo`): the real job on a local file:// cache. A cachectl daemon
+# runs; nix-build builds a small closure with post-build-hook set to hook/post-build-hook; the hook queues
+# each built path and the daemon uploads it. Then Nix itself checks the cache (signatures, NAR hashes,
+# closure completeness) and substitutes the closure into a fresh store, as a second machine would.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 demo=${CACHECTL_DEMO_DIR:-$PWD/demo-cache}
 mkdir -p "$demo"
 export NIX_CONFIG=$'build-users-group =\nsandbox = false\nsubstituters =\nexperimental-features = nix-command\nnarinfo-cache-negative-ttl = 0\nnarinfo-cache-positive-ttl = 0'
 export XDG_CACHE_HOME=$demo/xdg-cache
+# The queue and the GC roots of this demo, apart from a system-wide cachectl's.
+export CACHECTL_QUEUE=$demo/queue.db CACHECTL_GC_ROOTS=/nix/var/nix/gcroots/cachectl-demo
 cachectl() { node dist/src/bin/cachectl.js "$@"; }
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -18,12 +21,23 @@ if [ ! -f "$demo/cache-key.sec" ]; then
 fi
 public_key=$(cat "$demo/cache-key.sec.pub")
 
-step "nix-build (a fresh closure: hello and the greeting it references)"
-out=$(nix-build test/demo.nix --no-out-link --argstr nonce "$(date +%s%N)")
-echo "$out"
+step "cachectl daemon --to file://$demo/cache (log: $demo/daemon.log)"
+cachectl daemon --to "file://$demo/cache" --secret-key-file "$demo/cache-key.sec" >"$demo/daemon.log" 2>&1 &
+daemon=$!
+trap 'kill "$daemon" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q '"msg":"ready"' "$demo/daemon.log" && break; kill -0 "$daemon" || { cat "$demo/daemon.log"; exit 1; }; sleep 0.1; done
 
-step "cachectl push --to file://$demo/cache $out"
-cachectl push --to "file://$demo/cache" --secret-key-file "$demo/cache-key.sec" "$out"
+step "nix-build --post-build-hook hook/post-build-hook (a fresh closure: hello and the greeting it references)"
+started=$(date +%s%N)
+out=$(nix-build test/demo.nix --no-out-link --argstr nonce "$(date +%s%N)" --post-build-hook "$PWD/hook/post-build-hook")
+echo "$out  (built in $(( ($(date +%s%N) - started) / 1000000 )) ms, hooks included)"
+
+step "waiting for the daemon to upload it"
+for _ in $(seq 300); do
+  [ -f "$demo/cache/$(basename "$out" | cut -c1-32).narinfo" ] && break
+  sleep 0.05
+done
+cachectl status --queue "$demo/queue.db"
 
 step "nix store verify: signatures by $public_key, NAR hashes, closure complete"
 nix store verify --store "file://$demo/cache" --trusted-public-keys "$public_key" -r "$out"
@@ -33,5 +47,11 @@ fresh=$(mktemp -d /tmp/cachectl-demo-store.XXXXXX)
 nix copy --from "file://$demo/cache" --to "$fresh" --option trusted-public-keys "$public_key" "$out"
 nix path-info --store "$fresh" -r "$out" | sed 's/^/    now in the fresh store: /'
 rm -rf "$fresh"
+
+step "stopping the daemon (SIGTERM: it drains, then exits 0)"
+kill -TERM "$daemon"
+wait "$daemon"
+trap - EXIT
+tail -n 3 "$demo/daemon.log"
 
 step "done: the cache is $demo/cache ($(ls "$demo"/cache/*.narinfo | wc -l) narinfos)"
