@@ -22,7 +22,8 @@ fi
 public_key=$(cat "$demo/cache-key.sec.pub")
 
 step "cachectl daemon --to file://$demo/cache (log: $demo/daemon.log)"
-cachectl daemon --to "file://$demo/cache" --secret-key-file "$demo/cache-key.sec" >"$demo/daemon.log" 2>&1 &
+# exec, not the shell function: $! must be the daemon itself for the SIGTERM below
+node dist/src/bin/cachectl.js daemon --to "file://$demo/cache" --secret-key-file "$demo/cache-key.sec" >"$demo/daemon.log" 2>&1 &
 daemon=$!
 trap 'kill "$daemon" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do grep -q '"msg":"ready"' "$demo/daemon.log" && break; kill -0 "$daemon" || { cat "$demo/daemon.log"; exit 1; }; sleep 0.1; done
