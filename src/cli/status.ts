@@ -24,7 +24,7 @@ export interface StatusReport {
     /** what the daemon reports: state, rate (over the last minute), parallelism, pause */
     status?: Record<string, unknown>;
   };
-  failed: (FailedPath & { failedAt: number })[];
+  failed: FailedPath[];
 }
 
 /** `cachectl status`: reads the queue (never writes it). */
