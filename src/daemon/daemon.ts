@@ -1,4 +1,5 @@
 import { hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { backoffMs } from '../core/backoff.js';
 import { CachectlError, errorText, type ErrorCode } from '../core/errors.js';
@@ -10,7 +11,7 @@ import type { LocalStore } from '../nix/local-store.js';
 import { listGcRoots, removeGcRoots } from '../nix/gc-roots.js';
 import type { DaemonRecord, NewPath, Queue } from '../queue/queue.js';
 import { readSpool, removeSpoolFiles } from '../queue/spool.js';
-import { ensureCacheInfo, newProgress, pushClosures, type PushFailure } from '../upload/push.js';
+import { ensureCacheInfo, failureOf, newProgress, pushClosures, type PushFailure } from '../upload/push.js';
 import { watchdogIntervalMs, type Notifier } from './notify.js';
 import { Waker, watchQueue } from './wake.js';
 
@@ -264,8 +265,7 @@ export class Daemon {
       const failures = new Map(result.failed.map((failure) => [failure.path, failure]));
       const uploaded = validRoots.filter((root) => !failures.has(root));
       this.queue.complete(uploaded);
-      const requeued = this.queue.inboxPaths();
-      removeGcRoots(this.options.gcRootsDir, uploaded.filter((root) => !requeued.has(root)));
+      this.releaseGcRoots(uploaded);
       this.count(result.uploaded.length, result.narBytes);
       this.log.info(
         { roots: validRoots.length, uploaded: result.uploaded.length, present: result.alreadyPresent, narBytes: result.narBytes, ms: this.now() - started },
@@ -281,16 +281,8 @@ export class Daemon {
     } catch (err) {
       // The batch as a whole failed before uploading: the cache, or the local store, is the problem.
       if (this.inFlight.length === 0) return;
-      const rootCode = err instanceof CachectlError ? err.code : 'INTERNAL';
-      const failure: PushFailure = {
-        path: roots[0] ?? '',
-        code: rootCode,
-        rootCode,
-        message: errorText(err),
-        retryable: err instanceof CachectlError ? err.retryable : true,
-        ...(err instanceof CachectlError && err.retryAfterMs !== undefined ? { retryAfterMs: err.retryAfterMs } : {}),
-      };
-      const trouble = CACHE_TROUBLE.has(rootCode);
+      const failure = failureOf(roots[0] ?? '', err);
+      const trouble = CACHE_TROUBLE.has(failure.rootCode);
       for (const root of roots.filter((r) => this.inFlight.includes(r))) this.recordFailure(root, failure, trouble);
       if (trouble) this.pause(failure);
       else this.log.error({ err: failure.message }, 'batch failed');
@@ -342,12 +334,12 @@ export class Daemon {
     while ((this.samples[0]?.at ?? now) < now - RATE_WINDOW_MS) this.samples.shift();
   }
 
-  status(state: DaemonStatus['state']): DaemonStatus {
+  private status(): DaemonStatus {
     const now = this.now();
     const recent = this.samples.filter((sample) => sample.at >= now - RATE_WINDOW_MS);
     const seconds = Math.max(1, Math.min(RATE_WINDOW_MS, now - this.startedAt) / 1000);
     return {
-      state: this.stopping ? 'draining' : now < this.pausedUntil ? 'paused' : state,
+      state: this.stopping ? 'draining' : now < this.pausedUntil ? 'paused' : this.currentState,
       uploadedPaths: this.uploadedPaths,
       uploadedNarBytes: this.uploadedNarBytes,
       pathsPerSecond: recent.reduce((sum, s) => sum + s.paths, 0) / seconds,
@@ -376,7 +368,7 @@ export class Daemon {
         pid: process.pid,
         host: hostname(),
         startedAt: this.startedAt,
-        status: this.status(this.currentState) as unknown as Record<string, unknown>,
+        status: this.status() as unknown as Record<string, unknown>,
       });
       if (now - this.prunedAt > 3600_000) {
         this.prunedAt = now;
@@ -395,10 +387,16 @@ export class Daemon {
   /** One line for systemd's STATUS=: counts and rate. */
   private statusText(): string {
     const counts = this.queue.counts();
-    const status = this.status(this.currentState);
+    const status = this.status();
     const rate = `${status.pathsPerSecond.toFixed(1)} paths/s`;
     const paused = status.pausedUntil !== undefined ? `; paused: ${status.pauseReason ?? ''}` : '';
     return `${status.state}: ${counts.pending + counts.inbox} pending, ${counts.uploading} uploading, ${counts.done} done, ${counts.failed} failed; ${rate}${paused}`;
+  }
+
+  /** Lets go of the GC roots of uploaded paths, except those a hook has queued again meanwhile. */
+  private releaseGcRoots(uploaded: readonly string[]): void {
+    const requeued = this.queue.inboxPaths();
+    removeGcRoots(this.options.gcRootsDir, uploaded.filter((path) => !requeued.has(path)));
   }
 
   /** Removes the GC roots of uploaded paths (also the ones a hook made after the upload finished). */
@@ -407,11 +405,7 @@ export class Daemon {
       const rooted = listGcRoots(this.options.gcRootsDir, this.options.store.storeDir);
       if (rooted.length === 0) return;
       const states = this.queue.statesOf(rooted);
-      const inbox = this.queue.inboxPaths();
-      removeGcRoots(
-        this.options.gcRootsDir,
-        rooted.filter((path) => states.get(path) === 'done' && !inbox.has(path)),
-      );
+      this.releaseGcRoots(rooted.filter((path) => states.get(path) === 'done'));
     } catch (err) {
       this.log.error({ err: errorText(err), dir: this.options.gcRootsDir }, 'cannot sweep GC roots');
     }
@@ -428,8 +422,4 @@ export function daemonIsAlive(record: DaemonRecord, now: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

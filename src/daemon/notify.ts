@@ -23,7 +23,7 @@ export function systemdNotifier(
       last = last.then(
         () =>
           new Promise<void>((resolve) => {
-            execFile(program, args, { env: { ...process.env } }, (err) => {
+            execFile(program, args, (err) => {
               if (err !== null) onError(err);
               resolve();
             });

@@ -21,15 +21,13 @@ export class Waker {
       return Promise.resolve();
     }
     return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      const self = this;
-      function done(): void {
+      const timer = setTimeout(() => this.resolveSleep?.(), ms);
+      this.resolveSleep = () => {
         clearTimeout(timer);
-        self.resolveSleep = undefined;
-        self.woken = false;
+        this.resolveSleep = undefined;
+        this.woken = false;
         resolve();
-      }
-      this.resolveSleep = done;
+      };
     });
   }
 }

@@ -138,15 +138,7 @@ export async function pushClosures(roots: readonly string[], options: PushOption
       const failure: PushFailure =
         err instanceof DependencyFailed
           ? { ...err.failure, path: info.path, code: 'DEPENDENCY_FAILED', message: `not published: ${err.failure.path} in its closure failed: ${err.failure.message}` }
-          : {
-              path: info.path,
-              code: err instanceof CachectlError ? err.code : 'INTERNAL',
-              message: errorText(err),
-              rootCode: err instanceof CachectlError ? err.code : 'INTERNAL',
-              // an unexpected error may well be passing: worth another try
-              retryable: err instanceof CachectlError ? err.retryable : true,
-              ...(err instanceof CachectlError && err.retryAfterMs !== undefined ? { retryAfterMs: err.retryAfterMs } : {}),
-            };
+          : failureOf(info.path, err);
       result.failed.push(failure);
       throw new DependencyFailed(err instanceof DependencyFailed ? err.failure : failure);
     });
@@ -155,6 +147,20 @@ export async function pushClosures(roots: readonly string[], options: PushOption
   }
   await Promise.allSettled(published.values());
   return result;
+}
+
+/** The report of `path` failing with `err` itself (not through a reference). */
+export function failureOf(path: string, err: unknown): PushFailure {
+  const code = err instanceof CachectlError ? err.code : 'INTERNAL';
+  return {
+    path,
+    code,
+    message: errorText(err),
+    rootCode: code,
+    // an unexpected error may well be passing: worth another try
+    retryable: err instanceof CachectlError ? err.retryable : true,
+    ...(err instanceof CachectlError && err.retryAfterMs !== undefined ? { retryAfterMs: err.retryAfterMs } : {}),
+  };
 }
 
 /** What a path's failure means for the paths that reference it: carries the original failure along. */
