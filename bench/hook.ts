@@ -1,7 +1,7 @@
 /**
  * bench/hook: how long the post-build hook holds up Nix. 100 runs of the hook, median and p99, beside
- * `node -e 0` (the start of any Node program) and a bare `sh -c 'sqlite3 … INSERT'` (the floor) in the same
- * run; then 8 hooks at once. Both the Nix 2.8 way (empty OUT_PATHS, outputs read from DRV_PATH) and with
+ * `node -e 0` (the start of any Node program) and a bare `sh -c 'sqlite3 … INSERT'` (the floor, into one
+ * shared file and into the hooks' inbox files as the hook picks them) in the same run; then 8 hooks at once. Both the Nix 2.8 way (empty OUT_PATHS, outputs read from DRV_PATH) and with
  * OUT_PATHS given. Prints a table and writes bench/results/hook.json.
  *
  *   npm run bench:hook [-- --runs 100]
@@ -11,6 +11,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Queue } from '../src/queue/queue.js';
+import { HOOK_INBOXES } from '../src/queue/schema.js';
 import { HOOK } from '../test/helpers/daemon.js';
 import { execFileAsync, REPO, tempDir, testEnv } from '../test/helpers/nix.js';
 
@@ -69,7 +70,9 @@ async function main(): Promise<void> {
     const hookEnv = (extra: Record<string, string>) => ({ ...env, CACHECTL_QUEUE: queue, CACHECTL_GC_ROOTS: join(dir, 'roots'), ...extra });
     record('node -e 0', concurrency, await timeMany(process.execPath, ['-e', '0'], () => env, concurrency));
     const insert = `INSERT INTO inbox (store_path, source, enqueued_at) VALUES ('/nix/store/x', 'bench', 0);`;
-    record('floor: sh -c sqlite3 INSERT', concurrency, await timeMany('sh', ['-c', `sqlite3 -cmd '.timeout 1000' "$CACHECTL_QUEUE" "${insert}"`], () => hookEnv({}), concurrency));
+    const sqlite3 = `sqlite3 -cmd '.timeout 1000' -cmd 'PRAGMA synchronous = FULL'`;
+    record('floor: sqlite3 INSERT, one file', concurrency, await timeMany('sh', ['-c', `${sqlite3} "$CACHECTL_QUEUE" "${insert}"`], () => hookEnv({}), concurrency));
+    record('floor: sqlite3 INSERT, inbox files', concurrency, await timeMany('sh', ['-c', `${sqlite3} "$CACHECTL_QUEUE.inbox/$(($$ % ${HOOK_INBOXES})).db" "${insert}"`], () => hookEnv({}), concurrency));
     record('hook, DRV_PATH (Nix 2.8)', concurrency, await timeMany(HOOK, [], (i) => hookEnv({ OUT_PATHS: '', DRV_PATH: drvs[i] as string }), concurrency));
     record('hook, OUT_PATHS', concurrency, await timeMany(HOOK, [], (i) => hookEnv({ OUT_PATHS: outs[i] as string, DRV_PATH: '' }), concurrency));
   }

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { Queue } from '../src/queue/queue.js';
+import { HOOK_INBOXES, hookInboxFile } from '../src/queue/schema.js';
 import { readSpool } from '../src/queue/spool.js';
 import { HOOK, queueEnv, startDaemon, waitFor } from './helpers/daemon.js';
 import { buildFixtures, execFileAsync, newKey, nixVerify, requireNix, tempDir, testEnv, type Key } from './helpers/nix.js';
@@ -30,14 +31,21 @@ function runHook(env: NodeJS.ProcessEnv, hookEnv: { OUT_PATHS?: string; DRV_PATH
   });
 }
 
-/** The store paths written to the inbox, in order. */
-function inbox(queueFile: string): string[] {
-  const db = new Database(queueFile, { readonly: true });
+const hookInboxFiles = (queueFile: string): string[] => Array.from({ length: HOOK_INBOXES }, (_, n) => hookInboxFile(queueFile, n));
+
+/** The store paths written to one inbox file, in order. */
+function inboxOf(file: string): string[] {
+  const db = new Database(file, { readonly: true });
   try {
     return (db.prepare('SELECT store_path FROM inbox ORDER BY id').all() as { store_path: string }[]).map((row) => row.store_path);
   } finally {
     db.close();
   }
+}
+
+/** The store paths written to the queue's inboxes, in order within each. */
+function inbox(queueFile: string): string[] {
+  return [queueFile, ...hookInboxFiles(queueFile)].flatMap(inboxOf);
 }
 
 /** A queue as the daemon leaves it for hooks: created and migrated. */
@@ -101,6 +109,9 @@ describe('post-build hook', () => {
     const expected = Array.from({ length: 64 }, (_, i) => syntheticPath(i));
     const results = await Promise.all(expected.map((path) => runHook(env, { OUT_PATHS: path })));
     assert.deepEqual(results.filter((r) => r.code !== 0), []);
+    // The hooks spread over all the inbox files the daemon made, and only over those.
+    assert.deepEqual(results.filter((r) => r.stderr.includes('does not exist')), []);
+    for (const file of hookInboxFiles(queueFile)) assert.ok(inboxOf(file).length > 0, `no hook wrote ${file}`);
     // Whatever had to wait too long went to the spool instead: together, each path exactly once.
     const spooled = readSpool(`${queueFile}.spool`).entries.map((entry) => entry.path);
     const queued = [...inbox(queueFile), ...spooled].sort();
@@ -115,7 +126,16 @@ describe('post-build hook', () => {
   for (const breakage of ['missing', 'corrupt'] as const) {
     it(`queue ${breakage}: exits 0 with one line on stderr, spools the path, and a daemon uploads it later`, async () => {
       const env = queueEnv();
-      if (breakage === 'corrupt') writeFileSync(env.CACHECTL_QUEUE, 'definitely not SQLite '.repeat(200));
+      const overwriteInboxes = (content: string) => {
+        for (const file of hookInboxFiles(env.CACHECTL_QUEUE)) {
+          writeFileSync(file, content);
+          for (const suffix of ['-wal', '-shm']) rmSync(`${file}${suffix}`, { force: true });
+        }
+      };
+      if (breakage === 'corrupt') {
+        createQueue(env);
+        overwriteInboxes('definitely not SQLite '.repeat(200));
+      }
       const result = await runHook(env, { OUT_PATHS: paths.lib });
       assert.equal(result.code, 0);
       const lines = result.stderr.trim().split('\n');
@@ -123,14 +143,14 @@ describe('post-build hook', () => {
       assert.match(
         lines[0] ?? '',
         breakage === 'missing'
-          ? /^cachectl post-build-hook: queue .*queue\.db: it does not exist \(is cachectl daemon running\?\); spooled \/nix\/store\/.*-cachectl-lib-hook-.* to .*queue\.db\.spool for the daemon$/
-          : /^cachectl post-build-hook: queue .*queue\.db: .*file is not a database.*; spooled .* to .*queue\.db\.spool for the daemon$/,
+          ? /^cachectl post-build-hook: queue inbox .*queue\.db\.inbox\/\d\.db: it does not exist \(is cachectl daemon running\?\); spooled \/nix\/store\/.*-cachectl-lib-hook-.* to .*queue\.db\.spool for the daemon$/
+          : /^cachectl post-build-hook: queue inbox .*queue\.db\.inbox\/\d\.db: .*file is not a database.*; spooled .* to .*queue\.db\.spool for the daemon$/,
       );
       assert.deepEqual(readSpool(`${env.CACHECTL_QUEUE}.spool`).entries, [{ kind: 'out', path: paths.lib }]);
       assert.ok(existsSync(join(env.CACHECTL_GC_ROOTS, paths.lib.slice('/nix/store/'.length))), 'rooted even so');
 
       // Not lost: the daemon (on a good queue beside the broken one's spool) takes the spool in and uploads.
-      if (breakage === 'corrupt') writeFileSync(env.CACHECTL_QUEUE, '');
+      if (breakage === 'corrupt') overwriteInboxes('');
       const cacheDir = tempDir('hook-cache');
       await uploadWithDaemon(env, cacheDir, [paths.lib]);
       assert.deepEqual(readdirSync(`${env.CACHECTL_QUEUE}.spool`), []);
@@ -140,11 +160,13 @@ describe('post-build hook', () => {
   it('queue locked by another process for 10 s: returns promptly, spooled, and the path is uploaded later', async () => {
     const env = queueEnv();
     const queueFile = createQueue(env);
-    // Another writer holds the write lock for 10 s.
+    // Another writer holds the write lock of every inbox for 10 s.
     const locker = spawn(
       process.execPath,
-      ['-e', `const D = require(${JSON.stringify(createRequire(import.meta.url).resolve('better-sqlite3'))}); const db = new D(${JSON.stringify(queueFile)});
-        db.exec('BEGIN IMMEDIATE'); console.log('locked'); setTimeout(() => { db.exec('COMMIT'); db.close(); }, 10000);`],
+      ['-e', `const D = require(${JSON.stringify(createRequire(import.meta.url).resolve('better-sqlite3'))});
+        const dbs = ${JSON.stringify(hookInboxFiles(queueFile))}.map((file) => new D(file));
+        for (const db of dbs) db.exec('BEGIN IMMEDIATE');
+        console.log('locked'); setTimeout(() => { for (const db of dbs) { db.exec('COMMIT'); db.close(); } }, 10000);`],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
     await new Promise<void>((resolve) => locker.stdout.once('data', () => resolve()));

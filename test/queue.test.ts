@@ -6,7 +6,7 @@ import Database from 'better-sqlite3';
 import { backoffMs } from '../src/core/backoff.js';
 import { CachectlError } from '../src/core/errors.js';
 import { Queue } from '../src/queue/queue.js';
-import { MIGRATIONS } from '../src/queue/schema.js';
+import { HOOK_INBOXES, hookInboxFile, MIGRATIONS } from '../src/queue/schema.js';
 import { tempDir } from './helpers/nix.js';
 
 const P1 = '/nix/store/00000000000000000000000000000001-one';
@@ -42,6 +42,10 @@ describe('queue', () => {
     assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
     assert.equal(db.pragma('user_version', { simple: true }), MIGRATIONS.length);
     db.close();
+    for (let n = 0; n < HOOK_INBOXES; n++) {
+      assert.equal(statSync(hookInboxFile(file, n)).mode & 0o777, 0o600);
+    }
+    assert.equal(statSync(`${file}.inbox`).mode & 0o777, 0o700);
     Queue.open(file).close();
     Queue.openExisting(file, { readonly: true }).close();
   });
@@ -71,6 +75,24 @@ describe('queue', () => {
     assert.deepEqual(queue.counts(), { pending: 2, uploading: 0, done: 0, failed: 0, inbox: 0 });
     assert.equal(queue.ingestInbox(), 0);
     assert.equal(row(file, P1)?.state, 'pending');
+  });
+
+  it("takes in the hooks' inbox files too, with what they held; oldest pending age counts them", () => {
+    const { queue, clock, file } = newQueue();
+    const hookInsert = (n: number, storePath: string, at: number) => {
+      const db = new Database(hookInboxFile(file, n));
+      db.prepare(`INSERT INTO inbox (store_path, source, enqueued_at) VALUES (?, 'hook', ?)`).run(storePath, at);
+      db.close();
+    };
+    hookInsert(0, P1, clock.now - 5000);
+    hookInsert(HOOK_INBOXES - 1, P2, clock.now - 1000);
+    hookInsert(HOOK_INBOXES - 1, P1, clock.now - 2000);
+    assert.equal(queue.counts().inbox, 3);
+    assert.deepEqual([...queue.inboxPaths()].sort(), [P1, P2]);
+    assert.equal(queue.oldestPendingAt(), clock.now - 5000);
+    assert.equal(queue.ingestInbox(), 3);
+    assert.deepEqual(queue.counts(), { pending: 2, uploading: 0, done: 0, failed: 0, inbox: 0 });
+    assert.equal(queue.ingestInbox(), 0);
   });
 
   it('counts the attempt at claim, and hands a path to one claimer only', () => {

@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { basename } from 'node:path';
 import { watch } from 'chokidar';
+import { HOOK_INBOXES, hookInboxFile } from '../queue/schema.js';
 
 /**
  * Lets the loop sleep until there may be work: `wake()` ends the current (or the next) `sleep`, so a wake-up
@@ -33,8 +34,8 @@ export class Waker {
 }
 
 /**
- * Calls `onChange` within milliseconds of a write to the queue (its WAL file, where every commit lands) or a
- * new spool file, through inotify. Resolves once watching; the result stops watching.
+ * Calls `onChange` within milliseconds of a write to the queue or a hook inbox (their WAL files, where every
+ * commit lands) or of a new spool file, through inotify. Resolves once watching; the result stops watching.
  *
  * The queue files are followed through chokidar's raw events: its filtered `change` events drop writes that
  * come in quick succession (measured: hooks 0.5 s apart were seen 1 s late or not at all). Reads touch only
@@ -42,11 +43,13 @@ export class Waker {
  */
 export async function watchQueue(queueFile: string, spoolDir: string, onChange: () => void): Promise<() => Promise<void>> {
   mkdirSync(spoolDir, { recursive: true, mode: 0o700 });
-  const queueNames = new Set([basename(queueFile), `${basename(queueFile)}-wal`]);
-  const watcher = watch([`${queueFile}-wal`, queueFile, spoolDir], { ignoreInitial: true, atomic: false, depth: 0 });
+  const databases = [queueFile, ...Array.from({ length: HOOK_INBOXES }, (_, n) => hookInboxFile(queueFile, n))];
+  const files = databases.flatMap((file) => [file, `${file}-wal`]);
+  const names = new Set(files.map((file) => basename(file)));
+  const watcher = watch([...files, spoolDir], { ignoreInitial: true, atomic: false, depth: 0 });
   watcher.on('add', onChange);
   watcher.on('raw', (_event, path) => {
-    if (queueNames.has(basename(path))) onChange();
+    if (names.has(basename(path))) onChange();
   });
   await new Promise<void>((resolve, reject) => {
     watcher.once('ready', resolve);

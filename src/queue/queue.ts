@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { backoffMs, type Backoff } from '../core/backoff.js';
 import { CachectlError, errorText } from '../core/errors.js';
-import { MIGRATIONS } from './schema.js';
+import { HOOK_INBOXES, hookInboxFile, INBOX_SQL, MIGRATIONS } from './schema.js';
 
 export const PATH_STATES = ['pending', 'uploading', 'done', 'failed'] as const;
 export type PathState = (typeof PATH_STATES)[number];
@@ -62,8 +62,8 @@ interface PathRow {
 }
 
 /**
- * The upload queue: one SQLite file in WAL mode. Hooks append to `inbox`; the daemon takes the inbox into
- * `paths` and moves each path through pending → uploading → done | failed. Every transition is one
+ * The upload queue: one SQLite file in WAL mode, and the hooks' inbox files beside it (see HOOK_INBOXES).
+ * Hooks append to an `inbox`; the daemon takes the inboxes into `paths` and moves each path through pending → uploading → done | failed. Every transition is one
  * transaction, so a crash at any point leaves a state the next start can resume from. Transactions that
  * read before they write begin IMMEDIATE: a deferred one that a hook's insert overtakes fails with
  * "database is locked" at once instead of waiting its turn.
@@ -71,14 +71,17 @@ interface PathRow {
 export class Queue {
   readonly file: string;
   private readonly db: Database.Database;
+  /** Every `inbox`: the queue database's own (written by `enqueue`), then the hooks' files. */
+  private readonly inboxes: Database.Database[];
   private readonly maxAttempts: number;
   private readonly retryBackoff: Backoff;
   private readonly now: () => number;
   private readonly random: () => number;
 
-  private constructor(file: string, db: Database.Database, options: QueueOptions) {
+  private constructor(file: string, db: Database.Database, hookInboxes: Database.Database[], options: QueueOptions) {
     this.file = file;
     this.db = db;
+    this.inboxes = [db, ...hookInboxes];
     this.maxAttempts = options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
     this.retryBackoff = options.retry ?? DEFAULT_RETRY;
     this.now = options.now ?? Date.now;
@@ -92,14 +95,20 @@ export class Queue {
   static open(file: string, options: QueueOptions = {}): Queue {
     try {
       mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-      // SQLite gives the -wal and -shm files the database file's mode, so creating it 0600 covers all three.
-      if (!existsSync(file)) closeSync(openSync(file, 'a', 0o600));
-      const db = new Database(file);
-      db.pragma('journal_mode = WAL');
-      db.pragma('synchronous = FULL');
-      db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      const db = createDatabase(file);
       migrate(db);
-      return new Queue(file, db, options);
+      mkdirSync(`${file}.inbox`, { recursive: true, mode: 0o700 });
+      const hookInboxes = Array.from({ length: HOOK_INBOXES }, (_, n) => {
+        const inboxFile = hookInboxFile(file, n);
+        try {
+          const inbox = createDatabase(inboxFile);
+          inbox.exec(INBOX_SQL);
+          return inbox;
+        } catch (err) {
+          throw queueError(inboxFile, err);
+        }
+      });
+      return new Queue(file, db, hookInboxes, options);
     } catch (err) {
       throw queueError(file, err);
     }
@@ -114,20 +123,25 @@ export class Queue {
       );
     }
     try {
-      const db = new Database(file, { readonly: options.readonly ?? false, fileMustExist: true });
-      db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      const open = (dbFile: string): Database.Database => {
+        const db = new Database(dbFile, { readonly: options.readonly ?? false, fileMustExist: true });
+        db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+        return db;
+      };
+      const db = open(file);
       const version = db.pragma('user_version', { simple: true }) as number;
       if (version !== MIGRATIONS.length) {
         throw new Error(`its schema version is ${version}, this cachectl knows ${MIGRATIONS.length}; start the daemon of the same version`);
       }
-      return new Queue(file, db, options);
+      const hookInboxFiles = Array.from({ length: HOOK_INBOXES }, (_, n) => hookInboxFile(file, n)).filter((inboxFile) => existsSync(inboxFile));
+      return new Queue(file, db, hookInboxFiles.map(open), options);
     } catch (err) {
       throw queueError(file, err);
     }
   }
 
   close(): void {
-    this.db.close();
+    for (const db of this.inboxes) db.close();
   }
 
   /** Appends to the inbox, as the hook does. */
@@ -139,17 +153,23 @@ export class Queue {
     })();
   }
 
-  /** Moves the inbox into `paths`, in one transaction. Returns the inbox rows taken. */
+  /**
+   * Moves the inboxes into `paths`. Returns the inbox rows taken. Each inbox's rows are queued first and
+   * deleted after: a crash between the two queues them again, which `add` makes harmless.
+   */
   ingestInbox(): number {
-    return this.db.transaction(() => {
-      const rows = this.db
-        .prepare<[], { store_path: string; source: Source; enqueued_at: number }>('SELECT store_path, source, enqueued_at FROM inbox ORDER BY id')
+    let taken = 0;
+    for (const inbox of this.inboxes) {
+      const rows = inbox
+        .prepare<[], { id: number; store_path: string; source: Source; enqueued_at: number }>('SELECT id, store_path, source, enqueued_at FROM inbox ORDER BY id')
         .all();
-      if (rows.length === 0) return 0;
+      const last = rows.at(-1);
+      if (last === undefined) continue;
       this.add(rows.map((row) => ({ storePath: row.store_path, source: row.source, enqueuedAt: row.enqueued_at })));
-      this.db.prepare('DELETE FROM inbox').run();
-      return rows.length;
-    }).immediate();
+      inbox.prepare('DELETE FROM inbox WHERE id <= ?').run(last.id);
+      taken += rows.length;
+    }
+    return taken;
   }
 
   /**
@@ -167,7 +187,7 @@ export class Queue {
     );
     this.db.transaction(() => {
       for (const path of paths) upsert.run({ ...path, now });
-    })();
+    }).immediate();
   }
 
   /** Marks a path failed without trying it (it cannot be tried: say why). */
@@ -320,7 +340,7 @@ export class Queue {
 
   /** Paths written to the inbox and not yet taken in. */
   inboxPaths(): Set<string> {
-    return new Set(this.db.prepare<[], { store_path: string }>('SELECT store_path FROM inbox').all().map((row) => row.store_path));
+    return new Set(this.inboxes.flatMap((inbox) => inbox.prepare<[], { store_path: string }>('SELECT store_path FROM inbox').all().map((row) => row.store_path)));
   }
 
   /** When the earliest pending path is due, if any is pending. */
@@ -334,20 +354,17 @@ export class Queue {
     for (const row of this.db.prepare<[], { state: PathState; n: number }>('SELECT state, count(*) AS n FROM paths GROUP BY state').all()) {
       counts[row.state] = row.n;
     }
-    counts.inbox = (this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM inbox').get()?.n ?? 0);
+    for (const inbox of this.inboxes) counts.inbox += inbox.prepare<[], { n: number }>('SELECT count(*) AS n FROM inbox').get()?.n ?? 0;
     return counts;
   }
 
   /** When the path pending longest (or still in the inbox) was enqueued. */
   oldestPendingAt(): number | undefined {
-    const row = this.db
-      .prepare<[], { at: number | null }>(
-        `SELECT min(at) AS at FROM (
-           SELECT min(enqueued_at) AS at FROM paths WHERE state IN ('pending', 'uploading')
-           UNION ALL SELECT min(enqueued_at) FROM inbox)`,
-      )
-      .get();
-    return row?.at ?? undefined;
+    const times = [
+      this.db.prepare<[], { at: number | null }>(`SELECT min(enqueued_at) AS at FROM paths WHERE state IN ('pending', 'uploading')`).get()?.at,
+      ...this.inboxes.map((inbox) => inbox.prepare<[], { at: number | null }>('SELECT min(enqueued_at) AS at FROM inbox').get()?.at),
+    ].filter((at): at is number => typeof at === 'number');
+    return times.length === 0 ? undefined : Math.min(...times);
   }
 
   failedPaths(limit: number): FailedPath[] {
@@ -400,6 +417,17 @@ export class Queue {
   clearDaemon(pid: number): void {
     this.db.prepare('DELETE FROM daemon WHERE id = 1 AND pid = ?').run(pid);
   }
+}
+
+/** Opens a database, creating it 0600 in WAL mode with full syncs. */
+function createDatabase(file: string): Database.Database {
+  // SQLite gives the -wal and -shm files the database file's mode, so creating it 0600 covers all three.
+  if (!existsSync(file)) closeSync(openSync(file, 'a', 0o600));
+  const db = new Database(file);
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = FULL');
+  db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+  return db;
 }
 
 function migrate(db: Database.Database): void {
