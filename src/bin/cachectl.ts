@@ -8,6 +8,8 @@ import { CachectlError, errorText } from '../core/errors.js';
 import { formatBytes, showProgress } from '../cli/progress.js';
 import { openDaemon } from '../cli/daemon.js';
 import { enqueueCommand } from '../cli/enqueue.js';
+import { formatGcReport, gcCommand, type GcFlags } from '../cli/gc.js';
+import { pinCommand, pinsCommand, unpinCommand } from '../cli/pins.js';
 import { keygenCommand } from '../cli/keygen.js';
 import { pushCommand } from '../cli/push.js';
 import { retryCommand } from '../cli/retry.js';
@@ -118,6 +120,7 @@ path failed; the paths that reference a failed path are not published, so the ca
           `pushed ${result.uploaded.length} paths (${formatBytes(result.narBytes)} NAR, ${formatBytes(result.fileBytes)} ` +
             `${config.compression}) to ${result.cache} in ${result.seconds.toFixed(1)} s (${formatBytes(rate)}/s); ` +
             `${result.alreadyPresent} of ${result.closurePaths} already there` +
+            (result.repaired.length > 0 ? `; ${result.repaired.length} uploaded again after a concurrent GC removed them` : '') +
             (result.failed.length > 0 ? `; ${result.failed.length} FAILED` : '') +
             '\n',
         );
@@ -235,6 +238,84 @@ withConfigOption(withQueueOptions(
       const config = loadConfig(flags);
       const retried = await retryCommand(paths, flags.all === true, config);
       process.stdout.write(`retrying ${retried.length} paths\n`);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+/** Options of the commands that only talk to the cache. */
+function withCacheOptions(command: Command): Command {
+  return withConfigOption(command.option('--to <url>', `the cache: file:///DIR or s3://BUCKET?endpoint=URL&region=R&prefix=P (env ${ENV_NAMES.to})`));
+}
+
+withCacheOptions(
+  program
+    .command('gc')
+    .description(
+      'Delete from the cache what nothing needs any more: narinfos outside the closures of the pins, of recent uploads ' +
+        'and of what writers are uploading now, their NARs, orphaned NARs and logs. Safe while daemons and pushes keep ' +
+        'uploading. An unreachable object is first marked, and deleted by a later run once marked for the grace period.',
+    ),
+)
+  .option('--older-than <duration>', 'narinfos uploaded within this are kept, with their closures (e.g. 720h, 30m, 0s)', '720h')
+  .option('--grace <duration>', 'how long an object stays marked before it is deleted, and how old it must be to be marked', '6h')
+  .option('--dry-run', 'print what would be deleted, and change nothing')
+  .option('--jobs <n>', `requests at once (env ${ENV_NAMES.jobs}; at least 16)`)
+  .option('--metadata-cache <file>', 'where parsed narinfos are kept between runs (default: under $XDG_CACHE_HOME/cachectl)')
+  .option('--json', 'print the report as JSON')
+  .addHelpText(
+    'after',
+    `
+Examples:
+  cachectl gc --to 's3://my-cache?region=eu-west-1' --dry-run
+  cachectl gc --to file:///var/cache/nix --older-than 2160h --grace 1h`,
+  )
+  .action(async (flags: CommonFlags & GcFlags) => {
+    try {
+      const config = loadConfig(flags);
+      const showNotes = process.stderr.isTTY && flags.json !== true;
+      const report = await gcCommand(flags, config, process.env, showNotes ? (text) => process.stderr.write(`\r\x1b[K${text}`) : undefined);
+      if (showNotes) process.stderr.write('\r\x1b[K');
+      process.stdout.write(flags.json === true ? `${JSON.stringify(report)}\n` : formatGcReport(report));
+      if (report.stopped !== undefined) process.exitCode = 1;
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+withCacheOptions(
+  program
+    .command('pin')
+    .description('Keep store paths and their closures in the cache whatever their age: a GC root in the bucket (gcroots/NAME), replacing what NAME held.')
+    .argument('<name>', "the pin's name: letters, digits, '.', '_', '-'")
+    .argument('<paths...>', 'store paths the cache has, or links to them such as ./result'),
+).action(async (name: string, paths: string[], flags: CommonFlags) => {
+  try {
+    const pinned = await pinCommand(name, paths, loadConfig(flags));
+    process.stdout.write(`pinned ${pinned.length} paths as ${name}\n`);
+  } catch (err) {
+    fail(err);
+  }
+});
+
+withCacheOptions(program.command('unpin').description('Remove a pin; the next GC may then collect what only it kept.').argument('<name>', 'the pin')).action(
+  async (name: string, flags: CommonFlags) => {
+    try {
+      await unpinCommand(name, loadConfig(flags));
+      process.stdout.write(`unpinned ${name}\n`);
+    } catch (err) {
+      fail(err);
+    }
+  },
+);
+
+withCacheOptions(program.command('pins').description('List the pins of the cache and the paths each keeps.'))
+  .option('--json', 'print the pins as JSON')
+  .action(async (flags: CommonFlags) => {
+    try {
+      const pins = await pinsCommand(loadConfig(flags));
+      if (flags.json === true) process.stdout.write(`${JSON.stringify(pins)}\n`);
+      else for (const { name, paths, problems } of pins) process.stdout.write(`${name}\n${[...paths, ...problems].map((line) => `  ${line}\n`).join('')}`);
     } catch (err) {
       fail(err);
     }

@@ -3,8 +3,12 @@ export interface ObjectEntry {
   key: string;
   sizeBytes: number;
   lastModified: Date;
-  etag?: string;
+  /** changes whenever the content may have: S3's ETag, or size, mtime and inode of a file */
+  etag: string;
 }
+
+/** The most keys one `delete` takes (S3's DeleteObjects limit). */
+export const DELETE_BATCH_KEYS = 1000;
 
 /**
  * The bucket: the same layout (section 4 of DESIGN.md) for `s3://` and `file://`. Keys are relative to the
@@ -21,6 +25,11 @@ export interface CacheBackend {
   putStream(key: string, body: AsyncIterable<Buffer>, contentType: string, sizeHintBytes: number): Promise<void>;
   /** Keys directly under `prefix` (one level, like a directory), in byte order, a page at a time. */
   list(prefix: string, options?: { startAfter?: string }): AsyncIterable<ObjectEntry[]>;
+  /**
+   * Deletes up to DELETE_BATCH_KEYS keys (missing ones are no error). `timeoutMs` bounds the whole request:
+   * the GC relies on a delete taking effect within a known time of the checks that allowed it.
+   */
+  delete(keys: readonly string[], options?: { timeoutMs?: number }): Promise<void>;
   close(): void;
 }
 

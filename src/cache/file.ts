@@ -80,10 +80,22 @@ export class FileBackend implements CacheBackend {
       const page: ObjectEntry[] = [];
       for (const key of keys.slice(start, start + LIST_PAGE)) {
         const info = await stat(this.path(key)).catch(() => undefined);
-        if (info?.isFile()) page.push({ key, sizeBytes: info.size, lastModified: info.mtime });
+        if (info?.isFile()) page.push({ key, sizeBytes: info.size, lastModified: info.mtime, etag: `${info.size}-${info.mtimeMs}-${info.ino}` });
       }
       yield page;
     }
+  }
+
+  async delete(keys: readonly string[]): Promise<void> {
+    await Promise.all(
+      keys.map(async (key) => {
+        try {
+          await unlink(this.path(key));
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw this.failure(key, err);
+        }
+      }),
+    );
   }
 
   close(): void {}

@@ -26,3 +26,34 @@ export function renderCacheInfo(storeDir: string): string {
 export function cacheInfoStoreDir(text: string): string | undefined {
   return /^StoreDir: (.*)$/m.exec(text)?.[1];
 }
+
+export const NAR_PREFIX = 'nar/';
+export const LOG_PREFIX = 'log/';
+/** pins: `gcroots/<name>`, one store path per line */
+export const PINS_PREFIX = 'gcroots/';
+/** writers' leases: `cachectl/leases/<writer-id>` */
+export const LEASES_PREFIX = 'cachectl/leases/';
+/** one object per GC sweeping now: `cachectl/gc/sweeping/<gc-id>` */
+export const SWEEPS_PREFIX = 'cachectl/gc/sweeping/';
+/** the GC's marks: when each unreachable object was first seen unreachable */
+export const MARKS_KEY = 'cachectl/gc/marks';
+
+const NIX32 = '[0123456789abcdfghijklmnpqrsvwxyz]';
+const NARINFO_KEY = new RegExp(`^(${NIX32}{32})\\.narinfo$`);
+const NAR_KEY = /^nar\/[0-9a-z]+\.nar(\.[a-z0-9]+)?$/;
+const LOG_KEY = new RegExp(`^log/${NIX32}{32}-[A-Za-z0-9+._?=-]+\\.drv$`);
+/** names of pins and writer ids: no slashes, nothing hidden */
+export const NAME_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
+
+/** The hash part a narinfo key is for, or undefined if the key is not a narinfo's. */
+export function narInfoHashPart(key: string): string | undefined {
+  return NARINFO_KEY.exec(key)?.[1];
+}
+
+export function isNarKey(key: string): boolean {
+  return NAR_KEY.test(key);
+}
+
+export function isLogKey(key: string): boolean {
+  return LOG_KEY.test(key);
+}

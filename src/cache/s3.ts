@@ -1,4 +1,5 @@
 import {
+  DeleteObjectsCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
@@ -8,6 +9,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CachectlError } from '../core/errors.js';
@@ -71,6 +73,17 @@ export class S3Backend implements CacheBackend {
       ...(url.endpoint === undefined ? {} : { endpoint: url.endpoint, endpointProvider: () => ({ url: new URL(this.bucketUrl) }) }),
       ...(url.profile === undefined ? {} : { profile: url.profile }),
     });
+    // DeleteObjects must carry a checksum; the SDK sends only CRC32, which Swift's s3api does not accept.
+    this.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const request = args.request as { body?: unknown; headers: Record<string, string> };
+        if (context.commandName === 'DeleteObjectsCommand' && typeof request.body === 'string') {
+          request.headers['content-md5'] = createHash('md5').update(request.body).digest('base64');
+        }
+        return next(args);
+      },
+      { step: 'build', name: 'contentMd5ForDeleteObjects', priority: 'low' },
+    );
   }
 
   private key(key: string): string {
@@ -207,12 +220,31 @@ export class S3Backend implements CacheBackend {
                 key: object.Key.slice(this.url.prefix.length),
                 sizeBytes: object.Size ?? 0,
                 lastModified: object.LastModified ?? new Date(0),
-                ...(object.ETag === undefined ? {} : { etag: object.ETag }),
+                etag: object.ETag ?? `${object.Size ?? 0}-${object.LastModified?.getTime() ?? 0}`,
               },
             ],
       );
       continuationToken = response.IsTruncated === true ? response.NextContinuationToken : undefined;
     } while (continuationToken !== undefined);
+  }
+
+  async delete(keys: readonly string[], options: { timeoutMs?: number } = {}): Promise<void> {
+    if (keys.length === 0) return;
+    let response;
+    try {
+      response = await this.client.send(
+        new DeleteObjectsCommand({ Bucket: this.url.bucket, Delete: { Objects: keys.map((key) => ({ Key: this.key(key) })), Quiet: true } }),
+        options.timeoutMs === undefined ? {} : { abortSignal: AbortSignal.timeout(Math.max(1, Math.floor(options.timeoutMs))) },
+      );
+    } catch (err) {
+      throw this.failure(`DELETE ${keys.length} keys (${keys[0]}…)`, err);
+    }
+    const error = response.Errors?.[0];
+    if (error !== undefined) {
+      throw new CachectlError('CACHE_WRITE_FAILED', `DELETE ${error.Key ?? '?'} in ${this.displayUrl}: ${error.Code ?? ''} ${error.Message ?? ''}`.trim(), {
+        retryable: true,
+      });
+    }
   }
 
   close(): void {

@@ -1,6 +1,7 @@
 import { CachectlError } from '../core/errors.js';
 import type { Config } from '../core/config.js';
 import { openCache } from '../cache/open.js';
+import { LeaseWriter } from '../gc/lease.js';
 import { LocalStore } from '../nix/local-store.js';
 import { resolveStorePath } from '../nix/resolve.js';
 import { loadSecretKeys } from '../upload/secret-keys.js';
@@ -25,6 +26,7 @@ export async function pushCommand(
   const keys = await loadSecretKeys(config.secretKeyFiles);
   const store = new LocalStore();
   const backend = await openCache(config.cacheUrl);
+  const lease = new LeaseWriter(backend);
   try {
     const roots: string[] = [];
     for (const arg of args) roots.push(await resolveStorePath(arg, store.storeDir));
@@ -35,9 +37,11 @@ export async function pushCommand(
       keys,
       jobs: config.jobs,
       progress,
+      lease,
     });
     return { ...result, cache: backend.displayUrl, seconds: (Date.now() - started) / 1000 };
   } finally {
+    lease.close();
     backend.close();
     store.close();
   }

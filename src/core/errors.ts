@@ -26,6 +26,9 @@ export const ERROR_CODES = [
   'QUEUE_UNREADABLE',
   'DAEMON_RUNNING',
   'PATH_NOT_QUEUED',
+  'PATH_NOT_IN_CACHE',
+  'PIN_INVALID',
+  'PIN_NOT_FOUND',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -13,6 +13,7 @@ import type { DaemonRecord, NewPath, Queue } from '../queue/queue.js';
 import { readSpool, removeSpoolFiles } from '../queue/spool.js';
 import { ensureCacheInfo, failureOf, newProgress, pushClosures, type PushFailure } from '../upload/push.js';
 import { watchdogIntervalMs, type Notifier } from './notify.js';
+import { LeaseWriter } from '../gc/lease.js';
 import { Waker, watchQueue } from './wake.js';
 
 /** Failures of the cache as a whole: they pause the uploader and use up no path's tries. */
@@ -77,6 +78,7 @@ export class Daemon {
   private readonly now: () => number;
   private readonly leaseMs: number;
   private readonly waker = new Waker();
+  private readonly lease: LeaseWriter;
   private readonly startedAt: number;
   private stopping = false;
   private inFlight: string[] = [];
@@ -99,6 +101,7 @@ export class Daemon {
     this.leaseMs = options.leaseMs ?? 60_000;
     this.jobs = options.jobs;
     this.startedAt = this.now();
+    this.lease = new LeaseWriter(options.backend);
   }
 
   /**
@@ -123,6 +126,7 @@ export class Daemon {
       await this.loop();
     } finally {
       for (const timer of timers) clearInterval(timer);
+      this.lease.close();
       await unwatch();
       this.queue.clearDaemon(process.pid);
     }
@@ -260,7 +264,7 @@ export class Daemon {
       if (validRoots.length === 0) return;
       const progress = newProgress();
       const { backend, store, compression, keys } = this.options;
-      const result = await pushClosures(validRoots, { backend, store, compression, keys, jobs: this.jobs, progress });
+      const result = await pushClosures(validRoots, { backend, store, compression, keys, jobs: this.jobs, progress, lease: this.lease });
       if (this.inFlight.length === 0) return; // a drain timed out and handed the paths back already
       const failures = new Map(result.failed.map((failure) => [failure.path, failure]));
       const uploaded = validRoots.filter((root) => !failures.has(root));
@@ -268,7 +272,7 @@ export class Daemon {
       this.releaseGcRoots(uploaded);
       this.count(result.uploaded.length, result.narBytes);
       this.log.info(
-        { roots: validRoots.length, uploaded: result.uploaded.length, present: result.alreadyPresent, narBytes: result.narBytes, ms: this.now() - started },
+        { roots: validRoots.length, uploaded: result.uploaded.length, repaired: result.repaired.length, present: result.alreadyPresent, narBytes: result.narBytes, ms: this.now() - started },
         'uploaded',
       );
       const trouble = result.failed.find((failure) => CACHE_TROUBLE.has(failure.rootCode));

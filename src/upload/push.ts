@@ -1,12 +1,15 @@
 import { basename } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { CachectlError, errorText, type ErrorCode } from '../core/errors.js';
 import { renderNarInfo, type Compression } from '../core/narinfo.js';
 import type { SecretKey } from '../core/signing.js';
-import { Limiter } from '../core/limit.js';
+import { Limiter, mapLimit } from '../core/limit.js';
 import type { CacheBackend } from '../cache/backend.js';
 import { CONTENT_TYPES } from '../cache/backend.js';
 import { CACHE_INFO_KEY, cacheInfoStoreDir, narInfoKey, renderCacheInfo } from '../cache/layout.js';
 import { findPresent } from '../cache/present.js';
+import { SWEEP_WINDOW_MS, type LeaseWriter } from '../gc/lease.js';
 import type { LocalStore, PathInfo } from '../nix/local-store.js';
 import { LARGE_NAR_BYTES, makeNarInfo, uploadNar } from './pipeline.js';
 
@@ -26,6 +29,8 @@ export interface PushOptions {
   jobs: number;
   /** counters the caller may read while the push runs (for a progress line) */
   progress?: PushProgress;
+  /** the writer's lease, for pushing safely while a GC runs */
+  lease?: LeaseWriter;
 }
 
 export interface PushProgress {
@@ -54,6 +59,8 @@ export interface PushResult {
   closurePaths: number;
   alreadyPresent: number;
   uploaded: string[];
+  /** paths uploaded again because a concurrent GC deleted them after they were found present or uploaded */
+  repaired: string[];
   failed: PushFailure[];
   narBytes: number;
   fileBytes: number;
@@ -88,33 +95,70 @@ function isCacheWide(err: unknown): boolean {
  * Uploads the closures of `roots`: the paths the cache lacks, NARs in parallel (largest first), each narinfo
  * published only after its NAR and the narinfos of all its references. A path that fails takes the paths that
  * reference it with it, so a reader never sees a narinfo whose NAR or references are missing.
+ *
+ * With a lease, the closure is leased before the cache is asked what it has, and when a GC was sweeping, the
+ * closure is checked again once the sweep can no longer delete what the lease came too late for, and what it
+ * deleted is uploaded again (see gc/lease.ts).
  */
 export async function pushClosures(roots: readonly string[], options: PushOptions): Promise<PushResult> {
   const { backend, store } = options;
   const progress = options.progress ?? newProgress();
   const infos = store.queryClosure(roots);
-  await ensureCacheInfo(backend, store.storeDir);
-  const hashPartOf = (path: string): string => basename(path).slice(0, 32);
-  const present = await findPresent(backend, [...infos.keys()].map(hashPartOf));
-  const missing = [...infos.values()]
-    .filter((info) => !present.has(hashPartOf(info.path)))
-    .sort((a, b) => b.narSize - a.narSize);
+  const hold = await options.lease?.hold([...infos.values()]);
+  try {
+    await ensureCacheInfo(backend, store.storeDir);
+    const present = await findPresent(backend, [...infos.keys()].map(hashPartOf));
+    const missing = [...infos.values()].filter((info) => !present.has(hashPartOf(info.path)));
+    progress.pathsTotal = missing.length;
+    progress.narBytesTotal = missing.reduce((sum, info) => sum + info.narSize, 0);
+    const result: PushResult = {
+      closurePaths: infos.size,
+      alreadyPresent: infos.size - missing.length,
+      uploaded: [],
+      repaired: [],
+      failed: [],
+      narBytes: 0,
+      fileBytes: 0,
+    };
+    const narKeys = await publishPaths(missing, options, progress, result, result.uploaded);
+    if (hold?.mustRecheck()) {
+      await sleep(Math.max(0, hold.heldAt + SWEEP_WINDOW_MS - performance.now()));
+      const stillPresent = await findPresent(backend, [...infos.keys()].map(hashPartOf));
+      const narsGone = new Set<string>();
+      await mapLimit([...narKeys], options.jobs, async ([path, key]) => {
+        if (!(await backend.exists(key))) narsGone.add(path);
+      });
+      const failed = new Set(result.failed.map((failure) => failure.path));
+      const deleted = [...infos.values()].filter(
+        (info) => !failed.has(info.path) && (!stillPresent.has(hashPartOf(info.path)) || narsGone.has(info.path)),
+      );
+      await publishPaths(deleted, options, newProgress(), result, result.repaired);
+    }
+    return result;
+  } finally {
+    hold?.release();
+  }
+}
 
-  progress.pathsTotal = missing.length;
-  progress.narBytesTotal = missing.reduce((sum, info) => sum + info.narSize, 0);
-  const result: PushResult = {
-    closurePaths: infos.size,
-    alreadyPresent: infos.size - missing.length,
-    uploaded: [],
-    failed: [],
-    narBytes: 0,
-    fileBytes: 0,
-  };
+const hashPartOf = (path: string): string => basename(path).slice(0, 32);
 
+/**
+ * Uploads `paths` (NAR, then narinfo after its references'), adding to `result` and `published`. Returns the
+ * NAR key of every path published.
+ */
+async function publishPaths(
+  paths: readonly PathInfo[],
+  options: PushOptions,
+  progress: PushProgress,
+  result: PushResult,
+  published: string[],
+): Promise<Map<string, string>> {
+  const { backend } = options;
+  const narKeys = new Map<string, string>();
   const limiter = new Limiter(options.jobs);
   const largeLimiter = new Limiter(LARGE_NARS_AT_ONCE);
   let cacheFailure: unknown;
-  const published = new Map<string, Promise<void>>();
+  const publishing = new Map<string, Promise<void>>();
   const publish = async (info: PathInfo): Promise<void> => {
     const upload = () =>
       limiter.run(async () => {
@@ -124,15 +168,16 @@ export async function pushClosures(roots: readonly string[], options: PushOption
     // A large NAR waits for a large slot before it takes a job slot, so small NARs are never held up by it.
     const nar = await (info.narSize > LARGE_NAR_BYTES ? largeLimiter.run(upload) : upload());
     for (const ref of info.references) {
-      if (ref !== info.path) await published.get(ref);
+      if (ref !== info.path) await publishing.get(ref);
     }
     const narInfo = makeNarInfo(info, nar, options.keys);
     await backend.put(narInfoKey(hashPartOf(info.path)), Buffer.from(renderNarInfo(narInfo)), CONTENT_TYPES.narinfo);
-    result.uploaded.push(info.path);
+    narKeys.set(info.path, nar.key);
+    published.push(info.path);
     result.narBytes += nar.narSize;
     result.fileBytes += nar.fileSize;
   };
-  for (const info of missing) {
+  for (const info of [...paths].sort((a, b) => b.narSize - a.narSize)) {
     const done = publish(info).catch((err: unknown) => {
       if (isCacheWide(err)) cacheFailure ??= err;
       const failure: PushFailure =
@@ -143,10 +188,10 @@ export async function pushClosures(roots: readonly string[], options: PushOption
       throw new DependencyFailed(err instanceof DependencyFailed ? err.failure : failure);
     });
     done.catch(() => undefined).finally(() => (progress.pathsDone += 1));
-    published.set(info.path, done);
+    publishing.set(info.path, done);
   }
-  await Promise.allSettled(published.values());
-  return result;
+  await Promise.allSettled(publishing.values());
+  return narKeys;
 }
 
 /** The report of `path` failing with `err` itself (not through a reference). */

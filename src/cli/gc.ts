@@ -1,0 +1,78 @@
+import { createHash } from 'node:crypto';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import type { Config } from '../core/config.js';
+import { formatDuration, parseDuration } from '../core/duration.js';
+import { CachectlError } from '../core/errors.js';
+import { openCache } from '../cache/open.js';
+import { collectGarbage, DEFAULT_GRACE, DEFAULT_OLDER_THAN, type GcReport, type Tally } from '../gc/gc.js';
+import { MetaCache } from '../gc/meta-cache.js';
+import { formatBytes } from './progress.js';
+
+export interface GcFlags {
+  olderThan?: string;
+  grace?: string;
+  dryRun?: boolean;
+  metadataCache?: string;
+}
+
+/** Where the parsed narinfos of a cache are kept between runs: one file per cache URL. */
+export function defaultMetadataCache(displayUrl: string, env: Readonly<Record<string, string | undefined>>): string {
+  const base = env['XDG_CACHE_HOME'] || join(env['HOME'] || homedir(), '.cache');
+  return join(base, 'cachectl', `gc-${createHash('sha256').update(displayUrl).digest('hex').slice(0, 16)}.db`);
+}
+
+/** `cachectl gc`: one run of the bucket GC. */
+export async function gcCommand(
+  flags: GcFlags,
+  config: Config,
+  env: Readonly<Record<string, string | undefined>>,
+  onProgress?: (note: string) => void,
+): Promise<GcReport & { olderThan: string; grace: string }> {
+  if (config.cacheUrl === undefined) {
+    throw new CachectlError('CONFIG_INVALID', 'no cache given: pass --to URL or set CACHECTL_TO');
+  }
+  const olderThanMs = parseDuration(flags.olderThan ?? DEFAULT_OLDER_THAN, '--older-than');
+  const graceMs = parseDuration(flags.grace ?? DEFAULT_GRACE, '--grace');
+  const backend = await openCache(config.cacheUrl);
+  const metaCache = MetaCache.open(flags.metadataCache ?? defaultMetadataCache(backend.displayUrl, env));
+  try {
+    const report = await collectGarbage({
+      backend,
+      olderThanMs,
+      graceMs,
+      dryRun: flags.dryRun === true,
+      metaCache,
+      jobs: Math.max(config.jobs, 16),
+      ...(onProgress === undefined ? {} : { onProgress }),
+    });
+    return { ...report, olderThan: formatDuration(olderThanMs), grace: formatDuration(graceMs) };
+  } finally {
+    metaCache.close();
+    backend.close();
+  }
+}
+
+export function formatGcReport(report: GcReport & { olderThan: string; grace: string }): string {
+  const show = (tally: Tally, what: string) => `${tally.count} ${what} (${formatBytes(tally.bytes)})`;
+  const { deleted, waiting } = report;
+  const lines = [
+    `${report.dryRun ? 'would delete' : 'deleted'} ${show(deleted.narinfos, 'narinfos')}, ${show(deleted.nars, 'NARs')}, ${show(deleted.logs, 'logs')}, ` +
+      `${deleted.leases} expired leases, ${deleted.sweepMarks} marks of stopped GCs` +
+      ` — ${formatBytes(deleted.narinfos.bytes + deleted.nars.bytes + deleted.logs.bytes)} freed${report.dryRun ? ' (dry run: nothing deleted)' : ''}`,
+    `kept ${report.reachable} of ${report.narinfos} narinfos: the closures of ${report.roots.pinned} pinned paths, ` +
+      `${report.roots.recent} narinfos newer than ${report.olderThan} and ${report.roots.leased} paths writers hold`,
+  ];
+  const waitingCount = waiting.narinfos.count + waiting.nars.count + waiting.logs.count;
+  if (waitingCount > 0) {
+    lines.push(`marked, deleted once marked for ${report.grace}: ${show(waiting.narinfos, 'narinfos')}, ${show(waiting.nars, 'NARs')}, ${show(waiting.logs, 'logs')}`);
+  }
+  if (report.young.count > 0) lines.push(`unreachable but younger than ${report.grace}, not marked yet: ${show(report.young, 'objects')}`);
+  if (report.spared > 0) lines.push(`spared ${report.spared} objects that a new pin or lease protected just before their delete`);
+  if (report.brokenNarInfos > 0) lines.push(`${report.brokenNarInfos} narinfos refer to paths the cache does not have (they were like that before this run)`);
+  for (const problem of report.problems) lines.push(`problem: ${problem}`);
+  if (report.foreign.length > 0) lines.push(`not cachectl's, left alone: ${report.foreign.join(', ')}`);
+  if (report.stopped !== undefined) lines.push(`stopped early: ${report.stopped}`);
+  lines.push(`took ${report.seconds.toFixed(1)} s`);
+  return `${lines.join('\n')}\n`;
+}

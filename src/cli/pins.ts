@@ -1,0 +1,37 @@
+import type { Config } from '../core/config.js';
+import { CachectlError } from '../core/errors.js';
+import { DEFAULT_STORE_DIR } from '../core/store-path.js';
+import type { CacheBackend } from '../cache/backend.js';
+import { openCache } from '../cache/open.js';
+import { listPins, pin, unpin, type PinListing } from '../gc/pins.js';
+import { resolveStorePath } from '../nix/resolve.js';
+
+async function withCache<T>(config: Config, work: (backend: CacheBackend) => Promise<T>): Promise<T> {
+  if (config.cacheUrl === undefined) {
+    throw new CachectlError('CONFIG_INVALID', 'no cache given: pass --to URL or set CACHECTL_TO');
+  }
+  const backend = await openCache(config.cacheUrl);
+  try {
+    return await work(backend);
+  } finally {
+    backend.close();
+  }
+}
+
+/** `cachectl pin NAME PATH…`: store paths (they need not be in the local store) or links to them. */
+export async function pinCommand(name: string, paths: readonly string[], config: Config): Promise<string[]> {
+  const storePaths: string[] = [];
+  for (const path of paths) storePaths.push(await resolveStorePath(path, DEFAULT_STORE_DIR));
+  return withCache(config, async (backend) => {
+    await pin(backend, name, storePaths);
+    return storePaths;
+  });
+}
+
+export function unpinCommand(name: string, config: Config): Promise<void> {
+  return withCache(config, (backend) => unpin(backend, name));
+}
+
+export function pinsCommand(config: Config): Promise<PinListing[]> {
+  return withCache(config, (backend) => listPins(backend));
+}

@@ -1,0 +1,344 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { utimesSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parseCacheUrl } from '../src/core/cache-url.js';
+import { parseDuration } from '../src/core/duration.js';
+import { nix32Encode } from '../src/core/nix32.js';
+import type { CacheBackend } from '../src/cache/backend.js';
+import { LEASES_PREFIX, MARKS_KEY } from '../src/cache/layout.js';
+import { openCache } from '../src/cache/open.js';
+import { cacheProblems } from './helpers/cache.js';
+import { cachectl, CACHECTL, execFileAsync, newKey, nixClosure, nixVerify, requireNix, tempDir, testEnv, type Key } from './helpers/nix.js';
+import { startS3rver, type S3Server } from './helpers/s3rver.js';
+
+/** Every key of the layout's prefixes (and the top level). */
+async function allKeys(backend: CacheBackend): Promise<string[]> {
+  const keys: string[] = [];
+  for (const prefix of ['', 'nar/', 'log/', 'gcroots/', 'cachectl/leases/', 'cachectl/gc/', 'cachectl/gc/sweeping/', 'realisations/']) {
+    for await (const page of backend.list(prefix)) keys.push(...page.map((entry) => entry.key));
+  }
+  return keys.sort();
+}
+
+/** Forgets the writers' leases, as if they had expired: what they pushed is then protected by age alone. */
+async function dropLeases(backend: CacheBackend): Promise<void> {
+  for await (const page of backend.list(LEASES_PREFIX)) await backend.delete(page.map((entry) => entry.key));
+}
+
+interface GcJson {
+  dryRun: boolean;
+  deleted: { narinfos: { count: number }; nars: { count: number }; logs: { count: number }; leases: number };
+  waiting: { narinfos: { count: number } };
+  young: { count: number };
+  problems: string[];
+  foreign: string[];
+  stopped?: string;
+}
+
+/** Closures with shared dependencies, built once: bases, leaves that each use two bases, old paths using one. */
+async function buildShared(nonce: string, leaves: number): Promise<{ bases: string[]; leaves: string[]; old: string[] }> {
+  const file = join(tempDir('gc-nix'), 'shared.nix');
+  writeFileSync(
+    file,
+    `{ nonce }: let
+      mk = name: script: attrs: derivation ({ name = "cachectl-gc-\${name}-\${nonce}"; system = builtins.currentSystem;
+        builder = "/bin/sh"; args = [ "-ec" script ]; PATH = "/usr/bin:/bin"; } // attrs);
+      bases = builtins.genList (k: mk "base-\${toString k}" "head -c 20000 /dev/urandom > $out" {}) 6;
+      at = i: builtins.elemAt bases (i - 6 * (i / 6));
+    in {
+      bases = bases;
+      leaves = builtins.genList (i: mk "leaf-\${toString i}" "printf '%s %s' $a $b > $out" { a = at i; b = at (i * 7 + 1); }) ${leaves};
+      old = builtins.genList (i: mk "old-\${toString i}" "printf '%s' $a > $out" { a = at i; }) 8;
+    }`,
+  );
+  const build = async (attr: string) =>
+    (await execFileAsync('nix-build', [file, '--no-out-link', '--argstr', 'nonce', nonce, '-A', attr], { env: testEnv(), maxBuffer: 1 << 24 })).stdout.trim().split('\n');
+  return { bases: await build('bases'), leaves: await build('leaves'), old: await build('old') };
+}
+
+describe('durations', () => {
+  it('reads Go-style durations and names the option when one is wrong', () => {
+    assert.equal(parseDuration('720h', '--older-than'), 720 * 3_600_000);
+    assert.equal(parseDuration('1h30m', '--grace'), 90 * 60_000);
+    assert.equal(parseDuration('0s', '--grace'), 0);
+    assert.equal(parseDuration('2.5d', '--grace'), 60 * 3_600_000);
+    for (const bad of ['', '10', 'h', '5 m', '-1h', '3w', '1h 2m']) {
+      assert.throws(() => parseDuration(bad, '--grace'), /--grace ".*" is not a duration; write it like 720h, 30m, 1h30m or 0s/);
+    }
+  });
+});
+
+for (const target of ['file', 's3'] as const) {
+  describe(`cachectl gc on ${target}://`, () => {
+    let s3: S3Server | undefined;
+    let env: NodeJS.ProcessEnv = {};
+    let key: Key;
+    /** a fresh cache for each test */
+    let newCache: () => { url: string; nixUrl: string; dir?: string };
+
+    before(async () => {
+      requireNix();
+      key = await newKey(`cachectl-gc-${target}-1`);
+      if (target === 's3') {
+        s3 = await startS3rver();
+        env = testEnv(s3.env);
+        Object.assign(process.env, s3.env, { AWS_EC2_METADATA_DISABLED: 'true', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' });
+        let n = 0;
+        newCache = () => {
+          const prefix = `t${(n += 1)}/`;
+          return { url: (s3 as S3Server).cacheUrl(prefix), nixUrl: `${(s3 as S3Server).httpUrl}/${prefix.slice(0, -1)}` };
+        };
+      } else {
+        env = testEnv();
+        newCache = () => {
+          const dir = tempDir('gc-cache');
+          return { url: `file://${dir}`, nixUrl: `file://${dir}`, dir };
+        };
+      }
+    });
+    after(() => s3?.stop());
+
+    const push = async (url: string, paths: string[]) => {
+      const result = await cachectl(['push', '--to', url, '--secret-key-file', key.secretFile, ...paths], env);
+      assert.equal(result.code, 0, result.stderr);
+    };
+    const gc = async (url: string, args: string[]): Promise<GcJson> => {
+      const result = await cachectl(['gc', '--to', url, '--json', '--metadata-cache', join(tempDir('gc-meta'), 'meta.db'), ...args], env);
+      assert.equal(result.code, 0, result.stderr);
+      return JSON.parse(result.stdout) as GcJson;
+    };
+
+    it('keeps the closures of pins and recent uploads whole, deletes old unpinned closures with their NARs, and --dry-run deletes nothing', async () => {
+      const cache = newCache();
+      const backend = await openCache(parseCacheUrl(cache.url));
+      try {
+        const { bases, leaves, old } = await buildShared(`retain-${target}-${Date.now()}`, 2);
+        const [pinned, recent] = leaves as [string, string];
+        // old[1], old[2] and base 5 are needed by nothing pinned or recent; bases 1 and 2 are (leaf i uses bases i and 7i+1)
+        const oldRoots = [old[1] as string, old[2] as string, bases[5] as string];
+        await push(cache.url, [pinned, ...oldRoots]);
+        await dropLeases(backend);
+        // what the old ones are older than: 7 s (leaving time for the steps between the last push and the GC)
+        await sleep(10_000);
+        await push(cache.url, [recent]);
+        await dropLeases(backend);
+        const pin = await cachectl(['pin', 'release-1', pinned, '--to', cache.url], env);
+        assert.equal(pin.code, 0, pin.stderr);
+
+        const keep = new Set(await nixClosure([pinned, recent]));
+        const doomed = (await nixClosure(oldRoots)).filter((path) => !keep.has(path));
+        assert.ok(doomed.length >= 3, `the old closures have paths of their own: ${doomed.join(' ')}`);
+        const before = await allKeys(backend);
+        const plan = await gc(cache.url, ['--older-than', '7s', '--grace', '0s', '--dry-run']);
+        assert.equal(plan.dryRun, true);
+        assert.equal(plan.deleted.narinfos.count, doomed.length);
+        assert.equal(plan.deleted.nars.count, doomed.length);
+        assert.deepEqual(await allKeys(backend), before, '--dry-run changed the bucket');
+
+        const done = await gc(cache.url, ['--older-than', '7s', '--grace', '0s']);
+        assert.equal(done.deleted.narinfos.count, doomed.length);
+        assert.equal(done.deleted.nars.count, doomed.length);
+        assert.deepEqual(done.problems, []);
+        const after = new Set(await allKeys(backend));
+        for (const path of doomed) assert.ok(!after.has(`${path.slice(11, 43)}.narinfo`), `${path} survived`);
+        for (const path of keep) assert.ok(after.has(`${path.slice(11, 43)}.narinfo`), `${path} was deleted`);
+        assert.deepEqual((await cacheProblems(backend)).problems, []);
+        const verify = await nixVerify(cache.nixUrl, key.publicKey, [pinned, recent]);
+        assert.equal(verify.code, 0, verify.stderr);
+
+        // Unpinned and all old: nothing is left but nix-cache-info.
+        assert.equal((await cachectl(['unpin', 'release-1', '--to', cache.url], env)).code, 0);
+        const unpinAgain = await cachectl(['unpin', 'release-1', '--to', cache.url], env);
+        assert.match(unpinAgain.stderr, /there is no pin "release-1" in .*; cachectl pins lists them/);
+        await gc(cache.url, ['--older-than', '0s', '--grace', '0s']);
+        assert.deepEqual(await allKeys(backend), ['nix-cache-info']);
+      } finally {
+        backend.close();
+      }
+    });
+
+    it('marks before it deletes: nothing younger than the grace, nothing marked for less than it', async () => {
+      const cache = newCache();
+      const backend = await openCache(parseCacheUrl(cache.url));
+      try {
+        const { old } = await buildShared(`grace-${target}-${Date.now()}`, 1);
+        await push(cache.url, [old[0] as string]);
+        await dropLeases(backend);
+        const young = await gc(cache.url, ['--older-than', '0s', '--grace', '1h']);
+        assert.equal(young.young.count, 4, 'two narinfos and two NARs, too young to be marked');
+        assert.equal(young.deleted.narinfos.count + young.waiting.narinfos.count, 0);
+        if (cache.dir === undefined) return; // the rest needs old objects, which only a directory can fake
+        const twoHoursAgo = new Date(Date.now() - 2 * 3_600_000);
+        for (const key of await allKeys(backend)) utimesSync(join(cache.dir, key), twoHoursAgo, twoHoursAgo);
+        const marked = await gc(cache.url, ['--older-than', '1h', '--grace', '1h']);
+        assert.equal(marked.waiting.narinfos.count, 2);
+        assert.equal(marked.deleted.narinfos.count, 0);
+        const again = await gc(cache.url, ['--older-than', '1h', '--grace', '1h']);
+        assert.equal(again.deleted.narinfos.count, 0, 'marked just now: not yet');
+        // Once marked for longer than the grace, they go.
+        const marks = (await backend.get(MARKS_KEY))?.toString('utf8') ?? '';
+        await backend.put(MARKS_KEY, Buffer.from(marks.replace(/^\d+ /gm, `${twoHoursAgo.getTime()} `)), 'text/plain');
+        const swept = await gc(cache.url, ['--older-than', '1h', '--grace', '1h']);
+        assert.equal(swept.deleted.narinfos.count, 2);
+        assert.equal(swept.deleted.nars.count, 2);
+      } finally {
+        backend.close();
+      }
+    });
+
+    it('reports malformed narinfos, bad pins and foreign keys, and never deletes them or what they seem to need', async () => {
+      const cache = newCache();
+      const backend = await openCache(parseCacheUrl(cache.url));
+      try {
+        const { bases } = await buildShared(`foreign-${target}-${Date.now()}`, 1);
+        await push(cache.url, [bases[0] as string, bases[1] as string]);
+        await dropLeases(backend);
+        const base1 = (bases[1] as string).slice(11);
+        const malformedKey = `${'0'.repeat(31)}1.narinfo`;
+        // refers to base 1 but has no NarSize: kept, and base 1 with it
+        await backend.put(malformedKey, Buffer.from(`StorePath: /nix/store/${'0'.repeat(31)}1-x\nURL: nar/abc.nar\nReferences: ${base1}\n`), 'text/x-nix-narinfo');
+        await backend.put('notes.txt', Buffer.from('hello\n'), 'text/plain');
+        await backend.put('nar/not-a-nar', Buffer.from('x'), 'text/plain');
+        await backend.put('realisations/sha256:abc!out.doi', Buffer.from('{}'), 'application/json');
+        await backend.put('gcroots/odd', Buffer.from('/tmp/not-a-store-path\n'), 'text/plain');
+        const report = await gc(cache.url, ['--older-than', '0s', '--grace', '0s']);
+        assert.equal(report.deleted.narinfos.count, 1, 'only base 0');
+        assert.ok(report.problems.some((problem) => problem.startsWith(`${malformedKey}: narinfo ${malformedKey} is malformed: it has no NarSize; kept`)), report.problems.join('\n'));
+        assert.ok(report.problems.some((problem) => /^pin gcroots\/odd: line "\/tmp\/not-a-store-path" is not a store path/.test(problem)), report.problems.join('\n'));
+        assert.deepEqual(report.foreign.sort(), ['nar/not-a-nar', 'notes.txt']);
+        const left = await allKeys(backend);
+        for (const key of [malformedKey, 'notes.txt', 'nar/not-a-nar', 'realisations/sha256:abc!out.doi', `${base1.slice(0, 32)}.narinfo`]) {
+          assert.ok(left.includes(key), `${key} was deleted`);
+        }
+      } finally {
+        backend.close();
+      }
+    });
+
+    it('writers pushing closures that share paths with garbage, while GC runs again and again with grace 0: every closure stays whole', async () => {
+      const cache = newCache();
+      const backend = await openCache(parseCacheUrl(cache.url));
+      try {
+        const { bases, leaves, old } = await buildShared(`race-${target}-${Date.now()}`, 12);
+        // The bases are in the cache only as parts of old closures nobody holds any more: garbage.
+        await push(cache.url, old);
+        await dropLeases(backend);
+        let stop = false;
+        let deleted = 0;
+        let runs = 0;
+        const collector = (async () => {
+          while (!stop) {
+            const report = await gc(cache.url, ['--older-than', '0s', '--grace', '0s']);
+            assert.equal(report.stopped, undefined);
+            deleted += report.deleted.narinfos.count;
+            runs += 1;
+          }
+        })();
+        const finished: string[] = [];
+        const writer = async (mine: string[]) => {
+          for (const leaf of mine) {
+            await push(cache.url, [leaf]);
+            finished.push(leaf);
+          }
+        };
+        await Promise.all([0, 1, 2].map((w) => writer(leaves.filter((_, i) => i % 3 === w))));
+        stop = true;
+        await collector;
+        assert.ok(runs >= 3 && deleted >= old.length, `the GC ran ${runs} times and deleted ${deleted} narinfos`);
+        assert.equal(finished.length, leaves.length);
+        assert.deepEqual((await cacheProblems(backend)).problems, []);
+        const verify = await nixVerify(cache.nixUrl, key.publicKey, finished);
+        assert.equal(verify.code, 0, verify.stderr);
+        assert.ok(bases.length > 0);
+      } finally {
+        backend.close();
+      }
+    });
+
+    it('a writer that saw a sweep checks its closure again once the sweep is past, and uploads what it deleted', async () => {
+      const cache = newCache();
+      const backend = await openCache(parseCacheUrl(cache.url));
+      try {
+        const { bases, leaves } = await buildShared(`repair-${target}-${Date.now()}`, 1);
+        const leaf = leaves[0] as string;
+        const used = [bases[0] as string, bases[1] as string];
+        await push(cache.url, used);
+        // A GC is sweeping, and its batch was allowed before the writer's lease was there: it deletes the bases
+        // the writer has just found present.
+        await backend.put('cachectl/gc/sweeping/test-gc', Buffer.from('{}\n'), 'application/json');
+        const child = spawn(process.execPath, [CACHECTL, 'push', '--json', '--to', cache.url, '--secret-key-file', key.secretFile, leaf], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+        let stdout = '';
+        child.stdout.on('data', (data: Buffer) => (stdout += data.toString()));
+        const leafKey = `${leaf.slice(11, 43)}.narinfo`;
+        for (let tries = 0; !(await backend.exists(leafKey)); tries++) {
+          assert.ok(tries < 500, 'the leaf was not published');
+          await sleep(20);
+        }
+        const narKeys = await Promise.all(used.map(async (path) => /^URL: (.*)$/m.exec((await backend.get(`${path.slice(11, 43)}.narinfo`))?.toString() ?? '')?.[1] as string));
+        await backend.delete([...used.map((path) => `${path.slice(11, 43)}.narinfo`), ...narKeys]);
+        const code = await new Promise((resolve) => child.once('exit', resolve));
+        assert.equal(code, 0);
+        const result = JSON.parse(stdout) as { uploaded: string[]; repaired: string[] };
+        assert.deepEqual(result.uploaded, [leaf]);
+        assert.deepEqual([...result.repaired].sort(), [...used].sort());
+        assert.deepEqual((await cacheProblems(backend)).problems, []);
+        const verify = await nixVerify(cache.nixUrl, key.publicKey, [leaf]);
+        assert.equal(verify.code, 0, verify.stderr);
+      } finally {
+        backend.close();
+      }
+    });
+
+    it('a GC killed mid-sweep leaves the cache consistent, and the next run finishes the work', async () => {
+      const cache = newCache();
+      const backend = await openCache(parseCacheUrl(cache.url));
+      try {
+        // A chain of synthetic narinfos, each referring to the next: deleted one layer (one request) at a time.
+        const length = target === 's3' ? 150 : 1500;
+        const hashes = Array.from({ length }, (_, i) => nix32Encode(Buffer.from(`${String(i).padStart(19, '0')}0`)).slice(0, 32));
+        const narHash = (i: number) => nix32Encode(Buffer.alloc(32, i % 256)).slice(0, 52);
+        for (let i = 0; i < length; i += 50) {
+          await Promise.all(
+            hashes.slice(i, i + 50).map(async (hash, j) => {
+              const n = i + j;
+              const ref = n + 1 < length ? `${hashes[n + 1]}-chain-${n + 1}` : '';
+              await backend.put(`nar/${narHash(n)}${n}.nar`, Buffer.from('nar'), 'application/x-nix-nar');
+              await backend.put(
+                `${hash}.narinfo`,
+                Buffer.from(`StorePath: /nix/store/${hash}-chain-${n}\nURL: nar/${narHash(n)}${n}.nar\nCompression: none\nNarHash: sha256:${narHash(n)}\nNarSize: 3\nReferences: ${ref}\n`),
+                'text/x-nix-narinfo',
+              );
+            }),
+          );
+        }
+        assert.deepEqual((await cacheProblems(backend)).problems, []);
+        const child = spawn(process.execPath, [CACHECTL, 'gc', '--to', cache.url, '--older-than', '0s', '--grace', '0s', '--metadata-cache', join(tempDir('gc-meta'), 'm.db')], {
+          env,
+          stdio: 'ignore',
+        });
+        const exited = new Promise((resolve) => child.once('exit', resolve));
+        let running = true;
+        void exited.then(() => (running = false));
+        // Kill it once it has deleted some, but not all.
+        const countNarInfos = async () => (await allKeys(backend)).filter((key) => key.endsWith('.narinfo')).length;
+        for (let n = await countNarInfos(); n === length; n = await countNarInfos()) {
+          assert.ok(running, 'the GC ended before it deleted anything');
+          await sleep(20);
+        }
+        child.kill('SIGKILL');
+        await exited;
+        const left = await countNarInfos();
+        assert.ok(left > 0 && left < length, `killed with ${left} of ${length} narinfos left`);
+        assert.deepEqual((await cacheProblems(backend)).problems, [], 'a narinfo refers to a deleted one, or lost its NAR');
+        const rest = await gc(cache.url, ['--older-than', '0s', '--grace', '0s']);
+        assert.equal(rest.deleted.narinfos.count, left);
+        assert.equal((await allKeys(backend)).filter((key) => key !== 'nix-cache-info' && !key.startsWith('cachectl/')).length, 0);
+      } finally {
+        backend.close();
+      }
+    });
+  });
+}
