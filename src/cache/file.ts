@@ -77,12 +77,12 @@ export class FileBackend implements CacheBackend {
       .filter((key) => options.startAfter === undefined || key > options.startAfter)
       .sort();
     for (let start = 0; start < keys.length; start += LIST_PAGE) {
-      const page: ObjectEntry[] = [];
-      for (const key of keys.slice(start, start + LIST_PAGE)) {
-        const info = await stat(this.path(key)).catch(() => undefined);
-        if (info?.isFile()) page.push({ key, sizeBytes: info.size, lastModified: info.mtime, etag: `${info.size}-${info.mtimeMs}-${info.ino}` });
-      }
-      yield page;
+      const slice = keys.slice(start, start + LIST_PAGE);
+      const infos = await Promise.all(slice.map((key) => stat(this.path(key)).catch(() => undefined)));
+      yield slice.flatMap((key, i) => {
+        const info = infos[i];
+        return info?.isFile() ? [{ key, sizeBytes: info.size, lastModified: info.mtime, etag: `${info.size}-${info.mtimeMs}-${info.ino}` }] : [];
+      });
     }
   }
 

@@ -61,7 +61,7 @@ export function formatGcReport(report: GcReport & { olderThan: string; grace: st
       `${deleted.leases} expired leases, ${deleted.sweepMarks} marks of stopped GCs` +
       ` — ${formatBytes(deleted.narinfos.bytes + deleted.nars.bytes + deleted.logs.bytes)} freed${report.dryRun ? ' (dry run: nothing deleted)' : ''}`,
     `kept ${report.reachable} of ${report.narinfos} narinfos: the closures of ${report.roots.pinned} pinned paths, ` +
-      `${report.roots.recent} narinfos newer than ${report.olderThan} and ${report.roots.leased} paths writers hold`,
+      `${report.roots.recent} narinfos newer than ${report.olderThan}, ${report.roots.young} more newer than ${report.grace} and ${report.roots.leased} paths writers hold`,
   ];
   const waitingCount = waiting.narinfos.count + waiting.nars.count + waiting.logs.count;
   if (waitingCount > 0) {

@@ -50,7 +50,8 @@ export interface GcReport {
   dryRun: boolean;
   seconds: number;
   narinfos: number;
-  roots: { pinned: number; recent: number; leased: number };
+  /** narinfos newer than --older-than, newer than --grace (kept, and so is what they refer to), pinned and leased paths */
+  roots: { pinned: number; recent: number; young: number; leased: number };
   /** narinfos in the closure of the roots */
   reachable: number;
   /** deleted, or with --dry-run what would be */
@@ -89,7 +90,7 @@ export async function collectGarbage(options: GcOptions): Promise<GcReport> {
     dryRun: options.dryRun,
     seconds: 0,
     narinfos: 0,
-    roots: { pinned: 0, recent: 0, leased: 0 },
+    roots: { pinned: 0, recent: 0, young: 0, leased: 0 },
     reachable: 0,
     deleted: { narinfos: tally(), nars: tally(), logs: tally(), leases: 0, sweepMarks: 0 },
     waiting: { narinfos: tally(), nars: tally(), logs: tally() },
@@ -121,14 +122,26 @@ export async function collectGarbage(options: GcOptions): Promise<GcReport> {
     if (meta.references.some((ref) => !metas.has(ref))) report.brokenNarInfos += 1;
   }
 
-  // Roots that do not change while this run lasts: recent narinfos, and malformed ones (kept, as is what they
-  // seem to refer to).
+  // Roots that do not change while this run lasts: recent narinfos; narinfos younger than the grace, which are
+  // not marked, so neither may what they refer to be; malformed ones (kept, with what they seem to refer to).
   const olderThan = startedAt - options.olderThanMs;
-  const fixedRoots = [...narinfoEntries].filter(([hashPart, entry]) => entry.lastModified.getTime() >= olderThan || metas.get(hashPart)?.problem !== undefined);
-  report.roots.recent = fixedRoots.length;
+  const graceStart = startedAt - options.graceMs;
+  const fixedRoots: string[] = [];
+  for (const [hashPart, entry] of narinfoEntries) {
+    const modified = entry.lastModified.getTime();
+    if (modified >= olderThan) report.roots.recent += 1;
+    else if (modified > graceStart) report.roots.young += 1;
+    else if (metas.get(hashPart)?.problem === undefined) continue;
+    fixedRoots.push(hashPart);
+  }
+  // What the roots reach only grows during a run: a pin or lease that goes away spares its closure until the
+  // next run, which is safe.
+  const reachable = new Set<string>();
+  extendClosure(reachable, fixedRoots, metas);
+  const rootReader = new RootReader(backend);
   const protection = async (): Promise<Protection> => {
-    const roots = await readRoots(backend, now());
-    const reachable = closure([...fixedRoots.map(([hashPart]) => hashPart), ...roots.pinned, ...roots.leased], metas);
+    const roots = await rootReader.read(now());
+    extendClosure(reachable, [...roots.pinned, ...roots.leased], metas);
     return { ...roots, reachable };
   };
   const first = await protection();
@@ -138,7 +151,6 @@ export async function collectGarbage(options: GcOptions): Promise<GcReport> {
   report.reachable = first.reachable.size;
 
   // Mark: what the roots do not reach, and is old enough.
-  const graceStart = startedAt - options.graceMs;
   const liveNarKeys = new Set([...first.reachable].flatMap((hashPart) => metas.get(hashPart)?.url ?? []));
   const liveDerivers = new Set([...first.reachable].flatMap((hashPart) => metas.get(hashPart)?.deriver ?? []));
   const unreachable: { entry: ObjectEntry; kind: 'narinfos' | 'nars' | 'logs' }[] = [
@@ -179,11 +191,40 @@ export async function collectGarbage(options: GcOptions): Promise<GcReport> {
   const deletedNarInfos = new Set<string>();
   const deletedKeys = new Set<string>();
   let done = 0;
+  let announcedAt = -Infinity;
+  // Batches shrink when a delete takes more than a quarter of the window (s3rver takes seconds for 1,000
+  // keys), and grow back to S3's 1,000 when deletes are quick.
+  let batchKeys = DELETE_BATCH_KEYS;
+  const deleteAll = async (entries: readonly ObjectEntry[], keep: (entry: ObjectEntry, current: Protection) => boolean, onDeleted: (entry: ObjectEntry) => void) => {
+    let timeouts = 0;
+    for (let start = 0; start < entries.length; ) {
+      const size = batchKeys;
+      const started = performance.now();
+      try {
+        await deleteBatch(entries.slice(start, start + size), keep, onDeleted);
+        timeouts = 0;
+      } catch (err) {
+        // Too slow for the window: the same keys again, in smaller batches, after a new check.
+        if (!(err instanceof DeleteTimeout)) throw err;
+        if ((timeouts += 1) === 3) throw new StopSweep(err.message);
+        batchKeys = Math.max(1, Math.floor(size / 4));
+        continue;
+      }
+      const took = performance.now() - started;
+      if (took > SWEEP_WINDOW_MS / 4) batchKeys = Math.max(1, Math.floor(batchKeys / 2));
+      else if (took < SWEEP_WINDOW_MS / 16) batchKeys = Math.min(DELETE_BATCH_KEYS, batchKeys * 2);
+      start += size;
+    }
+  };
   const deleteBatch = async (entries: readonly ObjectEntry[], keep: (entry: ObjectEntry, current: Protection) => boolean, onDeleted: (entry: ObjectEntry) => void) => {
     if (performance.now() - listedAt > LEASE_LINGER_MS / 2) {
       throw new StopSweep(`the listing is older than ${LEASE_LINGER_MS / 2 / 60_000} min, so new narinfos might be missed`);
     }
-    await backend.put(sweepKey, Buffer.from(`${JSON.stringify({ startedAt: new Date(startedAt).toISOString() })}\n`), 'application/json');
+    // The announcement is rewritten now and then, so that one left by a killed GC is seen to be stale.
+    if (performance.now() - announcedAt > 60_000) {
+      await backend.put(sweepKey, Buffer.from(`${JSON.stringify({ startedAt: new Date(startedAt).toISOString() })}\n`), 'application/json');
+      announcedAt = performance.now();
+    }
     const checkedAt = performance.now();
     const current = await protection();
     if (current.unreadableLeases.length > 0) {
@@ -193,7 +234,15 @@ export async function collectGarbage(options: GcOptions): Promise<GcReport> {
     report.spared += entries.length - batch.length;
     const timeoutMs = checkedAt + SWEEP_WINDOW_MS - performance.now();
     if (timeoutMs < SWEEP_WINDOW_MS / 2) throw new StopSweep('reading the pins and leases took too long to delete safely after it');
-    if (batch.length > 0) await backend.delete(batch.map((entry) => entry.key), { timeoutMs });
+    if (batch.length > 0) {
+      const sentAt = performance.now();
+      try {
+        await backend.delete(batch.map((entry) => entry.key), { timeoutMs });
+      } catch (err) {
+        if (performance.now() - sentAt < timeoutMs) throw err;
+        throw new DeleteTimeout(`a delete of ${batch.length} keys did not finish within ${Math.round(timeoutMs)} ms (${errorText(err)})`);
+      }
+    }
     for (const entry of batch) {
       deletedKeys.add(entry.key);
       onDeleted(entry);
@@ -202,45 +251,36 @@ export async function collectGarbage(options: GcOptions): Promise<GcReport> {
     note(`deleted ${done} of ${work} objects`);
   };
 
-  await backend.put(sweepKey, Buffer.from('{}\n'), 'application/json');
   try {
     for (const layer of referrersFirst(deletable.narinfos, metas)) {
-      for (const batch of chunks(layer, DELETE_BATCH_KEYS)) {
-        await deleteBatch(
-          batch,
-          (entry, current) => current.reachable.has(narInfoHashPart(entry.key) as string),
-          (entry) => {
-            deletedNarInfos.add(narInfoHashPart(entry.key) as string);
-            add(report.deleted.narinfos, entry);
-          },
-        );
-      }
+      await deleteAll(
+        layer,
+        (entry, current) => current.reachable.has(narInfoHashPart(entry.key) as string),
+        (entry) => {
+          deletedNarInfos.add(narInfoHashPart(entry.key) as string);
+          add(report.deleted.narinfos, entry);
+        },
+      );
     }
     // A NAR or log goes only when no narinfo left in the cache (or new, under a lease) needs it.
     const remaining = [...metas].filter(([hashPart]) => !deletedNarInfos.has(hashPart)).map(([, meta]) => meta);
     const keptNarKeys = new Set(remaining.flatMap((meta) => meta.url ?? []));
     const keptDerivers = new Set(remaining.flatMap((meta) => meta.deriver ?? []));
-    for (const batch of chunks(deletable.nars, DELETE_BATCH_KEYS)) {
-      await deleteBatch(
-        batch,
-        (entry, current) => keptNarKeys.has(entry.key) || current.narHashes.has(narHashOfKey(entry.key)),
-        (entry) => add(report.deleted.nars, entry),
-      );
-    }
-    for (const batch of chunks(deletable.logs, DELETE_BATCH_KEYS)) {
-      await deleteBatch(
-        batch,
-        (entry) => keptDerivers.has(entry.key.slice(LOG_PREFIX.length)),
-        (entry) => add(report.deleted.logs, entry),
-      );
-    }
-    for (const batch of chunks([...staleLeases, ...staleSweeps], DELETE_BATCH_KEYS)) {
-      await deleteBatch(
-        batch,
-        (entry, current) => (entry.key.startsWith(LEASES_PREFIX) ? current.liveLeaseKeys.has(entry.key) : false),
-        (entry) => (entry.key.startsWith(LEASES_PREFIX) ? (report.deleted.leases += 1) : (report.deleted.sweepMarks += 1)),
-      );
-    }
+    await deleteAll(
+      deletable.nars,
+      (entry, current) => keptNarKeys.has(entry.key) || current.narHashes.has(narHashOfKey(entry.key)),
+      (entry) => add(report.deleted.nars, entry),
+    );
+    await deleteAll(
+      deletable.logs,
+      (entry) => keptDerivers.has(entry.key.slice(LOG_PREFIX.length)),
+      (entry) => add(report.deleted.logs, entry),
+    );
+    await deleteAll(
+      [...staleLeases, ...staleSweeps],
+      (entry, current) => (entry.key.startsWith(LEASES_PREFIX) ? current.liveLeaseKeys.has(entry.key) : false),
+      (entry) => (entry.key.startsWith(LEASES_PREFIX) ? (report.deleted.leases += 1) : (report.deleted.sweepMarks += 1)),
+    );
   } catch (err) {
     if (!(err instanceof StopSweep)) throw err;
     report.stopped = `${err.message}; run cachectl gc again to finish`;
@@ -259,6 +299,7 @@ async function writeMarks(backend: CacheBackend, marks: Map<string, number>, exi
 }
 
 class StopSweep extends Error {}
+class DeleteTimeout extends Error {}
 
 interface Protection {
   pinned: Set<string>;
@@ -273,53 +314,65 @@ interface Protection {
   reachable: Set<string>;
 }
 
-/** Pins and live leases, read now. */
-async function readRoots(backend: CacheBackend, now: number): Promise<Omit<Protection, 'reachable'>> {
-  const [pinList, leaseList] = await Promise.all([listAll(backend, PINS_PREFIX), listAll(backend, LEASES_PREFIX)]);
-  const roots: Omit<Protection, 'reachable'> = {
-    pinned: new Set(),
-    leased: new Set(),
-    narHashes: new Set(),
-    liveLeaseKeys: new Set(),
-    staleLeases: [],
-    unreadableLeases: [],
-    problems: [],
-  };
-  await mapLimit(pinList, 16, async (entry) => {
-    const text = (await backend.get(entry.key))?.toString('utf8');
-    if (text === undefined) return; // unpinned meanwhile
-    const pin = parsePin(text, entry.key);
-    roots.problems.push(...pin.problems);
-    for (const hashPart of pin.hashParts) roots.pinned.add(hashPart);
-  });
-  const live = leaseList.filter((entry) => leaseIsLive(entry, now));
-  roots.staleLeases = leaseList.filter((entry) => !leaseIsLive(entry, now));
-  await mapLimit(live, 16, async (entry) => {
-    const text = (await backend.get(entry.key))?.toString('utf8');
-    if (text === undefined) return; // its writer is done with it
-    roots.liveLeaseKeys.add(entry.key);
-    const lease = parseLease(text);
-    if (lease === undefined) {
-      roots.unreadableLeases.push(entry.key);
-      roots.problems.push(`${entry.key} is not a cachectl lease; nothing is deleted while it is live`);
-      return;
-    }
-    for (const path of lease.paths) if (baseNameProblem(path) === undefined) roots.leased.add(path.slice(0, 32));
-    for (const narHash of lease.narHashes) roots.narHashes.add(narHash);
-  });
-  return roots;
+/** Reads the pins and the live leases; GETs only the objects whose ETag changed since its last read. */
+class RootReader {
+  private readonly texts = new Map<string, { etag: string; text: string | undefined }>();
+
+  constructor(private readonly backend: CacheBackend) {}
+
+  async read(now: number): Promise<Omit<Protection, 'reachable'>> {
+    const [pinList, leaseList] = await Promise.all([listAll(this.backend, PINS_PREFIX), listAll(this.backend, LEASES_PREFIX)]);
+    const roots: Omit<Protection, 'reachable'> = {
+      pinned: new Set(),
+      leased: new Set(),
+      narHashes: new Set(),
+      liveLeaseKeys: new Set(),
+      staleLeases: leaseList.filter((entry) => !leaseIsLive(entry, now)),
+      unreadableLeases: [],
+      problems: [],
+    };
+    const live = leaseList.filter((entry) => leaseIsLive(entry, now));
+    const texts = await mapLimit([...pinList, ...live], 16, (entry) => this.text(entry));
+    pinList.forEach((entry, i) => {
+      const text = texts[i];
+      if (text === undefined) return; // unpinned meanwhile
+      const pin = parsePin(text, entry.key);
+      roots.problems.push(...pin.problems);
+      for (const hashPart of pin.hashParts) roots.pinned.add(hashPart);
+    });
+    live.forEach((entry, i) => {
+      const text = texts[pinList.length + i];
+      if (text === undefined) return; // its writer is done with it
+      roots.liveLeaseKeys.add(entry.key);
+      const lease = parseLease(text);
+      if (lease === undefined) {
+        roots.unreadableLeases.push(entry.key);
+        roots.problems.push(`${entry.key} is not a cachectl lease; nothing is deleted while it is live`);
+        return;
+      }
+      for (const path of lease.paths) if (baseNameProblem(path) === undefined) roots.leased.add(path.slice(0, 32));
+      for (const narHash of lease.narHashes) roots.narHashes.add(narHash);
+    });
+    return roots;
+  }
+
+  private async text(entry: ObjectEntry): Promise<string | undefined> {
+    const cached = this.texts.get(entry.key);
+    if (cached?.etag === entry.etag) return cached.text;
+    const text = (await this.backend.get(entry.key))?.toString('utf8');
+    this.texts.set(entry.key, { etag: entry.etag, text });
+    return text;
+  }
 }
 
-/** Every narinfo the roots reach through References (roots without a narinfo included). */
-function closure(roots: Iterable<string>, metas: Map<string, NarInfoMeta>): Set<string> {
-  const reached = new Set<string>();
-  const todo = [...roots];
+/** Adds to `reached` every narinfo `roots` reach through References (roots without a narinfo included). */
+function extendClosure(reached: Set<string>, roots: Iterable<string>, metas: Map<string, NarInfoMeta>): void {
+  const todo = [...roots].filter((hashPart) => !reached.has(hashPart));
   for (let hashPart = todo.pop(); hashPart !== undefined; hashPart = todo.pop()) {
     if (reached.has(hashPart)) continue;
     reached.add(hashPart);
     for (const ref of metas.get(hashPart)?.references ?? []) if (!reached.has(ref)) todo.push(ref);
   }
-  return reached;
 }
 
 /**
@@ -427,12 +480,6 @@ async function listAll(backend: CacheBackend, prefix: string): Promise<ObjectEnt
   const entries: ObjectEntry[] = [];
   for await (const page of backend.list(prefix)) entries.push(...page);
   return entries;
-}
-
-function chunks<T>(items: readonly T[], size: number): T[][] {
-  const result: T[][] = [];
-  for (let start = 0; start < items.length; start += size) result.push(items.slice(start, start + size));
-  return result;
 }
 
 function tally(): Tally {

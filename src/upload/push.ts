@@ -104,9 +104,9 @@ export async function pushClosures(roots: readonly string[], options: PushOption
   const { backend, store } = options;
   const progress = options.progress ?? newProgress();
   const infos = store.queryClosure(roots);
+  await ensureCacheInfo(backend, store.storeDir);
   const hold = await options.lease?.hold([...infos.values()]);
   try {
-    await ensureCacheInfo(backend, store.storeDir);
     const present = await findPresent(backend, [...infos.keys()].map(hashPartOf));
     const missing = [...infos.values()].filter((info) => !present.has(hashPartOf(info.path)));
     progress.pathsTotal = missing.length;
