@@ -1,5 +1,3 @@
-import { randomBytes } from 'node:crypto';
-import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { CachectlError, errorText } from '../core/errors.js';
 import { mapLimit } from '../core/limit.js';
@@ -18,7 +16,7 @@ import {
   PINS_PREFIX,
   SWEEPS_PREFIX,
 } from '../cache/layout.js';
-import { LEASE_LINGER_MS, leaseIsLive, parseLease, SWEEP_WINDOW_MS } from './lease.js';
+import { instanceId, LEASE_LINGER_MS, leaseIsLive, parseLease, SWEEP_WINDOW_MS } from './lease.js';
 import type { MetaCache, NarInfoMeta } from './meta-cache.js';
 import { parsePin } from './pins.js';
 
@@ -187,7 +185,7 @@ export async function collectGarbage(options: GcOptions): Promise<GcReport> {
 
   // Sweep. Each batch goes out right after the pins and leases were read again, and is given what is left of
   // SWEEP_WINDOW_MS from that read (see lease.ts for why writers rely on that).
-  const sweepKey = `${SWEEPS_PREFIX}${hostname().replace(/[^A-Za-z0-9.-]/g, '_').slice(0, 64)}-${process.pid}-${randomBytes(4).toString('hex')}`;
+  const sweepKey = `${SWEEPS_PREFIX}${instanceId()}`;
   const deletedNarInfos = new Set<string>();
   const deletedKeys = new Set<string>();
   let done = 0;
@@ -225,15 +223,15 @@ export async function collectGarbage(options: GcOptions): Promise<GcReport> {
       await backend.put(sweepKey, Buffer.from(`${JSON.stringify({ startedAt: new Date(startedAt).toISOString() })}\n`), 'application/json');
       announcedAt = performance.now();
     }
-    const checkedAt = performance.now();
     const current = await protection();
+    const checkedAt = current.leasesListedAt;
     if (current.unreadableLeases.length > 0) {
       throw new StopSweep(`the live leases ${current.unreadableLeases.join(', ')} cannot be read, so what they protect is unknown`);
     }
     const batch = entries.filter((entry) => !keep(entry, current));
     report.spared += entries.length - batch.length;
     const timeoutMs = checkedAt + SWEEP_WINDOW_MS - performance.now();
-    if (timeoutMs < SWEEP_WINDOW_MS / 2) throw new StopSweep('reading the pins and leases took too long to delete safely after it');
+    if (timeoutMs < SWEEP_WINDOW_MS / 2) throw new StopSweep('reading the leases took too long to delete safely after it');
     if (batch.length > 0) {
       const sentAt = performance.now();
       try {
@@ -307,6 +305,8 @@ interface Protection {
   /** NAR hashes named by live leases: NARs whose narinfo may not be written yet */
   narHashes: Set<string>;
   liveLeaseKeys: Set<string>;
+  /** performance.now() when the listing of the leases began: the window of a delete counts from here */
+  leasesListedAt: number;
   staleLeases: ObjectEntry[];
   /** live leases that are not cachectl's: nothing may be deleted while one is there */
   unreadableLeases: string[];
@@ -321,27 +321,32 @@ class RootReader {
   constructor(private readonly backend: CacheBackend) {}
 
   async read(now: number): Promise<Omit<Protection, 'reachable'>> {
-    const [pinList, leaseList] = await Promise.all([listAll(this.backend, PINS_PREFIX), listAll(this.backend, LEASES_PREFIX)]);
+    // Pins first: only the leases have to be fresh when a delete goes out (pin waits out a sweep by itself).
+    const pinList = await listAll(this.backend, PINS_PREFIX);
+    const pinTexts = await mapLimit(pinList, 16, (entry) => this.text(entry));
+    const leasesListedAt = performance.now();
+    const leaseList = await listAll(this.backend, LEASES_PREFIX);
     const roots: Omit<Protection, 'reachable'> = {
       pinned: new Set(),
       leased: new Set(),
       narHashes: new Set(),
       liveLeaseKeys: new Set(),
+      leasesListedAt,
       staleLeases: leaseList.filter((entry) => !leaseIsLive(entry, now)),
       unreadableLeases: [],
       problems: [],
     };
     const live = leaseList.filter((entry) => leaseIsLive(entry, now));
-    const texts = await mapLimit([...pinList, ...live], 16, (entry) => this.text(entry));
+    const leaseTexts = await mapLimit(live, 16, (entry) => this.text(entry));
     pinList.forEach((entry, i) => {
-      const text = texts[i];
+      const text = pinTexts[i];
       if (text === undefined) return; // unpinned meanwhile
       const pin = parsePin(text, entry.key);
       roots.problems.push(...pin.problems);
       for (const hashPart of pin.hashParts) roots.pinned.add(hashPart);
     });
     live.forEach((entry, i) => {
-      const text = texts[pinList.length + i];
+      const text = leaseTexts[i];
       if (text === undefined) return; // its writer is done with it
       roots.liveLeaseKeys.add(entry.key);
       const lease = parseLease(text);

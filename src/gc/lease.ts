@@ -28,8 +28,12 @@ const LEASE_REFRESH_MS = 5 * 60_000;
 export const LEASE_LINGER_MS = 10 * 60_000;
 /** How far apart the clocks of writers, GC and the S3 server may be. */
 export const CLOCK_SKEW_MS = 5 * 60_000;
-/** A GC's delete takes effect within this of the lease read that allowed it. */
-export const SWEEP_WINDOW_MS = 10_000;
+/**
+ * A GC's delete takes effect within this of the lease listing that allowed it. Writers that find a sweep wait
+ * this long after writing their lease before they re-check; the GC needs a good part of it for the listing
+ * (seconds on s3rver, whose listings read every object of the bucket).
+ */
+export const SWEEP_WINDOW_MS = 20_000;
 
 /** What a lease object holds. */
 export interface LeaseContent {
@@ -66,6 +70,11 @@ export async function gcSweeping(backend: CacheBackend): Promise<boolean> {
   return false;
 }
 
+/** Names this process among all writers and GCs of a bucket: `<host>-<pid>-<random>`. */
+export function instanceId(): string {
+  return `${hostname().replace(/[^A-Za-z0-9.-]/g, '_').slice(0, 64)}-${process.pid}-${randomBytes(4).toString('hex')}`;
+}
+
 /** A closure a writer holds: release it once published. */
 export interface LeaseHold {
   /** whether the writer must re-check its closure SWEEP_WINDOW_MS after `heldAt` */
@@ -97,8 +106,7 @@ export class LeaseWriter {
     private readonly backend: CacheBackend,
     private readonly now: () => number = Date.now,
   ) {
-    const host = hostname().replace(/[^A-Za-z0-9.-]/g, '_').slice(0, 64);
-    this.key = `${LEASES_PREFIX}${host}-${process.pid}-${randomBytes(4).toString('hex')}`;
+    this.key = `${LEASES_PREFIX}${instanceId()}`;
   }
 
   /**
