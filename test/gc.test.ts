@@ -128,6 +128,10 @@ for (const target of ['file', 's3'] as const) {
         await dropLeases(backend);
         const pin = await cachectl(['pin', 'release-1', pinned, '--to', cache.url], env);
         assert.equal(pin.code, 0, pin.stderr);
+        // Build logs, keyed by the deriver a narinfo names: one of a doomed path, one of a kept one.
+        const logKey = async (path: string) => `log/${(await execFileAsync('nix-store', ['-q', '--deriver', path], { env: testEnv() })).stdout.trim().slice(11)}`;
+        const [doomedLog, keptLog] = [await logKey(old[1] as string), await logKey(pinned)];
+        for (const key of [doomedLog, keptLog]) await backend.put(key, Buffer.from('build log\n'), 'text/plain; charset=utf-8');
 
         const keep = new Set(await nixClosure([pinned, recent]));
         const doomed = (await nixClosure(oldRoots)).filter((path) => !keep.has(path));
@@ -137,6 +141,7 @@ for (const target of ['file', 's3'] as const) {
         assert.equal(plan.dryRun, true);
         assert.equal(plan.deleted.narinfos.count, doomed.length);
         assert.equal(plan.deleted.nars.count, doomed.length);
+        assert.equal(plan.deleted.logs.count, 1);
         assert.deepEqual(await allKeys(backend), before, '--dry-run changed the bucket');
 
         const done = await gc(cache.url, ['--older-than', '7s', '--grace', '0s']);
@@ -144,6 +149,7 @@ for (const target of ['file', 's3'] as const) {
         assert.equal(done.deleted.nars.count, doomed.length);
         assert.deepEqual(done.problems, []);
         const after = new Set(await allKeys(backend));
+        assert.ok(!after.has(doomedLog) && after.has(keptLog), 'the log of the dead deriver goes, the live one stays');
         for (const path of doomed) assert.ok(!after.has(`${path.slice(11, 43)}.narinfo`), `${path} survived`);
         for (const path of keep) assert.ok(after.has(`${path.slice(11, 43)}.narinfo`), `${path} was deleted`);
         assert.deepEqual((await cacheProblems(backend)).problems, []);
