@@ -7,9 +7,8 @@
  *
  *   npm run bench:gc [-- --file-sizes 10000,50000,100000 --s3-sizes 10000]
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { CacheBackend } from '../src/cache/backend.js';
@@ -19,6 +18,7 @@ import { mapLimit } from '../src/core/limit.js';
 import { nix32Encode } from '../src/core/nix32.js';
 import { REPO, tempDir } from '../test/helpers/nix.js';
 import { startS3rver } from '../test/helpers/s3rver.js';
+import { measure } from './measure.js';
 
 const { values } = parseArgs({
   options: { 'file-sizes': { type: 'string', default: '10000,50000,100000' }, 's3-sizes': { type: 'string', default: '10000' } },
@@ -57,28 +57,11 @@ interface Run {
   report: { narinfos: number; reachable: number; deleted: { narinfos: { count: number }; nars: { count: number } }; stopped?: string };
 }
 
-/** One GC in a child process, with its peak RSS (VmHWM) sampled. */
+/** One GC in a child process (so that its peak RSS is its own). */
 async function gcRun(url: string, metaFile: string, args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
-  const started = process.hrtime.bigint();
-  const child = spawn(process.execPath, [GC_RUN, url, metaFile, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (data: Buffer) => (stdout += data.toString()));
-  child.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
-  let peakKb = 0;
-  const sample = setInterval(() => {
-    try {
-      const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
-      if (match !== null) peakKb = Math.max(peakKb, Number(match[1]));
-    } catch {
-      // exited between samples
-    }
-  }, 50);
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
-  clearInterval(sample);
-  if (code !== 0) throw new Error(`gc-run exited ${code}: ${stderr}`);
+  const { seconds, peakRssMb, stdout } = await measure(process.execPath, [GC_RUN, url, metaFile, ...args], env);
   const { report, requests } = JSON.parse(stdout) as Pick<Run, 'report' | 'requests'>;
-  return { seconds: Number(process.hrtime.bigint() - started) / 1e9, peakRssMb: peakKb / 1024, report, requests };
+  return { seconds, peakRssMb, report, requests };
 }
 
 async function main(): Promise<void> {

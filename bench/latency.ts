@@ -6,13 +6,14 @@
  *   npm run bench:latency [-- --paths 20 --big-mb 1024]
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { HOOK, queueEnv, startDaemon, waitFor } from '../test/helpers/daemon.js';
 import { CACHECTL, execFileAsync, REPO, tempDir, testEnv } from '../test/helpers/nix.js';
 import { startS3rver } from '../test/helpers/s3rver.js';
+import { measure, peakRssMb } from './measure.js';
 
 const { values } = parseArgs({ options: { paths: { type: 'string', default: '20' }, 'big-mb': { type: 'string', default: '1024' } } });
 const PATHS = Number(values.paths);
@@ -24,11 +25,6 @@ function runHook(env: NodeJS.ProcessEnv, drvPath: string): Promise<void> {
     child.once('error', reject);
     child.once('exit', () => resolve());
   });
-}
-
-/** Peak RSS (VmHWM) of a process, MB. */
-function peakRssMb(pid: number): number {
-  return Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
 }
 
 const quantile = (sorted: number[], q: number): number => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] as number;
@@ -93,19 +89,8 @@ async function main(): Promise<void> {
     }
     // The peer: nix copy of the same path, its peak RSS sampled the same way.
     const copyDir = tempDir('bench-big-copy');
-    const started = Date.now();
-    const copy = spawn('nix', ['copy', '--to', `file://${copyDir}?compression=zstd`, big], { env, stdio: 'inherit' });
-    let peak = 0;
-    const sampler = setInterval(() => {
-      try {
-        peak = Math.max(peak, peakRssMb(copy.pid as number));
-      } catch {
-        // exited
-      }
-    }, 50);
-    await new Promise((resolve) => copy.once('exit', resolve));
-    clearInterval(sampler);
-    rows.push({ case: `${BIG_MB} MB path, nix copy (file://, zstd)`, seconds: (Date.now() - started) / 1000, peakRssMb: peak });
+    const copy = await measure('nix', ['copy', '--to', `file://${copyDir}?compression=zstd`, big], env);
+    rows.push({ case: `${BIG_MB} MB path, nix copy (file://, zstd)`, seconds: copy.seconds, peakRssMb: copy.peakRssMb });
   } finally {
     await s3.stop();
   }

@@ -5,12 +5,12 @@
  *
  *   npm run bench:push [-- --mb 300 --tiny 1000 --runs 3]
  */
-import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CACHECTL, REPO, execFileAsync, testEnv, tempDir } from '../test/helpers/nix.js';
 import { startS3rver } from '../test/helpers/s3rver.js';
+import { measure as measureCommand, type Measurement } from './measure.js';
 import { LocalStore } from '../src/nix/local-store.js';
 
 const { values } = parseArgs({
@@ -19,32 +19,8 @@ const { values } = parseArgs({
 const RUNS = Number(values.runs);
 const env = testEnv();
 
-interface Measurement {
-  seconds: number;
-  peakRssMb: number;
-}
-
-/** Runs a command (through sh for pipelines), timing it and sampling its peak RSS (VmHWM) until it exits. */
-async function measure(command: string, args: string[], runEnv: NodeJS.ProcessEnv = env): Promise<Measurement> {
-  const started = process.hrtime.bigint();
-  const child = spawn(command, args, { env: runEnv, stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
-  let peakKb = 0;
-  const sample = setInterval(() => {
-    try {
-      const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
-      if (match !== null) peakKb = Math.max(peakKb, Number(match[1]));
-    } catch {
-      // exited between samples
-    }
-  }, 20);
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
-  clearInterval(sample);
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  if (code !== 0) throw new Error(`${command} ${args.join(' ')} exited ${code}: ${stderr}`);
-  return { seconds, peakRssMb: peakKb / 1024 };
-}
+/** Runs a command (through sh for pipelines) in the bench's environment, with its time and peak RSS. */
+const measure = (command: string, args: string[], runEnv: NodeJS.ProcessEnv = env): Promise<Measurement> => measureCommand(command, args, runEnv);
 
 /** The median of `RUNS` runs (by time), each with a fresh target from `prepare`. */
 async function median(prepare: () => string, run: (target: string) => Promise<Measurement>): Promise<Measurement> {

@@ -102,6 +102,17 @@ for (const target of ['file', 's3'] as const) {
     });
     after(() => s3?.stop());
 
+    /** Runs a test on a fresh cache, with a backend open on it. */
+    const withFreshCache = async (test: (cache: ReturnType<typeof newCache>, backend: CacheBackend) => Promise<void>): Promise<void> => {
+      const cache = newCache();
+      const backend = await openCache(parseCacheUrl(cache.url));
+      try {
+        await test(cache, backend);
+      } finally {
+        backend.close();
+      }
+    };
+
     const push = async (url: string, paths: string[]) => {
       const result = await cachectl(['push', '--to', url, '--secret-key-file', key.secretFile, ...paths], env);
       assert.equal(result.code, 0, result.stderr);
@@ -112,10 +123,8 @@ for (const target of ['file', 's3'] as const) {
       return JSON.parse(result.stdout) as GcJson;
     };
 
-    it('keeps the closures of pins and recent uploads whole, deletes old unpinned closures with their NARs, and --dry-run deletes nothing', async () => {
-      const cache = newCache();
-      const backend = await openCache(parseCacheUrl(cache.url));
-      try {
+    it('keeps the closures of pins and recent uploads whole, deletes old unpinned closures with their NARs, and --dry-run deletes nothing', () =>
+      withFreshCache(async (cache, backend) => {
         const { bases, leaves, old } = await buildShared(`retain-${target}-${Date.now()}`, 2);
         const [pinned, recent] = leaves as [string, string];
         // old[1], old[2] and base 5 are needed by nothing pinned or recent; bases 1 and 2 are (leaf i uses bases i and 7i+1)
@@ -162,15 +171,10 @@ for (const target of ['file', 's3'] as const) {
         assert.match(unpinAgain.stderr, /there is no pin "release-1" in .*; cachectl pins lists them/);
         await gc(cache.url, ['--older-than', '0s', '--grace', '0s']);
         assert.deepEqual(await allKeys(backend), ['nix-cache-info']);
-      } finally {
-        backend.close();
-      }
-    });
+      }));
 
-    it('marks before it deletes: nothing younger than the grace, nothing marked for less than it', async () => {
-      const cache = newCache();
-      const backend = await openCache(parseCacheUrl(cache.url));
-      try {
+    it('marks before it deletes: nothing younger than the grace, nothing marked for less than it', () =>
+      withFreshCache(async (cache, backend) => {
         const { old } = await buildShared(`grace-${target}-${Date.now()}`, 1);
         await push(cache.url, [old[0] as string]);
         await dropLeases(backend);
@@ -191,15 +195,10 @@ for (const target of ['file', 's3'] as const) {
         const swept = await gc(cache.url, ['--older-than', '1h', '--grace', '1h']);
         assert.equal(swept.deleted.narinfos.count, 2);
         assert.equal(swept.deleted.nars.count, 2);
-      } finally {
-        backend.close();
-      }
-    });
+      }));
 
-    it('reports malformed narinfos, bad pins and foreign keys, and never deletes them or what they seem to need', async () => {
-      const cache = newCache();
-      const backend = await openCache(parseCacheUrl(cache.url));
-      try {
+    it('reports malformed narinfos, bad pins and foreign keys, and never deletes them or what they seem to need', () =>
+      withFreshCache(async (cache, backend) => {
         const { bases } = await buildShared(`foreign-${target}-${Date.now()}`, 1);
         await push(cache.url, [bases[0] as string, bases[1] as string]);
         await dropLeases(backend);
@@ -220,15 +219,10 @@ for (const target of ['file', 's3'] as const) {
         for (const key of [malformedKey, 'notes.txt', 'nar/not-a-nar', 'realisations/sha256:abc!out.doi', `${base1.slice(0, 32)}.narinfo`]) {
           assert.ok(left.includes(key), `${key} was deleted`);
         }
-      } finally {
-        backend.close();
-      }
-    });
+      }));
 
-    it('writers pushing closures that share paths with garbage, while GC runs again and again with grace 0: every closure stays whole', async () => {
-      const cache = newCache();
-      const backend = await openCache(parseCacheUrl(cache.url));
-      try {
+    it('writers pushing closures that share paths with garbage, while GC runs again and again with grace 0: every closure stays whole', () =>
+      withFreshCache(async (cache, backend) => {
         const { bases, leaves, old } = await buildShared(`race-${target}-${Date.now()}`, 12);
         // The bases are in the cache only as parts of old closures nobody holds any more: garbage.
         await push(cache.url, old);
@@ -260,15 +254,10 @@ for (const target of ['file', 's3'] as const) {
         const verify = await nixVerify(cache.nixUrl, key.publicKey, finished);
         assert.equal(verify.code, 0, verify.stderr);
         assert.ok(bases.length > 0);
-      } finally {
-        backend.close();
-      }
-    });
+      }));
 
-    it('a writer that saw a sweep checks its closure again once the sweep is past, and uploads what it deleted', async () => {
-      const cache = newCache();
-      const backend = await openCache(parseCacheUrl(cache.url));
-      try {
+    it('a writer that saw a sweep checks its closure again once the sweep is past, and uploads what it deleted', () =>
+      withFreshCache(async (cache, backend) => {
         const { bases, leaves } = await buildShared(`repair-${target}-${Date.now()}`, 1);
         const leaf = leaves[0] as string;
         const used = [bases[0] as string, bases[1] as string];
@@ -294,15 +283,10 @@ for (const target of ['file', 's3'] as const) {
         assert.deepEqual((await cacheProblems(backend)).problems, []);
         const verify = await nixVerify(cache.nixUrl, key.publicKey, [leaf]);
         assert.equal(verify.code, 0, verify.stderr);
-      } finally {
-        backend.close();
-      }
-    });
+      }));
 
-    it('a GC killed mid-sweep leaves the cache consistent, and the next run finishes the work', async () => {
-      const cache = newCache();
-      const backend = await openCache(parseCacheUrl(cache.url));
-      try {
+    it('a GC killed mid-sweep leaves the cache consistent, and the next run finishes the work', () =>
+      withFreshCache(async (cache, backend) => {
         // A chain of synthetic narinfos, each referring to the next: deleted one layer (one request) at a time.
         const length = target === 's3' ? 150 : 1500;
         const hashes = Array.from({ length }, (_, i) => nix32Encode(Buffer.from(`${String(i).padStart(19, '0')}0`)).slice(0, 32));
@@ -343,9 +327,6 @@ for (const target of ['file', 's3'] as const) {
         const rest = await gc(cache.url, ['--older-than', '0s', '--grace', '0s']);
         assert.equal(rest.deleted.narinfos.count, left);
         assert.equal((await allKeys(backend)).filter((key) => key !== 'nix-cache-info' && !key.startsWith('cachectl/')).length, 0);
-      } finally {
-        backend.close();
-      }
-    });
+      }));
   });
 }

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { Queue } from '../src/queue/queue.js';
-import { HOOK_INBOXES, hookInboxFile } from '../src/queue/schema.js';
+import { hookInboxFiles } from '../src/queue/schema.js';
 import { readSpool } from '../src/queue/spool.js';
 import { HOOK, queueEnv, startDaemon, waitFor } from './helpers/daemon.js';
 import { buildFixtures, execFileAsync, newKey, nixVerify, requireNix, tempDir, testEnv, type Key } from './helpers/nix.js';
@@ -30,8 +30,6 @@ function runHook(env: NodeJS.ProcessEnv, hookEnv: { OUT_PATHS?: string; DRV_PATH
     child.once('exit', (code) => resolve({ code: code ?? -1, stdout, stderr, ms: Number(process.hrtime.bigint() - started) / 1e6 }));
   });
 }
-
-const hookInboxFiles = (queueFile: string): string[] => Array.from({ length: HOOK_INBOXES }, (_, n) => hookInboxFile(queueFile, n));
 
 /** The store paths written to one inbox file, in order. */
 function inboxOf(file: string): string[] {

@@ -6,7 +6,7 @@ import Database from 'better-sqlite3';
 import { backoffMs } from '../src/core/backoff.js';
 import { CachectlError } from '../src/core/errors.js';
 import { Queue } from '../src/queue/queue.js';
-import { HOOK_INBOXES, hookInboxFile, MIGRATIONS } from '../src/queue/schema.js';
+import { HOOK_INBOXES, hookInboxFiles, MIGRATIONS } from '../src/queue/schema.js';
 import { tempDir } from './helpers/nix.js';
 
 const P1 = '/nix/store/00000000000000000000000000000001-one';
@@ -42,9 +42,8 @@ describe('queue', () => {
     assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
     assert.equal(db.pragma('user_version', { simple: true }), MIGRATIONS.length);
     db.close();
-    for (let n = 0; n < HOOK_INBOXES; n++) {
-      assert.equal(statSync(hookInboxFile(file, n)).mode & 0o777, 0o600);
-    }
+    assert.equal(hookInboxFiles(file).length, HOOK_INBOXES);
+    for (const inboxFile of hookInboxFiles(file)) assert.equal(statSync(inboxFile).mode & 0o777, 0o600);
     assert.equal(statSync(`${file}.inbox`).mode & 0o777, 0o700);
     Queue.open(file).close();
     Queue.openExisting(file, { readonly: true }).close();
@@ -80,7 +79,7 @@ describe('queue', () => {
   it("takes in the hooks' inbox files too, with what they held; oldest pending age counts them", () => {
     const { queue, clock, file } = newQueue();
     const hookInsert = (n: number, storePath: string, at: number) => {
-      const db = new Database(hookInboxFile(file, n));
+      const db = new Database(hookInboxFiles(file)[n] as string);
       db.prepare(`INSERT INTO inbox (store_path, source, enqueued_at) VALUES (?, 'hook', ?)`).run(storePath, at);
       db.close();
     };

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
-import { CachectlError, errorText } from '../core/errors.js';
-import type { Config } from '../core/config.js';
+import { errorText } from '../core/errors.js';
+import { type Config, requiredCacheUrl } from '../core/config.js';
 import { openCache } from '../cache/open.js';
 import { Daemon } from '../daemon/daemon.js';
 import { systemdNotifier } from '../daemon/notify.js';
@@ -15,13 +15,11 @@ export async function openDaemon(
   log: Logger,
   env: Readonly<Record<string, string | undefined>>,
 ): Promise<{ daemon: Daemon; close: () => void }> {
-  if (config.cacheUrl === undefined) {
-    throw new CachectlError('CONFIG_INVALID', 'no cache given: pass --to URL or set CACHECTL_TO');
-  }
+  const cacheUrl = requiredCacheUrl(config);
   const keys = await loadSecretKeys(config.secretKeyFiles);
   const store = new LocalStore();
   const queue = Queue.open(config.queue);
-  const backend = await openCache(config.cacheUrl);
+  const backend = await openCache(cacheUrl);
   const notifier = systemdNotifier(env, (err) => log.warn({ err: errorText(err) }, 'cannot notify systemd (is systemd-notify installed?)'));
   const daemon = new Daemon({
     queue,

@@ -1,9 +1,8 @@
 import { createHash } from 'node:crypto';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import type { Config } from '../core/config.js';
+import { type Config, requiredCacheUrl } from '../core/config.js';
 import { formatDuration, parseDuration } from '../core/duration.js';
-import { CachectlError } from '../core/errors.js';
 import { openCache } from '../cache/open.js';
 import { collectGarbage, DEFAULT_GRACE, DEFAULT_OLDER_THAN, type GcReport, type Tally } from '../gc/gc.js';
 import { MetaCache } from '../gc/meta-cache.js';
@@ -29,12 +28,10 @@ export async function gcCommand(
   env: Readonly<Record<string, string | undefined>>,
   onProgress?: (note: string) => void,
 ): Promise<GcReport & { olderThan: string; grace: string }> {
-  if (config.cacheUrl === undefined) {
-    throw new CachectlError('CONFIG_INVALID', 'no cache given: pass --to URL or set CACHECTL_TO');
-  }
+  const cacheUrl = requiredCacheUrl(config);
   const olderThanMs = parseDuration(flags.olderThan ?? DEFAULT_OLDER_THAN, '--older-than');
   const graceMs = parseDuration(flags.grace ?? DEFAULT_GRACE, '--grace');
-  const backend = await openCache(config.cacheUrl);
+  const backend = await openCache(cacheUrl);
   const metaCache = MetaCache.open(flags.metadataCache ?? defaultMetadataCache(backend.displayUrl, env));
   try {
     const report = await collectGarbage({

@@ -1,5 +1,4 @@
-import type { Config } from '../core/config.js';
-import { CachectlError } from '../core/errors.js';
+import { type Config, requiredCacheUrl } from '../core/config.js';
 import { DEFAULT_STORE_DIR } from '../core/store-path.js';
 import type { CacheBackend } from '../cache/backend.js';
 import { openCache } from '../cache/open.js';
@@ -7,10 +6,8 @@ import { listPins, pin, unpin, type PinListing } from '../gc/pins.js';
 import { resolveStorePath } from '../nix/resolve.js';
 
 async function withCache<T>(config: Config, work: (backend: CacheBackend) => Promise<T>): Promise<T> {
-  if (config.cacheUrl === undefined) {
-    throw new CachectlError('CONFIG_INVALID', 'no cache given: pass --to URL or set CACHECTL_TO');
-  }
-  const backend = await openCache(config.cacheUrl);
+  const cacheUrl = requiredCacheUrl(config);
+  const backend = await openCache(cacheUrl);
   try {
     return await work(backend);
   } finally {

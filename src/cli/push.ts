@@ -1,5 +1,4 @@
-import { CachectlError } from '../core/errors.js';
-import type { Config } from '../core/config.js';
+import { type Config, requiredCacheUrl } from '../core/config.js';
 import { openCache } from '../cache/open.js';
 import { LeaseWriter } from '../gc/lease.js';
 import { LocalStore } from '../nix/local-store.js';
@@ -18,14 +17,12 @@ export async function pushCommand(
   config: Config,
   progress: PushProgress,
 ): Promise<PushCommandResult> {
-  if (config.cacheUrl === undefined) {
-    throw new CachectlError('CONFIG_INVALID', 'no cache given: pass --to URL or set CACHECTL_TO');
-  }
+  const cacheUrl = requiredCacheUrl(config);
   const started = Date.now();
   // Everything is checked before the first byte goes out: keys, paths, then the cache itself.
   const keys = await loadSecretKeys(config.secretKeyFiles);
   const store = new LocalStore();
-  const backend = await openCache(config.cacheUrl);
+  const backend = await openCache(cacheUrl);
   const lease = new LeaseWriter(backend);
   try {
     const roots: string[] = [];

@@ -43,6 +43,14 @@ export const ENV_NAMES = {
   config: 'CACHECTL_CONFIG',
 } as const;
 
+/** The cache, for the commands that talk to one: it has no default. */
+export function requiredCacheUrl(config: Config): CacheUrl {
+  if (config.cacheUrl === undefined) {
+    throw new CachectlError('CONFIG_INVALID', 'no cache given: pass --to URL or set CACHECTL_TO');
+  }
+  return config.cacheUrl;
+}
+
 export const DEFAULT_QUEUE = '/var/lib/cachectl/queue.db';
 export const DEFAULT_JOBS = 8;
 const MAX_JOBS = 256;

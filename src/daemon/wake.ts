@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { basename } from 'node:path';
 import { watch } from 'chokidar';
-import { HOOK_INBOXES, hookInboxFile } from '../queue/schema.js';
+import { hookInboxFiles } from '../queue/schema.js';
 
 /**
  * Lets the loop sleep until there may be work: `wake()` ends the current (or the next) `sleep`, so a wake-up
@@ -43,7 +43,7 @@ export class Waker {
  */
 export async function watchQueue(queueFile: string, spoolDir: string, onChange: () => void): Promise<() => Promise<void>> {
   mkdirSync(spoolDir, { recursive: true, mode: 0o700 });
-  const databases = [queueFile, ...Array.from({ length: HOOK_INBOXES }, (_, n) => hookInboxFile(queueFile, n))];
+  const databases = [queueFile, ...hookInboxFiles(queueFile)];
   const files = databases.flatMap((file) => [file, `${file}-wal`]);
   const names = new Set(files.map((file) => basename(file)));
   const watcher = watch([...files, spoolDir], { ignoreInitial: true, atomic: false, depth: 0 });

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { basename } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { nix32Encode } from '../core/nix32.js';
 import type { CacheBackend, ObjectEntry } from '../cache/backend.js';
 import { LEASES_PREFIX, SWEEPS_PREFIX } from '../cache/layout.js';
@@ -68,6 +69,14 @@ export async function gcSweeping(backend: CacheBackend): Promise<boolean> {
     if (page.length > 0) return true;
   }
   return false;
+}
+
+/**
+ * Waits until SWEEP_WINDOW_MS after `since` (a performance.now() taken once a lease or pin was in the bucket):
+ * by then every delete that a sweep allowed without seeing it has taken effect.
+ */
+export async function waitOutSweeps(since: number): Promise<void> {
+  await sleep(Math.max(0, since + SWEEP_WINDOW_MS - performance.now()));
 }
 
 /** Names this process among all writers and GCs of a bucket: `<host>-<pid>-<random>`. */

@@ -1,12 +1,11 @@
 import { performance } from 'node:perf_hooks';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { basename } from 'node:path';
 import { CachectlError } from '../core/errors.js';
 import { parseStorePath } from '../core/store-path.js';
 import type { CacheBackend } from '../cache/backend.js';
 import { NAME_PATTERN, PINS_PREFIX } from '../cache/layout.js';
 import { findPresent } from '../cache/present.js';
-import { gcSweeping, SWEEP_WINDOW_MS } from './lease.js';
+import { gcSweeping, waitOutSweeps } from './lease.js';
 
 /** A pin's store paths (as hash parts), and the lines that are not store paths. */
 export function parsePin(text: string, key: string): { paths: string[]; hashParts: string[]; problems: string[] } {
@@ -45,7 +44,7 @@ export async function pin(backend: CacheBackend, name: string, paths: readonly s
   await backend.put(key, Buffer.from(paths.map((path) => `${path}\n`).join('')), 'text/plain; charset=utf-8');
   const pinnedAt = performance.now();
   if (await gcSweeping(backend)) {
-    await sleep(Math.max(0, pinnedAt + SWEEP_WINDOW_MS - performance.now()));
+    await waitOutSweeps(pinnedAt);
     const gone = await missing();
     if (gone.length > 0) {
       throw new CachectlError('PATH_NOT_IN_CACHE', `a GC running meanwhile deleted ${gone.join(', ')} from ${backend.displayUrl}; the pin ${name} is kept: push them again`);

@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { backoffMs, type Backoff } from '../core/backoff.js';
 import { CachectlError, errorText } from '../core/errors.js';
-import { HOOK_INBOXES, hookInboxFile, INBOX_SQL, MIGRATIONS } from './schema.js';
+import { hookInboxFiles, INBOX_SQL, MIGRATIONS } from './schema.js';
 
 export const PATH_STATES = ['pending', 'uploading', 'done', 'failed'] as const;
 export type PathState = (typeof PATH_STATES)[number];
@@ -63,8 +63,8 @@ interface PathRow {
 
 /**
  * The upload queue: one SQLite file in WAL mode, and the hooks' inbox files beside it (see HOOK_INBOXES).
- * Hooks append to an `inbox`; the daemon takes the inboxes into `paths` and moves each path through pending → uploading → done | failed. Every transition is one
- * transaction, so a crash at any point leaves a state the next start can resume from. Transactions that
+ * Hooks append to an `inbox`; the daemon takes the inboxes into `paths` and moves each path through
+ * pending → uploading → done | failed. Every transition is one transaction, so a crash at any point leaves a state the next start can resume from. Transactions that
  * read before they write begin IMMEDIATE: a deferred one that a hook's insert overtakes fails with
  * "database is locked" at once instead of waiting its turn.
  */
@@ -98,8 +98,7 @@ export class Queue {
       const db = createDatabase(file);
       migrate(db);
       mkdirSync(`${file}.inbox`, { recursive: true, mode: 0o700 });
-      const hookInboxes = Array.from({ length: HOOK_INBOXES }, (_, n) => {
-        const inboxFile = hookInboxFile(file, n);
+      const hookInboxes = hookInboxFiles(file).map((inboxFile) => {
         try {
           const inbox = createDatabase(inboxFile);
           inbox.exec(INBOX_SQL);
@@ -133,8 +132,7 @@ export class Queue {
       if (version !== MIGRATIONS.length) {
         throw new Error(`its schema version is ${version}, this cachectl knows ${MIGRATIONS.length}; start the daemon of the same version`);
       }
-      const hookInboxFiles = Array.from({ length: HOOK_INBOXES }, (_, n) => hookInboxFile(file, n)).filter((inboxFile) => existsSync(inboxFile));
-      return new Queue(file, db, hookInboxFiles.map(open), options);
+      return new Queue(file, db, hookInboxFiles(file).filter((inboxFile) => existsSync(inboxFile)).map(open), options);
     } catch (err) {
       throw queueError(file, err);
     }

@@ -49,6 +49,7 @@ export const MIGRATIONS: readonly string[] = [
  */
 export const HOOK_INBOXES = 8;
 
-export function hookInboxFile(queueFile: string, n: number): string {
-  return join(`${queueFile}.inbox`, `${n}.db`);
+/** The hooks' inbox files of a queue, `<queue>.inbox/0.db` … `7.db`. */
+export function hookInboxFiles(queueFile: string): string[] {
+  return Array.from({ length: HOOK_INBOXES }, (_, n) => join(`${queueFile}.inbox`, `${n}.db`));
 }

@@ -1,6 +1,4 @@
 import { basename } from 'node:path';
-import { performance } from 'node:perf_hooks';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { CachectlError, errorText, type ErrorCode } from '../core/errors.js';
 import { renderNarInfo, type Compression } from '../core/narinfo.js';
 import type { SecretKey } from '../core/signing.js';
@@ -9,7 +7,7 @@ import type { CacheBackend } from '../cache/backend.js';
 import { CONTENT_TYPES } from '../cache/backend.js';
 import { CACHE_INFO_KEY, cacheInfoStoreDir, narInfoKey, renderCacheInfo } from '../cache/layout.js';
 import { findPresent } from '../cache/present.js';
-import { SWEEP_WINDOW_MS, type LeaseWriter } from '../gc/lease.js';
+import { waitOutSweeps, type LeaseWriter } from '../gc/lease.js';
 import type { LocalStore, PathInfo } from '../nix/local-store.js';
 import { LARGE_NAR_BYTES, makeNarInfo, uploadNar } from './pipeline.js';
 
@@ -122,7 +120,7 @@ export async function pushClosures(roots: readonly string[], options: PushOption
     };
     const narKeys = await publishPaths(missing, options, progress, result, result.uploaded);
     if (hold?.mustRecheck()) {
-      await sleep(Math.max(0, hold.heldAt + SWEEP_WINDOW_MS - performance.now()));
+      await waitOutSweeps(hold.heldAt);
       const stillPresent = await findPresent(backend, [...infos.keys()].map(hashPartOf));
       const narsGone = new Set<string>();
       await mapLimit([...narKeys], options.jobs, async ([path, key]) => {

@@ -1,0 +1,35 @@
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+
+/** Peak RSS (VmHWM) of a running process, MB. */
+export function peakRssMb(pid: number): number {
+  return Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
+}
+
+export interface Measurement {
+  seconds: number;
+  peakRssMb: number;
+}
+
+/** Runs a command, timing it and sampling its peak RSS until it exits; fails unless it exits 0. */
+export async function measure(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<Measurement & { stdout: string }> {
+  const started = process.hrtime.bigint();
+  const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (data: Buffer) => (stdout += data.toString()));
+  child.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
+  let peak = 0;
+  const sample = setInterval(() => {
+    try {
+      peak = Math.max(peak, peakRssMb(child.pid as number));
+    } catch {
+      // exited between samples
+    }
+  }, 20);
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  clearInterval(sample);
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  if (code !== 0) throw new Error(`${command} ${args.join(' ')} exited ${code}: ${stderr}`);
+  return { seconds, peakRssMb: peak, stdout };
+}
