@@ -141,7 +141,8 @@ export class Daemon {
     if (this.stopping) return;
     this.stopping = true;
     this.log.info({ inFlight: this.inFlight.length }, 'draining');
-    void this.options.notifier?.notify({ STOPPING: '1', STATUS: `draining ${this.inFlight.length} paths` });
+    // Awaited before stop() resolves: the process exits right after, and a queued message would be lost.
+    const stoppingSent = this.options.notifier?.notify({ STOPPING: '1', STATUS: `draining ${this.inFlight.length} paths` });
     this.setState('draining');
     this.waker.wake();
     const deadline = this.now() + (this.options.drainMs ?? 60_000);
@@ -151,6 +152,7 @@ export class Daemon {
       this.queue.release(this.inFlight);
       this.inFlight = [];
     }
+    await stoppingSent;
   }
 
   private takeOver(): void {
