@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
@@ -75,6 +75,28 @@ describe('post-build hook', () => {
     for (const path of [paths['multi.out'], paths['multi.dev']]) {
       assert.equal(readlinkSync(join(env.CACHECTL_GC_ROOTS, path.slice('/nix/store/'.length))), path);
     }
+  });
+
+  it('a path already rooted keeps its root and the others get theirs; roots it cannot make cost one line, not the path', async () => {
+    const env = queueEnv();
+    const queue = createQueue(env);
+    const rootOf = (path: string) => join(env.CACHECTL_GC_ROOTS, path.slice('/nix/store/'.length));
+    // Rooted by an earlier build of the same path that is not uploaded yet.
+    mkdirSync(env.CACHECTL_GC_ROOTS, { recursive: true });
+    symlinkSync(paths['multi.out'], rootOf(paths['multi.out']));
+    const again = await runHook(env, { OUT_PATHS: `${paths['multi.out']} ${paths['multi.dev']}` });
+    assert.deepEqual({ code: again.code, stderr: again.stderr }, { code: 0, stderr: '' });
+    assert.deepEqual(inbox(queue), [paths['multi.out'], paths['multi.dev']]);
+    for (const path of [paths['multi.out'], paths['multi.dev']]) assert.equal(readlinkSync(rootOf(path)), path);
+
+    // A file where the roots directory should be: queued all the same, and the hook says what is at risk.
+    const blocked = queueEnv({ CACHECTL_GC_ROOTS: join(tempDir('roots-blocked'), 'a-file') });
+    const blockedQueue = createQueue(blocked);
+    writeFileSync(blocked.CACHECTL_GC_ROOTS, 'not a directory');
+    const result = await runHook(blocked, { OUT_PATHS: paths.tiny });
+    assert.equal(result.code, 0);
+    assert.match(result.stderr, /^cachectl post-build-hook: cannot make GC roots in .*: garbage collection may delete these paths before they are uploaded\n$/);
+    assert.deepEqual(inbox(blockedQueue), [paths.tiny]);
   });
 
   it("with Nix 2.8's empty OUT_PATHS, queues the valid outputs of DRV_PATH", async () => {

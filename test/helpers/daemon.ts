@@ -74,11 +74,15 @@ export async function waitFor<T>(
 /**
  * A queue in a new temporary directory and a GC-roots directory Nix's collector really scans (under
  * /nix/var/nix/gcroots), removed when the test process exits, as the environment the hook, the daemon and
- * the CLI read.
+ * the CLI read. `extra` may name other roots.
  */
 export function queueEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv & { CACHECTL_QUEUE: string; CACHECTL_GC_ROOTS: string } {
-  const gcRoots = mkdtempSync('/nix/var/nix/gcroots/cachectl-test-');
-  onExit(() => rmSync(gcRoots, { recursive: true, force: true }));
+  let gcRoots = extra['CACHECTL_GC_ROOTS'];
+  if (gcRoots === undefined) {
+    const made = mkdtempSync('/nix/var/nix/gcroots/cachectl-test-');
+    onExit(() => rmSync(made, { recursive: true, force: true }));
+    gcRoots = made;
+  }
   return {
     ...testEnv(extra),
     CACHECTL_QUEUE: join(tempDir('queue'), 'queue.db'),
