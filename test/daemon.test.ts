@@ -8,7 +8,7 @@ import { parseCacheUrl } from '../src/core/cache-url.js';
 import { openCache } from '../src/cache/open.js';
 import type { StatusReport } from '../src/cli/status.js';
 import { cacheProblems, observeCache } from './helpers/cache.js';
-import { HOOK, queueEnv, startDaemon, waitFor, type DaemonProcess } from './helpers/daemon.js';
+import { HOOK, notifyReceiver, queueEnv, startDaemon, waitFor, type DaemonProcess } from './helpers/daemon.js';
 import {
   buildFixtures,
   cachectl,
@@ -239,37 +239,22 @@ describe('cachectl daemon', () => {
   });
 
   it('speaks sd_notify to a real NOTIFY_SOCKET: READY, STATUS, WATCHDOG, STOPPING', async () => {
-    const socket = join(tempDir('notify'), 'notify.sock');
-    // Node cannot receive Unix datagrams either: a few lines of Python stand in for systemd's receiving end.
-    const receiver = spawn(
-      'python3',
-      ['-u', '-c', `import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nprint('listening',flush=True)\nwhile True:\n  print(s.recv(4096).decode().replace('\\n','|'),flush=True)`, socket],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
-    );
+    const receiver = await notifyReceiver();
     try {
-      const messages: string[] = [];
-      let partial = '';
-      receiver.stdout.on('data', (data: Buffer) => {
-        partial += data.toString();
-        const lines = partial.split('\n');
-        partial = lines.pop() ?? '';
-        messages.push(...lines);
-      });
-      await waitFor('the receiver', () => (messages.includes('listening') ? true : undefined), 10_000);
+      const { socket, messages, has } = receiver;
       const env = queueEnv({ NOTIFY_SOCKET: socket, WATCHDOG_USEC: '400000' });
       const daemon = startDaemon(['--to', `file://${tempDir('daemon-cache')}`], env);
-      const has = (field: string) => messages.some((message) => message.split('|').some((part) => part.startsWith(field)));
       await waitFor('READY=1', () => (has('READY=1') ? true : undefined), 20_000);
       await waitFor('two WATCHDOG=1', () => (messages.filter((m) => m.includes('WATCHDOG=1')).length >= 2 ? true : undefined), 20_000);
       assert.ok(has('STATUS=idle: 0 pending, 0 uploading, 0 done, 0 failed'), messages.join('\n'));
       // systemd-notify follows each message with a BARRIER=1 of its own, to wait until it was received
-      const ours = messages.filter((m) => m !== 'listening' && m !== 'BARRIER=1');
+      const ours = messages.filter((m) => m !== 'BARRIER=1');
       assert.ok(ours.every((m) => m.startsWith(`MAINPID=${daemon.child.pid}|`)), messages.join('\n'));
       daemon.child.kill('SIGTERM');
       assert.deepEqual(await daemon.exited, { code: 0, signal: null });
       await waitFor('STOPPING=1', () => (has('STOPPING=1') ? true : undefined), 10_000);
     } finally {
-      receiver.kill();
+      receiver.close();
     }
   });
 

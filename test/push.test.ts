@@ -209,3 +209,33 @@ describe('narinfos and NARs compared with nix copy', () => {
     }
   });
 });
+
+describe('cachectl push --skip-signed-by', () => {
+  it("leaves out the paths signed by another cache's key and uploads the paths that refer to them", async () => {
+    requireNix();
+    const env = testEnv();
+    const { app, lib } = await buildFixtures(['app', 'lib'], { nonce: `skip-signed-${Date.now()}` });
+    // lib as if substituted from upstream: signed by upstream's key in the local store.
+    const upstream = await newKey('upstream.example.org-1');
+    const sign = await run('nix', ['store', 'sign', '--key-file', upstream.secretFile, lib], env);
+    assert.equal(sign.code, 0, sign.stderr);
+    const key = await newKey('cachectl-skip-test-1');
+    const dir = tempDir('skip-cache');
+    const result = (await pushJson(['--to', `file://${dir}`, '--secret-key-file', key.secretFile, '--skip-signed-by', 'upstream.example.org-1', app], env)) as Awaited<
+      ReturnType<typeof pushJson>
+    > & { skippedSignedBy: number };
+    assert.deepEqual({ uploaded: result.uploaded, skipped: result.skippedSignedBy, closure: result.closurePaths }, { uploaded: [app], skipped: 1, closure: 2 });
+    assert.ok(!readdirSync(dir).includes(`${lib.slice('/nix/store/'.length, '/nix/store/'.length + 32)}.narinfo`));
+    const verify = await run('nix', ['store', 'verify', '--store', `file://${dir}`, '--trusted-public-keys', key.publicKey, app], env);
+    assert.equal(verify.code, 0, verify.stderr);
+    // Another key name skips nothing; a malformed one is refused before anything happens.
+    const all = await pushJson(['--to', `file://${tempDir('skip-cache')}`, '--skip-signed-by', 'cache.nixos.org-1', app], env);
+    assert.deepEqual([...all.uploaded].sort(), [app, lib].sort());
+    const bad = await cachectl(['push', '--to', `file://${tempDir('skip-cache')}`, '--skip-signed-by', 'upstream:key', app], env);
+    assert.equal(bad.code, 1);
+    assert.equal(
+      bad.stderr,
+      'cachectl: skip-signed-by "upstream:key" is not a key name such as cache.nixos.org-1 (the part before \':\' of a public key)\n',
+    );
+  });
+});

@@ -8,7 +8,8 @@ import { CachectlError, errorText } from '../core/errors.js';
 import { formatBytes, showProgress } from '../cli/progress.js';
 import { openDaemon } from '../cli/daemon.js';
 import { enqueueCommand } from '../cli/enqueue.js';
-import { formatGcReport, gcCommand, type GcFlags } from '../cli/gc.js';
+import { formatGcReport, gcCommand, recordGcRun, type GcFlags } from '../cli/gc.js';
+import type { GcRun } from '../queue/queue.js';
 import { pinCommand, pinsCommand, unpinCommand } from '../cli/pins.js';
 import { keygenCommand } from '../cli/keygen.js';
 import { pushCommand } from '../cli/push.js';
@@ -28,10 +29,13 @@ function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
 }
 
+function withQueueOption(command: Command): Command {
+  return command.option('--queue <file>', `the SQLite upload queue (env ${ENV_NAMES.queue}; default /var/lib/cachectl/queue.db)`);
+}
+
 /** Options of every command that works with the queue. */
 function withQueueOptions(command: Command): Command {
-  return command
-    .option('--queue <file>', `the SQLite upload queue (env ${ENV_NAMES.queue}; default /var/lib/cachectl/queue.db)`)
+  return withQueueOption(command)
     .option('--gc-roots <dir>', `where queued paths are GC roots until uploaded (env ${ENV_NAMES.gcRoots}; default $NIX_STATE_DIR/gcroots/cachectl)`);
 }
 
@@ -48,7 +52,12 @@ function withCommonOptions(command: Command): Command {
       collect,
     )
     .option('--jobs <n>', `NARs uploaded in parallel (env ${ENV_NAMES.jobs}; default 8)`)
-    .option('--compression <kind>', `NAR compression: zstd, xz or none (env ${ENV_NAMES.compression}; default zstd)`);
+    .option('--compression <kind>', `NAR compression: zstd, xz or none (env ${ENV_NAMES.compression}; default zstd)`)
+    .option(
+      '--skip-signed-by <keyname>',
+      `do not upload paths signed by this key (e.g. cache.nixos.org-1): clients get them from that cache; repeatable (env ${ENV_NAMES.skipSignedBy}, space-separated)`,
+      collect,
+    );
 }
 
 function loadConfig(flags: CommonFlags): Config {
@@ -145,7 +154,9 @@ withConfigOption(withQueueOptions(
           'retrying failures, pausing while the cache is down or throttling. Logs JSON lines to stdout; speaks sd_notify ' +
           'under systemd (Type=notify). SIGTERM drains: uploads in flight finish (or go back to the queue), then it exits 0.',
       ),
-  ).addHelpText(
+  )
+    .option('--metrics-listen <addr>', `serve Prometheus /metrics and /healthz on PORT, HOST:PORT or [IPV6]:PORT (env ${ENV_NAMES.metricsListen}; a bare port listens on 127.0.0.1)`)
+    .addHelpText(
     'after',
     `
 Example (what systemd/cachectl.service runs):
@@ -248,15 +259,16 @@ function withCacheOptions(command: Command): Command {
   return withConfigOption(command.option('--to <url>', `the cache: file:///DIR or s3://BUCKET?endpoint=URL&region=R&prefix=P (env ${ENV_NAMES.to})`));
 }
 
-withCacheOptions(
+withQueueOption(withCacheOptions(
   program
     .command('gc')
     .description(
       'Delete from the cache what nothing needs any more: narinfos outside the closures of the pins, of recent uploads ' +
         'and of what writers are uploading now, their NARs, orphaned NARs and logs. Safe while daemons and pushes keep ' +
-        'uploading. An unreachable object is first marked, and deleted by a later run once marked for the grace period.',
+        'uploading. An unreachable object is first marked, and deleted by a later run once marked for the grace period. ' +
+        'When this machine has a queue (--queue), the summary of the run is kept there for cachectl status and the metrics.',
     ),
-)
+))
   .option('--older-than <duration>', 'narinfos uploaded within this are kept, with their closures (e.g. 720h, 30m, 0s)', '720h')
   .option('--grace <duration>', 'how long an object stays marked before it is deleted, and how old it must be to be marked', '6h')
   .option('--dry-run', 'print what would be deleted, and change nothing')
@@ -274,7 +286,11 @@ Examples:
     try {
       const config = loadConfig(flags);
       const showNotes = process.stderr.isTTY && flags.json !== true;
-      const report = await gcCommand(flags, config, process.env, showNotes ? (text) => process.stderr.write(`\r\x1b[K${text}`) : undefined);
+      const onRun = (run: GcRun): void => {
+        const problem = recordGcRun(config.queue, run);
+        if (problem !== undefined) process.stderr.write(`cachectl: ${problem}\n`);
+      };
+      const report = await gcCommand(flags, config, process.env, showNotes ? (text) => process.stderr.write(`\r\x1b[K${text}`) : undefined, onRun);
       if (showNotes) process.stderr.write('\r\x1b[K');
       process.stdout.write(flags.json === true ? `${JSON.stringify(report)}\n` : formatGcReport(report));
       if (report.stopped !== undefined) process.exitCode = 1;

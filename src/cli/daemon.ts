@@ -1,15 +1,20 @@
 import type { Logger } from 'pino';
-import { errorText } from '../core/errors.js';
-import { type Config, requiredCacheUrl } from '../core/config.js';
+import { CachectlError, errorText } from '../core/errors.js';
+import { type Config, type ListenAddress, requiredCacheUrl } from '../core/config.js';
 import { openCache } from '../cache/open.js';
 import { Daemon } from '../daemon/daemon.js';
+import { health, renderMetrics, serveMetrics } from '../daemon/metrics.js';
 import { systemdNotifier } from '../daemon/notify.js';
 import { LocalStore } from '../nix/local-store.js';
 import { Queue } from '../queue/queue.js';
 import { spoolDirOf } from '../queue/spool.js';
 import { loadSecretKeys } from '../upload/secret-keys.js';
+import { statusOf } from './status.js';
 
-/** `cachectl daemon`: everything the uploader needs, checked before it starts. `close()` releases it all. */
+/**
+ * `cachectl daemon`: everything the uploader needs, checked before it starts, and the metrics endpoint when
+ * asked for. `close()` releases it all.
+ */
 export async function openDaemon(
   config: Config,
   log: Logger,
@@ -30,16 +35,37 @@ export async function openDaemon(
     keys,
     compression: config.compression,
     jobs: config.jobs,
+    skipSignedBy: config.skipSignedBy,
     log,
     notifier,
     env,
   });
+  const metrics = config.metricsListen === undefined ? undefined : await serveDaemonMetrics(config.metricsListen, daemon, queue);
+  if (metrics !== undefined) log.info({ metrics: `http://${formatHost(metrics.bound.address)}:${metrics.bound.port}/metrics` }, 'serving metrics');
   return {
     daemon,
     close() {
+      metrics?.server.close();
       backend.close();
       queue.close();
       store.close();
     },
   };
 }
+
+async function serveDaemonMetrics(address: ListenAddress, daemon: Daemon, queue: Queue): ReturnType<typeof serveMetrics> {
+  try {
+    return await serveMetrics(
+      address,
+      () => renderMetrics(statusOf(queue), daemon.metrics()),
+      () => health(daemon.metrics().status),
+    );
+  } catch (err) {
+    throw new CachectlError(
+      'CONFIG_INVALID',
+      `cannot serve metrics on ${formatHost(address.host)}:${address.port}: ${errorText(err)}; pick another --metrics-listen address`,
+    );
+  }
+}
+
+const formatHost = (host: string): string => (host.includes(':') ? `[${host}]` : host);

@@ -1,11 +1,14 @@
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { type Config, requiredCacheUrl } from '../core/config.js';
+import { errorText } from '../core/errors.js';
 import { formatDuration, parseDuration } from '../core/duration.js';
 import { openCache } from '../cache/open.js';
 import { collectGarbage, DEFAULT_GRACE, DEFAULT_OLDER_THAN, type GcReport, type Tally } from '../gc/gc.js';
 import { MetaCache } from '../gc/meta-cache.js';
+import { Queue, type GcRun } from '../queue/queue.js';
 import { formatBytes } from './progress.js';
 
 export interface GcFlags {
@@ -21,18 +24,39 @@ export function defaultMetadataCache(displayUrl: string, env: Readonly<Record<st
   return join(base, 'cachectl', `gc-${createHash('sha256').update(displayUrl).digest('hex').slice(0, 16)}.db`);
 }
 
-/** `cachectl gc`: one run of the bucket GC. */
+/**
+ * Keeps a GC run's summary in the queue on this machine, for `status` and the daemon's metrics, when there is
+ * a queue. Returns why it could not, if it could not.
+ */
+export function recordGcRun(queueFile: string, run: GcRun): string | undefined {
+  if (!existsSync(queueFile)) return undefined;
+  try {
+    const queue = Queue.openExisting(queueFile);
+    try {
+      queue.recordGcRun(run);
+    } finally {
+      queue.close();
+    }
+    return undefined;
+  } catch (err) {
+    return `cannot record this run in the queue ${queueFile} (status and metrics will not show it): ${errorText(err)}`;
+  }
+}
+
+/** `cachectl gc`: one run of the bucket GC; `onRun` gets its summary, also when it fails. */
 export async function gcCommand(
   flags: GcFlags,
   config: Config,
   env: Readonly<Record<string, string | undefined>>,
   onProgress?: (note: string) => void,
+  onRun?: (run: GcRun) => void,
 ): Promise<GcReport & { olderThan: string; grace: string }> {
   const cacheUrl = requiredCacheUrl(config);
   const olderThanMs = parseDuration(flags.olderThan ?? DEFAULT_OLDER_THAN, '--older-than');
   const graceMs = parseDuration(flags.grace ?? DEFAULT_GRACE, '--grace');
   const backend = await openCache(cacheUrl);
   const metaCache = MetaCache.open(flags.metadataCache ?? defaultMetadataCache(backend.displayUrl, env));
+  const startedAt = Date.now();
   try {
     const report = await collectGarbage({
       backend,
@@ -43,7 +67,22 @@ export async function gcCommand(
       jobs: Math.max(config.jobs, 16),
       ...(onProgress === undefined ? {} : { onProgress }),
     });
+    const deleted = [report.deleted.narinfos, report.deleted.nars, report.deleted.logs];
+    onRun?.({
+      cache: backend.displayUrl,
+      finishedAt: Date.now(),
+      seconds: report.seconds,
+      dryRun: report.dryRun,
+      ok: report.stopped === undefined,
+      deletedObjects: deleted.reduce((sum, tally) => sum + tally.count, 0) + report.deleted.leases + report.deleted.sweepMarks,
+      deletedBytes: deleted.reduce((sum, tally) => sum + tally.bytes, 0),
+      ...(report.stopped === undefined ? {} : { problem: report.stopped }),
+    });
     return { ...report, olderThan: formatDuration(olderThanMs), grace: formatDuration(graceMs) };
+  } catch (err) {
+    const seconds = (Date.now() - startedAt) / 1000;
+    onRun?.({ cache: backend.displayUrl, finishedAt: Date.now(), seconds, dryRun: flags.dryRun === true, ok: false, deletedObjects: 0, deletedBytes: 0, problem: errorText(err) });
+    throw err;
   } finally {
     metaCache.close();
     backend.close();

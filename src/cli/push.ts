@@ -33,6 +33,7 @@ export async function pushCommand(
       compression: config.compression,
       keys,
       jobs: config.jobs,
+      skipSignedBy: config.skipSignedBy,
       progress,
       lease,
     });

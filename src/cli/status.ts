@@ -1,6 +1,6 @@
 import type { Config } from '../core/config.js';
 import { daemonIsAlive } from '../daemon/daemon.js';
-import { Queue, type FailedPath, type QueueCounts } from '../queue/queue.js';
+import { Queue, type FailedPath, type GcRun, type QueueCounts } from '../queue/queue.js';
 import { countSpoolFiles, spoolDirOf } from '../queue/spool.js';
 import { formatBytes } from './progress.js';
 
@@ -25,38 +25,46 @@ export interface StatusReport {
     status?: Record<string, unknown>;
   };
   failed: FailedPath[];
+  /** the last `cachectl gc` run on this machine, if any */
+  lastGc: GcRun | null;
 }
 
 /** `cachectl status`: reads the queue (never writes it). */
 export function readStatus(config: Config, now = Date.now()): StatusReport {
   const queue = Queue.openExisting(config.queue, { readonly: true });
   try {
-    const oldest = queue.oldestPendingAt();
-    const record = queue.daemon();
-    const heartbeatAge = record === undefined ? undefined : now - record.heartbeatAt;
-    const alive = record !== undefined && daemonIsAlive(record, now);
-    return {
-      queue: config.queue,
-      counts: { ...queue.counts(), spoolFiles: countSpoolFiles(spoolDirOf(config.queue)) },
-      oldestPendingSeconds: oldest === undefined ? null : Math.max(0, (now - oldest) / 1000),
-      uploadedLastMinute: queue.uploadedSince(now - 60_000),
-      uploadedLastHour: queue.uploadedSince(now - 3600_000),
-      daemon:
-        record === undefined
-          ? { alive: false }
-          : {
-              alive,
-              pid: record.pid,
-              host: record.host,
-              startedAt: new Date(record.startedAt).toISOString(),
-              lastHeartbeatSeconds: Math.max(0, (heartbeatAge ?? 0) / 1000),
-              ...(alive ? { status: record.status } : {}),
-            },
-      failed: queue.failedPaths(FAILED_SHOWN),
-    };
+    return statusOf(queue, now);
   } finally {
     queue.close();
   }
+}
+
+/** The status of an open queue (the daemon's metrics read their own). */
+export function statusOf(queue: Queue, now = Date.now()): StatusReport {
+  const oldest = queue.oldestPendingAt();
+  const record = queue.daemon();
+  const heartbeatAge = record === undefined ? undefined : now - record.heartbeatAt;
+  const alive = record !== undefined && daemonIsAlive(record, now);
+  return {
+    queue: queue.file,
+    counts: { ...queue.counts(), spoolFiles: countSpoolFiles(spoolDirOf(queue.file)) },
+    oldestPendingSeconds: oldest === undefined ? null : Math.max(0, (now - oldest) / 1000),
+    uploadedLastMinute: queue.uploadedSince(now - 60_000),
+    uploadedLastHour: queue.uploadedSince(now - 3600_000),
+    daemon:
+      record === undefined
+        ? { alive: false }
+        : {
+            alive,
+            pid: record.pid,
+            host: record.host,
+            startedAt: new Date(record.startedAt).toISOString(),
+            lastHeartbeatSeconds: Math.max(0, (heartbeatAge ?? 0) / 1000),
+            ...(alive ? { status: record.status } : {}),
+          },
+    failed: queue.failedPaths(FAILED_SHOWN),
+    lastGc: queue.lastGcRun() ?? null,
+  };
 }
 
 export function formatStatus(report: StatusReport): string {
@@ -81,6 +89,12 @@ export function formatStatus(report: StatusReport): string {
       (counts.spoolFiles > 0 ? `; ${counts.spoolFiles} spool files not yet taken in` : ''),
   );
   lines.push(`uploaded: ${report.uploadedLastMinute} in the last minute, ${report.uploadedLastHour} in the last hour`);
+  const gc = report.lastGc;
+  if (gc !== null) {
+    const when = `${formatAge((Date.now() - gc.finishedAt) / 1000)} ago`;
+    const deleted = `${gc.dryRun ? 'would delete' : 'deleted'} ${gc.deletedObjects} objects (${formatBytes(gc.deletedBytes)})`;
+    lines.push(`last gc: ${when} on ${gc.cache}: ${gc.ok ? deleted : `DID NOT FINISH: ${gc.problem ?? ''}`}, took ${gc.seconds.toFixed(1)} s`);
+  }
   if (report.failed.length > 0) {
     lines.push('failed (run cachectl retry --all, or cachectl retry PATH, once the cause is fixed):');
     for (const failed of report.failed) {

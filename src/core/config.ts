@@ -11,6 +11,15 @@ export interface Config {
   readonly secretKeyFiles: readonly string[];
   readonly jobs: number;
   readonly compression: Compression;
+  /** key names whose signature marks a path as upstream's: not uploaded */
+  readonly skipSignedBy: readonly string[];
+  /** where the daemon serves /metrics and /healthz */
+  readonly metricsListen: ListenAddress | undefined;
+}
+
+export interface ListenAddress {
+  host: string;
+  port: number;
 }
 
 /** Flag values as commander hands them over (undefined when not given). */
@@ -21,6 +30,8 @@ export interface ConfigFlags {
   secretKeyFile?: string[] | undefined;
   jobs?: string | undefined;
   compression?: string | undefined;
+  skipSignedBy?: string[] | undefined;
+  metricsListen?: string | undefined;
 }
 
 /** Keys of the JSON config file, each naming its flag. */
@@ -31,6 +42,8 @@ export const CONFIG_KEYS = {
   secretKeyFiles: '--secret-key-file',
   jobs: '--jobs',
   compression: '--compression',
+  skipSignedBy: '--skip-signed-by',
+  metricsListen: '--metrics-listen',
 } as const;
 
 export const ENV_NAMES = {
@@ -40,6 +53,8 @@ export const ENV_NAMES = {
   secretKeyFiles: 'CACHECTL_SECRET_KEY_FILES',
   jobs: 'CACHECTL_JOBS',
   compression: 'CACHECTL_COMPRESSION',
+  skipSignedBy: 'CACHECTL_SKIP_SIGNED_BY',
+  metricsListen: 'CACHECTL_METRICS_LISTEN',
   config: 'CACHECTL_CONFIG',
 } as const;
 
@@ -123,6 +138,24 @@ export function resolveConfig(
     (fromFile('secretKeyFiles', 'string[]') as string[] | undefined) ??
     [];
 
+  const skipSignedBy =
+    flags.skipSignedBy ??
+    nonEmpty(env[ENV_NAMES.skipSignedBy])?.split(/\s+/).filter((name) => name !== '') ??
+    (fromFile('skipSignedBy', 'string[]') as string[] | undefined) ??
+    [];
+  for (const name of skipSignedBy) {
+    if (!KEY_NAME.test(name)) problems.push(`skip-signed-by ${JSON.stringify(name)} is not a key name such as cache.nixos.org-1 (the part before ':' of a public key)`);
+  }
+
+  const listenText = pick(flags.metricsListen, ENV_NAMES.metricsListen, 'metricsListen', 'string');
+  let metricsListen: ListenAddress | undefined;
+  if (listenText !== undefined) {
+    metricsListen = parseListenAddress(listenText);
+    if (metricsListen === undefined) {
+      problems.push(`metrics-listen ${JSON.stringify(listenText)} must be PORT, HOST:PORT or [IPV6]:PORT, such as 127.0.0.1:9108`);
+    }
+  }
+
   if (problems.length > 0) {
     throw new CachectlError('CONFIG_INVALID', problems.join('\n'));
   }
@@ -133,7 +166,19 @@ export function resolveConfig(
     secretKeyFiles: Object.freeze([...keyFiles]),
     jobs,
     compression: compressionText as Compression,
+    skipSignedBy: Object.freeze([...skipSignedBy]),
+    metricsListen,
   });
+}
+
+const KEY_NAME = /^[A-Za-z0-9][A-Za-z0-9._+-]*$/;
+
+/** `9108`, `127.0.0.1:9108`, `[::1]:9108`; port 0 picks a free one. */
+export function parseListenAddress(text: string): ListenAddress | undefined {
+  const match = /^(?:(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):)?(\d{1,5})$/.exec(text);
+  const port = Number(match?.[3]);
+  if (match === null || port > 65535) return undefined;
+  return { host: match[1] ?? match[2] ?? '127.0.0.1', port };
 }
 
 function nonEmpty(value: string | undefined): string | undefined {

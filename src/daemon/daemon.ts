@@ -12,6 +12,7 @@ import { listGcRoots, removeGcRoots } from '../nix/gc-roots.js';
 import type { DaemonRecord, NewPath, Queue } from '../queue/queue.js';
 import { readSpool, removeSpoolFiles } from '../queue/spool.js';
 import { ensureCacheInfo, failureOf, newProgress, pushClosures, type PushFailure } from '../upload/push.js';
+import { Histogram, type DaemonMetrics } from './metrics.js';
 import { watchdogIntervalMs, type Notifier } from './notify.js';
 import { LeaseWriter } from '../gc/lease.js';
 import { Waker, watchQueue } from './wake.js';
@@ -36,6 +37,8 @@ const IDLE_CHECK_MS = 10_000;
 const GC_ROOT_SWEEP_MS = 5 * 60_000;
 const DONE_RETENTION_MS = 7 * 24 * 3600_000;
 const RATE_WINDOW_MS = 60_000;
+/** How long a SIGTERM lets uploads in flight finish (systemd/cachectl.service's TimeoutStopSec exceeds it). */
+export const DRAIN_MS = 60_000;
 
 export interface DaemonOptions {
   queue: Queue;
@@ -46,6 +49,7 @@ export interface DaemonOptions {
   keys: readonly SecretKey[];
   compression: Compression;
   jobs: number;
+  skipSignedBy: readonly string[];
   log: Logger;
   notifier?: Notifier | undefined;
   env: Readonly<Record<string, string | undefined>>;
@@ -58,8 +62,13 @@ export interface DaemonOptions {
 
 export interface DaemonStatus {
   state: 'starting' | 'idle' | 'uploading' | 'paused' | 'draining';
+  /** since the daemon started: */
   uploadedPaths: number;
   uploadedNarBytes: number;
+  uploadedFileBytes: number;
+  /** failed upload attempts of queued paths, and those of them that went back to pending */
+  failedAttempts: number;
+  retries: number;
   pathsPerSecond: number;
   narBytesPerSecond: number;
   jobs: number;
@@ -88,6 +97,10 @@ export class Daemon {
   private pauseReason: string | undefined;
   private uploadedPaths = 0;
   private uploadedNarBytes = 0;
+  private uploadedFileBytes = 0;
+  private retries = 0;
+  private readonly failuresByCode = new Map<string, number>();
+  private readonly uploadSeconds = new Histogram();
   private readonly samples: { at: number; paths: number; bytes: number }[] = [];
   private lastStatusText = '';
   private currentState: DaemonStatus['state'] = 'starting';
@@ -113,14 +126,15 @@ export class Daemon {
     const unwatch = await watchQueue(this.queue.file, this.options.spoolDir, () => this.waker.wake());
     const timers: NodeJS.Timeout[] = [];
     try {
+      // The watchdog counts from the start, and waiting for the cache may take long.
+      const watchdogMs = watchdogIntervalMs(this.options.env, process.pid);
+      if (watchdogMs !== undefined) timers.push(setInterval(() => void this.options.notifier?.notify({ WATCHDOG: '1' }), watchdogMs));
       await this.waitForCache();
       if (this.stopping) return;
       this.setState('idle');
       await this.options.notifier?.notify({ READY: '1', STATUS: this.statusText() });
       this.log.info({ queue: this.queue.file, cache: this.options.backend.displayUrl, jobs: this.jobs }, 'ready');
       timers.push(setInterval(() => this.heartbeat(), HEARTBEAT_MS));
-      const watchdogMs = watchdogIntervalMs(this.options.env, process.pid);
-      if (watchdogMs !== undefined) timers.push(setInterval(() => void this.options.notifier?.notify({ WATCHDOG: '1' }), watchdogMs));
       timers.push(setInterval(() => this.sweepGcRoots(), GC_ROOT_SWEEP_MS));
       this.sweepGcRoots();
       await this.loop();
@@ -145,7 +159,7 @@ export class Daemon {
     const stoppingSent = this.options.notifier?.notify({ STOPPING: '1', STATUS: `draining ${this.inFlight.length} paths` });
     this.setState('draining');
     this.waker.wake();
-    const deadline = this.now() + (this.options.drainMs ?? 60_000);
+    const deadline = this.now() + (this.options.drainMs ?? DRAIN_MS);
     while (this.inFlight.length > 0 && this.now() < deadline) await sleep(50);
     if (this.inFlight.length > 0) {
       this.log.warn({ paths: this.inFlight.length }, 'drain time is up: uploads in flight go back to the queue');
@@ -255,6 +269,7 @@ export class Daemon {
     try {
       const valid = this.options.store.queryPathInfos(roots);
       for (const root of roots.filter((r) => !valid.has(r))) {
+        this.countFailure('PATH_NOT_VALID');
         this.queue.fail(
           root,
           `PATH_NOT_VALID: ${root} is no longer in the local Nix store (deleted before it was uploaded); build it again, then run cachectl retry`,
@@ -265,14 +280,15 @@ export class Daemon {
       const validRoots = roots.filter((r) => valid.has(r));
       if (validRoots.length === 0) return;
       const progress = newProgress();
-      const { backend, store, compression, keys } = this.options;
-      const result = await pushClosures(validRoots, { backend, store, compression, keys, jobs: this.jobs, progress, lease: this.lease });
+      const { backend, store, compression, keys, skipSignedBy } = this.options;
+      const result = await pushClosures(validRoots, { backend, store, compression, keys, skipSignedBy, jobs: this.jobs, progress, lease: this.lease });
       if (this.inFlight.length === 0) return; // a drain timed out and handed the paths back already
       const failures = new Map(result.failed.map((failure) => [failure.path, failure]));
       const uploaded = validRoots.filter((root) => !failures.has(root));
       this.queue.complete(uploaded);
       this.releaseGcRoots(uploaded);
-      this.count(result.uploaded.length, result.narBytes);
+      this.count(result.uploaded.length + result.repaired.length, result.narBytes, result.fileBytes);
+      this.uploadSeconds.observe((this.now() - started) / 1000);
       this.log.info(
         { roots: validRoots.length, uploaded: result.uploaded.length, repaired: result.repaired.length, present: result.alreadyPresent, narBytes: result.narBytes, ms: this.now() - started },
         'uploaded',
@@ -299,12 +315,14 @@ export class Daemon {
   }
 
   private recordFailure(root: string, failure: PushFailure, cacheTrouble: boolean): void {
+    this.countFailure(failure.rootCode);
     if (cacheTrouble && CACHE_TROUBLE.has(failure.rootCode)) {
       // Nobody's fault but the cache's: back in line for when the pause ends, no try used up.
       this.queue.release([root], this.pausedUntilAfter(failure), `${failure.rootCode}: ${failure.message}`);
       return;
     }
     const state = this.queue.fail(root, `${failure.rootCode}: ${failure.message}`, failure.retryable);
+    if (state === 'pending') this.retries += 1;
     this.log[state === 'failed' ? 'error' : 'warn']({ storePath: root, code: failure.rootCode, err: failure.message, state }, 'upload failed');
   }
 
@@ -332,12 +350,22 @@ export class Daemon {
     this.jobs = Math.min(this.options.jobs, this.jobs + 1);
   }
 
-  private count(paths: number, bytes: number): void {
+  private countFailure(code: string): void {
+    this.failuresByCode.set(code, (this.failuresByCode.get(code) ?? 0) + 1);
+  }
+
+  private count(paths: number, bytes: number, fileBytes: number): void {
     this.uploadedPaths += paths;
     this.uploadedNarBytes += bytes;
+    this.uploadedFileBytes += fileBytes;
     const now = this.now();
     this.samples.push({ at: now, paths, bytes });
     while ((this.samples[0]?.at ?? now) < now - RATE_WINDOW_MS) this.samples.shift();
+  }
+
+  /** The counters and state for the metrics endpoint. */
+  metrics(): DaemonMetrics {
+    return { status: this.status(), failuresByCode: this.failuresByCode, uploadSeconds: this.uploadSeconds };
   }
 
   private status(): DaemonStatus {
@@ -348,6 +376,9 @@ export class Daemon {
       state: this.stopping ? 'draining' : now < this.pausedUntil ? 'paused' : this.currentState,
       uploadedPaths: this.uploadedPaths,
       uploadedNarBytes: this.uploadedNarBytes,
+      uploadedFileBytes: this.uploadedFileBytes,
+      failedAttempts: [...this.failuresByCode.values()].reduce((sum, n) => sum + n, 0),
+      retries: this.retries,
       pathsPerSecond: recent.reduce((sum, s) => sum + s.paths, 0) / seconds,
       narBytesPerSecond: recent.reduce((sum, s) => sum + s.bytes, 0) / seconds,
       jobs: this.jobs,

@@ -61,6 +61,22 @@ interface PathRow {
   attempts: number;
 }
 
+/** What `status` and the metrics show of a `cachectl gc` run. */
+export interface GcRun {
+  cache: string;
+  finishedAt: number;
+  seconds: number;
+  dryRun: boolean;
+  /** finished its work: no error, and the sweep was not stopped early */
+  ok: boolean;
+  deletedObjects: number;
+  deletedBytes: number;
+  /** why it failed or stopped early */
+  problem?: string;
+}
+
+const GC_RUNS_KEPT = 30;
+
 /**
  * The upload queue: one SQLite file in WAL mode, and the hooks' inbox files beside it (see HOOK_INBOXES).
  * Hooks append to an `inbox`; the daemon takes the inboxes into `paths` and moves each path through
@@ -409,6 +425,19 @@ export class Queue {
            heartbeat_at = excluded.heartbeat_at, status = excluded.status`,
       )
       .run(record.pid, record.host, record.startedAt, this.now(), JSON.stringify(record.status));
+  }
+
+  /** Keeps the summary of a GC run (the last few are kept). */
+  recordGcRun(run: GcRun): void {
+    this.db.transaction(() => {
+      this.db.prepare('INSERT INTO gc_runs (finished_at, summary) VALUES (?, ?)').run(run.finishedAt, JSON.stringify(run));
+      this.db.prepare('DELETE FROM gc_runs WHERE id <= (SELECT max(id) FROM gc_runs) - ?').run(GC_RUNS_KEPT);
+    }).immediate();
+  }
+
+  lastGcRun(): GcRun | undefined {
+    const row = this.db.prepare<[], { summary: string }>('SELECT summary FROM gc_runs ORDER BY id DESC LIMIT 1').get();
+    return row === undefined ? undefined : (JSON.parse(row.summary) as GcRun);
   }
 
   /** Marks the daemon stopped: a clean stop leaves no heartbeat behind. */

@@ -39,6 +39,12 @@ export const MIGRATIONS: readonly string[] = [
     heartbeat_at INTEGER NOT NULL,
     status TEXT NOT NULL
   );`,
+  // The last runs of `cachectl gc` on this machine, for status and the metrics: a JSON summary each.
+  `CREATE TABLE gc_runs (
+    id INTEGER PRIMARY KEY,
+    finished_at INTEGER NOT NULL,
+    summary TEXT NOT NULL
+  );`,
 ];
 
 /**

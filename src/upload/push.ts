@@ -29,6 +29,8 @@ export interface PushOptions {
   progress?: PushProgress;
   /** the writer's lease, for pushing safely while a GC runs */
   lease?: LeaseWriter;
+  /** names of keys (`cache.nixos.org-1`) whose signature marks a path as another cache's: not uploaded */
+  skipSignedBy?: readonly string[];
 }
 
 export interface PushProgress {
@@ -56,6 +58,8 @@ export interface PushFailure {
 export interface PushResult {
   closurePaths: number;
   alreadyPresent: number;
+  /** paths signed by a `skipSignedBy` key: left to the cache that signed them */
+  skippedSignedBy: number;
   uploaded: string[];
   /** paths uploaded again because a concurrent GC deleted them after they were found present or uploaded */
   repaired: string[];
@@ -101,7 +105,7 @@ function isCacheWide(err: unknown): boolean {
 export async function pushClosures(roots: readonly string[], options: PushOptions): Promise<PushResult> {
   const { backend, store } = options;
   const progress = options.progress ?? newProgress();
-  const infos = store.queryClosure(roots);
+  const infos = withoutSignedBy(store.queryClosure(roots), options.skipSignedBy ?? []);
   await ensureCacheInfo(backend, store.storeDir);
   const hold = await options.lease?.hold([...infos.values()]);
   try {
@@ -110,8 +114,9 @@ export async function pushClosures(roots: readonly string[], options: PushOption
     progress.pathsTotal = missing.length;
     progress.narBytesTotal = missing.reduce((sum, info) => sum + info.narSize, 0);
     const result: PushResult = {
-      closurePaths: infos.size,
+      closurePaths: infos.size + infos.skipped,
       alreadyPresent: infos.size - missing.length,
+      skippedSignedBy: infos.skipped,
       uploaded: [],
       repaired: [],
       failed: [],
@@ -139,6 +144,15 @@ export async function pushClosures(roots: readonly string[], options: PushOption
 }
 
 const hashPartOf = (path: string): string => basename(path).slice(0, 32);
+
+/**
+ * The closure without the paths signed by one of `keyNames` (upstream's, which clients substitute from there);
+ * `skipped` counts them. Paths that refer to them are still uploaded: only their own narinfo is left out.
+ */
+function withoutSignedBy(infos: Map<string, PathInfo>, keyNames: readonly string[]): Map<string, PathInfo> & { skipped: number } {
+  const kept = new Map([...infos].filter(([, info]) => !info.sigs.some((sig) => keyNames.includes(sig.slice(0, sig.indexOf(':'))))));
+  return Object.assign(kept, { skipped: infos.size - kept.size });
+}
 
 /**
  * Uploads `paths` (NAR, then narinfo after its references'), adding to `result` and `published`. Returns the

@@ -89,3 +89,42 @@ export function queueEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
     CACHECTL_GC_ROOTS: gcRoots,
   };
 }
+
+export interface NotifyReceiver {
+  socket: string;
+  /** each datagram received, its lines joined with '|' */
+  messages: string[];
+  /** whether a message had a line starting with `field` (`READY=1`, `STATUS=idle`) */
+  has(field: string): boolean;
+  close(): void;
+}
+
+/**
+ * The receiving end of sd_notify, as systemd has it: a Unix datagram socket. Node cannot receive Unix
+ * datagrams either, so a few lines of Python stand in for systemd here.
+ */
+export async function notifyReceiver(): Promise<NotifyReceiver> {
+  const socket = join(tempDir('notify'), 'notify.sock');
+  const receiver = spawn(
+    'python3',
+    ['-u', '-c', `import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nprint('listening',flush=True)\nwhile True:\n  print(s.recv(4096).decode().replace('\\n','|'),flush=True)`, socket],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  onExit(() => receiver.kill());
+  const messages: string[] = [];
+  let partial = '';
+  receiver.stdout.on('data', (data: Buffer) => {
+    partial += data.toString();
+    const lines = partial.split('\n');
+    partial = lines.pop() ?? '';
+    messages.push(...lines);
+  });
+  await waitFor('the sd_notify receiver', () => (messages.includes('listening') ? true : undefined), 10_000);
+  messages.splice(0, messages.length);
+  return {
+    socket,
+    messages,
+    has: (field) => messages.some((message) => message.split('|').some((part) => part.startsWith(field))),
+    close: () => receiver.kill(),
+  };
+}
