@@ -5,8 +5,9 @@ import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import type { StatusReport } from '../src/cli/status.js';
 import { DRAIN_MS } from '../src/daemon/daemon.js';
+import { CONFIG_KEYS, resolveConfig } from '../src/core/config.js';
 import { parseDuration } from '../src/core/duration.js';
-import { notifyReceiver, queueEnv, startDaemon, waitFor } from './helpers/daemon.js';
+import { notifyReceiver, queueEnv, startDaemon, waitFor, type NotifyReceiver } from './helpers/daemon.js';
 import { buildFixtures, CACHECTL, cachectl, newKey, nixVerify, onExit, REPO, requireNix, run, tempDir, testEnv, type Key } from './helpers/nix.js';
 
 const UNITS = ['cachectl.service', 'cachectl-gc.service', 'cachectl-gc.timer'];
@@ -68,6 +69,94 @@ function parseMetrics(text: string): Map<string, number> {
   return samples;
 }
 
+/** What a service runs, from a unit file or from the NixOS module's serviceConfig. */
+interface ServiceSpec {
+  execStartPre: string[];
+  execStart: string;
+  environment: Record<string, string>;
+  loadCredential: string[];
+}
+
+function unitService(unit: Unit): ServiceSpec {
+  return {
+    execStartPre: unit['Service']?.['ExecStartPre'] ?? [],
+    execStart: one(unit, 'Service', 'ExecStart'),
+    environment: Object.fromEntries((unit['Service']?.['Environment'] ?? []).map((assignment) => assignment.split('=', 2) as [string, string])),
+    loadCredential: unit['Service']?.['LoadCredential'] ?? [],
+  };
+}
+
+/**
+ * Starts a service the way systemd would, with its paths mapped by `local`: each LoadCredential= source copied
+ * into a credentials directory (%d, mode 0400), the ExecStartPre= commands run (their prefixes ignored: we are
+ * root), then ExecStart= with the service's environment, a real NOTIFY_SOCKET and WATCHDOG_USEC.
+ */
+async function startService(service: ServiceSpec, local: (text: string) => string, notifySocket: string) {
+  const credentials = tempDir('credentials');
+  const mapped = (text: string) => local(text).replaceAll('%d', credentials);
+  for (const entry of service.loadCredential) {
+    const [name, source] = entry.split(':') as [string, string];
+    copyFileSync(mapped(source), join(credentials, name));
+    chmodSync(join(credentials, name), 0o400);
+  }
+  for (const command of service.execStartPre) {
+    const [program, ...args] = mapped(command.replace(/^[+!-]+/, '')).split(' ');
+    assert.equal((await run(program as string, args)).code, 0, command);
+  }
+  const env = testEnv({
+    ...Object.fromEntries(Object.entries(service.environment).map(([name, value]) => [name, mapped(value)])),
+    NOTIFY_SOCKET: notifySocket,
+    WATCHDOG_USEC: '400000',
+    CREDENTIALS_DIRECTORY: credentials,
+  });
+  const [program, ...args] = mapped(service.execStart).trim().split(' ');
+  const child = spawn(program as string, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  onExit(() => child.kill('SIGKILL'));
+  let stderr = '';
+  child.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  return { child, env, exited, stderr: () => stderr };
+}
+
+/**
+ * Checks a started daemon service end to end: READY, WATCHDOG pings from the main pid, `path` queued by
+ * `hook` arrives in `cacheDir` signed with `key`, STATUS counts it, SIGTERM
+ * (KillMode=mixed) stops it cleanly with STOPPING=1.
+ */
+async function checkDaemonService(
+  service: Awaited<ReturnType<typeof startService>>,
+  receiver: NotifyReceiver,
+  hook: { program: string; args: string[]; env: NodeJS.ProcessEnv },
+  path: string,
+  cacheDir: string,
+  key: Key,
+): Promise<void> {
+  const { child, exited, stderr } = service;
+  await waitFor('READY=1', () => (receiver.has('READY=1') ? true : undefined), 30_000, stderr);
+  await waitFor('two WATCHDOG=1', () => (receiver.messages.filter((m) => m.includes('WATCHDOG=1')).length >= 2 ? true : undefined), 20_000);
+  assert.ok(receiver.messages.every((m) => m === 'BARRIER=1' || m.startsWith(`MAINPID=${child.pid}|`)), receiver.messages.join('\n'));
+
+  const queued = await run(hook.program, hook.args, { ...hook.env, OUT_PATHS: path });
+  assert.deepEqual({ code: queued.code, stderr: queued.stderr }, { code: 0, stderr: '' });
+  await waitFor('the narinfo', () => (existsSync(join(cacheDir, `${path.slice('/nix/store/'.length, '/nix/store/'.length + 32)}.narinfo`)) ? true : undefined));
+  const verify = await nixVerify(`file://${cacheDir}`, key.publicKey, [path]);
+  assert.equal(verify.code, 0, verify.stderr);
+  await waitFor('STATUS with the upload', () => (receiver.has('STATUS=idle: 0 pending, 0 uploading, 1 done, 0 failed') ? true : undefined), 10_000);
+
+  child.kill('SIGTERM');
+  assert.deepEqual(await exited, { code: 0, signal: null }, stderr());
+  await waitFor('STOPPING=1', () => (receiver.has('STOPPING=1') ? true : undefined), 10_000);
+  assert.equal(stderr(), '');
+}
+
+/** A GC-roots directory Nix's collector scans, not yet created (the service's ExecStartPre makes it). */
+function newGcRootsDir(): string {
+  const dir = mkdtempSync('/nix/var/nix/gcroots/cachectl-service-test-');
+  onExit(() => rmSync(dir, { recursive: true, force: true }));
+  rmSync(dir, { recursive: true });
+  return dir;
+}
+
 async function statusJson(env: NodeJS.ProcessEnv): Promise<StatusReport> {
   const result = await cachectl(['status', '--json'], env);
   assert.equal(result.code, 0, result.stderr);
@@ -115,61 +204,25 @@ describe('operations: systemd units, metrics', () => {
     });
 
     it('the daemon started as the unit starts it: READY, STATUS, WATCHDOG pings, a hook-queued path uploaded, a clean stop', async () => {
-      const unit = readUnit('cachectl.service');
       const etc = tempDir('etc');
       const state = tempDir('state');
-      const credentials = tempDir('credentials');
-      const gcRoots = mkdtempSync('/nix/var/nix/gcroots/cachectl-unit-test-');
-      onExit(() => rmSync(gcRoots, { recursive: true, force: true }));
-      rmSync(gcRoots, { recursive: true });
+      const gcRoots = newGcRootsDir();
       const cacheDir = tempDir('unit-cache');
+      const standIn = standInCachectl();
       // The unit's paths, here.
       const local = (text: string): string =>
         text
-          .replaceAll(INSTALLED_CACHECTL, standInCachectl())
+          .replaceAll(INSTALLED_CACHECTL, standIn)
           .replaceAll('/etc/cachectl', etc)
           .replaceAll('/var/lib/cachectl', state)
-          .replaceAll('/nix/var/nix/gcroots/cachectl', gcRoots)
-          .replaceAll('%d', credentials);
+          .replaceAll('/nix/var/nix/gcroots/cachectl', gcRoots);
       writeFileSync(join(etc, 'config.json'), JSON.stringify({ to: `file://${cacheDir}`, jobs: 4 }));
       copyFileSync(key.secretFile, join(etc, 'signing-key'));
-      // systemd copies each LoadCredential= source into $CREDENTIALS_DIRECTORY, readable by the service only.
-      const [credential, source] = one(unit, 'Service', 'LoadCredential').split(':') as [string, string];
-      copyFileSync(local(source), join(credentials, credential));
-      chmodSync(join(credentials, credential), 0o400);
-
-      for (const command of unit['Service']?.['ExecStartPre'] ?? []) {
-        const [program, ...args] = local(command.replace(/^[+!-]+/, '')).split(' ');
-        assert.equal((await run(program as string, args)).code, 0, command);
-      }
       const receiver = await notifyReceiver();
       try {
-        const unitEnv = Object.fromEntries((unit['Service']?.['Environment'] ?? []).map((assignment) => local(assignment).split('=', 2) as [string, string]));
-        const env = testEnv({ ...unitEnv, NOTIFY_SOCKET: receiver.socket, WATCHDOG_USEC: '400000', CREDENTIALS_DIRECTORY: credentials, STATE_DIRECTORY: state });
-        const [program, ...args] = local(one(unit, 'Service', 'ExecStart')).split(' ');
-        const daemon = spawn(program as string, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
-        onExit(() => daemon.kill('SIGKILL'));
-        let stderr = '';
-        daemon.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
-        const exited = new Promise((resolve) => daemon.once('exit', (code, signal) => resolve({ code, signal })));
-        await waitFor('READY=1', () => (receiver.has('READY=1') ? true : undefined), 30_000, () => stderr);
-        await waitFor('two WATCHDOG=1', () => (receiver.messages.filter((m) => m.includes('WATCHDOG=1')).length >= 2 ? true : undefined), 20_000);
-        assert.ok(receiver.messages.every((m) => m === 'BARRIER=1' || m.startsWith(`MAINPID=${daemon.pid}|`)), receiver.messages.join('\n'));
-
-        // A build's output, queued by the hook with the unit's queue, arrives signed with the credential's key.
+        const service = await startService(unitService(readUnit('cachectl.service')), local, receiver.socket);
         const { tiny } = await buildFixtures(['tiny'], { nonce: `unit-${Date.now()}` });
-        const hook = await run(join(REPO, 'hook/post-build-hook'), [], { ...env, OUT_PATHS: tiny });
-        assert.deepEqual({ code: hook.code, stderr: hook.stderr }, { code: 0, stderr: '' });
-        await waitFor('the narinfo', () => (existsSync(join(cacheDir, `${tiny.slice('/nix/store/'.length, '/nix/store/'.length + 32)}.narinfo`)) ? true : undefined));
-        const verify = await nixVerify(`file://${cacheDir}`, key.publicKey, [tiny]);
-        assert.equal(verify.code, 0, verify.stderr);
-        await waitFor('STATUS with the upload', () => (receiver.has('STATUS=idle: 0 pending, 0 uploading, 1 done, 0 failed') ? true : undefined), 10_000);
-
-        // systemctl stop with KillMode=mixed: SIGTERM to the main process.
-        daemon.kill('SIGTERM');
-        assert.deepEqual(await exited, { code: 0, signal: null }, stderr);
-        await waitFor('STOPPING=1', () => (receiver.has('STOPPING=1') ? true : undefined), 10_000);
-        assert.equal(stderr, '');
+        await checkDaemonService(service, receiver, { program: join(REPO, 'hook/post-build-hook'), args: [], env: service.env }, tiny, cacheDir, key);
         assert.ok(readdirSync(state).includes('queue.db'), 'the queue is in the StateDirectory');
       } finally {
         receiver.close();
@@ -255,5 +308,206 @@ describe('operations: systemd units, metrics', () => {
         await first.exited;
       }
     });
+  });
+});
+
+/** Stands for the module's `package` in the evaluation; the tests map it to this checkout. */
+const PACKAGE = '/cachectl-package';
+
+interface ServiceConfig {
+  environment?: Record<string, string>;
+  serviceConfig: Record<string, string | string[]>;
+}
+
+interface ModuleEval {
+  options: string[];
+  config: {
+    assertions: { assertion: boolean; message: string }[];
+    nix: { settings: { 'post-build-hook': string } };
+    systemd: { services: Record<string, ServiceConfig | null>; timers: Record<string, { timerConfig: Record<string, string | boolean> } | null> };
+  };
+}
+
+/** nixos-module.nix evaluated with `settings` for services.cachectl (test/nix/eval-module.nix). */
+async function evalModule(settings: Record<string, unknown>): Promise<ModuleEval> {
+  const result = await run('nix-instantiate', [
+    '--eval', '--strict', '--json', '--read-write-mode', join(REPO, 'test/nix/eval-module.nix'),
+    '--argstr', 'settingsJson', JSON.stringify(settings), '--argstr', 'packages', '/usr',
+  ]);
+  assert.equal(result.code, 0, result.stderr);
+  return JSON.parse(result.stdout) as ModuleEval;
+}
+
+function moduleService(evaluated: ModuleEval, name: string): ServiceSpec & { serviceConfig: Record<string, string | string[]> } {
+  const service = evaluated.config.systemd.services[name];
+  assert.ok(service !== null && service !== undefined, `the module defines no ${name} service`);
+  const list = (value: string | string[] | undefined): string[] => (value === undefined ? [] : ([] as string[]).concat(value));
+  return {
+    execStartPre: list(service.serviceConfig['ExecStartPre']),
+    execStart: String(service.serviceConfig['ExecStart']),
+    environment: service.environment ?? {},
+    loadCredential: list(service.serviceConfig['LoadCredential']),
+    serviceConfig: service.serviceConfig,
+  };
+}
+
+/** The value of `--config FILE` in a command line. */
+function configFileOf(command: string): string {
+  const file = /--config (\S+)/.exec(command)?.[1];
+  assert.ok(file !== undefined, `no --config in ${command}`);
+  return file;
+}
+
+/** Settings of the module that are not cachectl config keys, and what each becomes. */
+const MODULE_ONLY: Record<string, string> = {
+  enable: 'the services',
+  package: 'the program the services run',
+  secretKeyFiles: '--secret-key-file, through LoadCredential',
+  credentialsFile: 'EnvironmentFile',
+  'gc.enable': 'the GC service and timer',
+  'gc.olderThan': '--older-than',
+  'gc.grace': '--grace',
+  'gc.schedule': 'OnCalendar',
+  'gc.randomizedDelaySec': 'RandomizedDelaySec',
+  pins: 'cachectl pin',
+};
+/** Lines of a unit that name programs, files and paths, which the module gives its own way. */
+const EXEC_KEYS = new Set(['ExecStart', 'ExecStartPre', 'LoadCredential', 'EnvironmentFile', 'Environment']);
+
+describe('operations: nixos-module.nix and default.nix', () => {
+  let key: Key;
+  before(async () => {
+    requireNix();
+    key = await newKey('cachectl-module-test-1');
+  });
+
+  it('parse with nix-instantiate --parse', async () => {
+    for (const file of ['nixos-module.nix', 'default.nix']) {
+      const parsed = await run('nix-instantiate', ['--parse', join(REPO, file)]);
+      assert.equal(parsed.code, 0, `${file}: ${parsed.stderr}`);
+    }
+  });
+
+  it('its options, the CLI flags and the config keys agree; its units match systemd/', async () => {
+    const settings = {
+      enable: true,
+      package: PACKAGE,
+      to: 's3://cache?region=auto&endpoint=http://127.0.0.1:9000',
+      secretKeyFiles: ['/etc/nix/a.sec', '/etc/nix/b.sec'],
+      credentialsFile: '/etc/cachectl/aws.env',
+      jobs: 3,
+      compression: 'xz',
+      skipSignedBy: ['cache.nixos.org-1'],
+      metricsListen: '127.0.0.1:9108',
+      gc: { enable: true, olderThan: '100h', grace: '2h', schedule: 'weekly', randomizedDelaySec: '30min' },
+      pins: { system: ['/nix/store/00000000000000000000000000000000-system'] },
+    };
+    const evaluated = await evalModule(settings);
+    const daemon = moduleService(evaluated, 'cachectl');
+    const gc = moduleService(evaluated, 'cachectl-gc');
+
+    // Every option is a config key the module writes into the daemon's config file, or is listed above.
+    const configFile = configFileOf(daemon.execStart);
+    const written = JSON.parse(readFileSync(configFile, 'utf8')) as Record<string, unknown>;
+    for (const option of evaluated.options) {
+      if (option in MODULE_ONLY) continue;
+      assert.ok(option in CONFIG_KEYS, `services.cachectl.${option} is neither a config key (${Object.keys(CONFIG_KEYS).join(', ')}) nor known to this test`);
+      assert.deepEqual(written[option], (settings as Record<string, unknown>)[option], option);
+    }
+    assert.deepEqual(Object.keys(MODULE_ONLY).filter((option) => !evaluated.options.includes(option)), [], 'options this test expects');
+    // Every config key is set by the module (queue and gcRoots, its own), but the keys given as flags.
+    assert.deepEqual([...Object.keys(written), 'secretKeyFiles'].sort(), Object.keys(CONFIG_KEYS).sort());
+    // cachectl itself accepts the file.
+    const resolved = resolveConfig({}, {}, { name: configFile, text: readFileSync(configFile, 'utf8') });
+    assert.deepEqual(resolved.skipSignedBy, settings.skipSignedBy);
+
+    // Every flag on the services' command lines is one the command knows.
+    const commands = [daemon.execStart, ...gc.execStartPre, gc.execStart];
+    for (const command of commands) {
+      const [program, subcommand, ...args] = command.replace(/^[-+!]+/, '').split(' ');
+      assert.equal(program, `${PACKAGE}/bin/cachectl`);
+      const help = await cachectl([String(subcommand), '--help']);
+      for (const flag of args.filter((arg) => arg.startsWith('--'))) assert.ok(help.stdout.includes(`${flag} `), `cachectl ${subcommand} has no ${flag}`);
+    }
+    assert.equal(daemon.execStart.split('--secret-key-file %d/').length - 1, settings.secretKeyFiles.length);
+    assert.deepEqual(daemon.loadCredential.map((entry) => entry.split(':')[1]), settings.secretKeyFiles);
+    assert.match(gc.execStart, / --older-than 100h --grace 2h$/);
+    assert.deepEqual(gc.execStartPre, [`-${PACKAGE}/bin/cachectl pin --config ${configFile} system ${settings.pins.system[0]}`]);
+    for (const service of [daemon, gc]) assert.equal(service.serviceConfig['EnvironmentFile'], settings.credentialsFile);
+    assert.deepEqual(evaluated.config.systemd.timers['cachectl-gc']?.timerConfig, { OnCalendar: 'weekly', RandomizedDelaySec: '30min', Persistent: true });
+
+    // The same settings as the shipped units, but for programs and paths.
+    for (const [name, service] of [['cachectl.service', daemon], ['cachectl-gc.service', gc]] as const) {
+      const shipped = readUnit(name)['Service'] ?? {};
+      const fromModule = Object.entries(service.serviceConfig).filter(([setting]) => !EXEC_KEYS.has(setting));
+      assert.deepEqual(
+        Object.fromEntries(fromModule),
+        Object.fromEntries(Object.entries(shipped).filter(([setting]) => !EXEC_KEYS.has(setting)).map(([setting, values]) => [setting, values.join(' ')])),
+        name,
+      );
+      assert.deepEqual(service.environment, unitService(readUnit(name)).environment, `${name}: Environment`);
+    }
+    const shippedTimer = readUnit('cachectl-gc.timer')['Timer'] ?? {};
+    const defaults = await evalModule({ enable: true, package: PACKAGE, to: 'file:///x', gc: { enable: true } });
+    const timer = defaults.config.systemd.timers['cachectl-gc']?.timerConfig;
+    assert.deepEqual(timer, { OnCalendar: shippedTimer['OnCalendar']?.[0], RandomizedDelaySec: shippedTimer['RandomizedDelaySec']?.[0], Persistent: shippedTimer['Persistent']?.[0] === 'true' });
+    const minimal = await evalModule({ enable: true, package: PACKAGE, to: 'file:///x' });
+    assert.equal(minimal.config.systemd.services['cachectl-gc'], null, 'no GC unless asked for');
+    assert.equal(minimal.config.systemd.timers['cachectl-gc'], null, 'no GC unless asked for');
+    assert.equal(moduleService(minimal, 'cachectl').execStart.includes('--secret-key-file'), false);
+
+    // A key in the store is refused.
+    const inStore = await evalModule({ enable: true, package: PACKAGE, to: 'file:///x', secretKeyFiles: ['/nix/store/x-key.sec', 'relative.sec'] });
+    assert.deepEqual(inStore.config.assertions.map((check) => check.assertion), [false, false]);
+    assert.match(inStore.config.assertions[0]?.message ?? '', /^services\.cachectl\.secretKeyFiles: \/nix\/store\/x-key\.sec must be an absolute path outside the Nix store/);
+  });
+
+  it("a machine with services.cachectl, run here: Nix's hook, the daemon, the pins and the GC", async () => {
+    const { tiny } = await buildFixtures(['tiny'], { nonce: `module-${Date.now()}` });
+    const cacheDir = tempDir('module-cache');
+    const evaluated = await evalModule({
+      enable: true,
+      package: PACKAGE,
+      to: `file://${cacheDir}`,
+      secretKeyFiles: [key.secretFile],
+      jobs: 2,
+      gc: { enable: true },
+      pins: { demo: [tiny] },
+    });
+    const state = tempDir('state');
+    const gcRoots = newGcRootsDir();
+    const cacheHome = tempDir('cache-home');
+    const standIn = standInCachectl();
+    const local = (text: string): string =>
+      text
+        .replaceAll(`${PACKAGE}/bin/cachectl`, standIn)
+        .replaceAll(`${PACKAGE}/lib/node_modules/cachectl/`, REPO)
+        .replaceAll('/var/lib/cachectl', state)
+        .replaceAll('/var/cache/cachectl', cacheHome)
+        .replaceAll('/nix/var/nix/gcroots/cachectl', gcRoots);
+    // nix.settings.post-build-hook, as Nix would run it: with Nix's environment, nothing of cachectl's.
+    const hook = join(tempDir('hook'), 'post-build-hook');
+    writeFileSync(hook, local(readFileSync(evaluated.config.nix.settings['post-build-hook'], 'utf8')));
+    const receiver = await notifyReceiver();
+    try {
+      const service = await startService(moduleService(evaluated, 'cachectl'), local, receiver.socket);
+      await checkDaemonService(service, receiver, { program: 'sh', args: [hook], env: testEnv() }, tiny, cacheDir, key);
+    } finally {
+      receiver.close();
+    }
+
+    // The GC service: its pins first, then the GC, which records its run in the queue.
+    const gc = moduleService(evaluated, 'cachectl-gc');
+    const env = testEnv(Object.fromEntries(Object.entries(gc.environment).map(([name, value]) => [name, local(value)])));
+    for (const command of [...gc.execStartPre, gc.execStart]) {
+      const [program, ...args] = local(command.replace(/^[-+!]+/, '')).split(' ');
+      const result = await run(program as string, args, env);
+      assert.equal(result.code, 0, `${command}: ${result.stderr}`);
+    }
+    const pins = await cachectl(['pins', '--json', '--to', `file://${cacheDir}`], env);
+    assert.deepEqual(JSON.parse(pins.stdout), [{ name: 'demo', paths: [tiny], problems: [] }]);
+    const report = await statusJson(env);
+    assert.ok(report.lastGc?.ok === true && report.lastGc.dryRun === false, JSON.stringify(report.lastGc));
+    assert.equal(report.counts.done, 1);
   });
 });
