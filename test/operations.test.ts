@@ -7,7 +7,7 @@ import type { StatusReport } from '../src/cli/status.js';
 import { DRAIN_MS } from '../src/daemon/daemon.js';
 import { CONFIG_KEYS, resolveConfig } from '../src/core/config.js';
 import { parseDuration } from '../src/core/duration.js';
-import { notifyReceiver, queueEnv, startDaemon, waitFor, type NotifyReceiver } from './helpers/daemon.js';
+import { HOOK, notifyReceiver, queueEnv, startDaemon, waitFor, type NotifyReceiver } from './helpers/daemon.js';
 import { buildFixtures, CACHECTL, cachectl, newKey, nixVerify, onExit, REPO, requireNix, run, tempDir, testEnv, type Key } from './helpers/nix.js';
 
 const UNITS = ['cachectl.service', 'cachectl-gc.service', 'cachectl-gc.timer'];
@@ -222,7 +222,7 @@ describe('operations: systemd units, metrics', () => {
       try {
         const service = await startService(unitService(readUnit('cachectl.service')), local, receiver.socket);
         const { tiny } = await buildFixtures(['tiny'], { nonce: `unit-${Date.now()}` });
-        await checkDaemonService(service, receiver, { program: join(REPO, 'hook/post-build-hook'), args: [], env: service.env }, tiny, cacheDir, key);
+        await checkDaemonService(service, receiver, { program: HOOK, args: [], env: service.env }, tiny, cacheDir, key);
         assert.ok(readdirSync(state).includes('queue.db'), 'the queue is in the StateDirectory');
       } finally {
         receiver.close();
@@ -241,10 +241,10 @@ describe('operations: systemd units, metrics', () => {
         assert.match(base, /^http:\/\/127\.0\.0\.1:\d+$/);
         await daemon.waitForLog('ready');
         assert.equal((await cachectl(['enqueue', paths.tiny, paths.lib], env)).code, 0);
-        // A path the local store does not have fails at once (PATH_NOT_VALID).
+        // A path the local store does not have (the hook does not look) fails at once: PATH_NOT_VALID.
         const gone = '/nix/store/00000000000000000000000000000000-cachectl-metrics-gone';
-        const sqlite = await run('sqlite3', [String(env.CACHECTL_QUEUE), `INSERT INTO inbox (store_path, source, enqueued_at) VALUES ('${gone}', 'cli', 0)`]);
-        assert.equal(sqlite.code, 0, sqlite.stderr);
+        const hook = await run(HOOK, [], { ...env, OUT_PATHS: gone });
+        assert.deepEqual({ code: hook.code, stderr: hook.stderr }, { code: 0, stderr: '' });
         const gc = await cachectl(['gc', '--to', to, '--older-than', '0s', '--grace', '0s', '--dry-run'], env);
         assert.equal(gc.code, 0, gc.stderr);
 

@@ -129,6 +129,7 @@ path failed; the paths that reference a failed path are not published, so the ca
           `pushed ${result.uploaded.length} paths (${formatBytes(result.narBytes)} NAR, ${formatBytes(result.fileBytes)} ` +
             `${config.compression}) to ${result.cache} in ${result.seconds.toFixed(1)} s (${formatBytes(rate)}/s); ` +
             `${result.alreadyPresent} of ${result.closurePaths} already there` +
+            (result.skippedSignedBy > 0 ? `; ${result.skippedSignedBy} left to the caches that signed them` : '') +
             (result.repaired.length > 0 ? `; ${result.repaired.length} uploaded again after a concurrent GC removed them` : '') +
             (result.failed.length > 0 ? `; ${result.failed.length} FAILED` : '') +
             '\n',
@@ -159,8 +160,10 @@ withConfigOption(withQueueOptions(
     .addHelpText(
     'after',
     `
-Example (what systemd/cachectl.service runs):
-  cachectl daemon --to 's3://my-cache?region=eu-west-1' --secret-key-file /etc/nix/cache.sec
+Example:
+  cachectl daemon --to 's3://my-cache?region=eu-west-1' --secret-key-file /etc/nix/cache.sec --metrics-listen 9108
+
+systemd/cachectl.service runs: cachectl daemon --config /etc/cachectl/config.json --secret-key-file %d/signing-key
 
 Then add to nix.conf:  post-build-hook = ${new URL('../../../hook/post-build-hook', import.meta.url).pathname}`,
   ),
