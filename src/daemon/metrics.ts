@@ -91,7 +91,8 @@ export function renderMetrics(report: StatusReport, daemon: DaemonMetrics): stri
 }
 
 function formatValue(value: number): string {
-  return Number.isInteger(value) ? String(value) : value.toFixed(6).replace(/0+$/, '');
+  // at most 6 decimals, never an exponent
+  return String(Number(value.toFixed(6)));
 }
 
 /** Whether the daemon is doing its job: uploading or ready to; not while starting, paused by cache trouble or draining. */
