@@ -21,7 +21,8 @@ export async function cacheProblems(backend: CacheBackend): Promise<{ narinfos: 
       try {
         info = parseNarInfo(text.toString('utf8'), key);
       } catch (err) {
-        // s3rver writes an object in place, so a GET racing its PUT can see it torn (S3 and file:// cannot).
+        // s3rver stores an object's content and its metadata one after the other, so a GET racing a PUT can see
+        // them torn (S3 and file:// cannot).
         // A second read tells a torn read from a malformed narinfo.
         if (read === 2) {
           problems.push(`${(err as Error).message} (${text.length} bytes: ${JSON.stringify(text.toString('utf8').slice(-40))})`);

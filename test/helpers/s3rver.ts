@@ -1,9 +1,9 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { REPO } from './nix.js';
 
 export interface S3Server {
   port: number;
@@ -26,13 +26,14 @@ export interface S3Server {
 /**
  * Starts s3rver in a child process on a free port of 127.0.0.1. `--openssl-legacy-provider` is required:
  * without it s3rver's paginated listings fail (DES in OpenSSL 3). Fails loudly when s3rver is missing.
+ * Its PUTs are made atomic, as S3's are (test/helpers/s3rver-atomic.cjs).
  */
 export async function startS3rver(
   bucket = 'nix-cache',
   options: { port?: number; dir?: string } = {},
 ): Promise<S3Server> {
-  const require = createRequire(import.meta.url);
-  const bin = require.resolve('s3rver/bin/s3rver.js');
+  // s3rver's own bin, with PUTs made whole-or-nothing as on S3 (see the file)
+  const bin = join(REPO, 'test/helpers/s3rver-atomic.cjs');
   const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'cachectl-s3rver-')));
   const child = spawn(
     process.execPath,
