@@ -69,6 +69,11 @@ function parseMetrics(text: string): Map<string, number> {
   return samples;
 }
 
+/** The words of an Exec*= line, without systemd's prefixes (`-` ignore failure, `+` `!` privileges: we are root). */
+function execWords(line: string): [string, ...string[]] {
+  return line.replace(/^[-+!]+/, '').trim().split(' ') as [string, ...string[]];
+}
+
 /** What a service runs, from a unit file or from the NixOS module's serviceConfig. */
 interface ServiceSpec {
   execStartPre: string[];
@@ -81,7 +86,7 @@ function unitService(unit: Unit): ServiceSpec {
   return {
     execStartPre: unit['Service']?.['ExecStartPre'] ?? [],
     execStart: one(unit, 'Service', 'ExecStart'),
-    environment: Object.fromEntries((unit['Service']?.['Environment'] ?? []).map((assignment) => assignment.split('=', 2) as [string, string])),
+    environment: Object.fromEntries((unit['Service']?.['Environment'] ?? []).map((assignment) => [assignment.slice(0, assignment.indexOf('=')), assignment.slice(assignment.indexOf('=') + 1)])),
     loadCredential: unit['Service']?.['LoadCredential'] ?? [],
   };
 }
@@ -100,8 +105,8 @@ async function startService(service: ServiceSpec, local: (text: string) => strin
     chmodSync(join(credentials, name), 0o400);
   }
   for (const command of service.execStartPre) {
-    const [program, ...args] = mapped(command.replace(/^[+!-]+/, '')).split(' ');
-    assert.equal((await run(program as string, args)).code, 0, command);
+    const [program, ...args] = execWords(mapped(command));
+    assert.equal((await run(program, args)).code, 0, command);
   }
   const env = testEnv({
     ...Object.fromEntries(Object.entries(service.environment).map(([name, value]) => [name, mapped(value)])),
@@ -109,8 +114,8 @@ async function startService(service: ServiceSpec, local: (text: string) => strin
     WATCHDOG_USEC: '400000',
     CREDENTIALS_DIRECTORY: credentials,
   });
-  const [program, ...args] = mapped(service.execStart).trim().split(' ');
-  const child = spawn(program as string, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const [program, ...args] = execWords(mapped(service.execStart));
+  const child = spawn(program, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
   onExit(() => child.kill('SIGKILL'));
   let stderr = '';
   child.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
@@ -424,7 +429,7 @@ describe('operations: nixos-module.nix and default.nix', () => {
     // Every flag on the services' command lines is one the command knows.
     const commands = [daemon.execStart, ...gc.execStartPre, gc.execStart];
     for (const command of commands) {
-      const [program, subcommand, ...args] = command.replace(/^[-+!]+/, '').split(' ');
+      const [program, subcommand, ...args] = execWords(command);
       assert.equal(program, `${PACKAGE}/bin/cachectl`);
       const help = await cachectl([String(subcommand), '--help']);
       for (const flag of args.filter((arg) => arg.startsWith('--'))) assert.ok(help.stdout.includes(`${flag} `), `cachectl ${subcommand} has no ${flag}`);
@@ -500,8 +505,8 @@ describe('operations: nixos-module.nix and default.nix', () => {
     const gc = moduleService(evaluated, 'cachectl-gc');
     const env = testEnv(Object.fromEntries(Object.entries(gc.environment).map(([name, value]) => [name, local(value)])));
     for (const command of [...gc.execStartPre, gc.execStart]) {
-      const [program, ...args] = local(command.replace(/^[-+!]+/, '')).split(' ');
-      const result = await run(program as string, args, env);
+      const [program, ...args] = execWords(local(command));
+      const result = await run(program, args, env);
       assert.equal(result.code, 0, `${command}: ${result.stderr}`);
     }
     const pins = await cachectl(['pins', '--json', '--to', `file://${cacheDir}`], env);
