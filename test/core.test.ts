@@ -221,14 +221,18 @@ describe('cache URLs', () => {
       prefix: 'a/b/',
       forcePathStyle: true,
       checksums: 'WHEN_REQUIRED',
+      requestTimeoutMs: 120_000,
     });
+    const fast = parseCacheUrl('s3://b-1?endpoint=127.0.0.1:9000&request-timeout=2s');
+    assert.equal(fast.kind === 's3' && fast.requestTimeoutMs, 2000);
     const r2 = parseCacheUrl('s3://cache?endpoint=https://acct.r2.cloudflarestorage.com&region=auto');
     assert.equal(r2.kind === 's3' && r2.region, 'auto');
     const aws = parseCacheUrl('s3://cache?region=eu-west-1');
     assert.ok(aws.kind === 's3' && !aws.forcePathStyle && aws.checksums === 'WHEN_SUPPORTED' && aws.endpoint === undefined);
   });
   for (const bad of ['/tmp/x', 'http://x/y', 'file://host/x', 'file:///', 's3://A_B', 's3://b/path', 's3://bkt?compression=xz',
-    's3://bkt?prefix=a/../b', 's3://bkt?addressing-style=sideways', 's3://bkt?endpoint=h&scheme=ftp']) {
+    's3://bkt?prefix=a/../b', 's3://bkt?addressing-style=sideways', 's3://bkt?endpoint=h&scheme=ftp',
+    's3://bkt?request-timeout=soon', 's3://bkt?request-timeout=0s']) {
     it(`refuses ${bad}`, () => assertCode(() => parseCacheUrl(bad), 'CACHE_URL_INVALID', /expected file:\/\/\/DIR or s3:\/\//));
   }
 });

@@ -6,9 +6,8 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseCacheUrl } from '../src/core/cache-url.js';
 import { openCache } from '../src/cache/open.js';
-import type { StatusReport } from '../src/cli/status.js';
 import { cacheProblems, observeCache } from './helpers/cache.js';
-import { HOOK, notifyReceiver, queueEnv, startDaemon, waitFor, type DaemonProcess } from './helpers/daemon.js';
+import { HOOK, notifyReceiver, queueEnv, queueStatus as status, settled, startDaemon, stopDaemon, waitFor } from './helpers/daemon.js';
 import {
   buildFixtures,
   cachectl,
@@ -24,26 +23,6 @@ import {
 import { startS3rver, type S3Server } from './helpers/s3rver.js';
 
 const FIXTURES = new URL('../../test/fixtures/closures.nix', import.meta.url).pathname;
-
-async function status(env: NodeJS.ProcessEnv): Promise<StatusReport> {
-  const result = await cachectl(['status', '--json'], env);
-  assert.equal(result.code, 0, result.stderr);
-  return JSON.parse(result.stdout) as StatusReport;
-}
-
-/** Waits until nothing is waiting or uploading and at least `done` paths are done. */
-function settled(env: NodeJS.ProcessEnv, done: number, timeoutMs = 120_000): Promise<StatusReport> {
-  return waitFor(`${done} paths done`, async () => {
-    const report = await status(env);
-    const { pending, uploading, inbox, spoolFiles } = report.counts;
-    return pending + uploading + inbox + spoolFiles === 0 && report.counts.done + report.counts.failed >= done ? report : undefined;
-  }, timeoutMs);
-}
-
-async function stopDaemon(daemon: DaemonProcess): Promise<void> {
-  daemon.child.kill('SIGTERM');
-  assert.deepEqual(await daemon.exited, { code: 0, signal: null }, daemon.stderr());
-}
 
 describe('cachectl daemon', () => {
   let key: Key;

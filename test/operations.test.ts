@@ -3,11 +3,10 @@ import { spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
-import type { StatusReport } from '../src/cli/status.js';
 import { DRAIN_MS } from '../src/daemon/daemon.js';
 import { CONFIG_KEYS, resolveConfig } from '../src/core/config.js';
 import { parseDuration } from '../src/core/duration.js';
-import { HOOK, notifyReceiver, queueEnv, startDaemon, waitFor, type NotifyReceiver } from './helpers/daemon.js';
+import { HOOK, notifyReceiver, queueEnv, queueStatus, startDaemon, waitFor, type NotifyReceiver } from './helpers/daemon.js';
 import { buildFixtures, CACHECTL, cachectl, newKey, nixVerify, onExit, REPO, requireNix, run, tempDir, testEnv, type Key } from './helpers/nix.js';
 
 const UNITS = ['cachectl.service', 'cachectl-gc.service', 'cachectl-gc.timer'];
@@ -162,12 +161,6 @@ function newGcRootsDir(): string {
   return dir;
 }
 
-async function statusJson(env: NodeJS.ProcessEnv): Promise<StatusReport> {
-  const result = await cachectl(['status', '--json'], env);
-  assert.equal(result.code, 0, result.stderr);
-  return JSON.parse(result.stdout) as StatusReport;
-}
-
 describe('operations: systemd units, metrics', () => {
   it('every unit passes systemd-analyze verify without a warning, with a stand-in cachectl', async () => {
     const dir = tempDir('units');
@@ -255,7 +248,7 @@ describe('operations: systemd units, metrics', () => {
 
         // The daemon's counters reach status through its heartbeat (every 2 s): wait until both agree.
         const { metrics, report } = await waitFor('metrics and status to settle', async () => {
-          const report = await statusJson(env);
+          const report = await queueStatus(env);
           const response = await fetch(`${base}/metrics`);
           assert.equal(response.status, 200);
           assert.equal(response.headers.get('content-type'), 'text/plain; version=0.0.4; charset=utf-8');
@@ -511,7 +504,7 @@ describe('operations: nixos-module.nix and default.nix', () => {
     }
     const pins = await cachectl(['pins', '--json', '--to', `file://${cacheDir}`], env);
     assert.deepEqual(JSON.parse(pins.stdout), [{ name: 'demo', paths: [tiny], problems: [] }]);
-    const report = await statusJson(env);
+    const report = await queueStatus(env);
     assert.ok(report.lastGc?.ok === true && report.lastGc.dryRun === false, JSON.stringify(report.lastGc));
     assert.equal(report.counts.done, 1);
   });

@@ -22,9 +22,8 @@ const MIN_PART_BYTES = 5 * 1024 * 1024;
 const MAX_PARTS = 10_000;
 /** Parts in flight per upload: enough to keep the link busy, few enough to bound memory (parts are buffered). */
 const PARTS_IN_FLIGHT = 2;
-/** Attempts of a small PUT (as the SDK's default): the first, then two retries of transient failures. */
-const PUT_ATTEMPTS = 3;
-const REQUEST_TIMEOUT_MS = 120_000;
+/** Attempts of a small PUT or of reading a GET's body (as the SDK's default): the first, then two retries of transient failures. */
+const ATTEMPTS = 3;
 
 /**
  * Part size for an object of at most `sizeBytes`: S3's minimum of 5 MiB (parts are buffered in memory, a few per
@@ -69,7 +68,8 @@ export class S3Backend implements CacheBackend {
       requestChecksumCalculation: url.checksums,
       responseChecksumValidation: url.checksums,
       maxAttempts: 3,
-      requestHandler: { connectionTimeout: 5_000, requestTimeout: REQUEST_TIMEOUT_MS },
+      // Without throwOnRequestTimeout the SDK only warns about a stalled request and waits for it forever.
+      requestHandler: { connectionTimeout: 5_000, requestTimeout: url.requestTimeoutMs, throwOnRequestTimeout: true },
       ...(url.endpoint === undefined ? {} : { endpoint: url.endpoint, endpointProvider: () => ({ url: new URL(this.bucketUrl) }) }),
       ...(url.profile === undefined ? {} : { profile: url.profile }),
     });
@@ -91,12 +91,20 @@ export class S3Backend implements CacheBackend {
   }
 
   async get(key: string): Promise<Buffer | undefined> {
-    try {
-      const response = await this.client.send(new GetObjectCommand({ Bucket: this.url.bucket, Key: this.key(key) }));
-      return Buffer.from(await (response.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray());
-    } catch (err) {
-      if (err instanceof S3ServiceException && err.name === 'NoSuchKey') return undefined;
-      throw this.failure(`GET ${key}`, err);
+    for (let attempt = 1; ; attempt++) {
+      let response;
+      try {
+        response = await this.client.send(new GetObjectCommand({ Bucket: this.url.bucket, Key: this.key(key) }));
+      } catch (err) {
+        if (err instanceof S3ServiceException && err.name === 'NoSuchKey') return undefined;
+        throw this.failure(`GET ${key}`, err);
+      }
+      try {
+        return Buffer.from(await (response.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray());
+      } catch (err) {
+        // The SDK retries a failed request, but not a body cut off after the response began.
+        if (attempt === ATTEMPTS) throw this.failure(`GET ${key}`, err);
+      }
     }
   }
 
@@ -144,8 +152,8 @@ export class S3Backend implements CacheBackend {
         failure = err;
       }
       const error = this.failure(`PUT ${key}`, failure);
-      if (!error.retryable || attempt === PUT_ATTEMPTS) throw error;
-      await sleep(100 * 2 ** attempt * (0.5 + Math.random()));
+      if (!error.retryable || attempt === ATTEMPTS) throw error;
+      await sleep(Math.max(error.retryAfterMs ?? 0, 100 * 2 ** attempt * (0.5 + Math.random())));
     }
   }
 
@@ -156,12 +164,16 @@ export class S3Backend implements CacheBackend {
   ): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
     const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
     return new Promise((resolve, reject) => {
-      const req = request(url, { method: 'PUT', headers, agent: this.agent, timeout: REQUEST_TIMEOUT_MS }, (res) => {
+      const req = request(url, { method: 'PUT', headers, agent: this.agent, timeout: this.url.requestTimeoutMs }, (res) => {
         let text = '';
         res.setEncoding('utf8');
         res.on('data', (data: string) => (text += data));
         res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
         res.on('error', reject);
+        // A connection lost mid-response: the PUT may or may not have happened, so it is tried again.
+        res.on('close', () => {
+          if (!res.complete) reject(Object.assign(new Error('connection closed before the response was complete'), { code: 'ECONNRESET' }));
+        });
       });
       req.on('timeout', () => req.destroy(Object.assign(new Error('request timed out'), { code: 'ETIMEDOUT' })));
       req.on('error', reject);

@@ -1,4 +1,5 @@
 import { isAbsolute, normalize } from 'node:path';
+import { parseDuration } from './duration.js';
 import { CachectlError } from './errors.js';
 
 export interface FileCacheUrl {
@@ -18,16 +19,20 @@ export interface S3CacheUrl {
   forcePathStyle: boolean;
   /** checksum headers: only where required for S3-compatible servers, which mishandle the others */
   checksums: 'WHEN_REQUIRED' | 'WHEN_SUPPORTED';
+  /** how long a request may go without progress before it is abandoned and tried again */
+  requestTimeoutMs: number;
 }
 
 export type CacheUrl = FileCacheUrl | S3CacheUrl;
 
-const S3_PARAMS = ['endpoint', 'region', 'prefix', 'scheme', 'profile', 'addressing-style', 'checksum'];
+const S3_PARAMS = ['endpoint', 'region', 'prefix', 'scheme', 'profile', 'addressing-style', 'checksum', 'request-timeout'];
+/** Long enough for a 5 MiB part over a slow link; a stalled connection costs at most this. */
+const DEFAULT_REQUEST_TIMEOUT_MS = 120_000;
 const EXAMPLES = 'expected file:///DIR or s3://BUCKET?endpoint=URL&region=R&prefix=P';
 
 /**
  * Parses the cache URL of `--to`. s3 URLs take Nix's own parameters (endpoint, region, scheme, profile)
- * plus prefix, addressing-style (path|virtual) and checksum (when-required|when-supported).
+ * plus prefix, addressing-style (path|virtual), checksum (when-required|when-supported) and request-timeout.
  */
 export function parseCacheUrl(text: string): CacheUrl {
   const fail = (why: string): never => {
@@ -60,6 +65,7 @@ export function parseCacheUrl(text: string): CacheUrl {
     prefix: (param('prefix') ?? '').replace(/^\/+|\/+$/g, ''),
     forcePathStyle: true,
     checksums: 'WHEN_REQUIRED',
+    requestTimeoutMs: DEFAULT_REQUEST_TIMEOUT_MS,
   };
   if (result.prefix !== '') {
     if (result.prefix.split('/').some((part) => part === '' || part === '.' || part === '..')) {
@@ -86,6 +92,15 @@ export function parseCacheUrl(text: string): CacheUrl {
     fail('has a checksum other than when-required or when-supported');
   }
   result.checksums = checksum === 'when-required' ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED';
+  const timeout = param('request-timeout');
+  if (timeout !== undefined) {
+    try {
+      result.requestTimeoutMs = parseDuration(timeout, 'request-timeout');
+    } catch {
+      fail('has a request-timeout that is not a duration like 30s or 2m');
+    }
+    if (result.requestTimeoutMs < 100) fail('has a request-timeout under 100ms');
+  }
   const profile = param('profile');
   if (profile !== undefined) result.profile = profile;
   return result;

@@ -293,7 +293,10 @@ export class Daemon {
         { roots: validRoots.length, uploaded: result.uploaded.length, repaired: result.repaired.length, present: result.alreadyPresent, narBytes: result.narBytes, ms: this.now() - started },
         'uploaded',
       );
-      const trouble = result.failed.find((failure) => CACHE_TROUBLE.has(failure.rootCode));
+      // Throttling says the most about how to go on: fewer uploads at once.
+      const trouble =
+        result.failed.find((failure) => failure.rootCode === 'CACHE_THROTTLED') ??
+        result.failed.find((failure) => CACHE_TROUBLE.has(failure.rootCode));
       for (const root of validRoots) {
         const failure = failures.get(root);
         if (failure !== undefined) this.recordFailure(root, failure, trouble !== undefined);

@@ -1,8 +1,10 @@
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CACHECTL, onExit, REPO, tempDir, testEnv } from './nix.js';
+import type { StatusReport } from '../../src/cli/status.js';
+import { cachectl, CACHECTL, onExit, REPO, tempDir, testEnv } from './nix.js';
 
 export const HOOK = join(REPO, 'hook/post-build-hook');
 
@@ -127,4 +129,26 @@ export async function notifyReceiver(): Promise<NotifyReceiver> {
     has: (field) => messages.some((message) => message.split('|').some((part) => part.startsWith(field))),
     close: () => receiver.kill(),
   };
+}
+
+/** `cachectl status --json` for the queue of `env`. */
+export async function queueStatus(env: NodeJS.ProcessEnv): Promise<StatusReport> {
+  const result = await cachectl(['status', '--json'], env);
+  assert.equal(result.code, 0, result.stderr);
+  return JSON.parse(result.stdout) as StatusReport;
+}
+
+/** Waits until nothing is waiting or uploading and at least `done` paths are done or failed. */
+export function settled(env: NodeJS.ProcessEnv, done: number, timeoutMs = 120_000): Promise<StatusReport> {
+  return waitFor(`${done} paths done`, async () => {
+    const report = await queueStatus(env);
+    const { pending, uploading, inbox, spoolFiles } = report.counts;
+    return pending + uploading + inbox + spoolFiles === 0 && report.counts.done + report.counts.failed >= done ? report : undefined;
+  }, timeoutMs);
+}
+
+/** SIGTERM, and the daemon must drain and exit 0. */
+export async function stopDaemon(daemon: DaemonProcess): Promise<void> {
+  daemon.child.kill('SIGTERM');
+  assert.deepEqual(await daemon.exited, { code: 0, signal: null }, daemon.stderr());
 }

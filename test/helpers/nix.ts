@@ -98,6 +98,15 @@ export async function buildFixtures<T extends Fixture>(
   return Object.fromEntries(attrs.map((attr, i) => [attr, paths[i]])) as Record<T, string>;
 }
 
+/** Builds the `dag` fixture: `size` small paths with overlapping closures, all of them returned. */
+export async function buildDag(nonce: string, size: number): Promise<string[]> {
+  const args = [FIXTURES, '--no-out-link', '--argstr', 'nonce', nonce, '--argstr', 'dagSize', String(size), '-A', 'dag'];
+  const { stdout } = await execFileAsync('nix-build', args, { env: testEnv(), maxBuffer: 1 << 24 });
+  const paths = stdout.trim().split('\n');
+  if (paths.length !== size) throw new Error(`nix-build printed ${paths.length} paths for a dag of ${size}`);
+  return paths;
+}
+
 /** Runs a command with the test environment; never throws, returns what happened. */
 export async function run(
   command: string,
