@@ -201,22 +201,39 @@ export class Daemon {
   }
 
   private async loop(): Promise<void> {
-    while (!this.stopping) {
-      this.ingest();
-      const now = this.now();
-      if (now < this.pausedUntil) {
-        await this.waker.sleep(this.pausedUntil - now);
-        continue;
+    for (let failedWrites = 0; !this.stopping; ) {
+      try {
+        await this.turn();
+        failedWrites = 0;
+      } catch (err) {
+        if (!isDiskTrouble(err)) throw err;
+        // A full disk must not end the daemon: what is queued stays, and work resumes when space returns.
+        failedWrites += 1;
+        const waitMs = backoffMs(failedWrites, PAUSE_BACKOFF, Math.random());
+        this.log.error({ err: errorText(err), queue: this.queue.file, waitMs }, 'cannot write the queue (is its disk full? df -h shows); trying again');
+        this.pausedUntil = this.now() + waitMs;
+        this.pauseReason = `cannot write the queue ${this.queue.file}: ${errorText(err)}`;
+        await this.waker.sleep(waitMs);
       }
-      const roots = this.queue.claim(BATCH_PATHS, this.leaseMs);
-      if (roots.length === 0) {
-        this.setState('idle');
-        const due = this.queue.nextDueAt();
-        await this.waker.sleep(Math.max(0, Math.min(IDLE_CHECK_MS, (due ?? Infinity) - this.now())));
-        continue;
-      }
-      await this.upload(roots);
     }
+  }
+
+  /** One turn of the loop: take in what hooks queued, then upload a batch or wait. */
+  private async turn(): Promise<void> {
+    this.ingest();
+    const now = this.now();
+    if (now < this.pausedUntil) {
+      await this.waker.sleep(this.pausedUntil - now);
+      return;
+    }
+    const roots = this.queue.claim(BATCH_PATHS, this.leaseMs);
+    if (roots.length === 0) {
+      this.setState('idle');
+      const due = this.queue.nextDueAt();
+      await this.waker.sleep(Math.max(0, Math.min(IDLE_CHECK_MS, (due ?? Infinity) - this.now())));
+      return;
+    }
+    await this.upload(roots);
   }
 
   /** Takes the inbox and the spool into the queue. */
@@ -450,6 +467,12 @@ export class Daemon {
       this.log.error({ err: errorText(err), dir: this.options.gcRootsDir }, 'cannot sweep GC roots');
     }
   }
+}
+
+/** SQLite could not write (a full disk, an I/O error): worth trying again later, unlike a corrupt file. */
+function isDiskTrouble(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && (code === 'SQLITE_FULL' || code.startsWith('SQLITE_IOERR'));
 }
 
 /** Whether the daemon of this record still runs: a fresh heartbeat and, on this host, a live process. */

@@ -3,8 +3,8 @@ import type { CacheBackend } from '../../src/cache/backend.js';
 import { parseNarInfo } from '../../src/core/narinfo.js';
 
 /**
- * Every way a reader could see a broken cache: a narinfo that does not parse, whose NAR is missing, or one of
- * whose references has no narinfo. Returns the problems found (none is the only good answer) and the
+ * Every way a reader could see a broken cache: a narinfo that does not parse, whose NAR is missing or not of
+ * its FileSize, or one of whose references has no narinfo. Returns the problems found (none is the only good answer) and the
  * number of narinfos seen.
  */
 export async function cacheProblems(backend: CacheBackend): Promise<{ narinfos: number; problems: string[] }> {
@@ -13,6 +13,8 @@ export async function cacheProblems(backend: CacheBackend): Promise<{ narinfos: 
   for await (const page of backend.list('')) {
     for (const { key } of page) if (key.endsWith('.narinfo')) narInfoKeys.push(key);
   }
+  const narSizes = new Map<string, number>();
+  for await (const page of backend.list('nar/')) for (const { key, sizeBytes } of page) narSizes.set(key, sizeBytes);
   for (const key of narInfoKeys) {
     let info;
     for (let read = 1; info === undefined; read++) {
@@ -33,6 +35,9 @@ export async function cacheProblems(backend: CacheBackend): Promise<{ narinfos: 
     }
     if (info === undefined) continue;
     if (!(await backend.exists(info.url))) problems.push(`${key}: its NAR ${info.url} is missing`);
+    else if (info.fileSize !== undefined && narSizes.has(info.url) && narSizes.get(info.url) !== info.fileSize) {
+      problems.push(`${key}: its NAR ${info.url} has ${narSizes.get(info.url)} bytes, not FileSize ${info.fileSize}`);
+    }
     for (const ref of info.references) {
       if (!(await backend.exists(`${ref.slice(0, 32)}.narinfo`))) problems.push(`${key}: its reference ${ref} is missing`);
     }
