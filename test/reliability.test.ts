@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { utimesSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -275,3 +276,58 @@ function countBy(values: readonly string[]): Record<string, number> {
   for (const value of values) counts[value] = (counts[value] ?? 0) + 1;
   return counts;
 }
+
+describe('reliability: full disks', () => {
+  it('the disk under the queue and spool fills up: the hook exits 0 and says why, the daemon keeps what is queued and carries on when space returns', async () => {
+    const mount = tempDir('full-disk');
+    const mounted = await run('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mount]);
+    assert.equal(mounted.code, 0, `cannot mount a tmpfs (the tests run as root): ${mounted.stderr}`);
+    const paths = await buildDag(`full-disk-${Date.now()}`, 6);
+    const env = { ...queueEnv(), CACHECTL_QUEUE: join(mount, 'queue.db') };
+    const hook = (batch: readonly string[]) => run(HOOK, [], { ...env, OUT_PATHS: batch.join(' '), DRV_PATH: '' });
+    const cache = tempDir('full-disk-cache'); // on another disk: only the queue's is full
+    const daemon = startDaemon(['--to', `file://${cache}`, '--secret-key-file', key.secretFile], env);
+    try {
+      await daemon.waitForLog('ready');
+      assert.deepEqual((await hook([paths[0] as string])).code, 0);
+      await settled(env, 1);
+      // Frozen, the daemon cannot take in what the next hook queues before the disk is full.
+      daemon.child.kill('SIGSTOP');
+      const queuedBefore = await hook([paths[1] as string]);
+      assert.deepEqual([queuedBefore.code, queuedBefore.stderr], [0, '']);
+      const fill = await run('dd', ['if=/dev/zero', `of=${join(mount, 'filler')}`, 'bs=64k']);
+      assert.match(fill.stderr, /No space left on device/);
+
+      const refused = await hook([paths[2] as string, paths[3] as string]);
+      assert.equal(refused.code, 0, 'the hook failed the build');
+      assert.match(
+        refused.stderr,
+        /^cachectl post-build-hook: queue inbox \S+: .*(disk I\/O error|database or disk is full).*; the spool \S+ is not writable either \(is the disk full\? df -h \S+\): upload \/nix\/store\/\S+ \/nix\/store\/\S+ with cachectl push\n$/,
+      );
+      const enqueue = await cachectl(['enqueue', paths[4] as string], env);
+      assert.equal(enqueue.code, 1);
+      assert.match(enqueue.stderr, /^cachectl: queue database \S+ cannot be written: .*; is its disk full\? \(df -h \S+\) Nothing queued is lost: free space and try again\n$/);
+
+      daemon.child.kill('SIGCONT');
+      const from = daemon.logs.length;
+      await daemon.waitForLog('cannot take in queued paths', () => true, 30_000, from);
+      await sleep(2000);
+      assert.equal(daemon.child.exitCode, null, 'the daemon exited on a full disk');
+
+      await rm(join(mount, 'filler'));
+      // What was queued before the disk filled is uploaded without anyone's help.
+      const report = await settled(env, 2, 60_000);
+      assert.deepEqual([report.counts.done, report.counts.failed], [2, 0]);
+      // The refused paths, queued again as the messages said, go through too.
+      assert.equal((await hook([paths[2] as string, paths[3] as string])).code, 0);
+      assert.equal((await cachectl(['enqueue', paths[4] as string], env)).code, 0);
+      assert.deepEqual((await settled(env, 5, 60_000)).counts.done, 5);
+      await stopDaemon(daemon);
+    } finally {
+      daemon.child.kill('SIGKILL');
+      await run('umount', ['-l', mount]);
+    }
+    const verify = await nixVerify(`file://${cache}`, key.publicKey, paths.slice(0, 5));
+    assert.equal(verify.code, 0, verify.stderr);
+  });
+});

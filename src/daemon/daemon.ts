@@ -9,7 +9,7 @@ import { parseStorePath } from '../core/store-path.js';
 import type { CacheBackend } from '../cache/backend.js';
 import type { LocalStore } from '../nix/local-store.js';
 import { listGcRoots, removeGcRoots } from '../nix/gc-roots.js';
-import type { DaemonRecord, NewPath, Queue } from '../queue/queue.js';
+import { isDiskTrouble, type DaemonRecord, type NewPath, type Queue } from '../queue/queue.js';
 import { readSpool, removeSpoolFiles } from '../queue/spool.js';
 import { ensureCacheInfo, failureOf, newProgress, pushClosures, type PushFailure } from '../upload/push.js';
 import { Histogram, type DaemonMetrics } from './metrics.js';
@@ -467,12 +467,6 @@ export class Daemon {
       this.log.error({ err: errorText(err), dir: this.options.gcRootsDir }, 'cannot sweep GC roots');
     }
   }
-}
-
-/** SQLite could not write (a full disk, an I/O error): worth trying again later, unlike a corrupt file. */
-function isDiskTrouble(err: unknown): boolean {
-  const code = (err as { code?: unknown }).code;
-  return typeof code === 'string' && (code === 'SQLITE_FULL' || code.startsWith('SQLITE_IOERR'));
 }
 
 /** Whether the daemon of this record still runs: a fresh heartbeat and, on this host, a live process. */

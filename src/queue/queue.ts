@@ -468,8 +468,21 @@ function migrate(db: Database.Database): void {
   }).immediate();
 }
 
+/** SQLite could not write (a full disk, an I/O error): worth trying again later, unlike a corrupt file. */
+export function isDiskTrouble(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && (code === 'SQLITE_FULL' || code.startsWith('SQLITE_IOERR'));
+}
+
 function queueError(file: string, err: unknown): CachectlError {
   if (err instanceof CachectlError) return err;
+  if (isDiskTrouble(err)) {
+    return new CachectlError(
+      'QUEUE_UNREADABLE',
+      `queue database ${file} cannot be written: ${errorText(err)}; is its disk full? (df -h ${dirname(file)}) Nothing queued is lost: free space and try again`,
+      { cause: err },
+    );
+  }
   return new CachectlError(
     'QUEUE_UNREADABLE',
     `queue database ${file} cannot be used: ${errorText(err)}; if it is corrupt, move it aside and restart the daemon (the hook spools paths meanwhile)`,
