@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { utimesSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CacheBackend } from '../src/cache/backend.js';
@@ -329,5 +329,131 @@ describe('reliability: full disks', () => {
     }
     const verify = await nixVerify(`file://${cache}`, key.publicKey, paths.slice(0, 5));
     assert.equal(verify.code, 0, verify.stderr);
+  });
+});
+
+describe('security', () => {
+  it('no secret in any output of a full run (keygen, hook, daemon, push, status, pin, gc, and failures), and the queue and spool are private', async () => {
+    const nonce = `secrets-${Date.now()}`;
+    const paths = await buildDag(nonce, 8);
+    const awsSecret = `aws-secret-${Math.random().toString(36).slice(2)}-do-not-print`;
+    const credentials = join(tempDir('aws'), 'credentials');
+    writeFileSync(credentials, `[default]\naws_access_key_id = S3RVER\naws_secret_access_key = ${awsSecret}\n`, { mode: 0o600 });
+    // the credentials come from the file alone
+    const { AWS_ACCESS_KEY_ID: _id, AWS_SECRET_ACCESS_KEY: _secret, ...rest } = queueEnv();
+    const env = { ...rest, AWS_SHARED_CREDENTIALS_FILE: credentials };
+    const keyFile = join(tempDir('secret-key'), 'key.sec');
+    const to = s3.cacheUrl(nonce);
+    const outputs: string[] = [];
+    const record = <T extends { stdout: string; stderr: string }>(result: T): T => {
+      outputs.push(result.stdout, result.stderr);
+      return result;
+    };
+    assert.equal(record(await cachectl(['keygen', 'secrets-test-1', '--secret-key-file', keyFile], env)).stdout !== '', true);
+    const secretKey = readFileSync(keyFile, 'utf8').trim();
+
+    const daemon = startDaemon(['--to', to, '--secret-key-file', keyFile], env);
+    await daemon.waitForLog('ready');
+    assert.equal(record(await run(HOOK, [], { ...env, OUT_PATHS: paths.slice(0, 4).join(' '), DRV_PATH: '' })).code, 0);
+    await settled(env, 4);
+    assert.equal(record(await cachectl(['status'], env)).code, 0);
+    assert.equal(record(await cachectl(['status', '--json'], env)).code, 0);
+    await stopDaemon(daemon);
+    outputs.push(daemon.stderr(), ...daemon.logs.map((line) => JSON.stringify(line)));
+    assert.equal(record(await cachectl(['push', '--json', '--to', to, '--secret-key-file', keyFile, ...paths.slice(4)], env)).code, 0);
+    assert.equal(record(await cachectl(['pin', 'kept', '--to', to, paths[0] as string], env)).code, 0);
+    assert.equal(record(await cachectl(['gc', '--to', to, '--dry-run', '--json'], env)).code, 0);
+    assert.equal(record(await cachectl(['gc', '--to', to, '--older-than', '0s', '--grace', '0s'], env)).code, 0);
+    // Failures print their causes, never the secrets around them.
+    const sloppy = join(tempDir('sloppy-key'), 'key.sec');
+    writeFileSync(sloppy, `${secretKey}\n`, { mode: 0o644 });
+    assert.equal(record(await cachectl(['push', '--to', to, '--secret-key-file', sloppy, paths[0] as string], env)).code, 1);
+    const mangled = join(tempDir('mangled-key'), 'key.sec');
+    writeFileSync(mangled, `${secretKey.slice(0, -3)}\n`, { mode: 0o600 });
+    assert.equal(record(await cachectl(['push', '--to', to, '--secret-key-file', mangled, paths[0] as string], env)).code, 1);
+    const wrongId = { ...env, AWS_ACCESS_KEY_ID: 'WRONG', AWS_SECRET_ACCESS_KEY: awsSecret };
+    assert.equal(record(await cachectl(['push', '--to', to, '--secret-key-file', keyFile, paths[0] as string], wrongId)).code, 1);
+
+    const all = outputs.join('\n');
+    const secretPart = secretKey.slice(secretKey.indexOf(':') + 1);
+    for (const [what, secret] of [
+      ['the signing key', secretPart],
+      ['half of the signing key', secretPart.slice(0, 32)],
+      ['the AWS secret', awsSecret],
+    ] as const) {
+      assert.ok(!all.includes(secret), `${what} appears in the output`);
+    }
+    assert.match(all, /accessible to group or others/, 'the sloppy key file was not refused for its mode');
+    assert.ok(all.length > 2000, 'too little output was collected to mean anything');
+
+    // Private by default: the queue, its inboxes, the spool a hook makes, and what it spools.
+    const mode = (file: string) => statSync(file).mode & 0o777;
+    const queue = env.CACHECTL_QUEUE;
+    assert.deepEqual(
+      [mode(dirname(queue)), mode(queue), mode(`${queue}.inbox`), ...hookInboxFiles(queue).map(mode)],
+      [0o700, 0o600, 0o700, ...hookInboxFiles(queue).map(() => 0o600)],
+    );
+    const spooling = { ...queueEnv(), OUT_PATHS: paths[0] as string, DRV_PATH: '' };
+    assert.equal((await run(HOOK, [], spooling)).code, 0);
+    const spool = `${spooling.CACHECTL_QUEUE}.spool`;
+    assert.deepEqual([mode(spool), ...readdirSync(spool).map((name) => mode(join(spool, name)))], [0o700, 0o600]);
+  });
+});
+
+describe('many builders', () => {
+  it('three daemons with their own queues push overlapping closures into one bucket while GC sweeps it again and again: every closure verifies', async () => {
+    const nonce = `builders-${Date.now()}`;
+    const paths = await buildDag(nonce, 90);
+    const to = s3.cacheUrl(nonce);
+    const backend = await openCache(parseCacheUrl(to));
+    await ensureCacheInfo(backend, '/nix/store');
+    await plantGarbage(backend, nonce, 100);
+    // Overlapping shares: builder 0 built nodes 0-59, builder 1 nodes 30-89, builder 2 every third node.
+    const shares = [paths.slice(0, 60), paths.slice(30), paths.filter((_, i) => i % 3 === 0)];
+    const builders = shares.map((share) => ({ share, env: queueEnv(s3.env) }));
+    const daemons = builders.map(({ env }) => startDaemon(['--to', to, '--secret-key-file', key.secretFile, '--jobs', '4'], env));
+    const observer = observeCache(backend);
+    let gcRuns = 0;
+    try {
+      await Promise.all(daemons.map((daemon) => daemon.waitForLog('ready')));
+      let pushing = true;
+      const gcLoop = (async () => {
+        const gcArgs = ['gc', '--to', to, '--older-than', '1h', '--grace', '0s', '--metadata-cache', join(tempDir('gc-meta'), 'm.db')];
+        while (pushing || gcRuns < 2) {
+          const gc = await cachectl(gcArgs, builders[0]?.env);
+          assert.equal(gc.code, 0, gc.stderr);
+          gcRuns += 1;
+        }
+      })();
+      // Each builder's hooks queue its share a few paths at a time, as its builds finish.
+      await Promise.all(
+        builders.map(async ({ share, env }) => {
+          for (let i = 0; i < share.length; i += 5) {
+            const hook = await run(HOOK, [], { ...env, OUT_PATHS: share.slice(i, i + 5).join(' '), DRV_PATH: '' });
+            assert.deepEqual([hook.code, hook.stderr], [0, '']);
+          }
+        }),
+      );
+      const reports = await Promise.all(builders.map(({ share, env }) => settled(env, share.length, 180_000)));
+      pushing = false;
+      await gcLoop;
+      for (const [i, report] of reports.entries()) {
+        assert.deepEqual([report.counts.done, report.counts.failed], [builders[i]?.share.length, 0], JSON.stringify(report));
+      }
+      await Promise.all(daemons.map(stopDaemon));
+    } finally {
+      for (const daemon of daemons) daemon.child.kill('SIGKILL');
+      const observed = await observer.stop();
+      assert.deepEqual(observed.problems, [], 'a reader saw a broken closure');
+    }
+    assert.ok(gcRuns >= 2, `GC ran only ${gcRuns} times`);
+    assert.deepEqual((await cacheProblems(backend)).problems, []);
+    const narInfos: string[] = [];
+    for await (const page of backend.list('')) narInfos.push(...page.filter((entry) => entry.key.endsWith('.narinfo')).map((entry) => entry.key));
+    backend.close();
+    assert.equal(narInfos.length, paths.length, 'the garbage is not gone, or a pushed path is');
+    const verify = await nixVerify(`${s3.httpUrl}/${nonce}`, key.publicKey, paths);
+    assert.equal(verify.code, 0, verify.stderr);
+    console.log(`# three builders, ${paths.length} paths, ${gcRuns} GC runs during the pushes`);
   });
 });
