@@ -210,10 +210,10 @@ export class Daemon {
         // A full disk must not end the daemon: what is queued stays, and work resumes when space returns.
         failedWrites += 1;
         const waitMs = backoffMs(failedWrites, PAUSE_BACKOFF, Math.random());
-        this.log.error({ err: errorText(err), queue: this.queue.file, waitMs }, 'cannot write the queue (is its disk full? df -h shows); trying again');
+        this.log.error({ err: errorText(err), queue: this.queue.file, waitMs }, 'cannot write the queue; is its disk full? trying again');
+        // the next turn waits this out
         this.pausedUntil = this.now() + waitMs;
         this.pauseReason = `cannot write the queue ${this.queue.file}: ${errorText(err)}`;
-        await this.waker.sleep(waitMs);
       }
     }
   }
