@@ -20,7 +20,7 @@ import {
   tempDir,
   type Key,
 } from './helpers/nix.js';
-import { startS3rver, type S3Server } from './helpers/s3rver.js';
+import { startS3rver, useS3rverHere, type S3Server } from './helpers/s3rver.js';
 
 const FIXTURES = new URL('../../test/fixtures/closures.nix', import.meta.url).pathname;
 
@@ -32,8 +32,7 @@ describe('cachectl daemon', () => {
     requireNix();
     key = await newKey('cachectl-daemon-test-1');
     s3 = await startS3rver();
-    // for the observer, which reads the bucket from this process
-    Object.assign(process.env, s3.env, { AWS_EC2_METADATA_DISABLED: 'true', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' });
+    useS3rverHere(s3);
   });
   after(async () => s3.stop());
 

@@ -6,13 +6,12 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseCacheUrl } from '../src/core/cache-url.js';
 import { parseDuration } from '../src/core/duration.js';
-import { nix32Encode } from '../src/core/nix32.js';
 import type { CacheBackend } from '../src/cache/backend.js';
 import { LEASES_PREFIX, MARKS_KEY } from '../src/cache/layout.js';
 import { openCache } from '../src/cache/open.js';
-import { cacheProblems } from './helpers/cache.js';
+import { cacheProblems, putNarInfoChain } from './helpers/cache.js';
 import { cachectl, CACHECTL, execFileAsync, newKey, nixClosure, nixVerify, requireNix, tempDir, testEnv, type Key } from './helpers/nix.js';
-import { startS3rver, type S3Server } from './helpers/s3rver.js';
+import { startS3rver, useS3rverHere, type S3Server } from './helpers/s3rver.js';
 
 /** Every key of the layout's prefixes (and the top level). */
 async function allKeys(backend: CacheBackend): Promise<string[]> {
@@ -86,7 +85,7 @@ for (const target of ['file', 's3'] as const) {
       if (target === 's3') {
         s3 = await startS3rver();
         env = testEnv(s3.env);
-        Object.assign(process.env, s3.env, { AWS_EC2_METADATA_DISABLED: 'true', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' });
+        useS3rverHere(s3);
         let n = 0;
         newCache = () => {
           const prefix = `t${(n += 1)}/`;
@@ -287,24 +286,8 @@ for (const target of ['file', 's3'] as const) {
 
     it('a GC killed mid-sweep leaves the cache consistent, and the next run finishes the work', () =>
       withFreshCache(async (cache, backend) => {
-        // A chain of synthetic narinfos, each referring to the next: deleted one layer (one request) at a time.
         const length = target === 's3' ? 150 : 1500;
-        const hashes = Array.from({ length }, (_, i) => nix32Encode(Buffer.from(`${String(i).padStart(19, '0')}0`)).slice(0, 32));
-        const narHash = (i: number) => nix32Encode(Buffer.alloc(32, i % 256)).slice(0, 52);
-        for (let i = 0; i < length; i += 50) {
-          await Promise.all(
-            hashes.slice(i, i + 50).map(async (hash, j) => {
-              const n = i + j;
-              const ref = n + 1 < length ? `${hashes[n + 1]}-chain-${n + 1}` : '';
-              await backend.put(`nar/${narHash(n)}${n}.nar`, Buffer.from('nar'), 'application/x-nix-nar');
-              await backend.put(
-                `${hash}.narinfo`,
-                Buffer.from(`StorePath: /nix/store/${hash}-chain-${n}\nURL: nar/${narHash(n)}${n}.nar\nCompression: none\nNarHash: sha256:${narHash(n)}\nNarSize: 3\nReferences: ${ref}\n`),
-                'text/x-nix-narinfo',
-              );
-            }),
-          );
-        }
+        await putNarInfoChain(backend, 'chain', length);
         assert.deepEqual((await cacheProblems(backend)).problems, []);
         const child = spawn(process.execPath, [CACHECTL, 'gc', '--to', cache.url, '--older-than', '0s', '--grace', '0s', '--metadata-cache', join(tempDir('gc-meta'), 'm.db')], {
           env,

@@ -21,7 +21,7 @@ import {
   tempDir,
   type Key,
 } from './helpers/nix.js';
-import { startS3rver, type S3Server } from './helpers/s3rver.js';
+import { startS3rver, useS3rverHere, type S3Server } from './helpers/s3rver.js';
 
 async function pushJson(args: string[], env: NodeJS.ProcessEnv) {
   const result = await cachectl(['push', '--json', ...args], env);
@@ -50,8 +50,7 @@ for (const target of ['file', 's3'] as const) {
         cacheUrl = s3.cacheUrl();
         nixUrl = s3.httpUrl;
         env = testEnv(s3.env);
-        // The in-process observer reads the bucket with the same credentials as cachectl.
-        Object.assign(process.env, s3.env, { AWS_EC2_METADATA_DISABLED: 'true', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' });
+        useS3rverHere(s3);
       } else {
         const dir = tempDir('cache');
         cacheUrl = `file://${dir}`;

@@ -8,10 +8,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { CacheBackend } from '../src/cache/backend.js';
 import { openCache } from '../src/cache/open.js';
 import { parseCacheUrl } from '../src/core/cache-url.js';
-import { nix32Encode } from '../src/core/nix32.js';
 import { hookInboxFiles } from '../src/queue/schema.js';
 import { ensureCacheInfo } from '../src/upload/push.js';
-import { cacheProblems, observeCache } from './helpers/cache.js';
+import { cacheProblems, observeCache, putNarInfoChain } from './helpers/cache.js';
 import { HOOK, queueEnv, queueStatus, settled, startDaemon, stopDaemon, waitFor } from './helpers/daemon.js';
 import { FAULTS, startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import {
@@ -27,7 +26,7 @@ import {
   tempDir,
   type Key,
 } from './helpers/nix.js';
-import { startS3rver, type S3Server } from './helpers/s3rver.js';
+import { startS3rver, useS3rverHere, type S3Server } from './helpers/s3rver.js';
 
 /** The seed of the fault proxy's choices; CACHECTL_FAULT_SEED replays a failed run. */
 const SEED = Number(process.env['CACHECTL_FAULT_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
@@ -46,8 +45,7 @@ before(async () => {
   requireNix();
   key = await newKey('cachectl-reliability-1');
   s3 = await startS3rver();
-  // for the checks, which read the bucket from this process
-  Object.assign(process.env, s3.env, { AWS_EC2_METADATA_DISABLED: 'true', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' });
+  useS3rverHere(s3);
 });
 after(async () => s3.stop());
 
@@ -135,29 +133,9 @@ async function signatureProblems(backend: CacheBackend, keyName: string): Promis
   return problems;
 }
 
-/**
- * Old garbage for the GC to sweep while the daemon uploads: a chain of `length` synthetic narinfos (each
- * referring to the next, so the GC deletes them a layer at a time) with their NARs, backdated two hours.
- */
+/** Old garbage for the GC to sweep while daemons upload: a narinfo chain with its NARs, backdated two hours. */
 async function plantGarbage(backend: CacheBackend, prefix: string, length: number): Promise<void> {
-  const hash = (i: number) => nix32Encode(Buffer.from(`garbage-${String(i).padStart(12, '0')}`)).slice(0, 32);
-  const keys: string[] = [];
-  for (let i = 0; i < length; i += 25) {
-    await Promise.all(
-      Array.from({ length: Math.min(25, length - i) }, async (_, j) => {
-        const n = i + j;
-        const nar = `nar/${nix32Encode(Buffer.alloc(32, n % 256)).slice(0, 52)}${n}.nar`;
-        const ref = n + 1 < length ? `${hash(n + 1)}-garbage-${n + 1}` : '';
-        await backend.put(nar, Buffer.from('nar'), 'application/x-nix-nar');
-        await backend.put(
-          `${hash(n)}.narinfo`,
-          Buffer.from(`StorePath: /nix/store/${hash(n)}-garbage-${n}\nURL: ${nar}\nCompression: none\nNarHash: sha256:${nix32Encode(Buffer.alloc(32, 1)).slice(0, 52)}\nNarSize: 3\nReferences: ${ref}\n`),
-          'text/x-nix-narinfo',
-        );
-        keys.push(nar, `${hash(n)}.narinfo`);
-      }),
-    );
-  }
+  const keys = await putNarInfoChain(backend, 'garbage', length);
   const old = new Date(Date.now() - 2 * 3600_000);
   for (const name of keys) utimesSync(join(s3.dir, s3.bucket, prefix, `${name}._S3rver_object`), old, old);
 }

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CacheBackend } from '../../src/cache/backend.js';
 import { parseNarInfo } from '../../src/core/narinfo.js';
+import { nix32Encode } from '../../src/core/nix32.js';
 
 /**
  * Every way a reader could see a broken cache: a narinfo that does not parse, whose NAR is missing or not of
@@ -63,4 +64,31 @@ export function observeCache(backend: CacheBackend): { stop(): Promise<{ rounds:
       return { rounds, problems: [...problems] };
     },
   };
+}
+
+/**
+ * A chain of `length` synthetic narinfos (`/nix/store/HASH-NAME-N`), each referring to the next, so a GC deletes
+ * them one layer (one request) at a time, each with a 3-byte NAR. Returns every key written.
+ */
+export async function putNarInfoChain(backend: CacheBackend, name: string, length: number): Promise<string[]> {
+  const hash = (i: number) => nix32Encode(Buffer.from(`${name}-${String(i).padStart(19, '0')}`)).slice(0, 32);
+  const narHash = (i: number) => nix32Encode(Buffer.alloc(32, i % 256)).slice(0, 52);
+  const keys: string[] = [];
+  for (let i = 0; i < length; i += 50) {
+    await Promise.all(
+      Array.from({ length: Math.min(50, length - i) }, async (_, j) => {
+        const n = i + j;
+        const nar = `nar/${narHash(n)}${n}.nar`;
+        const ref = n + 1 < length ? `${hash(n + 1)}-${name}-${n + 1}` : '';
+        await backend.put(nar, Buffer.from('nar'), 'application/x-nix-nar');
+        await backend.put(
+          `${hash(n)}.narinfo`,
+          Buffer.from(`StorePath: /nix/store/${hash(n)}-${name}-${n}\nURL: ${nar}\nCompression: none\nNarHash: sha256:${narHash(n)}\nNarSize: 3\nReferences: ${ref}\n`),
+          'text/x-nix-narinfo',
+        );
+        keys.push(nar, `${hash(n)}.narinfo`);
+      }),
+    );
+  }
+  return keys;
 }

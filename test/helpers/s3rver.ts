@@ -87,3 +87,8 @@ export async function startS3rver(
     },
   };
 }
+
+/** Lets this test process read and write the bucket itself (the checks and observers do), as the children do. */
+export function useS3rverHere(s3: S3Server): void {
+  Object.assign(process.env, s3.env, { AWS_EC2_METADATA_DISABLED: 'true', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' });
+}
