@@ -7,25 +7,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseCacheUrl } from '../src/core/cache-url.js';
 import { parseDuration } from '../src/core/duration.js';
 import type { CacheBackend } from '../src/cache/backend.js';
-import { LEASES_PREFIX, MARKS_KEY } from '../src/cache/layout.js';
+import { MARKS_KEY } from '../src/cache/layout.js';
 import { openCache } from '../src/cache/open.js';
-import { cacheProblems, putNarInfoChain } from './helpers/cache.js';
+import { allKeys, cacheProblems, dropLeases, putNarInfoChain } from './helpers/cache.js';
 import { cachectl, CACHECTL, execFileAsync, newKey, nixClosure, nixVerify, requireNix, tempDir, testEnv, type Key } from './helpers/nix.js';
-import { startS3rver, useS3rverHere, type S3Server } from './helpers/s3rver.js';
-
-/** Every key of the layout's prefixes (and the top level). */
-async function allKeys(backend: CacheBackend): Promise<string[]> {
-  const keys: string[] = [];
-  for (const prefix of ['', 'nar/', 'log/', 'gcroots/', 'cachectl/leases/', 'cachectl/gc/', 'cachectl/gc/sweeping/', 'realisations/']) {
-    for await (const page of backend.list(prefix)) keys.push(...page.map((entry) => entry.key));
-  }
-  return keys.sort();
-}
-
-/** Forgets the writers' leases, as if they had expired: what they pushed is then protected by age alone. */
-async function dropLeases(backend: CacheBackend): Promise<void> {
-  for await (const page of backend.list(LEASES_PREFIX)) await backend.delete(page.map((entry) => entry.key));
-}
+import { startS3rver, useS3Here, type S3Server } from './helpers/s3rver.js';
 
 interface GcJson {
   dryRun: boolean;
@@ -85,7 +71,7 @@ for (const target of ['file', 's3'] as const) {
       if (target === 's3') {
         s3 = await startS3rver();
         env = testEnv(s3.env);
-        useS3rverHere(s3);
+        useS3Here(s3);
         let n = 0;
         newCache = () => {
           const prefix = `t${(n += 1)}/`;

@@ -21,7 +21,7 @@ import {
   tempDir,
   type Key,
 } from './helpers/nix.js';
-import { startS3rver, useS3rverHere, type S3Server } from './helpers/s3rver.js';
+import { startS3rver, useS3Here, type S3Server } from './helpers/s3rver.js';
 
 async function pushJson(args: string[], env: NodeJS.ProcessEnv) {
   const result = await cachectl(['push', '--json', ...args], env);
@@ -50,7 +50,7 @@ for (const target of ['file', 's3'] as const) {
         cacheUrl = s3.cacheUrl();
         nixUrl = s3.httpUrl;
         env = testEnv(s3.env);
-        useS3rverHere(s3);
+        useS3Here(s3);
       } else {
         const dir = tempDir('cache');
         cacheUrl = `file://${dir}`;

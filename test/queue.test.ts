@@ -55,7 +55,7 @@ describe('queue', () => {
     const db = new Database(file);
     db.pragma(`user_version = ${MIGRATIONS.length + 1}`);
     db.close();
-    assert.throws(() => Queue.open(file), (err: CachectlError) => err.code === 'QUEUE_UNREADABLE' && /newer than this cachectl knows.*upgrade cachectl/.test(err.message));
+    assert.throws(() => Queue.open(file), (err: CachectlError) => err.code === 'QUEUE_UNREADABLE' && /was made by a newer cachectl \(schema \d+; this one knows \d+\); upgrade cachectl\. Its paths are kept$/.test(err.message));
     const corrupt = join(tempDir('queue-corrupt'), 'queue.db');
     writeFileSync(corrupt, 'this is not a database, just some bytes that are long enough '.repeat(100));
     assert.throws(() => Queue.open(corrupt), (err: CachectlError) => err.code === 'QUEUE_UNREADABLE' && /not a database.*move it aside/.test(err.message));

@@ -26,7 +26,7 @@ import {
   tempDir,
   type Key,
 } from './helpers/nix.js';
-import { startS3rver, useS3rverHere, type S3Server } from './helpers/s3rver.js';
+import { startS3rver, useS3Here, type S3rver } from './helpers/s3rver.js';
 
 /** The seed of the fault proxy's choices; CACHECTL_FAULT_SEED replays a failed run. */
 const SEED = Number(process.env['CACHECTL_FAULT_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
@@ -39,13 +39,13 @@ async function maxAttempts(env: NodeJS.ProcessEnv): Promise<number> {
 }
 
 let key: Key;
-let s3: S3Server;
+let s3: S3rver;
 
 before(async () => {
   requireNix();
   key = await newKey('cachectl-reliability-1');
   s3 = await startS3rver();
-  useS3rverHere(s3);
+  useS3Here(s3);
 });
 after(async () => s3.stop());
 

@@ -7,6 +7,16 @@ export interface ObjectEntry {
   etag: string;
 }
 
+/**
+ * Refuses a key (or list prefix) that could reach outside the cache: an absolute one, or one with an empty, `.`
+ * or `..` segment. Keys derive only from validated hashes and names, so this never fires; it is the last line
+ * between a bug and another prefix of the bucket, or a file outside a file:// cache's directory.
+ */
+export function containedKey(key: string): string {
+  if (/(^|\/)\.{0,2}\/|(^|\/)\.{1,2}$|\\|\0/.test(key)) throw new Error(`refusing cache key ${JSON.stringify(key)}: it could reach outside the cache`);
+  return key;
+}
+
 /** The most keys one `delete` takes (S3's DeleteObjects limit). */
 export const DELETE_BATCH_KEYS = 1000;
 

@@ -1,7 +1,7 @@
 import { mkdir, open, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { CachectlError } from '../core/errors.js';
-import type { CacheBackend, ObjectEntry } from './backend.js';
+import { containedKey, type CacheBackend, type ObjectEntry } from './backend.js';
 
 const LIST_PAGE = 1000;
 /** Prefix of files still being written; never a key of the layout, so readers and listings skip them. */
@@ -19,7 +19,7 @@ export class FileBackend implements CacheBackend {
   }
 
   private path(key: string): string {
-    return join(this.root, key);
+    return join(this.root, containedKey(key));
   }
 
   async get(key: string): Promise<Buffer | undefined> {

@@ -6,6 +6,7 @@ import {
   S3Client,
   S3ServiceException,
 } from '@aws-sdk/client-s3';
+import { fromIni } from '@aws-sdk/credential-provider-ini';
 import { Upload } from '@aws-sdk/lib-storage';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
@@ -15,7 +16,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { CachectlError } from '../core/errors.js';
 import type { S3CacheUrl } from '../core/cache-url.js';
 import { displayCacheUrl } from '../core/cache-url.js';
-import type { CacheBackend, ObjectEntry } from './backend.js';
+import { containedKey, type CacheBackend, type ObjectEntry } from './backend.js';
 import { encodeKeyPath, signS3Request } from './sigv4.js';
 
 const MIN_PART_BYTES = 5 * 1024 * 1024;
@@ -62,6 +63,7 @@ export class S3Backend implements CacheBackend {
     this.objectBase = this.bucketUrl.href.replace(/\/$/, '');
     const agentOptions = { keepAlive: true, maxSockets: 64 };
     this.agent = this.bucketUrl.protocol === 'https:' ? new HttpsAgent(agentOptions) : new HttpAgent(agentOptions);
+    const profile = url.profile ?? (process.env['AWS_PROFILE'] || undefined);
     this.client = new S3Client({
       region: url.region,
       forcePathStyle: url.forcePathStyle,
@@ -71,7 +73,9 @@ export class S3Backend implements CacheBackend {
       // Without throwOnRequestTimeout the SDK only warns about a stalled request and waits for it forever.
       requestHandler: { connectionTimeout: 5_000, requestTimeout: url.requestTimeoutMs, throwOnRequestTimeout: true },
       ...(url.endpoint === undefined ? {} : { endpoint: url.endpoint, endpointProvider: () => ({ url: new URL(this.bucketUrl) }) }),
-      ...(url.profile === undefined ? {} : { profile: url.profile }),
+      // A named profile is read on its own: the default chain would fall through to other sources and hide why
+      // the profile failed (an expired credential_process answer becomes "Could not load credentials from any providers").
+      ...(profile === undefined ? {} : { credentials: fromIni({ profile }) }),
     });
     // DeleteObjects must carry a checksum; the SDK sends only CRC32, which Swift's s3api does not accept.
     this.client.middlewareStack.add(
@@ -87,7 +91,7 @@ export class S3Backend implements CacheBackend {
   }
 
   private key(key: string): string {
-    return `${this.url.prefix}${key}`;
+    return `${this.url.prefix}${containedKey(key)}`;
   }
 
   async get(key: string): Promise<Buffer | undefined> {
@@ -273,10 +277,14 @@ export class S3Backend implements CacheBackend {
     if (name === 'NoSuchBucket' || (status === 404 && what.startsWith('HEAD'))) {
       return new CachectlError('CACHE_NOT_FOUND', `${where}: the bucket ${this.url.bucket} does not exist; create it or fix --to`, { cause: err });
     }
-    if (
-      status === 403 ||
-      ['AccessDenied', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'ExpiredToken', 'CredentialsProviderError'].includes(name)
-    ) {
+    if (name === 'CredentialsProviderError') {
+      return new CachectlError(
+        'CACHE_ACCESS_DENIED',
+        `${where}: no usable AWS credentials (${(err as Error).message}); renew them, or set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ?profile=`,
+        { cause: err },
+      );
+    }
+    if (status === 403 || ['AccessDenied', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'ExpiredToken'].includes(name)) {
       return new CachectlError(
         'CACHE_ACCESS_DENIED',
         `${where}: access denied (${name || status}); check the AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ?profile=) and the bucket policy`,

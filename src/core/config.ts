@@ -82,12 +82,13 @@ export function resolveConfig(
   const problems: string[] = [];
   let fileValues: Record<string, unknown> = {};
   if (file !== undefined) {
+    const expected = 'it must hold one JSON object, such as {"to": "s3://bucket?region=eu-west-1"}';
     try {
       const parsed: unknown = JSON.parse(file.text);
-      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not a JSON object');
-      fileValues = parsed as Record<string, unknown>;
+      if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) fileValues = parsed as Record<string, unknown>;
+      else problems.push(`config file ${file.name} holds ${Array.isArray(parsed) ? 'a list' : JSON.stringify(parsed)}; ${expected}`);
     } catch (err) {
-      problems.push(`config file ${file.name} is not a JSON object: ${(err as Error).message}`);
+      problems.push(`config file ${file.name} is not valid JSON (${(err as Error).message}); ${expected}`);
     }
     for (const key of Object.keys(fileValues)) {
       if (!(key in CONFIG_KEYS)) {
@@ -103,7 +104,7 @@ export function resolveConfig(
         ? Array.isArray(value) && value.every((v) => typeof v === 'string')
         : typeof value === kind;
     if (!ok) {
-      problems.push(`config file key ${key} must be ${kind === 'string[]' ? 'a list of strings' : `a ${kind}`}`);
+      problems.push(`config file ${file?.name ?? ''}: key ${key} must be ${kind === 'string[]' ? 'a list of strings' : `a ${kind}`}`);
       return undefined;
     }
     return Array.isArray(value) ? (value as string[]) : String(value);

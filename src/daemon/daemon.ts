@@ -189,11 +189,13 @@ export class Daemon {
         await ensureCacheInfo(this.options.backend, this.options.store.storeDir);
         return;
       } catch (err) {
-        if (!(err instanceof CachectlError) || !err.retryable) throw err;
+        // The same cache trouble that pauses a running daemon: credentials renewed or a bucket created later
+        // must not need a restart.
+        if (!(err instanceof CachectlError) || !(err.retryable || CACHE_TROUBLE.has(err.code))) throw err;
         const waitMs = backoffMs(attempt, PAUSE_BACKOFF, Math.random());
-        this.log.warn({ err: errorText(err), waitMs }, 'cache not reachable yet');
+        this.log.warn({ code: err.code, err: errorText(err), waitMs }, 'waiting for the cache');
         this.pausedUntil = this.now() + waitMs;
-        this.pauseReason = err.message;
+        this.pauseReason = `${err.code}: ${err.message}`;
         this.setState('paused');
         await this.waker.sleep(waitMs);
       }

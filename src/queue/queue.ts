@@ -461,7 +461,10 @@ function migrate(db: Database.Database): void {
   db.transaction(() => {
     const version = db.pragma('user_version', { simple: true }) as number;
     if (version > MIGRATIONS.length) {
-      throw new Error(`its schema version ${version} is newer than this cachectl knows (${MIGRATIONS.length}); upgrade cachectl`);
+      throw new CachectlError(
+        'QUEUE_UNREADABLE',
+        `queue database ${db.name} was made by a newer cachectl (schema ${version}; this one knows ${MIGRATIONS.length}); upgrade cachectl. Its paths are kept`,
+      );
     }
     for (const sql of MIGRATIONS.slice(version)) db.exec(sql);
     db.pragma(`user_version = ${MIGRATIONS.length}`);

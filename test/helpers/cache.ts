@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CacheBackend } from '../../src/cache/backend.js';
+import { LEASES_PREFIX } from '../../src/cache/layout.js';
 import { parseNarInfo } from '../../src/core/narinfo.js';
 import { nix32Encode } from '../../src/core/nix32.js';
 
@@ -91,4 +92,18 @@ export async function putNarInfoChain(backend: CacheBackend, name: string, lengt
     );
   }
   return keys;
+}
+
+/** Every key of a cache, in the prefixes cachectl writes and one it does not (realisations/). */
+export async function allKeys(backend: CacheBackend): Promise<string[]> {
+  const keys: string[] = [];
+  for (const prefix of ['', 'nar/', 'log/', 'gcroots/', 'cachectl/leases/', 'cachectl/gc/', 'cachectl/gc/sweeping/', 'realisations/']) {
+    for await (const page of backend.list(prefix)) keys.push(...page.map((entry) => entry.key));
+  }
+  return keys.sort();
+}
+
+/** Forgets the writers' leases, as if they had expired: what they pushed is then protected by age alone. */
+export async function dropLeases(backend: CacheBackend): Promise<void> {
+  for await (const page of backend.list(LEASES_PREFIX)) await backend.delete(page.map((entry) => entry.key));
 }

@@ -1,4 +1,6 @@
+import { CreateBucketCommand, PutBucketAclCommand, S3Client } from '@aws-sdk/client-s3';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -7,16 +9,21 @@ import { REPO } from './nix.js';
 
 export interface S3Server {
   port: number;
-  /** where s3rver keeps the bucket */
-  dir: string;
   endpoint: string;
   bucket: string;
   /** s3:// cache URL for cachectl */
   cacheUrl(prefix?: string): string;
   /** the http:// URL Nix reads the bucket through (Debian's Nix has no s3://) */
   httpUrl: string;
-  /** environment with credentials s3rver accepts (its access key id must be S3RVER) */
+  /** environment with credentials the server accepts */
   env: Record<string, string>;
+  stop(): Promise<void>;
+}
+
+/** s3rver in a child process of the tests: its files and its process are the tests' to use. */
+export interface S3rver extends S3Server {
+  /** where s3rver keeps the bucket */
+  dir: string;
   /** CPU seconds the server process has used so far (benchmarks report it: s3rver is often the bottleneck) */
   cpuSeconds(): number;
   /** Stops the server; `keepData` leaves its directory for a restart on the same port (an outage). */
@@ -31,7 +38,7 @@ export interface S3Server {
 export async function startS3rver(
   bucket = 'nix-cache',
   options: { port?: number; dir?: string } = {},
-): Promise<S3Server> {
+): Promise<S3rver> {
   // s3rver's own bin, with PUTs made whole-or-nothing as on S3 (see the file)
   const bin = join(REPO, 'test/helpers/s3rver-atomic.cjs');
   const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'cachectl-s3rver-')));
@@ -88,7 +95,49 @@ export async function startS3rver(
   };
 }
 
+/**
+ * The S3 server of the end-to-end suites: s3rver, or with CACHECTL_TEST_S3=swift a new public-read bucket on the
+ * Swift s3api that `bash test/swift/swift.sh start` runs (the strict second server: real SigV4, Content-MD5 checks,
+ * S3-style multipart ETags).
+ */
+export async function startTestS3(): Promise<S3Server> {
+  const server = process.env['CACHECTL_TEST_S3'] ?? 's3rver';
+  if (server === 's3rver') return startS3rver();
+  if (server === 'swift') return swiftBucket(Number(process.env['SWIFT_PORT'] ?? 18080));
+  throw new Error(`CACHECTL_TEST_S3=${server}: use s3rver or swift`);
+}
+
+async function swiftBucket(port: number): Promise<S3Server> {
+  const endpoint = `http://127.0.0.1:${port}`;
+  const env = { AWS_ACCESS_KEY_ID: 'nix:admin', AWS_SECRET_ACCESS_KEY: 'secretkey' };
+  const client = new S3Client({
+    endpoint,
+    region: 'us-east-1',
+    forcePathStyle: true,
+    credentials: { accessKeyId: env.AWS_ACCESS_KEY_ID, secretAccessKey: env.AWS_SECRET_ACCESS_KEY },
+  });
+  const bucket = `cachectl-test-${Date.now()}-${randomBytes(4).toString('hex')}`;
+  try {
+    await client.send(new CreateBucketCommand({ Bucket: bucket }));
+    // Nix reads the bucket anonymously, through Swift's own API.
+    await client.send(new PutBucketAclCommand({ Bucket: bucket, ACL: 'public-read' }));
+  } catch (err) {
+    throw new Error(`Swift at ${endpoint} is not usable (start it: bash test/swift/swift.sh start): ${(err as Error).message}`);
+  } finally {
+    client.destroy();
+  }
+  return {
+    port,
+    endpoint,
+    bucket,
+    cacheUrl: (prefix) => `s3://${bucket}?endpoint=${encodeURIComponent(endpoint)}&region=us-east-1${prefix === undefined ? '' : `&prefix=${prefix}`}`,
+    httpUrl: `${endpoint}/v1/AUTH_nix/${bucket}`,
+    env,
+    stop: async () => undefined, // the bucket goes with Swift's directory
+  };
+}
+
 /** Lets this test process read and write the bucket itself (the checks and observers do), as the children do. */
-export function useS3rverHere(s3: S3Server): void {
+export function useS3Here(s3: S3Server): void {
   Object.assign(process.env, s3.env, { AWS_EC2_METADATA_DISABLED: 'true', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' });
 }
