@@ -20,7 +20,7 @@ import {
   tempDir,
   type Key,
 } from './helpers/nix.js';
-import { startS3rver, useS3Here, type S3Server } from './helpers/s3rver.js';
+import { startS3rver, startTestS3, useS3Here, type S3Server } from './helpers/s3rver.js';
 
 const FIXTURES = new URL('../../test/fixtures/closures.nix', import.meta.url).pathname;
 
@@ -31,7 +31,7 @@ describe('cachectl daemon', () => {
   before(async () => {
     requireNix();
     key = await newKey('cachectl-daemon-test-1');
-    s3 = await startS3rver();
+    s3 = await startTestS3();
     useS3Here(s3);
   });
   after(async () => s3.stop());

@@ -11,7 +11,7 @@ import { MARKS_KEY } from '../src/cache/layout.js';
 import { openCache } from '../src/cache/open.js';
 import { allKeys, cacheProblems, dropLeases, putNarInfoChain } from './helpers/cache.js';
 import { cachectl, CACHECTL, execFileAsync, newKey, nixClosure, nixVerify, requireNix, tempDir, testEnv, type Key } from './helpers/nix.js';
-import { startS3rver, useS3Here, type S3Server } from './helpers/s3rver.js';
+import { startTestS3, useS3Here, type S3Server } from './helpers/s3rver.js';
 
 interface GcJson {
   dryRun: boolean;
@@ -69,7 +69,7 @@ for (const target of ['file', 's3'] as const) {
       requireNix();
       key = await newKey(`cachectl-gc-${target}-1`);
       if (target === 's3') {
-        s3 = await startS3rver();
+        s3 = await startTestS3();
         env = testEnv(s3.env);
         useS3Here(s3);
         let n = 0;

@@ -21,7 +21,7 @@ import {
   tempDir,
   type Key,
 } from './helpers/nix.js';
-import { startS3rver, useS3Here, type S3Server } from './helpers/s3rver.js';
+import { startTestS3, useS3Here, type S3Server } from './helpers/s3rver.js';
 
 async function pushJson(args: string[], env: NodeJS.ProcessEnv) {
   const result = await cachectl(['push', '--json', ...args], env);
@@ -46,7 +46,7 @@ for (const target of ['file', 's3'] as const) {
       requireNix();
       key = await newKey(`cachectl-test-${target}-1`);
       if (target === 's3') {
-        s3 = await startS3rver();
+        s3 = await startTestS3();
         cacheUrl = s3.cacheUrl();
         nixUrl = s3.httpUrl;
         env = testEnv(s3.env);
