@@ -4,6 +4,7 @@ import { chmodSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import Database from 'better-sqlite3';
 import { parseCacheUrl } from '../src/core/cache-url.js';
 import { openCache } from '../src/cache/open.js';
 import { cacheProblems, observeCache } from './helpers/cache.js';
@@ -111,6 +112,27 @@ describe('cachectl daemon', () => {
     backend.close();
     const verify = await nixVerify(`${s3.httpUrl}/${nonce}`, key.publicKey, [paths.big, paths.chain, paths.top]);
     assert.equal(verify.code, 0, verify.stderr);
+  });
+
+  it('marks a root done as soon as its closure is published, not when the rest of its batch is', async () => {
+    const nonce = `daemon-early-${Date.now()}`;
+    const paths = await buildFixtures(['tiny', 'big'], { nonce, bigMb: 60 });
+    const env = queueEnv(s3.env);
+    assert.equal((await cachectl(['enqueue', paths.big, paths.tiny], env)).code, 0);
+    const daemon = startDaemon(['--to', s3.cacheUrl(nonce), '--jobs', '4'], env);
+    await daemon.waitForLog('ready');
+    // One batch: watch the queue until the large root is done; the small one must be done well before.
+    const db = new Database(env.CACHECTL_QUEUE, { readonly: true });
+    const seen = new Set<string>();
+    await waitFor('the large root to be done', () => {
+      const states = Object.fromEntries((db.prepare('SELECT store_path, state FROM paths').all() as { store_path: string; state: string }[]).map((row) => [row.store_path, row.state]));
+      seen.add(`tiny ${states[paths.tiny]}, big ${states[paths.big]}`);
+      return states[paths.big] === 'done' ? true : undefined;
+    }, 120_000);
+    db.close();
+    assert.ok(seen.has('tiny done, big uploading'), [...seen].join('; '));
+    assert.equal(daemon.logs.filter((line) => line.msg === 'uploaded').length, 1, 'both roots went up in one batch');
+    await stopDaemon(daemon);
   });
 
   it('keeps queued paths from garbage collection until uploaded, then lets go', async () => {

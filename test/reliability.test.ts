@@ -182,6 +182,7 @@ describe('reliability: crashes', () => {
       deadLettered = afterKills.failed.length;
       assert.equal((await cachectl(['retry', '--all'], env)).code, 0);
       const daemon = startDaemon(['--to', to, '--secret-key-file', key.secretFile], env);
+      await daemon.waitForLog('ready'); // a SIGTERM before the daemon is up is not a clean stop
       const report = await settled(env, roots.length, 300_000);
       assert.deepEqual([report.counts.done, report.counts.failed], [roots.length, 0], JSON.stringify(report));
       await stopDaemon(daemon);

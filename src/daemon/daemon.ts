@@ -300,7 +300,17 @@ export class Daemon {
       if (validRoots.length === 0) return;
       const progress = newProgress();
       const { backend, store, compression, keys, skipSignedBy } = this.options;
-      const result = await pushClosures(validRoots, { backend, store, compression, keys, skipSignedBy, jobs: this.jobs, progress, lease: this.lease });
+      // Done as soon as published: a root that waited for the rest of its batch would be blamed for a crash after it.
+      const onRootPublished = (root: string) => {
+        try {
+          this.queue.complete([root]);
+          this.releaseGcRoots([root]);
+        } catch (err) {
+          // the end of the batch completes it again, or the loop's disk-trouble pause takes over
+          this.log.warn({ storePath: root, err: errorText(err) }, 'could not mark an uploaded path done yet');
+        }
+      };
+      const result = await pushClosures(validRoots, { backend, store, compression, keys, skipSignedBy, jobs: this.jobs, progress, lease: this.lease, onRootPublished });
       if (this.inFlight.length === 0) return; // a drain timed out and handed the paths back already
       const failures = new Map(result.failed.map((failure) => [failure.path, failure]));
       const uploaded = validRoots.filter((root) => !failures.has(root));

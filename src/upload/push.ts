@@ -31,6 +31,12 @@ export interface PushOptions {
   lease?: LeaseWriter;
   /** names of keys (`cache.nixos.org-1`) whose signature marks a path as another cache's: not uploaded */
   skipSignedBy?: readonly string[];
+  /**
+   * Called with each root whose narinfo this push published, once its closure is whole in the cache and needs no
+   * re-check for a GC sweep: the daemon marks it done there, so that a crash later in a long batch does not count
+   * against it.
+   */
+  onRootPublished?: (root: string) => void;
 }
 
 export interface PushProgress {
@@ -123,7 +129,13 @@ export async function pushClosures(roots: readonly string[], options: PushOption
       narBytes: 0,
       fileBytes: 0,
     };
-    const narKeys = await publishPaths(missing, options, progress, result, result.uploaded);
+    const rootSet = new Set(roots);
+    // A root's narinfo goes up after those of its whole closure. Without a sweep seen since the lease was written
+    // (no re-check pending), a GC that runs later sees the lease or the root's fresh narinfo: the root is safe.
+    const rootPublished = (path: string) => {
+      if (rootSet.has(path) && hold?.mustRecheck() !== true) options.onRootPublished?.(path);
+    };
+    const narKeys = await publishPaths(missing, options, progress, result, result.uploaded, rootPublished);
     if (hold?.mustRecheck()) {
       await waitOutSweeps(hold.heldAt);
       const stillPresent = await findPresent(backend, [...infos.keys()].map(hashPartOf));
@@ -164,6 +176,7 @@ async function publishPaths(
   progress: PushProgress,
   result: PushResult,
   published: string[],
+  onPublished: (path: string) => void = () => undefined,
 ): Promise<Map<string, string>> {
   const { backend } = options;
   const narKeys = new Map<string, string>();
@@ -188,6 +201,7 @@ async function publishPaths(
     published.push(info.path);
     result.narBytes += nar.narSize;
     result.fileBytes += nar.fileSize;
+    onPublished(info.path);
   };
   for (const info of [...paths].sort((a, b) => b.narSize - a.narSize)) {
     const done = publish(info).catch((err: unknown) => {
