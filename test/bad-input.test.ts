@@ -12,11 +12,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { containedKey } from '../src/cache/backend.js';
-import { FileBackend } from '../src/cache/file.js';
-import { TEMP_PREFIX } from '../src/cache/file.js';
+import { FileBackend, TEMP_PREFIX } from '../src/cache/file.js';
 import { openCache } from '../src/cache/open.js';
 import { parseCacheUrl } from '../src/core/cache-url.js';
-import { Queue } from '../src/queue/queue.js';
 import { hookInboxFiles } from '../src/queue/schema.js';
 import { dropLeases } from './helpers/cache.js';
 import { queueEnv, queueStatus, settled, startDaemon, stopDaemon } from './helpers/daemon.js';
@@ -76,8 +74,6 @@ function assertHookSays(result: Result, lines: string[]): void {
   assert.equal(result.stdout, '');
   assert.equal(result.stderr, lines.map((line) => `cachectl post-build-hook: ${line}\n`).join(''));
 }
-
-const hashPart = (path: string) => path.slice('/nix/store/'.length, '/nix/store/'.length + 32);
 
 describe('the catalogue of bad input: each gets its exact error, and nothing is lost', () => {
   let paths: Record<'tiny' | 'lib' | 'app', string>;
@@ -476,7 +472,6 @@ describe('the catalogue of bad input: each gets its exact error, and nothing is 
       const prefix = `gc-crafted-${Date.now()}`;
       const url = s3.cacheUrl(prefix);
       const backend = await openCache(parseCacheUrl(url));
-      const bucketRoot = await openCache(parseCacheUrl(s3.cacheUrl()));
       // What a crafted narinfo points at: an object of another prefix, and one at the bucket's top level.
       const victims = [`other-${prefix}/nar/victim.nar`, `${prefix}-sibling.narinfo`];
       for (const victim of victims) {
@@ -504,7 +499,6 @@ describe('the catalogue of bad input: each gets its exact error, and nothing is 
       assert.equal(report.deleted.narinfos.count, 0);
       assert.deepEqual(await objectsUnder(s3, ''), before, 'GC deleted or changed something');
       backend.close();
-      bucketRoot.close();
     });
 
     it('a cache under a prefix shares its bucket with other caches: GC empties its own and leaves theirs alone', async () => {
