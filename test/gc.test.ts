@@ -108,7 +108,6 @@ for (const target of ['file', 's3'] as const) {
      */
     const pastLastWrite = () => (target === 's3' ? sleep(1_100) : Promise.resolve());
     const gc = async (url: string, args: string[]): Promise<GcJson> => {
-      await pastLastWrite();
       const result = await cachectl(['gc', '--to', url, '--json', '--metadata-cache', join(tempDir('gc-meta'), 'meta.db'), ...args], env);
       assert.equal(result.code, 0, result.stderr);
       return JSON.parse(result.stdout) as GcJson;
@@ -137,6 +136,7 @@ for (const target of ['file', 's3'] as const) {
         const doomed = (await nixClosure(oldRoots)).filter((path) => !keep.has(path));
         assert.ok(doomed.length >= 3, `the old closures have paths of their own: ${doomed.join(' ')}`);
         const before = await allKeys(backend);
+        await pastLastWrite();
         const plan = await gc(cache.url, ['--older-than', '7s', '--grace', '0s', '--dry-run']);
         assert.equal(plan.dryRun, true);
         assert.equal(plan.deleted.narinfos.count, doomed.length);
@@ -169,6 +169,7 @@ for (const target of ['file', 's3'] as const) {
         const { old } = await buildShared(`grace-${target}-${Date.now()}`, 1);
         await push(cache.url, [old[0] as string]);
         await dropLeases(backend);
+        await pastLastWrite();
         const young = await gc(cache.url, ['--older-than', '0s', '--grace', '1h']);
         assert.equal(young.roots.young, 2, 'two narinfos too young to be marked: kept, with what they refer to');
         assert.equal(young.deleted.narinfos.count + young.waiting.narinfos.count + young.deleted.nars.count + young.waiting.nars.count, 0);
@@ -201,6 +202,7 @@ for (const target of ['file', 's3'] as const) {
         await backend.put('nar/not-a-nar', Buffer.from('x'), 'text/plain');
         await backend.put('realisations/sha256:abc!out.doi', Buffer.from('{}'), 'application/json');
         await backend.put('gcroots/odd', Buffer.from('/tmp/not-a-store-path\n'), 'text/plain');
+        await pastLastWrite();
         const report = await gc(cache.url, ['--older-than', '0s', '--grace', '0s']);
         assert.equal(report.deleted.narinfos.count, 1, 'only base 0');
         assert.ok(report.problems.some((problem) => problem.startsWith(`${malformedKey}: narinfo ${malformedKey} is malformed: it has no NarSize; kept`)), report.problems.join('\n'));

@@ -175,14 +175,15 @@ describe('reliability: crashes', () => {
         kills.push({ ms, lastLog: daemon.logs.at(-1)?.msg ?? '(none)', uploading: report.counts.uploading, gcKilled: gc !== undefined });
       }
       assert.deepEqual(unqueued, [], 'the rounds did not queue every path');
+      const daemon = startDaemon(['--to', to, '--secret-key-file', key.secretFile], env);
+      // Once it is ready it has taken back what the last daemon left: the verdicts on the last kill are in too.
+      await daemon.waitForLog('ready');
       // A path in flight at 8 deaths of the daemon is set aside as a likely cause (an operator's `retry` brings
       // it back): the only failures allowed, and none is lost.
       const afterKills = await queueStatus(env);
       for (const failed of afterKills.failed) assert.match(failed.lastError, /^the daemon stopped \d+ times while uploading this path/);
       deadLettered = afterKills.failed.length;
       assert.equal((await cachectl(['retry', '--all'], env)).code, 0);
-      const daemon = startDaemon(['--to', to, '--secret-key-file', key.secretFile], env);
-      await daemon.waitForLog('ready'); // a SIGTERM before the daemon is up is not a clean stop
       const report = await settled(env, roots.length, 300_000);
       assert.deepEqual([report.counts.done, report.counts.failed], [roots.length, 0], JSON.stringify(report));
       await stopDaemon(daemon);
