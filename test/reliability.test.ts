@@ -160,13 +160,17 @@ describe('reliability: crashes', () => {
       // Hooks queue the rest a few paths at a time while the daemon is killed again and again.
       const unqueued = roots.slice(1);
       for (let round = 0; round < 30; round++) {
-        const batch = unqueued.splice(0, 6);
+        const batch = unqueued.splice(0, 5);
         const hooks = batch.length === 0 ? [] : [run(HOOK, [], { ...env, OUT_PATHS: batch.join(' '), DRV_PATH: '' })];
         const daemon = startDaemon(['--to', to, '--secret-key-file', key.secretFile, '--jobs', '8'], env);
         // Every fifth round a GC runs too, and is killed at the same moment.
         const gc = round % 5 === 2 ? spawn(process.execPath, [CACHECTL, ...gcArgs], { env, stdio: 'ignore' }) : undefined;
-        const ms = 300 + Math.floor(Math.random() * 1500);
-        await sleep(ms);
+        // Half the kills come at any moment of the first 1.8 s (startup and its queue transactions included), half
+        // within 0.4 s of the daemon being ready, while it uploads what the hooks just queued.
+        const started = Date.now();
+        if (round % 2 === 0) await sleep(300 + Math.floor(Math.random() * 1500));
+        else await daemon.waitForLog('ready', undefined, 30_000).then(() => sleep(Math.floor(Math.random() * 400)));
+        const ms = Date.now() - started;
         daemon.child.kill('SIGKILL');
         gc?.kill('SIGKILL');
         await daemon.exited;
