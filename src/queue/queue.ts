@@ -268,6 +268,8 @@ export class Queue {
         .prepare<[string], PathRow>(`SELECT store_path, state, attempts FROM paths WHERE store_path = ?`)
         .get(storePath);
       if (row === undefined) return 'failed';
+      // Only a claim can fail: a root the daemon already marked done stays done.
+      if (row.state !== 'uploading') return row.state;
       if (retryable && row.attempts < this.maxAttempts) {
         const next = now + backoffMs(row.attempts, this.retryBackoff, this.random());
         this.db

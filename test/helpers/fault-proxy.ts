@@ -21,7 +21,8 @@ export interface FaultProxy {
   /** the faults picked from, uniformly; may be changed while it runs */
   faults: readonly Fault[];
   /** requests seen, by method, and faults injected, by kind */
-  readonly stats: { requests: number; byMethod: Record<string, number>; injected: Record<Fault, number> };
+  /** `stateWrites`: PUTs of cachectl's own state (leases, GC marks), which grow with batches rather than paths */
+  readonly stats: { requests: number; byMethod: Record<string, number>; stateWrites: number; injected: Record<Fault, number> };
   stop(): Promise<void>;
 }
 
@@ -54,7 +55,7 @@ export async function startFaultProxy(
   const random = seededRandom(options.seed);
   const agent = new Agent({ keepAlive: true, maxSockets: 64 });
   const sockets = new Set<Socket>();
-  const stats = { requests: 0, byMethod: {} as Record<string, number>, injected: Object.fromEntries(FAULTS.map((f) => [f, 0])) as Record<Fault, number> };
+  const stats = { requests: 0, byMethod: {} as Record<string, number>, stateWrites: 0, injected: Object.fromEntries(FAULTS.map((f) => [f, 0])) as Record<Fault, number> };
 
   const forward = (req: IncomingMessage, res: ServerResponse, truncate: boolean): void => {
     const upstream = request(
@@ -83,6 +84,7 @@ export async function startFaultProxy(
     stats.requests += 1;
     const method = req.method ?? '?';
     stats.byMethod[method] = (stats.byMethod[method] ?? 0) + 1;
+    if (method === 'PUT' && (req.url ?? '').includes('/cachectl/')) stats.stateWrites += 1;
     const fault = random() < proxy.rate && proxy.faults.length > 0 ? proxy.faults[Math.floor(random() * proxy.faults.length)] : undefined;
     if (fault !== undefined) stats.injected[fault] += 1;
     switch (fault) {
