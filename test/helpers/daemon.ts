@@ -147,8 +147,13 @@ export function settled(env: NodeJS.ProcessEnv, done: number, timeoutMs = 120_00
   }, timeoutMs);
 }
 
-/** SIGTERM, and the daemon must drain and exit 0. */
+/**
+ * SIGTERM, and the daemon must drain and exit 0. Sent once it is ready: a signal in its first moments, before it
+ * has set up its handlers, ends it as the signal's default does (work is often done by then, now that each root is
+ * done as soon as it is published).
+ */
 export async function stopDaemon(daemon: DaemonProcess): Promise<void> {
+  await daemon.waitForLog('ready');
   daemon.child.kill('SIGTERM');
   assert.deepEqual(await daemon.exited, { code: 0, signal: null }, daemon.stderr());
 }
