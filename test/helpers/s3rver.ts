@@ -30,6 +30,11 @@ export interface S3rver extends S3Server {
   stop(options?: { keepData?: boolean }): Promise<void>;
 }
 
+/** cachectl's URL for a bucket on a local server, optionally under a key prefix. */
+function s3CacheUrl(bucket: string, endpoint: string, prefix: string | undefined): string {
+  return `s3://${bucket}?endpoint=${encodeURIComponent(endpoint)}&region=us-east-1${prefix === undefined ? '' : `&prefix=${prefix}`}`;
+}
+
 /**
  * Starts s3rver in a child process on a free port of 127.0.0.1. `--openssl-legacy-provider` is required:
  * without it s3rver's paginated listings fail (DES in OpenSSL 3). Fails loudly when s3rver is missing.
@@ -74,8 +79,7 @@ export async function startS3rver(
     dir,
     endpoint,
     bucket,
-    cacheUrl: (prefix) =>
-      `s3://${bucket}?endpoint=${encodeURIComponent(endpoint)}&region=us-east-1${prefix === undefined ? '' : `&prefix=${prefix}`}`,
+    cacheUrl: (prefix) => s3CacheUrl(bucket, endpoint, prefix),
     httpUrl: `${endpoint}/${bucket}`,
     env: { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER' },
     cpuSeconds() {
@@ -130,7 +134,7 @@ async function swiftBucket(port: number): Promise<S3Server> {
     port,
     endpoint,
     bucket,
-    cacheUrl: (prefix) => `s3://${bucket}?endpoint=${encodeURIComponent(endpoint)}&region=us-east-1${prefix === undefined ? '' : `&prefix=${prefix}`}`,
+    cacheUrl: (prefix) => s3CacheUrl(bucket, endpoint, prefix),
     httpUrl: `${endpoint}/v1/AUTH_nix/${bucket}`,
     env,
     stop: async () => undefined, // the bucket goes with Swift's directory
