@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -92,6 +93,22 @@ describe('queue', () => {
     assert.equal(queue.ingestInbox(), 3);
     assert.deepEqual(queue.counts(), { pending: 2, uploading: 0, done: 0, failed: 0, inbox: 0 });
     assert.equal(queue.ingestInbox(), 0);
+  });
+
+  it("waits for a hook's insert that is mid-commit instead of reading past it", async () => {
+    // The daemon is woken by the hook's first write to the inbox's WAL, before the hook commits: the read must
+    // wait for that commit (it took the next heartbeat, 2 s later, to see the path).
+    const { queue, clock, file } = newQueue();
+    const hook = spawn('sqlite3', ['-bail', '-batch', '-init', '/dev/null', hookInboxFiles(file)[3] as string], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const exited = new Promise((resolve) => hook.once('exit', resolve));
+    hook.stdin.end(
+      `.timeout 5000\nBEGIN IMMEDIATE;\nINSERT INTO inbox (store_path, source, enqueued_at) VALUES ('${P1}', 'hook', ${clock.now});\n` +
+        `.shell printf inserted\n.shell sleep 0.5\nCOMMIT;\n`,
+    );
+    await new Promise<void>((resolve) => hook.stdout.on('data', (data: Buffer) => data.toString().includes('inserted') && resolve()));
+    assert.equal(queue.ingestInbox(), 1);
+    assert.equal(await exited, 0);
+    assert.deepEqual(queue.counts(), { pending: 1, uploading: 0, done: 0, failed: 0, inbox: 0 });
   });
 
   it('counts the attempt at claim, and hands a path to one claimer only', () => {

@@ -170,18 +170,26 @@ export class Queue {
   /**
    * Moves the inboxes into `paths`. Returns the inbox rows taken. Each inbox's rows are queued first and
    * deleted after: a crash between the two queues them again, which `add` makes harmless.
+   *
+   * Each inbox is read under its write lock (IMMEDIATE). The daemon is woken by a hook's first write to the
+   * inbox's WAL, while that hook still holds the lock and has not committed; a plain read then saw nothing, and
+   * the path waited for the next wake-up (about 2 s: the heartbeat). The lock makes the read wait for the commit.
    */
   ingestInbox(): number {
     let taken = 0;
     for (const inbox of this.inboxes) {
-      const rows = inbox
-        .prepare<[], { id: number; store_path: string; source: Source; enqueued_at: number }>('SELECT id, store_path, source, enqueued_at FROM inbox ORDER BY id')
-        .all();
-      const last = rows.at(-1);
-      if (last === undefined) continue;
-      this.add(rows.map((row) => ({ storePath: row.store_path, source: row.source, enqueuedAt: row.enqueued_at })));
-      inbox.prepare('DELETE FROM inbox WHERE id <= ?').run(last.id);
-      taken += rows.length;
+      const select = inbox.prepare<[], { id: number; store_path: string; source: Source; enqueued_at: number }>(
+        'SELECT id, store_path, source, enqueued_at FROM inbox ORDER BY id',
+      );
+      const remove = inbox.prepare('DELETE FROM inbox WHERE id <= ?');
+      taken += inbox.transaction(() => {
+        const rows = select.all();
+        const last = rows.at(-1);
+        if (last === undefined) return 0;
+        this.add(rows.map((row) => ({ storePath: row.store_path, source: row.source, enqueuedAt: row.enqueued_at })));
+        remove.run(last.id);
+        return rows.length;
+      }).immediate();
     }
     return taken;
   }
