@@ -60,7 +60,8 @@ let
     RestrictSUIDSGID = "yes";
     LockPersonality = "yes";
     SystemCallArchitectures = "native";
-    SystemCallFilter = "@system-service";
+    # @pkey: V8 calls pkey_alloc at start, and @system-service lacks it (SIGSYS).
+    SystemCallFilter = "@system-service @pkey";
     StateDirectory = "cachectl";
     StateDirectoryMode = "0700";
   };
@@ -184,16 +185,12 @@ in
       wantedBy = [ "multi-user.target" ];
       after = [ "network-online.target" "nix-daemon.service" ];
       wants = [ "network-online.target" ];
-      # systemd-notify, for READY, STATUS and WATCHDOG
-      path = [ config.systemd.package ];
       environment = {
         CACHECTL_QUEUE = queue;
         CACHECTL_GC_ROOTS = gcRoots;
       };
       serviceConfig = hardening // credentials // {
         Type = "notify";
-        NotifyAccess = "all";
-        ExecStartPre = "+${pkgs.coreutils}/bin/mkdir -p ${gcRoots}";
         ExecStart = "${cachectl} daemon --config ${configFile} ${keyFlags}";
         LoadCredential = builtins.genList (i: "${builtins.elemAt keyCredentials i}:${builtins.elemAt cfg.secretKeyFiles i}") (builtins.length keyCredentials);
         TimeoutStartSec = "infinity";
@@ -202,7 +199,9 @@ in
         TimeoutStopSec = "90s";
         Restart = "on-failure";
         RestartSec = "5s";
-        ReadWritePaths = gcRoots;
+        # Nix's state directory: the GC roots, and the database, whose -wal and -shm SQLite creates to read it
+        # when no Nix process has it open (systemd/cachectl.service says more).
+        ReadWritePaths = "-/nix/var/nix";
       };
     };
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 // The cachectl command: the only place that touches argv, env, the terminal and the exit code.
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeSync } from 'node:fs';
 import { Command } from 'commander';
 import { pino } from 'pino';
 import { ENV_NAMES, resolveConfig, type Config, type ConfigFlags } from '../core/config.js';
 import { CachectlError, errorText } from '../core/errors.js';
 import { formatBytes, showProgress } from '../cli/progress.js';
 import { openDaemon } from '../cli/daemon.js';
+import { systemdNotifier } from '../daemon/notify.js';
 import { enqueueCommand } from '../cli/enqueue.js';
 import { formatGcReport, gcCommand, recordGcRun, type GcFlags } from '../cli/gc.js';
 import type { GcRun } from '../queue/queue.js';
@@ -73,9 +74,14 @@ function loadConfig(flags: CommonFlags): Config {
   return resolveConfig(flags, process.env, fileContent);
 }
 
+function failureText(err: unknown): string {
+  return err instanceof CachectlError ? err.message : `internal error: ${errorText(err)}`;
+}
+
 function fail(err: unknown): never {
-  const message = err instanceof CachectlError ? err.message : `internal error: ${errorText(err)}`;
-  for (const line of message.split('\n')) process.stderr.write(`cachectl: ${line}\n`);
+  const message = failureText(err);
+  // Written synchronously: to a pipe or socket (journald) process.stderr writes later, and exit would drop it.
+  writeSync(2, message.split('\n').map((line) => `cachectl: ${line}\n`).join(''));
   process.exit(1);
 }
 
@@ -196,6 +202,8 @@ Then add to nix.conf:  post-build-hook = ${new URL('../../../hook/post-build-hoo
     await running;
     close();
   } catch (err) {
+    // systemctl status shows why: journald may file the stderr of a process that exits at once under no unit.
+    systemdNotifier(process.env, () => undefined)?.notify({ STATUS: `failed: ${failureText(err).split('\n')[0] ?? ''}` });
     fail(err);
   }
 });

@@ -1,3 +1,4 @@
+import { accessSync, constants, existsSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { CachectlError } from '../core/errors.js';
@@ -92,13 +93,28 @@ export class FileBackend implements CacheBackend {
         try {
           await unlink(this.path(key));
         } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw this.failure(key, err);
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw this.failure(key, err, true);
         }
       }),
     );
   }
 
   close(): void {}
+
+  /**
+   * Whether the cache directory, or the nearest directory above it that exists, may be written by this process
+   * (mkdir on a read-only file system may say ENOENT rather than EROFS).
+   */
+  private writable(): boolean {
+    let dir = this.root;
+    while (!existsSync(dir) && dirname(dir) !== dir) dir = dirname(dir);
+    try {
+      accessSync(dir, constants.W_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  }
 
   private async writeAtomically(key: string, write: (temp: string) => Promise<void>): Promise<void> {
     const target = this.path(key);
@@ -112,11 +128,20 @@ export class FileBackend implements CacheBackend {
       await rename(temp, target);
     } catch (err) {
       await unlink(temp).catch(() => undefined);
-      throw err instanceof CachectlError ? err : this.failure(key, err);
+      throw err instanceof CachectlError ? err : this.failure(key, err, true);
     }
   }
 
-  private failure(key: string, err: unknown): CachectlError {
+  private failure(key: string, err: unknown, writing = false): CachectlError {
+    if (writing && !this.writable()) {
+      // Most often the service's sandbox: ProtectSystem=strict leaves only named paths writable.
+      return new CachectlError(
+        'CACHE_WRITE_FAILED',
+        `cache ${this.displayUrl} is not writable here (${key}: ${(err as Error).message}); under systemd/cachectl.service, a ` +
+          `file:// cache outside /var/lib/cachectl must exist and be named in a drop-in: ReadWritePaths=${this.root} (README: Quick start on Debian)`,
+        { cause: err },
+      );
+    }
     return new CachectlError('CACHE_WRITE_FAILED', `cache ${this.displayUrl}: ${key}: ${(err as Error).message}`, {
       cause: err,
     });

@@ -22,10 +22,10 @@ export async function openDaemon(
 ): Promise<{ daemon: Daemon; close: () => void }> {
   const cacheUrl = requiredCacheUrl(config);
   const keys = await loadSecretKeys(config.secretKeyFiles);
-  const store = new LocalStore();
+  const store = new LocalStore({ dbPath: config.nixDb });
   const queue = Queue.open(config.queue);
   const backend = await openCache(cacheUrl);
-  const notifier = systemdNotifier(env, (err) => log.warn({ err: errorText(err) }, 'cannot notify systemd (is systemd-notify installed?)'));
+  const notifier = systemdNotifier(env, (err) => log.warn({ err: errorText(err) }, 'cannot notify systemd'));
   const daemon = new Daemon({
     queue,
     spoolDir: spoolDirOf(config.queue),
@@ -46,6 +46,7 @@ export async function openDaemon(
     daemon,
     close() {
       metrics?.server.close();
+      notifier?.close();
       backend.close();
       queue.close();
       store.close();

@@ -21,7 +21,7 @@ export async function pushCommand(
   const started = Date.now();
   // Everything is checked before the first byte goes out: keys, paths, then the cache itself.
   const keys = await loadSecretKeys(config.secretKeyFiles);
-  const store = new LocalStore();
+  const store = new LocalStore({ dbPath: config.nixDb });
   const backend = await openCache(cacheUrl);
   const lease = new LeaseWriter(backend);
   try {

@@ -8,6 +8,8 @@ export interface Config {
   readonly queue: string;
   /** where queued paths are made GC roots of the local store until uploaded */
   readonly gcRoots: string;
+  /** the local store's database, where Nix keeps it: `$NIX_STATE_DIR/db/db.sqlite` */
+  readonly nixDb: string;
   readonly secretKeyFiles: readonly string[];
   readonly jobs: number;
   readonly compression: Compression;
@@ -160,10 +162,12 @@ export function resolveConfig(
   if (problems.length > 0) {
     throw new CachectlError('CONFIG_INVALID', problems.join('\n'));
   }
+  const nixStateDir = nonEmpty(env['NIX_STATE_DIR']) ?? '/nix/var/nix';
   return Object.freeze({
     cacheUrl,
     queue: pick(flags.queue, ENV_NAMES.queue, 'queue', 'string') ?? DEFAULT_QUEUE,
-    gcRoots: pick(flags.gcRoots, ENV_NAMES.gcRoots, 'gcRoots', 'string') ?? `${nonEmpty(env['NIX_STATE_DIR']) ?? '/nix/var/nix'}/gcroots/cachectl`,
+    gcRoots: pick(flags.gcRoots, ENV_NAMES.gcRoots, 'gcRoots', 'string') ?? `${nixStateDir}/gcroots/cachectl`,
+    nixDb: `${nixStateDir}/db/db.sqlite`,
     secretKeyFiles: Object.freeze([...keyFiles]),
     jobs,
     compression: compressionText as Compression,

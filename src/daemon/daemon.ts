@@ -17,15 +17,19 @@ import { watchdogIntervalMs, type Notifier } from './notify.js';
 import { LeaseWriter } from '../gc/lease.js';
 import { Waker, watchQueue } from './wake.js';
 
-/** Failures of the cache as a whole: they pause the uploader and use up no path's tries. */
-const CACHE_TROUBLE: ReadonlySet<ErrorCode | 'INTERNAL'> = new Set([
+/**
+ * Failures of the cache or of this machine as a whole, no path's fault: they pause the uploader and use up no
+ * path's tries. Nix's database that cannot be read is the machine's trouble, fixed there.
+ */
+const SHARED_TROUBLE: ReadonlySet<ErrorCode | 'INTERNAL'> = new Set([
   'CACHE_UNREACHABLE',
   'CACHE_THROTTLED',
   'CACHE_ACCESS_DENIED',
   'CACHE_NOT_FOUND',
   'CACHE_STORE_DIR_MISMATCH',
+  'NIX_STORE_UNREADABLE',
 ]);
-/** Pauses after cache trouble: 1 s, 2 s, … up to a minute (or what Retry-After asks). */
+/** Pauses after shared trouble: 1 s, 2 s, … up to a minute (or what Retry-After asks). */
 const PAUSE_BACKOFF = { baseMs: 1000, capMs: 60_000 };
 /** Root paths claimed at once; their closures upload together. */
 const BATCH_PATHS = 64;
@@ -128,11 +132,11 @@ export class Daemon {
     try {
       // The watchdog counts from the start, and waiting for the cache may take long.
       const watchdogMs = watchdogIntervalMs(this.options.env, process.pid);
-      if (watchdogMs !== undefined) timers.push(setInterval(() => void this.options.notifier?.notify({ WATCHDOG: '1' }), watchdogMs));
+      if (watchdogMs !== undefined) timers.push(setInterval(() => this.options.notifier?.notify({ WATCHDOG: '1' }), watchdogMs));
       await this.waitForCache();
       if (this.stopping) return;
       this.setState('idle');
-      await this.options.notifier?.notify({ READY: '1', STATUS: this.statusText() });
+      this.options.notifier?.notify({ READY: '1', STATUS: this.statusText() });
       this.log.info({ queue: this.queue.file, cache: this.options.backend.displayUrl, jobs: this.jobs }, 'ready');
       timers.push(setInterval(() => this.heartbeat(), HEARTBEAT_MS));
       timers.push(setInterval(() => this.sweepGcRoots(), GC_ROOT_SWEEP_MS));
@@ -155,8 +159,7 @@ export class Daemon {
     if (this.stopping) return;
     this.stopping = true;
     this.log.info({ inFlight: this.inFlight.length }, 'draining');
-    // Awaited before stop() resolves: the process exits right after, and a queued message would be lost.
-    const stoppingSent = this.options.notifier?.notify({ STOPPING: '1', STATUS: `draining ${this.inFlight.length} paths` });
+    this.options.notifier?.notify({ STOPPING: '1' });
     this.setState('draining');
     this.waker.wake();
     const deadline = this.now() + (this.options.drainMs ?? DRAIN_MS);
@@ -166,7 +169,6 @@ export class Daemon {
       this.queue.release(this.inFlight);
       this.inFlight = [];
     }
-    await stoppingSent;
   }
 
   private takeOver(): void {
@@ -189,9 +191,9 @@ export class Daemon {
         await ensureCacheInfo(this.options.backend, this.options.store.storeDir);
         return;
       } catch (err) {
-        // The same cache trouble that pauses a running daemon: credentials renewed or a bucket created later
+        // The same trouble that pauses a running daemon: credentials renewed or a bucket created later
         // must not need a restart.
-        if (!(err instanceof CachectlError) || !(err.retryable || CACHE_TROUBLE.has(err.code))) throw err;
+        if (!(err instanceof CachectlError) || !(err.retryable || SHARED_TROUBLE.has(err.code))) throw err;
         const waitMs = backoffMs(attempt, PAUSE_BACKOFF, Math.random());
         this.log.warn({ code: err.code, err: errorText(err), waitMs }, 'waiting for the cache');
         this.pausedUntil = this.now() + waitMs;
@@ -325,7 +327,7 @@ export class Daemon {
       // Throttling says the most about how to go on: fewer uploads at once.
       const trouble =
         result.failed.find((failure) => failure.rootCode === 'CACHE_THROTTLED') ??
-        result.failed.find((failure) => CACHE_TROUBLE.has(failure.rootCode));
+        result.failed.find((failure) => SHARED_TROUBLE.has(failure.rootCode));
       for (const root of validRoots) {
         const failure = failures.get(root);
         if (failure !== undefined) this.recordFailure(root, failure, trouble !== undefined);
@@ -336,7 +338,7 @@ export class Daemon {
       // The batch as a whole failed before uploading: the cache, or the local store, is the problem.
       if (this.inFlight.length === 0) return;
       const failure = failureOf(roots[0] ?? '', err);
-      const trouble = CACHE_TROUBLE.has(failure.rootCode);
+      const trouble = SHARED_TROUBLE.has(failure.rootCode);
       for (const root of roots.filter((r) => this.inFlight.includes(r))) this.recordFailure(root, failure, trouble);
       if (trouble) this.pause(failure);
       else this.log.error({ err: failure.message }, 'batch failed');
@@ -346,10 +348,10 @@ export class Daemon {
     }
   }
 
-  private recordFailure(root: string, failure: PushFailure, cacheTrouble: boolean): void {
+  private recordFailure(root: string, failure: PushFailure, sharedTrouble: boolean): void {
     this.countFailure(failure.rootCode);
-    if (cacheTrouble && CACHE_TROUBLE.has(failure.rootCode)) {
-      // Nobody's fault but the cache's: back in line for when the pause ends, no try used up.
+    if (sharedTrouble && SHARED_TROUBLE.has(failure.rootCode)) {
+      // Not the path's fault: back in line for when the pause ends, no try used up.
       this.queue.release([root], this.pausedUntilAfter(failure), `${failure.rootCode}: ${failure.message}`);
       return;
     }
@@ -358,25 +360,25 @@ export class Daemon {
     this.log[state === 'failed' ? 'error' : 'warn']({ storePath: root, code: failure.rootCode, err: failure.message, state }, 'upload failed');
   }
 
-  /** When the uploader may try again after this cache trouble. */
+  /** When the uploader may try again after this shared trouble. */
   private pausedUntilAfter(failure: PushFailure): number {
     const waitMs = Math.max(failure.retryAfterMs ?? 0, backoffMs(this.pauseLevel + 1, PAUSE_BACKOFF, 0.5));
     return Math.max(this.pausedUntil, this.now() + waitMs);
   }
 
-  /** Cache trouble: wait, longer each time; throttling also halves the uploads in flight. */
+  /** Shared trouble: wait, longer each time; throttling also halves the uploads in flight. */
   private pause(failure: PushFailure): void {
     this.pausedUntil = this.pausedUntilAfter(failure);
     this.pauseLevel += 1;
     this.pauseReason = `${failure.rootCode}: ${failure.message}`;
     if (failure.rootCode === 'CACHE_THROTTLED') this.jobs = Math.max(1, Math.floor(this.jobs / 2));
-    this.log.warn({ code: failure.rootCode, err: failure.message, waitMs: this.pausedUntil - this.now(), jobs: this.jobs }, 'cache trouble: pausing');
+    this.log.warn({ code: failure.rootCode, err: failure.message, waitMs: this.pausedUntil - this.now(), jobs: this.jobs }, 'cache or machine trouble: pausing');
     this.setState('paused');
   }
 
   /** A batch went through: the pause is over, and the parallelism grows back one step at a time. */
   private recover(): void {
-    if (this.pauseLevel > 0) this.log.info({ jobs: this.jobs }, 'cache is back');
+    if (this.pauseLevel > 0) this.log.info({ jobs: this.jobs }, 'trouble over: uploading again');
     this.pauseLevel = 0;
     this.pauseReason = undefined;
     this.jobs = Math.min(this.options.jobs, this.jobs + 1);
@@ -449,7 +451,7 @@ export class Daemon {
     const text = this.statusText();
     if (text !== this.lastStatusText && this.currentState !== 'starting') {
       this.lastStatusText = text;
-      void this.options.notifier?.notify({ STATUS: text });
+      this.options.notifier?.notify({ STATUS: text });
     }
   }
 

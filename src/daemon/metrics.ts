@@ -95,7 +95,7 @@ function formatValue(value: number): string {
   return String(Number(value.toFixed(6)));
 }
 
-/** Whether the daemon is doing its job: uploading or ready to; not while starting, paused by cache trouble or draining. */
+/** Whether the daemon is doing its job: uploading or ready to; not while starting, paused by cache or machine trouble, or draining. */
 export function health(status: DaemonStatus): { ok: boolean; text: string } {
   const ok = status.state === 'idle' || status.state === 'uploading';
   return { ok, text: `${status.state}${status.pauseReason !== undefined && status.state === 'paused' ? `: ${status.pauseReason}` : ''}\n` };

@@ -1,36 +1,42 @@
-import { execFile } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { constants } from 'node:os';
 
 /**
- * sd_notify for a service manager. Node cannot send on a Unix datagram socket, so each message goes out
- * through the `systemd-notify` program; it sends from its own PID, which is why the unit needs
- * `NotifyAccess=all`, and `--pid` names us as the main process. Messages are sent one after another, in order.
+ * sd_notify, sent by the main process itself: systemd credits a message to a unit by the sender's pid, so
+ * messages from our own pid need no `NotifyAccess=all`, and one sent just before we exit is still placed (PID 1
+ * reads notifications before it handles the exit). Node has no Unix datagram sockets; the unix-dgram addon
+ * sends them. A send is synchronous: when `notify` returns, the message is in systemd's queue.
  */
 export interface Notifier {
   /** e.g. `{ READY: '1' }`, `{ STATUS: 'idle' }` */
-  notify(fields: Record<string, string>): Promise<void>;
+  notify(fields: Record<string, string>): void;
+  close(): void;
 }
 
-export function systemdNotifier(
-  env: Readonly<Record<string, string | undefined>>,
-  onError: (err: Error) => void,
-  program = 'systemd-notify',
-): Notifier | undefined {
-  if (env['NOTIFY_SOCKET'] === undefined || env['NOTIFY_SOCKET'] === '') return undefined;
-  let last = Promise.resolve();
+const require = createRequire(import.meta.url);
+
+/** A notifier for `NOTIFY_SOCKET`, or undefined when not run by a service manager. */
+export function systemdNotifier(env: Readonly<Record<string, string | undefined>>, onError: (err: Error) => void): Notifier | undefined {
+  const path = env['NOTIFY_SOCKET'];
+  if (path === undefined || path === '') return undefined;
+  if (!path.startsWith('/')) {
+    onError(new Error(`NOTIFY_SOCKET=${path} is not a socket path (abstract sockets are not supported): no sd_notify`));
+    return undefined;
+  }
+  // Loaded here, not at import: only the daemon under a service manager needs the addon.
+  const { createSocket } = require('unix-dgram') as typeof import('unix-dgram');
+  const socket = createSocket('unix_dgram');
   return {
     notify(fields) {
-      const args = [`--pid=${process.pid}`, ...Object.entries(fields).map(([key, value]) => `${key}=${value.replace(/\n/g, ' ')}`)];
-      last = last.then(
-        () =>
-          new Promise<void>((resolve) => {
-            execFile(program, args, (err) => {
-              if (err !== null) onError(err);
-              resolve();
-            });
-          }),
-      );
-      return last;
+      const message = Object.entries(fields).map(([key, value]) => `${key}=${value.replace(/\n/g, ' ')}`).join('\n');
+      const data = Buffer.from(message);
+      socket.send(data, 0, data.length, path, (err) => {
+        if (err === undefined) return;
+        const errno = Object.entries(constants.errno).find(([, number]) => -number === err.errno)?.[0];
+        onError(new Error(`cannot notify systemd through ${path}: ${errno ?? err.message}`));
+      });
     },
+    close: () => socket.close(),
   };
 }
 

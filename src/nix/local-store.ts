@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { CachectlError } from '../core/errors.js';
 import { parseSha256 } from '../core/hash.js';
@@ -35,40 +37,69 @@ const CLOSURE_SQL = `
 
 /**
  * Read-only access to the local Nix store's SQLite database: one query for a whole closure, however many
- * thousands of paths it holds. Opened normally (not immutable) so that pages still in the WAL are seen.
+ * thousands of paths it holds. Opened normally (not immutable) so that pages still in the WAL are seen, and
+ * only when first needed: on a fresh machine Nix makes its database at its first use, which may come after
+ * the daemon has started.
  */
 export class LocalStore {
   readonly storeDir: string;
-  private readonly db: Database.Database;
+  private readonly dbPath: string;
+  private db: Database.Database | undefined;
 
   constructor(options: { dbPath?: string; storeDir?: string } = {}) {
-    const dbPath = options.dbPath ?? DEFAULT_NIX_DB;
+    this.dbPath = options.dbPath ?? DEFAULT_NIX_DB;
     this.storeDir = options.storeDir ?? DEFAULT_STORE_DIR;
-    try {
-      this.db = new Database(dbPath, { readonly: true, fileMustExist: true });
-      this.db.pragma('busy_timeout = 10000');
-    } catch (err) {
-      throw new CachectlError(
-        'NIX_STORE_UNREADABLE',
-        `cannot open the Nix store database ${dbPath}: ${(err as Error).message} (is Nix installed, and is cachectl running as a user that may read it?)`,
-        { cause: err },
-      );
-    }
   }
 
   close(): void {
-    this.db.close();
+    this.db?.close();
+  }
+
+  /**
+   * Runs a query, turning failures to open or read the database into NIX_STORE_UNREADABLE (retryable: the
+   * machine's trouble, not the paths'), naming the file and the fix.
+   */
+  private read<T>(query: (db: Database.Database) => T): T {
+    if (this.db === undefined && !existsSync(this.dbPath)) {
+      throw new CachectlError('NIX_STORE_UNREADABLE', `the Nix store database ${this.dbPath} does not exist (is Nix installed, and has it run here yet?)`, {
+        retryable: true,
+      });
+    }
+    try {
+      if (this.db === undefined) {
+        const db = new Database(this.dbPath, { readonly: true, fileMustExist: true });
+        db.pragma('busy_timeout = 10000');
+        this.db = db;
+      }
+      return query(this.db);
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      if (typeof code !== 'string' || !code.startsWith('SQLITE_')) throw err;
+      // A WAL database that no process has open has no -wal and -shm; even a read-only reader must create them.
+      const fix = /^SQLITE_(CANTOPEN|READONLY)/.test(code)
+        ? `; while no Nix process has it open, reading it means creating ${this.dbPath}-wal and -shm: cachectl needs write ` +
+          `access to ${dirname(this.dbPath)} (under systemd: ReadWritePaths=-${dirname(this.dbPath)}, as systemd/cachectl.service has)`
+        : '';
+      throw new CachectlError('NIX_STORE_UNREADABLE', `cannot read the Nix store database ${this.dbPath}: ${(err as Error).message} (${code})${fix}`, {
+        cause: err,
+        retryable: true,
+      });
+    }
   }
 
   /** The valid paths among `paths`; the others are absent from the map. */
   queryPathInfos(paths: readonly string[]): Map<string, PathInfo> {
+    return this.read((db) => this.pathInfos(db, paths));
+  }
+
+  private pathInfos(db: Database.Database, paths: readonly string[]): Map<string, PathInfo> {
     const json = JSON.stringify(paths);
-    const rows = this.db
+    const rows = db
       .prepare<[string], PathRow>(
         'SELECT id, path, hash, narSize, deriver, sigs, ca FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?))',
       )
       .all(json);
-    const refs = this.db
+    const refs = db
       .prepare<[string], { referrer: number; path: string }>(
         `SELECT r.referrer, p.path FROM Refs r JOIN ValidPaths p ON p.id = r.reference
          WHERE r.referrer IN (SELECT id FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?)))`,
@@ -79,13 +110,15 @@ export class LocalStore {
 
   /** The valid outputs of a derivation (what the hook queues when Nix gives it only DRV_PATH). */
   queryDerivationOutputs(drvPath: string): string[] {
-    return this.db
-      .prepare<[string], { path: string }>(
-        `SELECT o.path FROM DerivationOutputs o JOIN ValidPaths d ON d.id = o.drv JOIN ValidPaths v ON v.path = o.path
-         WHERE d.path = ? ORDER BY o.path`,
-      )
-      .all(drvPath)
-      .map((row) => row.path);
+    return this.read((db) =>
+      db
+        .prepare<[string], { path: string }>(
+          `SELECT o.path FROM DerivationOutputs o JOIN ValidPaths d ON d.id = o.drv JOIN ValidPaths v ON v.path = o.path
+           WHERE d.path = ? ORDER BY o.path`,
+        )
+        .all(drvPath)
+        .map((row) => row.path),
+    );
   }
 
   /**
@@ -93,20 +126,7 @@ export class LocalStore {
    * naming the first root that is not a valid path of this store.
    */
   queryClosure(roots: readonly string[]): Map<string, PathInfo> {
-    const json = JSON.stringify(roots);
-    const rows = this.db
-      .prepare<[string], PathRow>(
-        `${CLOSURE_SQL} SELECT v.id, v.path, v.hash, v.narSize, v.deriver, v.sigs, v.ca
-         FROM ValidPaths v JOIN closure c ON c.id = v.id`,
-      )
-      .all(json);
-    const refs = this.db
-      .prepare<[string], { referrer: number; path: string }>(
-        `${CLOSURE_SQL} SELECT r.referrer, p.path FROM Refs r JOIN closure c ON r.referrer = c.id
-         JOIN ValidPaths p ON p.id = r.reference`,
-      )
-      .all(json);
-    const infos = this.toInfos(rows, refs);
+    const infos = this.read((db) => this.closureInfos(db, roots));
     for (const root of roots) {
       if (!infos.has(root)) {
         throw new CachectlError(
@@ -116,6 +136,23 @@ export class LocalStore {
       }
     }
     return infos;
+  }
+
+  private closureInfos(db: Database.Database, roots: readonly string[]): Map<string, PathInfo> {
+    const json = JSON.stringify(roots);
+    const rows = db
+      .prepare<[string], PathRow>(
+        `${CLOSURE_SQL} SELECT v.id, v.path, v.hash, v.narSize, v.deriver, v.sigs, v.ca
+         FROM ValidPaths v JOIN closure c ON c.id = v.id`,
+      )
+      .all(json);
+    const refs = db
+      .prepare<[string], { referrer: number; path: string }>(
+        `${CLOSURE_SQL} SELECT r.referrer, p.path FROM Refs r JOIN closure c ON r.referrer = c.id
+         JOIN ValidPaths p ON p.id = r.reference`,
+      )
+      .all(json);
+    return this.toInfos(rows, refs);
   }
 
   private toInfos(rows: PathRow[], refs: { referrer: number; path: string }[]): Map<string, PathInfo> {

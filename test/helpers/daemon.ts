@@ -2,9 +2,10 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { createSocket } from 'unix-dgram';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { StatusReport } from '../../src/cli/status.js';
-import { cachectl, CACHECTL, onExit, REPO, tempDir, testEnv } from './nix.js';
+import { cachectl, CACHECTL, onExit, REPO, stopWhenDone, tempDir, testEnv } from './nix.js';
 
 export const HOOK = join(REPO, 'hook/post-build-hook');
 
@@ -40,7 +41,7 @@ export function startDaemon(args: readonly string[], env: NodeJS.ProcessEnv): Da
     }
   });
   child.stderr?.on('data', (data: Buffer) => (stderr += data.toString()));
-  onExit(() => child.kill('SIGKILL'));
+  stopWhenDone(() => child.kill('SIGKILL'));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once('exit', (code, signal) => resolve({ code, signal })),
   );
@@ -101,33 +102,24 @@ export interface NotifyReceiver {
   close(): void;
 }
 
-/**
- * The receiving end of sd_notify, as systemd has it: a Unix datagram socket. Node cannot receive Unix
- * datagrams either, so a few lines of Python stand in for systemd here.
- */
-export async function notifyReceiver(): Promise<NotifyReceiver> {
+/** The receiving end of sd_notify, as systemd has it: a Unix datagram socket (through unix-dgram, as the daemon). */
+export function notifyReceiver(): NotifyReceiver {
   const socket = join(tempDir('notify'), 'notify.sock');
-  const receiver = spawn(
-    'python3',
-    ['-u', '-c', `import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nprint('listening',flush=True)\nwhile True:\n  print(s.recv(4096).decode().replace('\\n','|'),flush=True)`, socket],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  onExit(() => receiver.kill());
+  const receiver = createSocket('unix_dgram');
   const messages: string[] = [];
-  let partial = '';
-  receiver.stdout.on('data', (data: Buffer) => {
-    partial += data.toString();
-    const lines = partial.split('\n');
-    partial = lines.pop() ?? '';
-    messages.push(...lines);
-  });
-  await waitFor('the sd_notify receiver', () => (messages.includes('listening') ? true : undefined), 10_000);
-  messages.splice(0, messages.length);
+  receiver.on('message', (data: Buffer) => messages.push(data.toString().replace(/\n/g, '|')));
+  receiver.bind(socket);
+  let open = true;
+  const close = () => {
+    if (open) receiver.close();
+    open = false;
+  };
+  stopWhenDone(close);
   return {
     socket,
     messages,
     has: (field) => messages.some((message) => message.split('|').some((part) => part.startsWith(field))),
-    close: () => receiver.kill(),
+    close,
   };
 }
 

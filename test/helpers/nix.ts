@@ -2,6 +2,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
@@ -23,6 +24,16 @@ export function onExit(task: () => void): void {
     });
   }
   exitTasks.push(task);
+}
+
+/**
+ * Stops what a test started once that test ends, failed or not, so that nothing it started outlives it and keeps
+ * the test file running; and in any case when this process exits. Call it from a test's body: an `after` made in
+ * a `before` hook runs right after that hook. Outside the test runner (the benchmarks), only at exit.
+ */
+export function stopWhenDone(stop: () => void): void {
+  onExit(stop);
+  if (process.env['NODE_TEST_CONTEXT'] !== undefined) after(stop);
 }
 
 /** A new temporary directory, removed when the test process exits (caches and fresh stores add up). */
