@@ -9,6 +9,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { CacheBackend } from '../src/cache/backend.js';
@@ -19,6 +20,7 @@ import { nix32Encode } from '../src/core/nix32.js';
 import { REPO, tempDir } from '../test/helpers/nix.js';
 import { startS3rver } from '../test/helpers/s3rver.js';
 import { measure } from './measure.js';
+import { renderGc, type GcResults, type GcRun } from './tables.js';
 
 const { values } = parseArgs({
   options: { 'file-sizes': { type: 'string', default: '10000,50000,100000' }, 's3-sizes': { type: 'string', default: '10000' } },
@@ -50,22 +52,16 @@ async function fill(backend: CacheBackend, n: number): Promise<void> {
   await backend.put('nix-cache-info', Buffer.from('StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n'), 'text/x-nix-cache-info');
 }
 
-interface Run {
-  seconds: number;
-  peakRssMb: number;
-  requests: Record<string, number>;
-  report: { narinfos: number; reachable: number; deleted: { narinfos: { count: number }; nars: { count: number } }; stopped?: string };
-}
 
 /** One GC in a child process (so that its peak RSS is its own). */
-async function gcRun(url: string, metaFile: string, args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
+async function gcRun(url: string, metaFile: string, args: string[], env: NodeJS.ProcessEnv): Promise<GcRun> {
   const { seconds, peakRssMb, stdout } = await measure(process.execPath, [GC_RUN, url, metaFile, ...args], env);
-  const { report, requests } = JSON.parse(stdout) as Pick<Run, 'report' | 'requests'>;
+  const { report, requests } = JSON.parse(stdout) as Pick<GcRun, 'report' | 'requests'>;
   return { seconds, peakRssMb, report, requests };
 }
 
 async function main(): Promise<void> {
-  const rows: { target: string; narinfos: number; run: string; result: Run }[] = [];
+  const rows: { target: string; narinfos: number; run: string; result: GcRun }[] = [];
   const targets: { name: string; sizes: number[]; open: () => Promise<{ url: string; env: NodeJS.ProcessEnv; done: () => Promise<void> }> }[] = [
     {
       name: 'file://',
@@ -99,22 +95,10 @@ async function main(): Promise<void> {
       await done();
     }
   }
-  process.stdout.write(
-    '\ncachectl gc on synthetic caches (2% of paths pinned, --older-than 0s)\n\n' +
-      '| cache | narinfos | run | time | peak RSS | LIST pages | GET | PUT | DELETE requests | kept | deleted narinfos + NARs |\n' +
-      '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n',
-  );
-  for (const { target, narinfos, run, result } of rows) {
-    const { requests, report } = result;
-    process.stdout.write(
-      `| ${target} | ${narinfos} | ${run} | ${result.seconds.toFixed(1)} s | ${result.peakRssMb.toFixed(0)} MB | ${requests['list']} | ${requests['get']} | ` +
-        `${requests['put']} | ${requests['delete']} | ${report.reachable} | ${report.deleted.narinfos.count} + ${report.deleted.nars.count}` +
-        `${report.stopped === undefined ? '' : ` (stopped: ${report.stopped})`} |\n`,
-    );
-  }
-  process.stdout.write('\ntargets: 100k narinfos warm on file:// <= 30 s; time linear in the size; warm requests ~ list pages + deletes\n');
+  const results: GcResults = { date: new Date().toISOString(), machine: { cpus: cpus().length, node: process.version }, rows };
+  process.stdout.write(`\ncachectl gc on synthetic caches (2% of paths pinned, --older-than 0s)\n\n${renderGc(results)}\n`);
   mkdirSync(join(REPO, 'bench/results'), { recursive: true });
-  writeFileSync(join(REPO, 'bench/results/gc.json'), `${JSON.stringify(rows, null, 2)}\n`);
+  writeFileSync(join(REPO, 'bench/results/gc.json'), `${JSON.stringify(results, null, 2)}\n`);
 }
 
 await main();

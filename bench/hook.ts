@@ -8,12 +8,14 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Queue } from '../src/queue/queue.js';
 import { HOOK_INBOXES } from '../src/queue/schema.js';
 import { HOOK } from '../test/helpers/daemon.js';
 import { execFileAsync, REPO, tempDir, testEnv } from '../test/helpers/nix.js';
+import { quantile, renderHook, type HookResults } from './tables.js';
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '100' } } });
 const RUNS = Number(values.runs);
@@ -48,8 +50,6 @@ async function timeMany(command: string, args: string[], envFor: (i: number) => 
   return times.sort((a, b) => a - b);
 }
 
-const quantile = (sorted: number[], q: number): number => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] as number;
-
 async function main(): Promise<void> {
   const env = testEnv();
   // Distinct real outputs for the runs: input-addressed derivations, built once.
@@ -77,14 +77,10 @@ async function main(): Promise<void> {
     record('hook, OUT_PATHS', concurrency, await timeMany(HOOK, [], (i) => hookEnv({ OUT_PATHS: outs[i] as string, DRV_PATH: '' }), concurrency));
   }
 
-  const nodeMedian = rows.find((row) => row.case === 'node -e 0' && row.concurrency === 1)?.medianMs ?? NaN;
-  process.stdout.write(`\nhook latency, ${RUNS} runs each (ms)\n\n| case | at once | median | p99 | median / node -e 0 |\n|---|---:|---:|---:|---:|\n`);
-  for (const row of rows) {
-    process.stdout.write(`| ${row.case} | ${row.concurrency} | ${row.medianMs.toFixed(1)} | ${row.p99Ms.toFixed(1)} | ${(row.medianMs / nodeMedian).toFixed(2)} |\n`);
-  }
-  process.stdout.write('\ntargets: hook median <= 0.25 x node -e 0 (alone); hook p99 <= 50 ms with 8 at once\n');
+  const results: HookResults = { date: new Date().toISOString(), machine: { cpus: cpus().length, node: process.version }, runs: RUNS, rows };
+  process.stdout.write(`\n${renderHook(results)}\n`);
   mkdirSync(join(REPO, 'bench/results'), { recursive: true });
-  writeFileSync(join(REPO, 'bench/results/hook.json'), `${JSON.stringify({ runs: RUNS, rows }, null, 2)}\n`);
+  writeFileSync(join(REPO, 'bench/results/hook.json'), `${JSON.stringify(results, null, 2)}\n`);
 }
 
 await main();

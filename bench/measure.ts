@@ -22,7 +22,9 @@ export async function measure(command: string, args: string[], env: NodeJS.Proce
   let peak = 0;
   const sample = setInterval(() => {
     try {
-      peak = Math.max(peak, peakRssMb(child.pid as number));
+      // NaN once it has exited and is not yet reaped (no VmHWM line)
+      const rss = peakRssMb(child.pid as number);
+      if (Number.isFinite(rss)) peak = Math.max(peak, rss);
     } catch {
       // exited between samples
     }

@@ -6,12 +6,14 @@
  *   npm run bench:push [-- --mb 300 --tiny 1000 --runs 3]
  */
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CACHECTL, REPO, execFileAsync, testEnv, tempDir } from '../test/helpers/nix.js';
 import { startS3rver } from '../test/helpers/s3rver.js';
 import { measure as measureCommand, type Measurement } from './measure.js';
 import { LocalStore } from '../src/nix/local-store.js';
+import { renderPush, type PushResults } from './tables.js';
 
 const { values } = parseArgs({
   options: { mb: { type: 'string', default: '300' }, tiny: { type: 'string', default: '1000' }, runs: { type: 'string', default: '3' } },
@@ -20,7 +22,10 @@ const RUNS = Number(values.runs);
 const env = testEnv();
 
 /** Runs a command (through sh for pipelines) in the bench's environment, with its time and peak RSS. */
-const measure = (command: string, args: string[], runEnv: NodeJS.ProcessEnv = env): Promise<Measurement> => measureCommand(command, args, runEnv);
+const measure = async (command: string, args: string[], runEnv: NodeJS.ProcessEnv = env): Promise<Measurement> => {
+  const { seconds, peakRssMb } = await measureCommand(command, args, runEnv);
+  return { seconds, peakRssMb };
+};
 
 /** The median of `RUNS` runs (by time), each with a fresh target from `prepare`. */
 async function median(prepare: () => string, run: (target: string) => Promise<Measurement>): Promise<Measurement> {
@@ -115,18 +120,10 @@ async function main(): Promise<void> {
     tinyS3PathsPerSecond: tiny.length / tinyS3.seconds,
     peakRssMb: Math.max(push.peakRssMb, tinyFile.peakRssMb, tinyS3.peakRssMb, bigFile.peakRssMb, bigS3.peakRssMb),
   };
-  console.log(`\n| case | tool | seconds (median of ${RUNS}) | rate | peak RSS |`);
-  console.log('|---|---|---:|---:|---:|');
-  for (const row of rows) {
-    const rss = row.peakRssMb > 0 ? `${row.peakRssMb.toFixed(0)} MB` : '—';
-    console.log(`| ${row.case} | ${row.tool} | ${row.seconds.toFixed(3)} | ${row.rate} | ${rss} |`);
-  }
-  console.log(`\ncachectl vs nix copy (big): ${ratios.bigVsNixCopy.toFixed(2)}x faster (target >= 1.5x)`);
-  console.log(`cachectl vs floor (big): ${ratios.bigVsFloor.toFixed(2)}x the floor's time (target <= 1.25x)`);
-  console.log(`tiny paths to s3rver: ${ratios.tinyS3PathsPerSecond.toFixed(0)} paths/s (target >= 250)`);
-  console.log(`cachectl peak RSS: ${ratios.peakRssMb.toFixed(0)} MB (target <= 200 MB)`);
+  const results: PushResults = { date: new Date().toISOString(), machine: { cpus: cpus().length, node: process.version }, narSize, runs: RUNS, rows, ratios };
+  process.stdout.write(`\n${renderPush(results)}\n`);
   mkdirSync(join(REPO, 'bench/results'), { recursive: true });
-  writeFileSync(join(REPO, 'bench/results/push.json'), `${JSON.stringify({ date: new Date().toISOString(), narSize, runs: RUNS, rows, ratios }, null, 2)}\n`);
+  writeFileSync(join(REPO, 'bench/results/push.json'), `${JSON.stringify(results, null, 2)}\n`);
 }
 
 await main();
