@@ -40,8 +40,18 @@ describe('systemd: the shipped units on a booted machine with nix-daemon', { tim
   const sh = (script: string, timeoutMs?: number) => machine.ok(script, timeoutMs);
   const unit = (name = 'cachectl.service') => machine.unit(name);
   const cursor = async () => /-- cursor: (\S+)/.exec(await sh('journalctl -q -n 1 --show-cursor'))?.[1] ?? '';
-  /** The messages of a unit's journal (systemd's own lines about it included) since `from`. */
-  const journal = (from: string, name = 'cachectl.service') => sh(`journalctl -q -o cat -u ${name} --after-cursor='${from}'`);
+  /**
+   * The messages of a unit's journal (systemd's own lines about it) since `from`, once each of `expected` is
+   * there: journald files a line a little after it was sent. The daemon's own lines are asked for by its pid
+   * (`_PID=`): journald does not always file a service's output under its unit.
+   */
+  const journal = (from: string, expected: readonly RegExp[], filter = '-u cachectl.service') => {
+    let log = '';
+    return waitFor(`${expected.join(', ')} in the journal`, async () => {
+      log = await sh(`journalctl -q -o cat ${filter} --after-cursor='${from}'`);
+      return expected.every((pattern) => pattern.test(log)) ? log : undefined;
+    }, 20_000, () => log);
+  };
   const systemctl = (args: string) => sh(`systemctl ${args}`);
 
   /** Waits until the unit's state satisfies `ready`; gives up early once systemd had to restart it. */
@@ -198,8 +208,8 @@ systemctl daemon-reload`);
     });
     assert.match(ready.StatusText, /^idle: 0 pending, 0 uploading, 0 done, 0 failed; 0\.0 paths\/s$/);
     assert.equal((await sh(`readlink /proc/${ready.MainPID}/exe`)).trim(), '/usr/bin/node', 'MainPID is the daemon itself');
-    const log = await journal(from);
-    assert.match(log, new RegExp(`Got notification message from PID ${ready.MainPID} \\(READY=1`), 'READY=1 from the main process');
+    // READY=1 from the main process
+    const log = await journal(from, [new RegExp(`Got notification message from PID ${ready.MainPID} \\(READY=1`)]);
     assert.doesNotMatch(log, /Main process exited|Failed with result|Failed to set up/, log);
 
     const timer = await unit('cachectl-gc.timer');
@@ -230,8 +240,7 @@ systemctl daemon-reload`);
     await systemctl('stop cachectl.service');
     const stopped = await unit();
     assert.deepEqual([stopped.ActiveState, stopped.Result, stopped.ExecMainStatus], ['inactive', 'success', '0'], JSON.stringify(stopped));
-    const log = await journal(from);
-    assert.match(log, new RegExp(`Got notification message from PID ${ready.MainPID} \\(STOPPING=1`), log);
+    const log = await journal(from, [new RegExp(`Got notification message from PID ${ready.MainPID} \\(STOPPING=1`), /Deactivated successfully/]);
     assert.doesNotMatch(log, /Killing process/, log);
   });
 
@@ -269,7 +278,7 @@ systemctl daemon-reload`);
     const why = /^cache file:\/\/\/srv\/nix-cache is not writable here \(.*\); under systemd\/cachectl\.service, a file:\/\/ cache outside \/var\/lib\/cachectl must exist and be named in a drop-in: ReadWritePaths=\/srv\/nix-cache /;
     assert.match(failed.StatusText.replace(/^failed: /, ''), why, JSON.stringify(failed));
     // In the journal too, under the daemon's name (journald may not know the unit of a process that exited at once).
-    const said = await sh(`journalctl -q -o cat -t cachectl --after-cursor='${from}'`);
+    const said = await journal(from, [/^cachectl: /m], '-t cachectl');
     assert.match(said.split('\n').find((line) => line.startsWith('cachectl: '))?.slice('cachectl: '.length) ?? '', why, said);
     // As the README says: the directory made, then named writable.
     await sh('install -d -m 755 /srv/nix-cache');
@@ -290,10 +299,10 @@ systemctl daemon-reload`);
     await waitFor('no Nix process holding the database', async () => ((await nixDbHolders()).length === 0 ? true : undefined));
     await sh('test ! -e /nix/var/nix/db/db.sqlite-wal && test ! -e /nix/var/nix/db/db.sqlite-shm');
     const from = await cursor();
-    await start();
+    const started = await start();
     const done = await uploaded(paths);
     assert.deepEqual(done.map((row) => row.attempts), paths.map(() => 1), 'no try used up');
-    const log = await journal(from);
+    const log = await journal(from, [/"msg":"uploaded"/], `_PID=${started.MainPID}`);
     assert.doesNotMatch(log, /upload failed|unable to open|NIX_STORE_UNREADABLE/, log);
     await verify(`file://${FILE_CACHE}`, paths);
   });
@@ -353,9 +362,8 @@ systemctl daemon-reload`);
     await thaw('s3rver.service');
     const stopped = await waitUnit('stopped', (state) => state.ActiveState === 'inactive', 120_000);
     assert.deepEqual([stopped.Result, stopped.ExecMainStatus], ['success', '0'], JSON.stringify(stopped));
-    let log = await journal(from);
-    assert.match(log, new RegExp(`Got notification message from PID ${uploading.MainPID} \\(STOPPING=1`), log);
-    assert.match(log, /"msg":"draining"/);
+    let log = await journal(from, [new RegExp(`Got notification message from PID ${uploading.MainPID} \\(STOPPING=1`), /Deactivated successfully/]);
+    log += await journal(from, [/"msg":"draining"/, /"msg":"stopped"/], `_PID=${uploading.MainPID}`);
     assert.doesNotMatch(log, /drain time is up|Killing/, log);
     assert.equal((await rows([big.out]))[0]?.state, 'done', 'the drain finished the upload');
     await start();
@@ -369,13 +377,14 @@ systemctl daemon-reload`);
     const stuck = await build('big', { bigMb: '200' });
     await waitFor('the next big path claimed', async () => ((await rows([stuck.out]))[0]?.state === 'uploading' ? true : undefined));
     from = await cursor();
+    const stuckDaemon = await unit();
     const stopStarted = Date.now();
     await systemctl('stop --no-block cachectl.service');
     const handedBack = await waitUnit('stopped after the drain limit', (state) => state.ActiveState === 'inactive', DRAIN_MS + 60_000);
     assert.ok(Date.now() - stopStarted >= DRAIN_MS, 'it waited out the drain limit');
     assert.deepEqual([handedBack.Result, handedBack.ExecMainStatus], ['success', '0'], JSON.stringify(handedBack));
-    log = await journal(from);
-    assert.match(log, /drain time is up: uploads in flight go back to the queue/, log);
+    log = await journal(from, [/Deactivated successfully/]);
+    log += await journal(from, [/drain time is up: uploads in flight go back to the queue/], `_PID=${stuckDaemon.MainPID}`);
     assert.doesNotMatch(log, /timed out\. Killing|Killing process/, log);
     const [row] = await rows([stuck.out]);
     assert.deepEqual([row?.state, row?.attempts], ['pending', 0], 'handed back, its try not counted');
@@ -400,8 +409,8 @@ systemctl daemon-reload`);
     assert.equal(ready.NRestarts, 0);
     const done = await uploaded(big.paths);
     assert.equal(done.find((row) => row.path === big.out)?.attempts, 2, 'the claim cut off by the power counts one try');
-    const log = await sh('journalctl -q -o cat -b -u cachectl.service');
-    assert.match(log, /"paths":1,"msg":"took back paths a stopped daemon was uploading"/, log);
+    await waitFor('the take-back in the journal', async () =>
+      /"paths":1,"msg":"took back paths a stopped daemon was uploading"/.test(await sh(`journalctl -q -o cat -b _PID=${ready.MainPID}`)) ? true : undefined);
     inBucket.push(...big.paths);
     await verify(S3_HTTP, inBucket);
     assert.equal((await sh(`sqlite3 -readonly ${QUEUE} "SELECT count(*) FROM paths WHERE state = 'failed'"`)).trim(), '0');
