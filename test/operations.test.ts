@@ -152,7 +152,7 @@ async function checkDaemonService(
   assert.equal(stderr(), '');
 }
 
-/** A GC-roots directory Nix's collector scans, not yet created (the service's ExecStartPre makes it). */
+/** A GC-roots directory Nix's collector scans, not yet created: the hook makes it, as on a fresh machine. */
 function newGcRootsDir(): string {
   const dir = mkdtempSync('/nix/var/nix/gcroots/cachectl-service-test-');
   onExit(() => rmSync(dir, { recursive: true, force: true }));
