@@ -321,7 +321,8 @@ for (const target of ['file', 's3'] as const) {
         assert.ok(left > 0 && left < length, `killed with ${left} of ${length} narinfos left`);
         assert.deepEqual((await cacheProblems(backend)).problems, [], 'a narinfo refers to a deleted one, or lost its NAR');
         const rest = await gc(cache.url, ['--older-than', '0s', '--grace', '0s']);
-        assert.equal(rest.deleted.narinfos.count, left);
+        // At most what was counted: on S3 a delete the stopped GC had already sent may land after the count.
+        assert.ok(rest.deleted.narinfos.count > 0 && rest.deleted.narinfos.count <= left, `the next run deleted ${rest.deleted.narinfos.count} of ${left}`);
         assert.equal((await allKeys(backend)).filter((key) => key !== 'nix-cache-info' && !key.startsWith('cachectl/')).length, 0);
       }));
   });

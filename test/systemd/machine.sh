@@ -31,6 +31,7 @@ for stale in "$prefix"*; do
   pid=$(cat "$stale/supervisor.pid" 2>/dev/null || echo 0)
   if [ "$pid" != 0 ] && kill -0 "$pid" 2>/dev/null; then continue; fi
   say "removing $stale, left by a run that was killed"
+  pkill -KILL -f "systemd-nspawn .*-D $stale/root" && sleep 1
   grep -o " $stale/[^ ]*" /proc/mounts | sort -r | while read -r mnt; do umount -l "$mnt" || true; done
   rm -rf "$stale"
 done
@@ -44,7 +45,8 @@ chroot_binds=()
 
 cleanup() {
   local rc=$?
-  trap - EXIT INT TERM
+  trap - EXIT
+  trap '' INT TERM # a second signal must not cut the cleanup short
   set +e
   if [ -n "$nspawn_pid" ] && kill -0 "$nspawn_pid" 2>/dev/null; then
     say "powering the machine off"
