@@ -8,8 +8,6 @@
  *   npm run bench:gc [-- --file-sizes 10000,50000,100000 --s3-sizes 10000]
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { CacheBackend } from '../src/cache/backend.js';
@@ -20,7 +18,7 @@ import { nix32Encode } from '../src/core/nix32.js';
 import { REPO, tempDir } from '../test/helpers/nix.js';
 import { startS3rver } from '../test/helpers/s3rver.js';
 import { measure } from './measure.js';
-import { renderGc, type GcResults, type GcRun } from './tables.js';
+import { renderGc, thisRun, writeResults, type GcResults, type GcRun } from './tables.js';
 
 const { values } = parseArgs({
   options: { 'file-sizes': { type: 'string', default: '10000,50000,100000' }, 's3-sizes': { type: 'string', default: '10000' } },
@@ -95,10 +93,9 @@ async function main(): Promise<void> {
       await done();
     }
   }
-  const results: GcResults = { date: new Date().toISOString(), machine: { cpus: cpus().length, node: process.version }, rows };
+  const results: GcResults = { ...thisRun(), rows };
   process.stdout.write(`\ncachectl gc on synthetic caches (2% of paths pinned, --older-than 0s)\n\n${renderGc(results)}\n`);
-  mkdirSync(join(REPO, 'bench/results'), { recursive: true });
-  writeFileSync(join(REPO, 'bench/results/gc.json'), `${JSON.stringify(results, null, 2)}\n`);
+  writeResults('gc.json', results);
 }
 
 await main();

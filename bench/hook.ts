@@ -7,15 +7,13 @@
  *   npm run bench:hook [-- --runs 100]
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Queue } from '../src/queue/queue.js';
 import { HOOK_INBOXES } from '../src/queue/schema.js';
 import { HOOK } from '../test/helpers/daemon.js';
-import { execFileAsync, REPO, tempDir, testEnv } from '../test/helpers/nix.js';
-import { quantile, renderHook, type HookResults } from './tables.js';
+import { execFileAsync, tempDir, testEnv } from '../test/helpers/nix.js';
+import { quantile, renderHook, thisRun, writeResults, type HookResults } from './tables.js';
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '100' } } });
 const RUNS = Number(values.runs);
@@ -77,10 +75,9 @@ async function main(): Promise<void> {
     record('hook, OUT_PATHS', concurrency, await timeMany(HOOK, [], (i) => hookEnv({ OUT_PATHS: outs[i] as string, DRV_PATH: '' }), concurrency));
   }
 
-  const results: HookResults = { date: new Date().toISOString(), machine: { cpus: cpus().length, node: process.version }, runs: RUNS, rows };
+  const results: HookResults = { ...thisRun(), runs: RUNS, rows };
   process.stdout.write(`\n${renderHook(results)}\n`);
-  mkdirSync(join(REPO, 'bench/results'), { recursive: true });
-  writeFileSync(join(REPO, 'bench/results/hook.json'), `${JSON.stringify(results, null, 2)}\n`);
+  writeResults('hook.json', results);
 }
 
 await main();

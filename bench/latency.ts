@@ -9,8 +9,7 @@
  *   npm run bench:latency [-- --paths 20 --bursts 10 --burst-size 20 --big-mb 1024]
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
@@ -18,7 +17,7 @@ import { HOOK, queueEnv, startDaemon, waitFor, type DaemonProcess } from '../tes
 import { CACHECTL, execFileAsync, REPO, tempDir, testEnv } from '../test/helpers/nix.js';
 import { startS3rver, type S3rver } from '../test/helpers/s3rver.js';
 import { measure, peakRssMb } from './measure.js';
-import { quantile, renderLatency, type LatencyResults } from './tables.js';
+import { quantile, renderLatency, thisRun, writeResults, type LatencyResults } from './tables.js';
 
 const { values } = parseArgs({
   options: {
@@ -89,8 +88,7 @@ async function stop(daemon: DaemonProcess): Promise<void> {
 
 async function main(): Promise<void> {
   const results: LatencyResults = {
-    date: new Date().toISOString(),
-    machine: { cpus: cpus().length, node: process.version },
+    ...thisRun(),
     paths: PATHS,
     bursts: BURSTS,
     burstSize: BURST_SIZE,
@@ -98,14 +96,14 @@ async function main(): Promise<void> {
     latency: [],
     big: [],
   };
+  const record = (target: Target['name'], situation: string, times: number[]) => {
+    const sorted = [...times].sort((a, b) => a - b);
+    results.latency.push({ target, situation, samples: sorted.length, p50Ms: quantile(sorted, 0.5), p95Ms: quantile(sorted, 0.95), maxMs: sorted.at(-1) as number });
+  };
   const s3 = await startS3rver();
   try {
     for (const name of ['file', 's3'] as const) {
       const target = newTarget(name, s3);
-      const record = (situation: string, times: number[]) => {
-        const sorted = [...times].sort((a, b) => a - b);
-        results.latency.push({ target: name, situation, samples: sorted.length, p50Ms: quantile(sorted, 0.5), p95Ms: quantile(sorted, 0.95), maxMs: sorted.at(-1) as number });
-      };
 
       process.stderr.write(`${name}: idle daemon, ${PATHS} hooks at uneven gaps\n`);
       let daemon = startDaemon(['--to', target.to], target.env);
@@ -116,7 +114,7 @@ async function main(): Promise<void> {
         await sleep(100 + ((i * 700) % 1800));
         idle.push(await latencyOf(target, path));
       }
-      record('idle daemon', idle);
+      record(name, 'idle daemon', idle);
 
       process.stderr.write(`${name}: ${BURSTS} bursts of ${BURST_SIZE} hooks, then one more\n`);
       const afterBurst: number[] = [];
@@ -130,8 +128,8 @@ async function main(): Promise<void> {
         drains.push(Number(process.hrtime.bigint() - started) / 1e6);
         afterBurst.push(await latencyOf(target, paths[BURST_SIZE] as { out: string; drv: string }));
       }
-      record(`right after a burst of ${BURST_SIZE}`, afterBurst);
-      record(`a burst of ${BURST_SIZE} hooks, first hook start to last narinfo`, drains);
+      record(name, `right after a burst of ${BURST_SIZE}`, afterBurst);
+      record(name, `a burst of ${BURST_SIZE} hooks, first hook start to last narinfo`, drains);
       await stop(daemon);
 
       process.stderr.write(`${name}: ${Math.ceil(PATHS / 2)} starts, a hook as soon as the daemon is READY\n`);
@@ -142,7 +140,7 @@ async function main(): Promise<void> {
         afterStart.push(await latencyOf(target, path));
         await stop(daemon);
       }
-      record('right after the start', afterStart);
+      record(name, 'right after the start', afterStart);
     }
 
     process.stderr.write('peer: nix copy of one tiny path, as a copying post-build-hook would\n');
@@ -151,8 +149,7 @@ async function main(): Promise<void> {
       const dir = tempDir('bench-latency-copy');
       copies.push((await measure('nix', ['copy', '--to', `file://${dir}?compression=zstd`, path.out], testEnv())).seconds * 1000);
     }
-    const sortedCopies = copies.sort((a, b) => a - b);
-    results.latency.push({ target: 'file', situation: 'peer: nix copy of the path (blocking the build)', samples: copies.length, p50Ms: quantile(sortedCopies, 0.5), p95Ms: quantile(sortedCopies, 0.95), maxMs: sortedCopies.at(-1) as number });
+    record('file', 'peer: nix copy of the path (blocking the build)', copies);
 
     process.stderr.write(`building a ${BIG_MB} MB path...\n`);
     const env = testEnv();
@@ -176,8 +173,7 @@ async function main(): Promise<void> {
   }
 
   process.stdout.write(`\n${renderLatency(results)}\n`);
-  mkdirSync(join(REPO, 'bench/results'), { recursive: true });
-  writeFileSync(join(REPO, 'bench/results/latency.json'), `${JSON.stringify(results, null, 2)}\n`);
+  writeResults('latency.json', results);
 }
 
 await main();

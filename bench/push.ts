@@ -5,15 +5,14 @@
  *
  *   npm run bench:push [-- --mb 300 --tiny 1000 --runs 3]
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CACHECTL, REPO, execFileAsync, testEnv, tempDir } from '../test/helpers/nix.js';
 import { startS3rver } from '../test/helpers/s3rver.js';
 import { measure as measureCommand, type Measurement } from './measure.js';
 import { LocalStore } from '../src/nix/local-store.js';
-import { renderPush, type PushResults } from './tables.js';
+import { renderPush, thisRun, writeResults, type PushResults } from './tables.js';
 
 const { values } = parseArgs({
   options: { mb: { type: 'string', default: '300' }, tiny: { type: 'string', default: '1000' }, runs: { type: 'string', default: '3' } },
@@ -120,10 +119,9 @@ async function main(): Promise<void> {
     tinyS3PathsPerSecond: tiny.length / tinyS3.seconds,
     peakRssMb: Math.max(push.peakRssMb, tinyFile.peakRssMb, tinyS3.peakRssMb, bigFile.peakRssMb, bigS3.peakRssMb),
   };
-  const results: PushResults = { date: new Date().toISOString(), machine: { cpus: cpus().length, node: process.version }, narSize, runs: RUNS, rows, ratios };
+  const results: PushResults = { ...thisRun(), narSize, runs: RUNS, rows, ratios };
   process.stdout.write(`\n${renderPush(results)}\n`);
-  mkdirSync(join(REPO, 'bench/results'), { recursive: true });
-  writeFileSync(join(REPO, 'bench/results/push.json'), `${JSON.stringify(results, null, 2)}\n`);
+  writeResults('push.json', results);
 }
 
 await main();

@@ -122,11 +122,6 @@ export class Machine {
     return { ...state, NRestarts: Number(state['NRestarts']), MainPID: Number(state['MainPID']) } as UnitState;
   }
 
-  /** The supervisor's own log (preparation, boots, cleanup). */
-  supervisorLog(): string {
-    return this.log;
-  }
-
   private async reply(word: string, timeoutMs: number): Promise<string> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
