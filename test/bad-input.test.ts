@@ -317,7 +317,7 @@ describe('the catalogue of bad input: each gets its exact error, and nothing is 
         const paused = await queueStatus(daemonEnv);
         assert.equal(paused.counts.failed + paused.counts.done, 0);
         assert.equal(paused.counts.inbox + paused.counts.pending, 1);
-        assert.equal(paused.daemon.status?.['pauseReason'], `CACHE_ACCESS_DENIED: ${expiredError('GET nix-cache-info', 'catalogue-rotating')}`);
+        assert.equal(paused.daemon.status?.pauseReason, `CACHE_ACCESS_DENIED: ${expiredError('GET nix-cache-info', 'catalogue-rotating')}`);
         assert.deepEqual(queueRows(daemonEnv.CACHECTL_QUEUE).map((row) => (row as { attempts?: number }).attempts ?? 0), [0], 'an attempt was used up');
         credentials.renew();
         const done = await settled(daemonEnv, 1);

@@ -61,7 +61,7 @@ describe('cachectl daemon', () => {
       const report = await settled(env, 6);
       assert.deepEqual(report.counts, { pending: 0, uploading: 0, done: 6, failed: 0, inbox: 0, spoolFiles: 0 });
       assert.equal(report.daemon.alive, true);
-      assert.equal(report.daemon.status?.['uploadedPaths'], closure.length + 1, 'the closures and the dev output, each once');
+      assert.equal(report.daemon.status?.uploadedPaths, closure.length + 1, 'the closures and the dev output, each once');
 
       const verify = await nixVerify(nixUrl, key.publicKey, roots);
       assert.equal(verify.code, 0, verify.stderr);
@@ -210,9 +210,9 @@ describe('cachectl daemon', () => {
       assert.equal((await cachectl(['enqueue', paths.top], env)).code, 0);
       const paused = await waitFor('the daemon to pause', async () => {
         const report = await status(env);
-        return report.daemon.status?.['state'] === 'paused' ? report : undefined;
+        return report.daemon.status?.state === 'paused' ? report : undefined;
       });
-      assert.match(String(paused.daemon.status?.['pauseReason']), /^CACHE_UNREACHABLE: .*127\.0\.0\.1.* is the endpoint right and the server up\?/);
+      assert.match(String(paused.daemon.status?.pauseReason), /^CACHE_UNREACHABLE: .*127\.0\.0\.1.* is the endpoint right and the server up\?/);
       await sleep(3000);
       const during = await status(env);
       assert.equal(during.counts.failed, 0);
@@ -258,9 +258,9 @@ describe('cachectl daemon', () => {
       );
       const during = await waitFor('the pause in the status', async () => {
         const report = await status(env);
-        return report.daemon.status?.['pauseReason'] !== undefined ? report : undefined;
+        return report.daemon.status?.pauseReason !== undefined ? report : undefined;
       });
-      assert.equal(during.daemon.status?.['pauseReason'], `NIX_STORE_UNREADABLE: ${String(paused['err'])}`);
+      assert.equal(during.daemon.status?.pauseReason, `NIX_STORE_UNREADABLE: ${String(paused['err'])}`);
       assert.equal(during.counts.failed, 0);
 
       // Fixed as the unit fixes it: the directory made writable.

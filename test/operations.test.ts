@@ -252,7 +252,7 @@ describe('operations: systemd units, metrics', () => {
           assert.equal(response.status, 200);
           assert.equal(response.headers.get('content-type'), 'text/plain; version=0.0.4; charset=utf-8');
           const metrics = parseMetrics(await response.text());
-          const settled = report.counts.done === 2 && report.counts.failed === 1 && report.daemon.status?.['uploadedPaths'] === metrics.get('cachectl_uploaded_paths_total');
+          const settled = report.counts.done === 2 && report.counts.failed === 1 && report.daemon.status?.uploadedPaths === metrics.get('cachectl_uploaded_paths_total');
           return settled ? { metrics, report } : undefined;
         });
         for (const state of ['inbox', 'pending', 'uploading', 'done', 'failed'] as const) {
@@ -260,14 +260,14 @@ describe('operations: systemd units, metrics', () => {
         }
         assert.equal(metrics.get('cachectl_spool_files'), report.counts.spoolFiles);
         assert.equal(metrics.get('cachectl_oldest_pending_seconds'), report.oldestPendingSeconds ?? 0);
-        const daemonStatus = report.daemon.status ?? {};
-        assert.equal(metrics.get('cachectl_uploaded_paths_total'), daemonStatus['uploadedPaths']);
+        const daemonStatus = report.daemon.status;
+        assert.equal(metrics.get('cachectl_uploaded_paths_total'), daemonStatus?.uploadedPaths);
         assert.ok((metrics.get('cachectl_uploaded_paths_total') ?? 0) >= 2);
-        assert.equal(metrics.get('cachectl_uploaded_nar_bytes_total'), daemonStatus['uploadedNarBytes']);
-        assert.equal(metrics.get('cachectl_uploaded_file_bytes_total'), daemonStatus['uploadedFileBytes']);
+        assert.equal(metrics.get('cachectl_uploaded_nar_bytes_total'), daemonStatus?.uploadedNarBytes);
+        assert.equal(metrics.get('cachectl_uploaded_file_bytes_total'), daemonStatus?.uploadedFileBytes);
         assert.equal(metrics.get('cachectl_upload_failures_total{code="PATH_NOT_VALID"}'), 1);
-        assert.equal(daemonStatus['failedAttempts'], 1);
-        assert.equal(metrics.get('cachectl_upload_retries_total'), daemonStatus['retries']);
+        assert.equal(daemonStatus?.failedAttempts, 1);
+        assert.equal(metrics.get('cachectl_upload_retries_total'), daemonStatus?.retries);
         assert.equal(metrics.get('cachectl_daemon_state{state="idle"}'), 1);
         assert.ok((metrics.get('cachectl_upload_duration_seconds_count') ?? 0) >= 1);
         assert.equal(metrics.get('cachectl_upload_duration_seconds_bucket{le="+Inf"}'), metrics.get('cachectl_upload_duration_seconds_count'));

@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { backoffMs } from '../src/core/backoff.js';
 import { CachectlError } from '../src/core/errors.js';
+import { parseDaemonStatus, type DaemonStatus } from '../src/queue/daemon-record.js';
 import { Queue } from '../src/queue/queue.js';
 import { HOOK_INBOXES, hookInboxFiles, MIGRATIONS } from '../src/queue/schema.js';
 import { tempDir } from './helpers/nix.js';
@@ -215,5 +216,41 @@ describe('queue', () => {
     assert.equal(backoffMs(3, RETRY, 0), 2000);
     assert.equal(backoffMs(10, RETRY, 0), 4000);
     assert.equal(backoffMs(50, RETRY, 0.999999), 8000);
+  });
+});
+
+describe('daemon record', () => {
+  const status: DaemonStatus = {
+    state: 'paused',
+    uploadedPaths: 3,
+    uploadedNarBytes: 4096,
+    uploadedFileBytes: 1024,
+    failedAttempts: 1,
+    retries: 1,
+    pathsPerSecond: 0.5,
+    narBytesPerSecond: 68.2,
+    jobs: 4,
+    pausedUntil: 1_000_500,
+    pauseReason: 'CACHE_UNREACHABLE: down',
+  };
+
+  it('reads back the status the daemon wrote, field for field', () => {
+    const { queue, clock } = newQueue();
+    queue.writeDaemon({ pid: 42, host: 'builder', startedAt: 999_000, status });
+    assert.deepEqual(queue.daemon(), { pid: 42, host: 'builder', startedAt: 999_000, heartbeatAt: clock.now, status });
+    queue.clearDaemon(42);
+    assert.equal(queue.daemon(), undefined);
+    queue.close();
+  });
+
+  it('reads a status with a missing, mistyped or unknown field as unreadable', () => {
+    const { pausedUntil: _until, pauseReason: _reason, ...running } = status;
+    assert.deepEqual(parseDaemonStatus(JSON.stringify({ ...running, state: 'idle' })), { ...running, state: 'idle' });
+    const { jobs: _jobs, ...noJobs } = status;
+    assert.equal(parseDaemonStatus(JSON.stringify(noJobs)), undefined);
+    assert.equal(parseDaemonStatus(JSON.stringify({ ...status, uploadedPaths: '3' })), undefined);
+    assert.equal(parseDaemonStatus(JSON.stringify({ ...status, state: 'sleeping' })), undefined);
+    assert.equal(parseDaemonStatus('{"state":'), undefined);
+    assert.equal(parseDaemonStatus('null'), undefined);
   });
 });

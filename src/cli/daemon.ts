@@ -9,7 +9,7 @@ import { LocalStore } from '../nix/local-store.js';
 import { Queue } from '../queue/queue.js';
 import { spoolDirOf } from '../queue/spool.js';
 import { loadSecretKeys } from '../upload/secret-keys.js';
-import { statusOf } from './status.js';
+import { statusOf } from '../queue/status-report.js';
 
 /**
  * `cachectl daemon`: everything the uploader needs, checked before it starts, and the metrics endpoint when

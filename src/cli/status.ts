@@ -1,33 +1,7 @@
 import type { Config } from '../core/config.js';
-import { daemonIsAlive } from '../daemon/daemon.js';
-import { Queue, type FailedPath, type GcRun, type QueueCounts } from '../queue/queue.js';
-import { countSpoolFiles, spoolDirOf } from '../queue/spool.js';
+import { Queue } from '../queue/queue.js';
+import { statusOf, type StatusReport } from '../queue/status-report.js';
 import { formatBytes } from './progress.js';
-
-/** Failed paths listed by `status` (the count covers all). */
-const FAILED_SHOWN = 20;
-
-export interface StatusReport {
-  queue: string;
-  counts: QueueCounts & { spoolFiles: number };
-  /** seconds the oldest path not yet uploaded has waited */
-  oldestPendingSeconds: number | null;
-  /** root paths uploaded in the last minute and hour (from the queue) */
-  uploadedLastMinute: number;
-  uploadedLastHour: number;
-  daemon: {
-    alive: boolean;
-    pid?: number;
-    host?: string;
-    startedAt?: string;
-    lastHeartbeatSeconds?: number;
-    /** what the daemon reports: state, rate (over the last minute), parallelism, pause */
-    status?: Record<string, unknown>;
-  };
-  failed: FailedPath[];
-  /** the last `cachectl gc` run on this machine, if any */
-  lastGc: GcRun | null;
-}
 
 /** `cachectl status`: reads the queue (never writes it). */
 export function readStatus(config: Config, now = Date.now()): StatusReport {
@@ -39,43 +13,19 @@ export function readStatus(config: Config, now = Date.now()): StatusReport {
   }
 }
 
-/** The status of an open queue (the daemon's metrics read their own). */
-export function statusOf(queue: Queue, now = Date.now()): StatusReport {
-  const oldest = queue.oldestPendingAt();
-  const record = queue.daemon();
-  const heartbeatAge = record === undefined ? undefined : now - record.heartbeatAt;
-  const alive = record !== undefined && daemonIsAlive(record, now);
-  return {
-    queue: queue.file,
-    counts: { ...queue.counts(), spoolFiles: countSpoolFiles(spoolDirOf(queue.file)) },
-    oldestPendingSeconds: oldest === undefined ? null : Math.max(0, (now - oldest) / 1000),
-    uploadedLastMinute: queue.uploadedSince(now - 60_000),
-    uploadedLastHour: queue.uploadedSince(now - 3600_000),
-    daemon:
-      record === undefined
-        ? { alive: false }
-        : {
-            alive,
-            pid: record.pid,
-            host: record.host,
-            startedAt: new Date(record.startedAt).toISOString(),
-            lastHeartbeatSeconds: Math.max(0, (heartbeatAge ?? 0) / 1000),
-            ...(alive ? { status: record.status } : {}),
-          },
-    failed: queue.failedPaths(FAILED_SHOWN),
-    lastGc: queue.lastGcRun() ?? null,
-  };
-}
-
 export function formatStatus(report: StatusReport): string {
   const lines: string[] = [`queue ${report.queue}`];
   const { daemon, counts } = report;
   if (daemon.alive) {
-    const status = daemon.status ?? {};
-    const rate = `${Number(status['pathsPerSecond'] ?? 0).toFixed(1)} paths/s, ${formatBytes(Number(status['narBytesPerSecond'] ?? 0))}/s`;
-    lines.push(`daemon: ${String(status['state'] ?? 'running')} (pid ${daemon.pid}, since ${daemon.startedAt}), ${rate}, ${String(status['jobs'] ?? '?')} jobs`);
-    if (status['pausedUntil'] !== undefined) {
-      lines.push(`  paused until ${new Date(Number(status['pausedUntil'])).toISOString()}: ${String(status['pauseReason'] ?? '')}`);
+    const { status } = daemon;
+    if (status === undefined) {
+      lines.push(`daemon: running (pid ${daemon.pid}, since ${daemon.startedAt}); its status is unreadable: is it another cachectl version?`);
+    } else {
+      const rate = `${status.pathsPerSecond.toFixed(1)} paths/s, ${formatBytes(status.narBytesPerSecond)}/s`;
+      lines.push(`daemon: ${status.state} (pid ${daemon.pid}, since ${daemon.startedAt}), ${rate}, ${status.jobs} jobs`);
+      if (status.pausedUntil !== undefined) {
+        lines.push(`  paused until ${new Date(status.pausedUntil).toISOString()}: ${status.pauseReason ?? ''}`);
+      }
     }
   } else if (daemon.pid !== undefined) {
     lines.push(`daemon: NOT RUNNING (pid ${daemon.pid} last seen ${formatAge(daemon.lastHeartbeatSeconds ?? 0)} ago); start it: systemctl start cachectl, or cachectl daemon`);

@@ -9,7 +9,8 @@ import { parseStorePath } from '../core/store-path.js';
 import type { CacheBackend } from '../cache/backend.js';
 import type { LocalStore } from '../nix/local-store.js';
 import { listGcRoots, removeGcRoots } from '../nix/gc-roots.js';
-import { isDiskTrouble, type DaemonRecord, type NewPath, type Queue } from '../queue/queue.js';
+import { daemonIsAlive, HEARTBEAT_MS, type DaemonState, type DaemonStatus } from '../queue/daemon-record.js';
+import { isDiskTrouble, type NewPath, type Queue } from '../queue/queue.js';
 import { readSpool, removeSpoolFiles } from '../queue/spool.js';
 import { ensureCacheInfo, failureOf, newProgress, pushClosures, type PushFailure } from '../upload/push.js';
 import { Histogram, type DaemonMetrics } from './metrics.js';
@@ -33,9 +34,6 @@ const SHARED_TROUBLE: ReadonlySet<ErrorCode | 'INTERNAL'> = new Set([
 const PAUSE_BACKOFF = { baseMs: 1000, capMs: 60_000 };
 /** Root paths claimed at once; their closures upload together. */
 const BATCH_PATHS = 64;
-const HEARTBEAT_MS = 2000;
-/** A heartbeat older than this means the daemon is gone (status shows it, a new daemon takes over). */
-export const DAEMON_STALE_MS = 5 * HEARTBEAT_MS;
 /** A fallback in case a file-change event is missed; wake-ups normally come from the watcher. */
 const IDLE_CHECK_MS = 10_000;
 const GC_ROOT_SWEEP_MS = 5 * 60_000;
@@ -62,22 +60,6 @@ export interface DaemonOptions {
   /** how long a SIGTERM waits for uploads in flight before handing them back to the queue */
   drainMs?: number;
   now?: () => number;
-}
-
-export interface DaemonStatus {
-  state: 'starting' | 'idle' | 'uploading' | 'paused' | 'draining';
-  /** since the daemon started: */
-  uploadedPaths: number;
-  uploadedNarBytes: number;
-  uploadedFileBytes: number;
-  /** failed upload attempts of queued paths, and those of them that went back to pending */
-  failedAttempts: number;
-  retries: number;
-  pathsPerSecond: number;
-  narBytesPerSecond: number;
-  jobs: number;
-  pausedUntil?: number;
-  pauseReason?: string;
 }
 
 /**
@@ -107,7 +89,7 @@ export class Daemon {
   private readonly uploadSeconds = new Histogram();
   private readonly samples: { at: number; paths: number; bytes: number }[] = [];
   private lastStatusText = '';
-  private currentState: DaemonStatus['state'] = 'starting';
+  private currentState: DaemonState = 'starting';
   private prunedAt = 0;
 
   constructor(options: DaemonOptions) {
@@ -425,7 +407,7 @@ export class Daemon {
    * Heartbeats go out on a timer and when the state changes, never on every turn of the loop: each is a write
    * to the queue, and a write to the queue wakes the loop.
    */
-  private setState(state: DaemonStatus['state']): void {
+  private setState(state: DaemonState): void {
     if (state === this.currentState) return;
     this.currentState = state;
     this.heartbeat();
@@ -439,7 +421,7 @@ export class Daemon {
         pid: process.pid,
         host: hostname(),
         startedAt: this.startedAt,
-        status: this.status() as unknown as Record<string, unknown>,
+        status: this.status(),
       });
       if (now - this.prunedAt > 3600_000) {
         this.prunedAt = now;
@@ -480,17 +462,5 @@ export class Daemon {
     } catch (err) {
       this.log.error({ err: errorText(err), dir: this.options.gcRootsDir }, 'cannot sweep GC roots');
     }
-  }
-}
-
-/** Whether the daemon of this record still runs: a fresh heartbeat and, on this host, a live process. */
-export function daemonIsAlive(record: DaemonRecord, now: number): boolean {
-  if (now - record.heartbeatAt >= DAEMON_STALE_MS) return false;
-  if (record.host !== hostname()) return true;
-  try {
-    process.kill(record.pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

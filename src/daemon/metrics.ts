@@ -1,8 +1,8 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { ListenAddress } from '../core/config.js';
-import type { StatusReport } from '../cli/status.js';
-import type { DaemonStatus } from './daemon.js';
+import { DAEMON_STATES, type DaemonStatus } from '../queue/daemon-record.js';
+import type { StatusReport } from '../queue/status-report.js';
 
 /** Upper bounds (seconds) of the upload duration histogram's buckets. */
 const UPLOAD_SECONDS_BOUNDS = [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800];
@@ -37,8 +37,6 @@ export interface DaemonMetrics {
   uploadSeconds: Histogram;
 }
 
-const STATES: readonly DaemonStatus['state'][] = ['starting', 'idle', 'uploading', 'paused', 'draining'];
-
 /** The Prometheus text format (version 0.0.4) of the queue, the daemon and the last GC run. */
 export function renderMetrics(report: StatusReport, daemon: DaemonMetrics): string {
   const out: string[] = [];
@@ -57,7 +55,7 @@ export function renderMetrics(report: StatusReport, daemon: DaemonMetrics): stri
   metric('cachectl_oldest_pending_seconds', 'gauge', 'How long the oldest path not yet uploaded has waited (0 when none waits).', [['', report.oldestPendingSeconds ?? 0]]);
 
   const { status } = daemon;
-  metric('cachectl_daemon_state', 'gauge', 'The state of the daemon: 1 for the current one.', STATES.map((state) => [`{state="${state}"}`, state === status.state ? 1 : 0]));
+  metric('cachectl_daemon_state', 'gauge', 'The state of the daemon: 1 for the current one.', DAEMON_STATES.map((state) => [`{state="${state}"}`, state === status.state ? 1 : 0]));
   metric('cachectl_daemon_jobs', 'gauge', 'NARs the daemon uploads at once now (halved while the cache throttles).', [['', status.jobs]]);
   metric('cachectl_uploaded_paths_total', 'counter', 'Store paths uploaded by this daemon since it started (closures included).', [['', status.uploadedPaths]]);
   metric('cachectl_uploaded_nar_bytes_total', 'counter', 'NAR bytes uploaded since the daemon started (before compression).', [['', status.uploadedNarBytes]]);

@@ -3,6 +3,7 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { backoffMs, type Backoff } from '../core/backoff.js';
 import { CachectlError, errorText } from '../core/errors.js';
+import { parseDaemonStatus, type DaemonRecord, type DaemonStatus } from './daemon-record.js';
 import { hookInboxFiles, INBOX_SQL, MIGRATIONS } from './schema.js';
 
 export const PATH_STATES = ['pending', 'uploading', 'done', 'failed'] as const;
@@ -45,14 +46,6 @@ export interface FailedPath {
   attempts: number;
   lastError: string;
   failedAt: number;
-}
-
-export interface DaemonRecord {
-  pid: number;
-  host: string;
-  startedAt: number;
-  heartbeatAt: number;
-  status: Record<string, unknown>;
 }
 
 interface PathRow {
@@ -418,16 +411,10 @@ export class Queue {
       )
       .get();
     if (row === undefined) return undefined;
-    let status: Record<string, unknown> = {};
-    try {
-      status = JSON.parse(row.status) as Record<string, unknown>;
-    } catch {
-      // an unreadable status is shown as none
-    }
-    return { pid: row.pid, host: row.host, startedAt: row.started_at, heartbeatAt: row.heartbeat_at, status };
+    return { pid: row.pid, host: row.host, startedAt: row.started_at, heartbeatAt: row.heartbeat_at, status: parseDaemonStatus(row.status) };
   }
 
-  writeDaemon(record: Omit<DaemonRecord, 'heartbeatAt'>): void {
+  writeDaemon(record: Omit<DaemonRecord, 'heartbeatAt' | 'status'> & { status: DaemonStatus }): void {
     this.db
       .prepare(
         `INSERT INTO daemon (id, pid, host, started_at, heartbeat_at, status) VALUES (1, ?, ?, ?, ?, ?)

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { createSocket } from 'unix-dgram';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { StatusReport } from '../../src/cli/status.js';
+import type { StatusReport } from '../../src/queue/status-report.js';
 import { cachectl, CACHECTL, onExit, REPO, stopWhenDone, tempDir, testEnv } from './nix.js';
 
 export const HOOK = join(REPO, 'hook/post-build-hook');
