@@ -83,9 +83,9 @@ describe('post-build hook', () => {
     const queued = [...inbox(queueFile), ...spooled].sort();
     assert.deepEqual(queued, [...expected].sort());
     const queue = Queue.open(queueFile);
-    queue.ingestInbox();
-    queue.add(spooled.map((storePath) => ({ storePath, source: 'hook', enqueuedAt: Date.now() })));
-    assert.equal(queue.counts().pending, 64);
+    queue.paths.ingestInbox();
+    queue.paths.add(spooled.map((storePath) => ({ storePath, source: 'hook', enqueuedAt: Date.now() })));
+    assert.equal(queue.paths.counts().pending, 64);
     queue.close();
   });
 

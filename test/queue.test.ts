@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import { backoffMs } from '../src/core/backoff.js';
 import { CachectlError } from '../src/core/errors.js';
 import { parseDaemonStatus, type DaemonStatus } from '../src/queue/daemon-record.js';
+import { lastErrorText } from '../src/queue/paths.js';
 import { Queue } from '../src/queue/queue.js';
 import { HOOK_INBOXES, hookInboxFiles, MIGRATIONS } from '../src/queue/schema.js';
 import { tempDir } from './helpers/nix.js';
@@ -69,12 +70,12 @@ describe('queue', () => {
 
   it('takes the inbox in once: a path enqueued many times is one pending row', () => {
     const { queue, file } = newQueue();
-    queue.enqueue([P1, P1, P2], 'hook');
-    queue.enqueue([P1], 'cli');
-    assert.equal(queue.counts().inbox, 4);
-    assert.equal(queue.ingestInbox(), 4);
-    assert.deepEqual(queue.counts(), { pending: 2, uploading: 0, done: 0, failed: 0, inbox: 0 });
-    assert.equal(queue.ingestInbox(), 0);
+    queue.paths.enqueue([P1, P1, P2], 'hook');
+    queue.paths.enqueue([P1], 'cli');
+    assert.equal(queue.paths.counts().inbox, 4);
+    assert.equal(queue.paths.ingestInbox(), 4);
+    assert.deepEqual(queue.paths.counts(), { pending: 2, uploading: 0, done: 0, failed: 0, inbox: 0 });
+    assert.equal(queue.paths.ingestInbox(), 0);
     assert.equal(row(file, P1)?.state, 'pending');
   });
 
@@ -88,12 +89,12 @@ describe('queue', () => {
     hookInsert(0, P1, clock.now - 5000);
     hookInsert(HOOK_INBOXES - 1, P2, clock.now - 1000);
     hookInsert(HOOK_INBOXES - 1, P1, clock.now - 2000);
-    assert.equal(queue.counts().inbox, 3);
-    assert.deepEqual([...queue.inboxPaths()].sort(), [P1, P2]);
-    assert.equal(queue.oldestPendingAt(), clock.now - 5000);
-    assert.equal(queue.ingestInbox(), 3);
-    assert.deepEqual(queue.counts(), { pending: 2, uploading: 0, done: 0, failed: 0, inbox: 0 });
-    assert.equal(queue.ingestInbox(), 0);
+    assert.equal(queue.paths.counts().inbox, 3);
+    assert.deepEqual([...queue.paths.inboxPaths()].sort(), [P1, P2]);
+    assert.equal(queue.paths.oldestPendingAt(), clock.now - 5000);
+    assert.equal(queue.paths.ingestInbox(), 3);
+    assert.deepEqual(queue.paths.counts(), { pending: 2, uploading: 0, done: 0, failed: 0, inbox: 0 });
+    assert.equal(queue.paths.ingestInbox(), 0);
   });
 
   it("waits for a hook's insert that is mid-commit instead of reading past it", async () => {
@@ -107,41 +108,41 @@ describe('queue', () => {
         `.shell printf inserted\n.shell sleep 0.5\nCOMMIT;\n`,
     );
     await new Promise<void>((resolve) => hook.stdout.on('data', (data: Buffer) => data.toString().includes('inserted') && resolve()));
-    assert.equal(queue.ingestInbox(), 1);
+    assert.equal(queue.paths.ingestInbox(), 1);
     assert.equal(await exited, 0);
-    assert.deepEqual(queue.counts(), { pending: 1, uploading: 0, done: 0, failed: 0, inbox: 0 });
+    assert.deepEqual(queue.paths.counts(), { pending: 1, uploading: 0, done: 0, failed: 0, inbox: 0 });
   });
 
   it('counts the attempt at claim, and hands a path to one claimer only', () => {
     const { queue, clock, file } = newQueue();
-    queue.add([{ storePath: P1, source: 'cli', enqueuedAt: clock.now }]);
-    assert.deepEqual(queue.claim(10, 5000), [P1]);
-    assert.deepEqual(queue.claim(10, 5000), []);
+    queue.paths.add([{ storePath: P1, source: 'cli', enqueuedAt: clock.now }]);
+    assert.deepEqual(queue.paths.claim(10, 5000), [P1]);
+    assert.deepEqual(queue.paths.claim(10, 5000), []);
     const claimed = row(file, P1);
     assert.deepEqual(
       { state: claimed?.state, attempts: claimed?.attempts, leaseUntil: claimed?.lease_until },
       { state: 'uploading', attempts: 1, leaseUntil: clock.now + 5000 },
     );
-    queue.complete([P1]);
+    queue.paths.complete([P1]);
     assert.equal(row(file, P1)?.state, 'done');
-    assert.equal(queue.uploadedSince(clock.now), 1);
+    assert.equal(queue.paths.uploadedSince(clock.now), 1);
     // Built again (or enqueued again): looked at again.
-    queue.add([{ storePath: P1, source: 'hook', enqueuedAt: clock.now }]);
+    queue.paths.add([{ storePath: P1, source: 'hook', enqueuedAt: clock.now }]);
     assert.equal(row(file, P1)?.state, 'pending');
   });
 
   it('retries a retryable failure after a capped, jittered, growing backoff, then dead-letters it with its error', () => {
     const { queue, clock, file } = newQueue({ maxAttempts: 3 });
-    queue.add([{ storePath: P1, source: 'hook', enqueuedAt: clock.now }]);
+    queue.paths.add([{ storePath: P1, source: 'hook', enqueuedAt: clock.now }]);
     const waits: number[] = [];
     for (let attempt = 1; attempt <= 3; attempt++) {
-      assert.deepEqual(queue.claim(1, 5000), [P1], `attempt ${attempt}`);
-      const state = queue.fail(P1, 'CACHE_WRITE_FAILED: flaky', true);
+      assert.deepEqual(queue.paths.claim(1, 5000), [P1], `attempt ${attempt}`);
+      const state = queue.paths.fail(P1, { code: 'CACHE_WRITE_FAILED', message: 'flaky' }, true);
       if (attempt < 3) {
         assert.equal(state, 'pending');
         const next = row(file, P1)?.next_attempt_at ?? 0;
         waits.push(next - clock.now);
-        assert.deepEqual(queue.claim(1, 5000), [], 'not due before its backoff');
+        assert.deepEqual(queue.paths.claim(1, 5000), [], 'not due before its backoff');
         clock.now = next;
       } else {
         assert.equal(state, 'failed');
@@ -153,45 +154,45 @@ describe('queue', () => {
     assert.equal(failed?.state, 'failed');
     assert.equal(failed?.last_error, 'CACHE_WRITE_FAILED: flaky (gave up after 3 attempts)');
     assert.deepEqual(
-      queue.failedPaths(10).map((f) => [f.storePath, f.attempts]),
+      queue.paths.failedPaths(10).map((f) => [f.storePath, f.attempts]),
       [[P1, 3]],
     );
   });
 
   it('fails a path at once when trying again cannot help, and retry gives it fresh attempts', () => {
     const { queue, clock, file } = newQueue();
-    queue.add([
+    queue.paths.add([
       { storePath: P1, source: 'hook', enqueuedAt: clock.now },
       { storePath: P2, source: 'hook', enqueuedAt: clock.now },
     ]);
-    queue.claim(10, 5000);
-    assert.equal(queue.fail(P1, 'NAR_HASH_MISMATCH: corrupt', false), 'failed');
+    queue.paths.claim(10, 5000);
+    assert.equal(queue.paths.fail(P1, { code: 'NAR_HASH_MISMATCH', message: 'corrupt' }, false), 'failed');
     assert.equal(row(file, P1)?.attempts, 1);
-    assert.deepEqual(queue.retry([P1, P2]), [P1], 'P2 is uploading, not failed');
+    assert.deepEqual(queue.paths.retry([P1, P2]), [P1], 'P2 is uploading, not failed');
     assert.deepEqual({ state: row(file, P1)?.state, attempts: row(file, P1)?.attempts }, { state: 'pending', attempts: 0 });
-    assert.deepEqual(queue.retry(), []);
+    assert.deepEqual(queue.paths.retry(), []);
   });
 
   it('gives back expired leases (and all of them when a daemon starts); a path that killed the daemon too often fails', () => {
     const { queue, clock, file } = newQueue({ maxAttempts: 2 });
-    queue.add([
+    queue.paths.add([
       { storePath: P1, source: 'hook', enqueuedAt: clock.now },
       { storePath: P2, source: 'hook', enqueuedAt: clock.now },
     ]);
-    queue.claim(1, 1000);
+    queue.paths.claim(1, 1000);
     clock.now += 500;
-    queue.claim(1, 1000);
+    queue.paths.claim(1, 1000);
     clock.now += 600; // P1's lease ended, P2's did not
-    assert.equal(queue.recoverAbandoned(false), 1);
+    assert.equal(queue.paths.recoverAbandoned(false), 1);
     assert.equal(row(file, P1)?.state, 'pending');
     assert.equal(row(file, P2)?.state, 'uploading');
-    queue.renewLeases([P2], 10_000);
+    queue.paths.renewLeases([P2], 10_000);
     assert.equal(row(file, P2)?.lease_until, clock.now + 10_000);
-    assert.equal(queue.recoverAbandoned(true), 1);
+    assert.equal(queue.paths.recoverAbandoned(true), 1);
     assert.equal(row(file, P2)?.state, 'pending');
     // Claimed and abandoned again: that was its second (last) attempt.
-    queue.claim(10, 1000);
-    assert.equal(queue.recoverAbandoned(true), 2);
+    queue.paths.claim(10, 1000);
+    assert.equal(queue.paths.recoverAbandoned(true), 2);
     for (const path of [P1, P2]) {
       assert.equal(row(file, path)?.state, 'failed');
       assert.match(row(file, path)?.last_error ?? '', /the daemon stopped 2 times while uploading this path .* cachectl retry/);
@@ -200,14 +201,14 @@ describe('queue', () => {
 
   it('release hands a claim back without using up an attempt', () => {
     const { queue, clock, file } = newQueue();
-    queue.add([{ storePath: P1, source: 'hook', enqueuedAt: clock.now }]);
-    queue.claim(1, 1000);
-    queue.release([P1], clock.now + 3000, 'CACHE_UNREACHABLE: down');
+    queue.paths.add([{ storePath: P1, source: 'hook', enqueuedAt: clock.now }]);
+    queue.paths.claim(1, 1000);
+    queue.paths.release([P1], clock.now + 3000, { code: 'CACHE_UNREACHABLE', message: 'down' });
     assert.deepEqual(
       { state: row(file, P1)?.state, attempts: row(file, P1)?.attempts, due: row(file, P1)?.next_attempt_at, error: row(file, P1)?.last_error },
       { state: 'pending', attempts: 0, due: clock.now + 3000, error: 'CACHE_UNREACHABLE: down' },
     );
-    assert.equal(queue.nextDueAt(), clock.now + 3000);
+    assert.equal(queue.paths.nextDueAt(), clock.now + 3000);
   });
 
   it('backoff doubles from its base up to its cap, with at most half of each step random', () => {
@@ -236,10 +237,10 @@ describe('daemon record', () => {
 
   it('reads back the status the daemon wrote, field for field', () => {
     const { queue, clock } = newQueue();
-    queue.writeDaemon({ pid: 42, host: 'builder', startedAt: 999_000, status });
-    assert.deepEqual(queue.daemon(), { pid: 42, host: 'builder', startedAt: 999_000, heartbeatAt: clock.now, status });
-    queue.clearDaemon(42);
-    assert.equal(queue.daemon(), undefined);
+    queue.daemon.write({ pid: 42, host: 'builder', startedAt: 999_000, status });
+    assert.deepEqual(queue.daemon.read(), { pid: 42, host: 'builder', startedAt: 999_000, heartbeatAt: clock.now, status });
+    queue.daemon.clear(42);
+    assert.equal(queue.daemon.read(), undefined);
     queue.close();
   });
 
@@ -252,5 +253,14 @@ describe('daemon record', () => {
     assert.equal(parseDaemonStatus(JSON.stringify({ ...status, state: 'sleeping' })), undefined);
     assert.equal(parseDaemonStatus('{"state":'), undefined);
     assert.equal(parseDaemonStatus('null'), undefined);
+  });
+});
+
+describe('last_error', () => {
+  it('is made from the error in one place: CODE: message, never empty', () => {
+    assert.equal(lastErrorText({ code: 'CACHE_UNREACHABLE', message: 'down' }), 'CACHE_UNREACHABLE: down');
+    assert.equal(lastErrorText({ message: 'the daemon stopped' }), 'the daemon stopped');
+    assert.match(lastErrorText({ code: 'INTERNAL', message: '' }), /^INTERNAL: \S/);
+    assert.notEqual(lastErrorText({ code: '', message: '' }), '');
   });
 });

@@ -10,7 +10,7 @@ import { openDaemon } from '../cli/daemon.js';
 import { systemdNotifier } from '../daemon/notify.js';
 import { enqueueCommand } from '../cli/enqueue.js';
 import { formatGcReport, gcCommand, recordGcRun, type GcFlags } from '../cli/gc.js';
-import type { GcRun } from '../queue/queue.js';
+import type { GcRun } from '../queue/gc-runs.js';
 import { pinCommand, pinsCommand, unpinCommand } from '../cli/pins.js';
 import { keygenCommand } from '../cli/keygen.js';
 import { pushCommand } from '../cli/push.js';

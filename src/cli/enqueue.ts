@@ -23,7 +23,7 @@ export async function enqueueCommand(args: readonly string[], config: Config): P
     addGcRoots(config.gcRoots, paths);
     const queue = Queue.open(config.queue);
     try {
-      queue.enqueue(paths, 'cli');
+      queue.paths.enqueue(paths, 'cli');
     } finally {
       queue.close();
     }

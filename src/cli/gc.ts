@@ -8,7 +8,8 @@ import { formatDuration, parseDuration } from '../core/duration.js';
 import { openCache } from '../cache/open.js';
 import { collectGarbage, DEFAULT_GRACE, DEFAULT_OLDER_THAN, type GcReport, type Tally } from '../gc/gc.js';
 import { MetaCache } from '../gc/meta-cache.js';
-import { Queue, type GcRun } from '../queue/queue.js';
+import { Queue } from '../queue/queue.js';
+import type { GcRun } from '../queue/gc-runs.js';
 import { formatBytes } from './progress.js';
 
 export interface GcFlags {
@@ -33,7 +34,7 @@ export function recordGcRun(queueFile: string, run: GcRun): string | undefined {
   try {
     const queue = Queue.openExisting(queueFile);
     try {
-      queue.recordGcRun(run);
+      queue.gcRuns.record(run);
     } finally {
       queue.close();
     }

@@ -16,10 +16,10 @@ export async function retryCommand(args: readonly string[], all: boolean, config
   for (const arg of args) paths.push(await resolveStorePath(arg, DEFAULT_STORE_DIR));
   const queue = Queue.openExisting(config.queue);
   try {
-    const retried = queue.retry(all ? undefined : paths);
+    const retried = queue.paths.retry(all ? undefined : paths);
     const notFailed = paths.filter((path) => !retried.includes(path));
     if (notFailed.length > 0) {
-      const states = queue.statesOf(notFailed);
+      const states = queue.paths.statesOf(notFailed);
       const described = notFailed.map((path) => `${path} (${states.get(path) ?? 'not in the queue'})`);
       throw new CachectlError(
         'PATH_NOT_QUEUED',

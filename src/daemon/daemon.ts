@@ -10,7 +10,9 @@ import type { CacheBackend } from '../cache/backend.js';
 import type { LocalStore } from '../nix/local-store.js';
 import { listGcRoots, removeGcRoots } from '../nix/gc-roots.js';
 import { daemonIsAlive, HEARTBEAT_MS, type DaemonState, type DaemonStatus } from '../queue/daemon-record.js';
-import { isDiskTrouble, type NewPath, type Queue } from '../queue/queue.js';
+import { isDiskTrouble } from '../queue/database.js';
+import type { NewPath } from '../queue/paths.js';
+import type { Queue } from '../queue/queue.js';
 import { readSpool, removeSpoolFiles } from '../queue/spool.js';
 import { ensureCacheInfo, failureOf, newProgress, pushClosures, type PushFailure } from '../upload/push.js';
 import { Histogram, type DaemonMetrics } from './metrics.js';
@@ -128,7 +130,7 @@ export class Daemon {
       for (const timer of timers) clearInterval(timer);
       this.lease.close();
       await unwatch();
-      this.queue.clearDaemon(process.pid);
+      this.queue.daemon.clear(process.pid);
     }
   }
 
@@ -148,13 +150,13 @@ export class Daemon {
     while (this.inFlight.length > 0 && this.now() < deadline) await sleep(50);
     if (this.inFlight.length > 0) {
       this.log.warn({ paths: this.inFlight.length }, 'drain time is up: uploads in flight go back to the queue');
-      this.queue.release(this.inFlight);
+      this.queue.paths.release(this.inFlight);
       this.inFlight = [];
     }
   }
 
   private takeOver(): void {
-    const other = this.queue.daemon();
+    const other = this.queue.daemon.read();
     if (other !== undefined && other.pid !== process.pid && daemonIsAlive(other, this.now())) {
       throw new CachectlError(
         'DAEMON_RUNNING',
@@ -163,7 +165,7 @@ export class Daemon {
     }
     this.heartbeat();
     // Only one daemon runs per queue, so whatever is `uploading` now was left by one that died.
-    const recovered = this.queue.recoverAbandoned(true);
+    const recovered = this.queue.paths.recoverAbandoned(true);
     if (recovered > 0) this.log.warn({ paths: recovered }, 'took back paths a stopped daemon was uploading');
   }
 
@@ -212,10 +214,10 @@ export class Daemon {
       await this.waker.sleep(this.pausedUntil - now);
       return;
     }
-    const roots = this.queue.claim(BATCH_PATHS, this.leaseMs);
+    const roots = this.queue.paths.claim(BATCH_PATHS, this.leaseMs);
     if (roots.length === 0) {
       this.setState('idle');
-      const due = this.queue.nextDueAt();
+      const due = this.queue.paths.nextDueAt();
       await this.waker.sleep(Math.max(0, Math.min(IDLE_CHECK_MS, (due ?? Infinity) - this.now())));
       return;
     }
@@ -225,7 +227,7 @@ export class Daemon {
   /** Takes the inbox and the spool into the queue. */
   private ingest(): void {
     try {
-      const taken = this.queue.ingestInbox();
+      const taken = this.queue.paths.ingestInbox();
       if (taken > 0) this.log.debug({ paths: taken }, 'took paths from the inbox');
       this.ingestSpool();
     } catch (err) {
@@ -252,14 +254,14 @@ export class Daemon {
       }
       const outputs = this.options.store.queryDerivationOutputs(entry.path);
       if (outputs.length === 0) {
-        this.queue.addFailed(
+        this.queue.paths.addFailed(
           { storePath: entry.path, source: 'hook', enqueuedAt: now },
-          `PATH_NOT_VALID: the derivation ${entry.path} has no valid outputs in the local store; build it again`,
+          { code: 'PATH_NOT_VALID', message: `the derivation ${entry.path} has no valid outputs in the local store; build it again` },
         );
       }
       for (const output of outputs) paths.push({ storePath: output, source: 'hook', enqueuedAt: now });
     }
-    this.queue.add(paths);
+    this.queue.paths.add(paths);
     removeSpoolFiles(spool.files);
     this.log.info({ files: spool.files.length, paths: paths.length }, 'took paths from the spool');
   }
@@ -267,15 +269,18 @@ export class Daemon {
   private async upload(roots: string[]): Promise<void> {
     this.inFlight = roots;
     this.setState('uploading');
-    const renew = setInterval(() => this.queue.renewLeases(this.inFlight, this.leaseMs), this.leaseMs / 3);
+    const renew = setInterval(() => this.queue.paths.renewLeases(this.inFlight, this.leaseMs), this.leaseMs / 3);
     const started = this.now();
     try {
       const valid = this.options.store.queryPathInfos(roots);
       for (const root of roots.filter((r) => !valid.has(r))) {
         this.countFailure('PATH_NOT_VALID');
-        this.queue.fail(
+        this.queue.paths.fail(
           root,
-          `PATH_NOT_VALID: ${root} is no longer in the local Nix store (deleted before it was uploaded); build it again, then run cachectl retry`,
+          {
+            code: 'PATH_NOT_VALID',
+            message: `${root} is no longer in the local Nix store (deleted before it was uploaded); build it again, then run cachectl retry`,
+          },
           false,
         );
         this.log.error({ storePath: root }, 'path is gone from the local store');
@@ -287,7 +292,7 @@ export class Daemon {
       // Done as soon as published: a root that waited for the rest of its batch would be blamed for a crash after it.
       const onRootPublished = (root: string) => {
         try {
-          this.queue.complete([root]);
+          this.queue.paths.complete([root]);
           this.releaseGcRoots([root]);
         } catch (err) {
           // the end of the batch completes it again, or the loop's disk-trouble pause takes over
@@ -298,7 +303,7 @@ export class Daemon {
       if (this.inFlight.length === 0) return; // a drain timed out and handed the paths back already
       const failures = new Map(result.failed.map((failure) => [failure.path, failure]));
       const uploaded = validRoots.filter((root) => !failures.has(root));
-      this.queue.complete(uploaded);
+      this.queue.paths.complete(uploaded);
       this.releaseGcRoots(uploaded);
       this.count(result.uploaded.length + result.repaired.length, result.narBytes, result.fileBytes);
       this.uploadSeconds.observe((this.now() - started) / 1000);
@@ -334,10 +339,10 @@ export class Daemon {
     this.countFailure(failure.rootCode);
     if (sharedTrouble && SHARED_TROUBLE.has(failure.rootCode)) {
       // Not the path's fault: back in line for when the pause ends, no try used up.
-      this.queue.release([root], this.pausedUntilAfter(failure), `${failure.rootCode}: ${failure.message}`);
+      this.queue.paths.release([root], this.pausedUntilAfter(failure), { code: failure.rootCode, message: failure.message });
       return;
     }
-    const state = this.queue.fail(root, `${failure.rootCode}: ${failure.message}`, failure.retryable);
+    const state = this.queue.paths.fail(root, { code: failure.rootCode, message: failure.message }, failure.retryable);
     if (state === 'pending') this.retries += 1;
     this.log[state === 'failed' ? 'error' : 'warn']({ storePath: root, code: failure.rootCode, err: failure.message, state }, 'upload failed');
   }
@@ -417,7 +422,7 @@ export class Daemon {
   private heartbeat(): void {
     const now = this.now();
     try {
-      this.queue.writeDaemon({
+      this.queue.daemon.write({
         pid: process.pid,
         host: hostname(),
         startedAt: this.startedAt,
@@ -425,7 +430,7 @@ export class Daemon {
       });
       if (now - this.prunedAt > 3600_000) {
         this.prunedAt = now;
-        this.queue.pruneDone(now - DONE_RETENTION_MS);
+        this.queue.paths.pruneDone(now - DONE_RETENTION_MS);
       }
     } catch (err) {
       this.log.error({ err: errorText(err) }, 'cannot write the heartbeat');
@@ -439,7 +444,7 @@ export class Daemon {
 
   /** One line for systemd's STATUS=: counts and rate. */
   private statusText(): string {
-    const counts = this.queue.counts();
+    const counts = this.queue.paths.counts();
     const status = this.status();
     const rate = `${status.pathsPerSecond.toFixed(1)} paths/s`;
     const paused = status.pausedUntil !== undefined ? `; paused: ${status.pauseReason ?? ''}` : '';
@@ -448,7 +453,7 @@ export class Daemon {
 
   /** Lets go of the GC roots of uploaded paths, except those a hook has queued again meanwhile. */
   private releaseGcRoots(uploaded: readonly string[]): void {
-    const requeued = this.queue.inboxPaths();
+    const requeued = this.queue.paths.inboxPaths();
     removeGcRoots(this.options.gcRootsDir, uploaded.filter((path) => !requeued.has(path)));
   }
 
@@ -457,7 +462,7 @@ export class Daemon {
     try {
       const rooted = listGcRoots(this.options.gcRootsDir, this.options.store.storeDir);
       if (rooted.length === 0) return;
-      const states = this.queue.statesOf(rooted);
+      const states = this.queue.paths.statesOf(rooted);
       this.releaseGcRoots(rooted.filter((path) => states.get(path) === 'done'));
     } catch (err) {
       this.log.error({ err: errorText(err), dir: this.options.gcRootsDir }, 'cannot sweep GC roots');

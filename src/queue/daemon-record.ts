@@ -1,4 +1,5 @@
 import { hostname } from 'node:os';
+import type Database from 'better-sqlite3';
 
 export const DAEMON_STATES = ['starting', 'idle', 'uploading', 'paused', 'draining'] as const;
 export type DaemonState = (typeof DAEMON_STATES)[number];
@@ -81,5 +82,44 @@ export function parseDaemonStatus(text: string): DaemonStatus | undefined {
     };
   } catch {
     return undefined;
+  }
+}
+
+/** The daemon's row of the queue database (one at most: one daemon runs per queue). */
+export class DaemonRecords {
+  private readonly select: Database.Statement<
+    [],
+    { pid: number; host: string; started_at: number; heartbeat_at: number; status: string }
+  >;
+  private readonly upsert: Database.Statement<[number, string, number, number, string]>;
+  private readonly remove: Database.Statement<[number]>;
+
+  constructor(
+    db: Database.Database,
+    private readonly now: () => number,
+  ) {
+    this.select = db.prepare('SELECT pid, host, started_at, heartbeat_at, status FROM daemon WHERE id = 1');
+    this.upsert = db.prepare(
+      `INSERT INTO daemon (id, pid, host, started_at, heartbeat_at, status) VALUES (1, ?, ?, ?, ?, ?)
+       ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, host = excluded.host, started_at = excluded.started_at,
+         heartbeat_at = excluded.heartbeat_at, status = excluded.status`,
+    );
+    this.remove = db.prepare('DELETE FROM daemon WHERE id = 1 AND pid = ?');
+  }
+
+  read(): DaemonRecord | undefined {
+    const row = this.select.get();
+    if (row === undefined) return undefined;
+    return { pid: row.pid, host: row.host, startedAt: row.started_at, heartbeatAt: row.heartbeat_at, status: parseDaemonStatus(row.status) };
+  }
+
+  /** The heartbeat: who runs the daemon and what it reports, stamped now. */
+  write(record: { pid: number; host: string; startedAt: number; status: DaemonStatus }): void {
+    this.upsert.run(record.pid, record.host, record.startedAt, this.now(), JSON.stringify(record.status));
+  }
+
+  /** Marks the daemon stopped: a clean stop leaves no heartbeat behind. */
+  clear(pid: number): void {
+    this.remove.run(pid);
   }
 }

@@ -1,5 +1,7 @@
 import { daemonIsAlive, type DaemonStatus } from './daemon-record.js';
-import type { FailedPath, GcRun, Queue, QueueCounts } from './queue.js';
+import type { GcRun } from './gc-runs.js';
+import type { FailedPath, QueueCounts } from './paths.js';
+import type { Queue } from './queue.js';
 import { countSpoolFiles, spoolDirOf } from './spool.js';
 
 /** Failed paths listed by `status` (the count covers all). */
@@ -29,16 +31,16 @@ export interface StatusReport {
 
 /** The status of an open queue (the daemon's metrics read their own). */
 export function statusOf(queue: Queue, now = Date.now()): StatusReport {
-  const oldest = queue.oldestPendingAt();
-  const record = queue.daemon();
+  const oldest = queue.paths.oldestPendingAt();
+  const record = queue.daemon.read();
   const heartbeatAge = record === undefined ? undefined : now - record.heartbeatAt;
   const alive = record !== undefined && daemonIsAlive(record, now);
   return {
     queue: queue.file,
-    counts: { ...queue.counts(), spoolFiles: countSpoolFiles(spoolDirOf(queue.file)) },
+    counts: { ...queue.paths.counts(), spoolFiles: countSpoolFiles(spoolDirOf(queue.file)) },
     oldestPendingSeconds: oldest === undefined ? null : Math.max(0, (now - oldest) / 1000),
-    uploadedLastMinute: queue.uploadedSince(now - 60_000),
-    uploadedLastHour: queue.uploadedSince(now - 3600_000),
+    uploadedLastMinute: queue.paths.uploadedSince(now - 60_000),
+    uploadedLastHour: queue.paths.uploadedSince(now - 3600_000),
     daemon:
       record === undefined
         ? { alive: false }
@@ -50,8 +52,8 @@ export function statusOf(queue: Queue, now = Date.now()): StatusReport {
             lastHeartbeatSeconds: Math.max(0, (heartbeatAge ?? 0) / 1000),
             ...(alive ? { status: record.status } : {}),
           },
-    failed: queue.failedPaths(FAILED_SHOWN),
-    lastGc: queue.lastGcRun() ?? null,
+    failed: queue.paths.failedPaths(FAILED_SHOWN),
+    lastGc: queue.gcRuns.last() ?? null,
   };
 }
 
