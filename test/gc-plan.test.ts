@@ -1,0 +1,255 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { ObjectEntry } from '../src/cache/backend.js';
+import type { NarInfoMeta } from '../src/gc/meta-cache.js';
+import {
+  countBroken,
+  extendClosure,
+  fixedRoots,
+  narInfoMeta,
+  parseMarks,
+  planMarks,
+  referrersFirst,
+  renderMarks,
+  sortListing,
+  stillNeeded,
+} from '../src/gc/plan.js';
+
+// The GC's decisions on small buckets, no server: each path is a letter, its hash part 32 copies of it.
+const HOUR = 3600_000;
+const NOW = 1_000 * HOUR;
+const GRACE = 6 * HOUR;
+const OLDER_THAN = 720 * HOUR;
+
+const hashOf = (name: string) => name.repeat(32);
+const drv = (name: string) => `${'x'.repeat(32)}-${name}.drv`;
+
+interface PathSpec {
+  /** hours since it was written */
+  age: number;
+  refs?: string[];
+  /** its NAR's and log's ages, when they differ */
+  narAge?: number;
+  deriver?: string;
+  broken?: boolean;
+}
+
+function entry(key: string, ageHours: number): ObjectEntry {
+  return { key, sizeBytes: 100, lastModified: new Date(NOW - ageHours * HOUR), etag: key };
+}
+
+function narKey(name: string): string {
+  return `nar/${name.repeat(52)}.nar.zst`;
+}
+
+/** A bucket of narinfos, their NARs and logs, as the GC lists and reads it. */
+function bucket(paths: Record<string, PathSpec>, extra: { logs?: Record<string, number>; foreign?: string[] } = {}) {
+  const top: ObjectEntry[] = [entry('nix-cache-info', 2000)];
+  const nars: ObjectEntry[] = [];
+  const logs: ObjectEntry[] = Object.entries(extra.logs ?? {}).map(([drv, age]) => entry(`log/${drv}`, age));
+  const metas = new Map<string, NarInfoMeta>();
+  for (const [name, spec] of Object.entries(paths)) {
+    top.push(entry(`${hashOf(name)}.narinfo`, spec.age));
+    nars.push(entry(narKey(name), spec.narAge ?? spec.age));
+    metas.set(hashOf(name), {
+      references: (spec.refs ?? []).map(hashOf),
+      url: narKey(name),
+      ...(spec.deriver === undefined ? {} : { deriver: spec.deriver }),
+      ...(spec.broken === true ? { problem: 'malformed' } : {}),
+    });
+  }
+  for (const key of extra.foreign ?? []) top.push(entry(key, 1));
+  return { listing: sortListing(top, nars, logs), metas };
+}
+
+const names = (hashParts: Iterable<string>) => [...hashParts].map((hashPart) => hashPart[0]).sort().join('');
+const keyNames = (entries: readonly ObjectEntry[]) =>
+  entries.map((e) => (e.key.startsWith('log/') ? e.key : (e.key.startsWith('nar/') ? `nar:${e.key[4]}` : (e.key[0] ?? '')))).sort().join(' ');
+
+/** Marks and picks for a bucket, given the changing roots and earlier marks. */
+function plan(
+  paths: Record<string, PathSpec>,
+  options: { pinned?: string[]; leased?: string[]; leasedNars?: string[]; marked?: Record<string, number>; logs?: Record<string, number> } = {},
+) {
+  const { listing, metas } = bucket(paths, { logs: options.logs ?? {} });
+  const graceStart = NOW - GRACE;
+  const fixed = fixedRoots(listing.narinfos, metas, { olderThan: NOW - OLDER_THAN, graceStart });
+  const reachable = new Set<string>();
+  extendClosure(reachable, [...fixed.hashParts, ...(options.pinned ?? []).map(hashOf), ...(options.leased ?? []).map(hashOf)], metas);
+  const previousMarks = new Map(Object.entries(options.marked ?? {}).map(([key, hoursAgo]) => [key, NOW - hoursAgo * HOUR]));
+  const leasedNarHashes = new Set((options.leasedNars ?? []).map((name) => name.repeat(52)));
+  return { fixed, reachable, metas, ...planMarks({ listing, metas, reachable, leasedNarHashes, previousMarks, startedAt: NOW, graceStart }) };
+}
+
+describe('GC plan', () => {
+  describe('roots and reachability', () => {
+    const cases: { name: string; paths: Record<string, PathSpec>; pinned?: string[]; leased?: string[]; reachable: string }[] = [
+      { name: 'nothing is recent: nothing is reachable', paths: { a: { age: 800 }, b: { age: 800 } }, reachable: '' },
+      { name: 'a recent narinfo keeps its closure', paths: { a: { age: 1, refs: ['b'] }, b: { age: 800, refs: ['c'] }, c: { age: 800 }, d: { age: 800 } }, reachable: 'abc' },
+      { name: 'a recent narinfo keeps an old reference', paths: { a: { age: 721 }, b: { age: 3, refs: ['a'] } }, reachable: 'ab' },
+      { name: 'a pin keeps its closure, whatever its age', paths: { a: { age: 900, refs: ['b'] }, b: { age: 900 }, c: { age: 900 } }, pinned: ['a'], reachable: 'ab' },
+      { name: 'a lease keeps its closure', paths: { a: { age: 900, refs: ['b'] }, b: { age: 900 } }, leased: ['b'], reachable: 'b' },
+      { name: 'a malformed narinfo is kept, with what it seems to refer to', paths: { a: { age: 900, broken: true, refs: ['b'] }, b: { age: 900 } }, reachable: 'ab' },
+      { name: 'a pinned path without a narinfo is reachable, and harms nothing', paths: { a: { age: 900 } }, pinned: ['z'], reachable: 'z' },
+    ];
+    for (const c of cases) {
+      it(c.name, () => {
+        const result = plan(c.paths, { pinned: c.pinned ?? [], leased: c.leased ?? [] });
+        assert.equal(names(result.reachable), c.reachable);
+      });
+    }
+
+    it('counts the recent roots, and the young ones when --older-than is shorter than the grace', () => {
+      const { listing, metas } = bucket({ a: { age: 0.5 }, b: { age: 3 }, c: { age: 5 }, d: { age: 8 } });
+      const roots = fixedRoots(listing.narinfos, metas, { olderThan: NOW - HOUR, graceStart: NOW - GRACE });
+      assert.deepEqual({ recent: roots.recent, young: roots.young, roots: names(roots.hashParts) }, { recent: 1, young: 2, roots: 'abc' });
+    });
+  });
+
+  describe('marks', () => {
+    const cases: {
+      name: string;
+      paths: Record<string, PathSpec>;
+      marked?: Record<string, number>;
+      leasedNars?: string[];
+      logs?: Record<string, number>;
+      deletable: string;
+      marks: string;
+      waiting?: number;
+      young?: number;
+    }[] = [
+      {
+        name: 'unreachable and old: marked now, deleted by a later run',
+        paths: { a: { age: 800 } },
+        deletable: '',
+        marks: `${hashOf('a')}.narinfo ${narKey('a')}`,
+        waiting: 2,
+      },
+      {
+        name: 'marked for the whole grace: deletable, narinfo and NAR',
+        paths: { a: { age: 800 } },
+        marked: { [`${hashOf('a')}.narinfo`]: 7, [narKey('a')]: 7 },
+        deletable: 'a nar:a',
+        marks: `${hashOf('a')}.narinfo ${narKey('a')}`,
+      },
+      {
+        name: 'marked for less than the grace: waits',
+        paths: { a: { age: 800 } },
+        marked: { [`${hashOf('a')}.narinfo`]: 5, [narKey('a')]: 7 },
+        deletable: 'nar:a',
+        marks: `${hashOf('a')}.narinfo ${narKey('a')}`,
+        waiting: 1,
+      },
+      {
+        name: 'a NAR younger than the grace is not marked',
+        paths: { a: { age: 800, narAge: 1 } },
+        marked: { [`${hashOf('a')}.narinfo`]: 7 },
+        deletable: 'a',
+        marks: `${hashOf('a')}.narinfo`,
+        young: 1,
+      },
+      {
+        name: 'a NAR named by a live lease is kept: its narinfo may not be written yet',
+        paths: { a: { age: 800 } },
+        marked: { [`${hashOf('a')}.narinfo`]: 7, [narKey('a')]: 7 },
+        leasedNars: ['a'],
+        deletable: 'a',
+        marks: `${hashOf('a')}.narinfo`,
+      },
+      {
+        name: "a reachable path's NAR and its deriver's log stay; an orphan log goes",
+        paths: { a: { age: 1, deriver: drv('a') } },
+        logs: { [drv('a')]: 800, [drv('b')]: 800 },
+        marked: { [`log/${drv('a')}`]: 7, [`log/${drv('b')}`]: 7 },
+        deletable: `log/${drv('b')}`,
+        marks: `log/${drv('b')}`,
+      },
+      {
+        name: 'a mark of something now reachable is dropped',
+        paths: { a: { age: 1 } },
+        marked: { [`${hashOf('a')}.narinfo`]: 7 },
+        deletable: '',
+        marks: '',
+      },
+    ];
+    for (const c of cases) {
+      it(c.name, () => {
+        const result = plan(c.paths, { marked: c.marked ?? {}, leasedNars: c.leasedNars ?? [], logs: c.logs ?? {} });
+        assert.equal(keyNames([...result.deletable.narinfos, ...result.deletable.nars, ...result.deletable.logs]), c.deletable);
+        assert.equal([...result.marks.keys()].sort().join(' '), c.marks.split(' ').filter((k) => k !== '').sort().join(' '));
+        const waiting = result.waiting.narinfos.count + result.waiting.nars.count + result.waiting.logs.count;
+        assert.equal(waiting, c.waiting ?? 0, 'waiting');
+        assert.equal(result.young.count, c.young ?? 0, 'young');
+      });
+    }
+
+    it('keeps the time an object was first marked', () => {
+      const first = plan({ a: { age: 800 } });
+      assert.equal(first.marks.get(`${hashOf('a')}.narinfo`), NOW);
+      const again = plan({ a: { age: 800 } }, { marked: { [`${hashOf('a')}.narinfo`]: 3 } });
+      assert.equal(again.marks.get(`${hashOf('a')}.narinfo`), NOW - 3 * HOUR);
+    });
+  });
+
+  describe('order', () => {
+    const cases: { name: string; refs: Record<string, string[]>; layers: string[] }[] = [
+      { name: 'a chain goes referrer first', refs: { a: ['b'], b: ['c'], c: [] }, layers: ['a', 'b', 'c'] },
+      { name: 'a diamond: the top, the middle together, the bottom', refs: { a: ['b', 'c'], b: ['d'], c: ['d'], d: [] }, layers: ['a', 'bc', 'd'] },
+      { name: 'unrelated paths go together', refs: { a: [], b: [], c: [] }, layers: ['abc'] },
+      { name: 'references outside the deletable set do not hold anything back', refs: { a: ['z'], b: ['a'] }, layers: ['b', 'a'] },
+      { name: 'a cycle (not from Nix) goes last, together', refs: { a: ['b'], b: ['c'], c: ['b'] }, layers: ['a', 'bc'] },
+    ];
+    for (const c of cases) {
+      it(c.name, () => {
+        const metas = new Map(Object.entries(c.refs).map(([name, refs]) => [hashOf(name), { references: refs.map(hashOf) }]));
+        const narinfos = Object.keys(c.refs).map((name) => entry(`${hashOf(name)}.narinfo`, 800));
+        assert.deepEqual(referrersFirst(narinfos, metas).map(keyNames).map((layer) => layer.replaceAll(' ', '')), c.layers);
+      });
+    }
+
+    it('keeps the NARs and logs of the narinfos left, and only those', () => {
+      const metas = new Map<string, NarInfoMeta>([
+        [hashOf('a'), { references: [], url: narKey('a'), deriver: 'a.drv' }],
+        [hashOf('b'), { references: [], url: narKey('b'), deriver: 'b.drv' }],
+      ]);
+      const needed = stillNeeded(metas, new Set([hashOf('b')]));
+      assert.deepEqual([...needed.narKeys], [narKey('a')]);
+      assert.deepEqual([...needed.derivers], ['a.drv']);
+    });
+  });
+
+  describe('the bucket as listed', () => {
+    it('sorts keys into kinds and leaves foreign ones alone', () => {
+      const { listing } = bucket({ a: { age: 1 } }, { logs: { [drv('x')]: 1 }, foreign: ['index.html', 'nar/README'] });
+      assert.deepEqual([...listing.narinfos.keys()], [hashOf('a')]);
+      assert.equal(listing.nars.length, 1);
+      assert.equal(listing.logs.length, 1);
+      assert.deepEqual(listing.foreign.sort(), ['index.html', 'nar/README']);
+      assert.deepEqual(sortListing([], [], [entry('log/x.txt', 1)]).foreign, ['log/x.txt']);
+      const withStrayNar = sortListing([], [entry('nar/README', 1)], []);
+      assert.deepEqual(withStrayNar.foreign, ['nar/README']);
+    });
+
+    it('counts narinfos whose references are missing', () => {
+      const { metas } = bucket({ a: { age: 1, refs: ['b'] }, b: { age: 1 }, c: { age: 1, refs: ['z'] } });
+      assert.equal(countBroken(metas), 1);
+    });
+
+    it('reads what a malformed narinfo seems to refer to, and says why it is malformed', () => {
+      const text = `StorePath: /nix/store/${hashOf('a')}-a\nURL: ${narKey('a')}\nReferences: ${hashOf('b')}-b ${hashOf('a')}-a\n`;
+      const meta = narInfoMeta(text, `${hashOf('a')}.narinfo`, hashOf('a'));
+      assert.deepEqual(meta.references, [hashOf('b')]);
+      assert.equal(meta.url, narKey('a'));
+      assert.match(meta.problem ?? '', /NarHash|no /);
+    });
+
+    it('reads back the marks it wrote, and ignores lines that are not marks', () => {
+      const marks = new Map([
+        ['nar/x.nar.zst', 5],
+        [`${hashOf('a')}.narinfo`, 1_700_000_000_000],
+      ]);
+      assert.deepEqual(parseMarks(renderMarks(marks)), marks);
+      assert.deepEqual(parseMarks('garbage\n12 two words\n7 ok\n'), new Map([['ok', 7]]));
+    });
+  });
+});
