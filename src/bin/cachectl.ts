@@ -7,6 +7,7 @@ import { ENV_NAMES, resolveConfig, type Config, type ConfigFlags } from '../core
 import { CachectlError, errorText } from '../core/errors.js';
 import { formatBytes, showProgress } from '../cli/progress.js';
 import { openDaemon } from '../cli/daemon.js';
+import { DRAIN_MS } from '../daemon/daemon.js';
 import { systemdNotifier } from '../daemon/notify.js';
 import { enqueueCommand } from '../cli/enqueue.js';
 import { formatGcReport, gcCommand, recordGcRun, type GcFlags } from '../cli/gc.js';
@@ -177,8 +178,8 @@ Then add to nix.conf:  post-build-hook = ${new URL('../../../hook/post-build-hoo
   try {
     const config = loadConfig(flags);
     const log = pino({ base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ fd: 1, sync: true }));
-    const { daemon, close } = await openDaemon(config, log, process.env);
-    const running = daemon.run();
+    const abandon = new AbortController();
+    const { daemon, close } = await openDaemon(config, log, process.env, abandon.signal);
     let signals = 0;
     const onSignal = (signal: NodeJS.Signals): void => {
       signals += 1;
@@ -188,19 +189,17 @@ Then add to nix.conf:  post-build-hook = ${new URL('../../../hook/post-build-hoo
         process.exit(1);
       }
       log.info({ signal }, 'stopping');
-      void daemon.stop().then(() => {
-        // run() ends once the loop sees the stop; uploads abandoned by a timed-out drain are not waited for.
-        const grace = new Promise((resolve) => setTimeout(resolve, 2000).unref());
-        void Promise.race([running.catch(() => undefined), grace]).then(() => {
-          log.info('stopped');
-          process.exit(0);
-        });
-      });
+      daemon.stop();
+      // Uploads still in flight when the drain time is up are abandoned: they stop, their paths go back to the queue.
+      setTimeout(() => abandon.abort(), DRAIN_MS).unref();
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
-    await running;
+    await daemon.run();
+    log.info('stopped');
     close();
+    // An abandoned upload may still hold a handle (a compressor thread): its work is not waited for.
+    process.exit(0);
   } catch (err) {
     // systemctl status shows why: journald may file the stderr of a process that exits at once under no unit.
     systemdNotifier(process.env, () => undefined)?.notify({ STATUS: `failed: ${failureText(err).split('\n')[0] ?? ''}` });

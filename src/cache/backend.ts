@@ -17,6 +17,32 @@ export function containedKey(key: string): string {
   return key;
 }
 
+/**
+ * `body`, ending with the signal's reason as soon as it aborts, even while a chunk is awaited (a stalled body
+ * would hold an upload forever otherwise).
+ */
+export async function* untilAborted(body: AsyncIterable<Buffer>, signal: AbortSignal): AsyncGenerator<Buffer> {
+  const iterator = body[Symbol.asyncIterator]();
+  let onAbort: () => void = () => undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  aborted.catch(() => undefined);
+  try {
+    for (;;) {
+      signal.throwIfAborted();
+      const next = await Promise.race([iterator.next(), aborted]);
+      if (next.done === true) return;
+      yield next.value;
+    }
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+    // Not awaited: a stalled body may never answer.
+    void iterator.return?.()?.catch(() => undefined);
+  }
+}
+
 /** The most keys one `delete` takes (S3's DeleteObjects limit). */
 export const DELETE_BATCH_KEYS = 1000;
 

@@ -2,7 +2,7 @@ import { accessSync, constants, existsSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { CachectlError } from '../core/errors.js';
-import { containedKey, type CacheBackend, type ObjectEntry } from './backend.js';
+import { containedKey, untilAborted, type CacheBackend, type ObjectEntry } from './backend.js';
 
 const LIST_PAGE = 1000;
 /** Prefix of files still being written; never a key of the layout, so readers and listings skip them. */
@@ -15,7 +15,10 @@ export class FileBackend implements CacheBackend {
   private readonly directories = new Set<string>();
   private writes = 0;
 
-  constructor(private readonly root: string) {
+  constructor(
+    private readonly root: string,
+    private readonly signal: AbortSignal = new AbortController().signal,
+  ) {
     this.displayUrl = `file://${root}`;
   }
 
@@ -42,7 +45,7 @@ export class FileBackend implements CacheBackend {
   }
 
   async put(key: string, body: Buffer): Promise<void> {
-    await this.writeAtomically(key, (temp) => writeFile(temp, body));
+    await this.writeAtomically(key, (temp) => writeFile(temp, body, { signal: this.signal }));
   }
 
   async putStream(key: string, body: AsyncIterable<Buffer>): Promise<void> {
@@ -51,7 +54,7 @@ export class FileBackend implements CacheBackend {
       // One write in flight while the next chunk is produced.
       let writing: Promise<unknown> = Promise.resolve();
       try {
-        for await (const chunk of body) {
+        for await (const chunk of untilAborted(body, this.signal)) {
           await writing;
           writing = file.write(chunk);
           writing.catch(() => undefined); // its failure is seen when awaited, not as an unhandled rejection
@@ -125,6 +128,8 @@ export class FileBackend implements CacheBackend {
         this.directories.add(dirname(target));
       }
       await write(temp);
+      // An abandoned write is not published, even when it was complete.
+      this.signal.throwIfAborted();
       await rename(temp, target);
     } catch (err) {
       await unlink(temp).catch(() => undefined);

@@ -16,7 +16,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { CachectlError } from '../core/errors.js';
 import type { S3CacheUrl } from '../core/cache-url.js';
 import { displayCacheUrl } from '../core/cache-url.js';
-import { containedKey, type CacheBackend, type ObjectEntry } from './backend.js';
+import { containedKey, untilAborted, type CacheBackend, type ObjectEntry } from './backend.js';
 import { encodeKeyPath, signS3Request } from './sigv4.js';
 
 const MIN_PART_BYTES = 5 * 1024 * 1024;
@@ -57,7 +57,10 @@ export class S3Backend implements CacheBackend {
   private readonly objectBase: string;
   private readonly agent: HttpAgent;
 
-  constructor(private readonly url: S3CacheUrl) {
+  constructor(
+    private readonly url: S3CacheUrl,
+    private readonly signal: AbortSignal = new AbortController().signal,
+  ) {
     this.displayUrl = displayCacheUrl(url);
     this.bucketUrl = bucketBaseUrl(url);
     this.objectBase = this.bucketUrl.href.replace(/\/$/, '');
@@ -98,7 +101,7 @@ export class S3Backend implements CacheBackend {
     for (let attempt = 1; ; attempt++) {
       let response;
       try {
-        response = await this.client.send(new GetObjectCommand({ Bucket: this.url.bucket, Key: this.key(key) }));
+        response = await this.client.send(new GetObjectCommand({ Bucket: this.url.bucket, Key: this.key(key) }), { abortSignal: this.signal });
       } catch (err) {
         if (err instanceof S3ServiceException && err.name === 'NoSuchKey') return undefined;
         throw this.failure(`GET ${key}`, err);
@@ -114,7 +117,7 @@ export class S3Backend implements CacheBackend {
 
   async exists(key: string): Promise<boolean> {
     try {
-      await this.client.send(new HeadObjectCommand({ Bucket: this.url.bucket, Key: this.key(key) }));
+      await this.client.send(new HeadObjectCommand({ Bucket: this.url.bucket, Key: this.key(key) }), { abortSignal: this.signal });
       return true;
     } catch (err) {
       // A HEAD has no body, so a missing bucket and a missing key both come back as a bare 404.
@@ -157,7 +160,7 @@ export class S3Backend implements CacheBackend {
       }
       const error = this.failure(`PUT ${key}`, failure);
       if (!error.retryable || attempt === ATTEMPTS) throw error;
-      await sleep(Math.max(error.retryAfterMs ?? 0, 100 * 2 ** attempt * (0.5 + Math.random())));
+      await sleep(Math.max(error.retryAfterMs ?? 0, 100 * 2 ** attempt * (0.5 + Math.random())), undefined, { signal: this.signal });
     }
   }
 
@@ -168,7 +171,8 @@ export class S3Backend implements CacheBackend {
   ): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
     const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
     return new Promise((resolve, reject) => {
-      const req = request(url, { method: 'PUT', headers, agent: this.agent, timeout: this.url.requestTimeoutMs }, (res) => {
+      const options = { method: 'PUT', headers, agent: this.agent, timeout: this.url.requestTimeoutMs, signal: this.signal };
+      const req = request(url, options, (res) => {
         let text = '';
         res.setEncoding('utf8');
         res.on('data', (data: string) => (text += data));
@@ -188,9 +192,10 @@ export class S3Backend implements CacheBackend {
   async putStream(key: string, body: AsyncIterable<Buffer>, contentType: string, sizeHintBytes: number): Promise<void> {
     // The body fails on purpose (a NarHash mismatch): that error, not the abort that follows, is the news.
     let bodyError: unknown;
+    const { signal } = this;
     const tracked = async function* (): AsyncGenerator<Buffer> {
       try {
-        yield* body;
+        yield* untilAborted(body, signal);
       } catch (err) {
         bodyError = err;
         throw err;
@@ -203,11 +208,16 @@ export class S3Backend implements CacheBackend {
       queueSize: PARTS_IN_FLIGHT,
       leavePartsOnError: false,
     });
+    const abandon = () => void upload.abort().catch(() => undefined);
+    this.signal.addEventListener('abort', abandon, { once: true });
     try {
+      this.signal.throwIfAborted();
       await upload.done();
     } catch (err) {
       // Nothing is published either way: a multipart upload is completed only after the whole body was read.
       throw bodyError ?? this.failure(`PUT ${key}`, err);
+    } finally {
+      this.signal.removeEventListener('abort', abandon);
     }
   }
 
@@ -224,6 +234,7 @@ export class S3Backend implements CacheBackend {
             ...(options.startAfter === undefined ? {} : { StartAfter: this.key(options.startAfter) }),
             ...(continuationToken === undefined ? {} : { ContinuationToken: continuationToken }),
           }),
+          { abortSignal: this.signal },
         );
       } catch (err) {
         throw this.failure(`LIST ${prefix}`, err);
@@ -250,7 +261,10 @@ export class S3Backend implements CacheBackend {
     try {
       response = await this.client.send(
         new DeleteObjectsCommand({ Bucket: this.url.bucket, Delete: { Objects: keys.map((key) => ({ Key: this.key(key) })), Quiet: true } }),
-        options.timeoutMs === undefined ? {} : { abortSignal: AbortSignal.timeout(Math.max(1, Math.floor(options.timeoutMs))) },
+        {
+          abortSignal:
+            options.timeoutMs === undefined ? this.signal : AbortSignal.any([this.signal, AbortSignal.timeout(Math.max(1, Math.floor(options.timeoutMs)))]),
+        },
       );
     } catch (err) {
       throw this.failure(`DELETE ${keys.length} keys (${keys[0]}…)`, err);

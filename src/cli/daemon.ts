@@ -13,18 +13,20 @@ import { statusOf } from '../queue/status-report.js';
 
 /**
  * `cachectl daemon`: everything the uploader needs, checked before it starts, and the metrics endpoint when
- * asked for. `close()` releases it all.
+ * asked for. `abandon` stops the uploads in flight and every request to the cache (the drain time is up).
+ * `close()` releases it all.
  */
 export async function openDaemon(
   config: Config,
   log: Logger,
   env: Readonly<Record<string, string | undefined>>,
+  abandon: AbortSignal,
 ): Promise<{ daemon: Daemon; close: () => void }> {
   const cacheUrl = requiredCacheUrl(config);
   const keys = await loadSecretKeys(config.secretKeyFiles);
   const store = new LocalStore({ dbPath: config.nixDb });
   const queue = Queue.open(config.queue);
-  const backend = await openCache(cacheUrl);
+  const backend = await openCache(cacheUrl, abandon);
   const notifier = systemdNotifier(env, (err) => log.warn({ err: errorText(err) }, 'cannot notify systemd'));
   const daemon = new Daemon({
     queue,
@@ -39,6 +41,7 @@ export async function openDaemon(
     log,
     notifier,
     env,
+    signal: abandon,
   });
   const metrics = config.metricsListen === undefined ? undefined : await serveDaemonMetrics(config.metricsListen, daemon, queue);
   if (metrics !== undefined) log.info({ metrics: `http://${formatHost(metrics.bound.address)}:${metrics.bound.port}/metrics` }, 'serving metrics');

@@ -37,6 +37,8 @@ export interface PushOptions {
    * against it.
    */
   onRootPublished?: (root: string) => void;
+  /** stops the push: no NAR starts after it aborts (the backend's requests stop with it too) */
+  signal?: AbortSignal;
 }
 
 export interface PushProgress {
@@ -188,6 +190,7 @@ async function publishPaths(
     const upload = () =>
       limiter.run(async () => {
         if (cacheFailure !== undefined) throw cacheFailure;
+        options.signal?.throwIfAborted();
         return uploadNar(backend, info, options.compression, (bytes) => (progress.narBytesDone += bytes));
       });
     // A large NAR waits for a large slot before it takes a job slot, so small NARs are never held up by it.
