@@ -1,3 +1,5 @@
+import { setMaxListeners } from 'node:events';
+
 /** One object of the bucket, as a listing reports it. */
 export interface ObjectEntry {
   key: string;
@@ -15,6 +17,16 @@ export interface ObjectEntry {
 export function containedKey(key: string): string {
   if (/(^|\/)\.{0,2}\/|(^|\/)\.{1,2}$|\\|\0/.test(key)) throw new Error(`refusing cache key ${JSON.stringify(key)}: it could reach outside the cache`);
   return key;
+}
+
+/**
+ * The signal a backend's requests stop on: the caller's, or one that never aborts. Every request in flight
+ * listens to it, so it may have many listeners.
+ */
+export function requestSignal(signal: AbortSignal | undefined): AbortSignal {
+  const chosen = signal ?? new AbortController().signal;
+  setMaxListeners(0, chosen);
+  return chosen;
 }
 
 /**

@@ -2,7 +2,7 @@ import { accessSync, constants, existsSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { CachectlError } from '../core/errors.js';
-import { containedKey, untilAborted, type CacheBackend, type ObjectEntry } from './backend.js';
+import { containedKey, requestSignal, untilAborted, type CacheBackend, type ObjectEntry } from './backend.js';
 
 const LIST_PAGE = 1000;
 /** Prefix of files still being written; never a key of the layout, so readers and listings skip them. */
@@ -15,11 +15,14 @@ export class FileBackend implements CacheBackend {
   private readonly directories = new Set<string>();
   private writes = 0;
 
+  private readonly signal: AbortSignal;
+
   constructor(
     private readonly root: string,
-    private readonly signal: AbortSignal = new AbortController().signal,
+    signal?: AbortSignal,
   ) {
     this.displayUrl = `file://${root}`;
+    this.signal = requestSignal(signal);
   }
 
   private path(key: string): string {

@@ -16,7 +16,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { CachectlError } from '../core/errors.js';
 import type { S3CacheUrl } from '../core/cache-url.js';
 import { displayCacheUrl } from '../core/cache-url.js';
-import { containedKey, untilAborted, type CacheBackend, type ObjectEntry } from './backend.js';
+import { containedKey, requestSignal, untilAborted, type CacheBackend, type ObjectEntry } from './backend.js';
 import { encodeKeyPath, signS3Request } from './sigv4.js';
 
 const MIN_PART_BYTES = 5 * 1024 * 1024;
@@ -57,10 +57,13 @@ export class S3Backend implements CacheBackend {
   private readonly objectBase: string;
   private readonly agent: HttpAgent;
 
+  private readonly signal: AbortSignal;
+
   constructor(
     private readonly url: S3CacheUrl,
-    private readonly signal: AbortSignal = new AbortController().signal,
+    signal?: AbortSignal,
   ) {
+    this.signal = requestSignal(signal);
     this.displayUrl = displayCacheUrl(url);
     this.bucketUrl = bucketBaseUrl(url);
     this.objectBase = this.bucketUrl.href.replace(/\/$/, '');
