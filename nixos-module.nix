@@ -22,6 +22,7 @@ let
   # What the daemon, the GC and pin read: cachectl's config keys.
   configFile = pkgs.writeText "cachectl.json" (builtins.toJSON ({
     inherit (cfg) to jobs compression skipSignedBy;
+    inherit (cfg.gc) olderThan grace;
     inherit queue gcRoots;
   } // (if cfg.metricsListen == null then { } else { inherit (cfg) metricsListen; })));
 
@@ -217,7 +218,7 @@ in
         Type = "oneshot";
         # "-": a pin whose paths are not uploaded yet keeps what it held, and the GC runs anyway.
         ExecStartPre = map (name: "-${cachectl} pin --config ${configFile} ${name} ${builtins.concatStringsSep " " cfg.pins.${name}}") (builtins.attrNames cfg.pins);
-        ExecStart = "${cachectl} gc --config ${configFile} --older-than ${cfg.gc.olderThan} --grace ${cfg.gc.grace}";
+        ExecStart = "${cachectl} gc --config ${configFile}";
         CacheDirectory = "cachectl";
         Nice = "10";
         IOSchedulingClass = "idle";

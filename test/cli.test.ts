@@ -5,6 +5,7 @@ import { before, describe, it } from 'node:test';
 import { progressLine } from '../src/cli/progress.js';
 import { ERROR_CODES } from '../src/core/errors.js';
 import { PUSH_REPORT_CODES } from '../src/upload/push.js';
+import { OPTIONS, optionHelp, type OptionKey, type OptionSpec } from '../src/core/options.js';
 import { buildFixtures, cachectl, CACHECTL, requireNix, run, testEnv, tempDir } from './helpers/nix.js';
 
 describe('cachectl keygen', () => {
@@ -80,6 +81,17 @@ describe('cachectl push output', () => {
     const help = await cachectl(['push', '--help']);
     for (const option of ['--to', '--secret-key-file', '--jobs', '--compression', '--config', '--json', 'Examples:']) {
       assert.ok(help.stdout.includes(option), option);
+    }
+  });
+
+  it("shows each setting in --help as core/options.ts declares it: environment variable, config key, default", async () => {
+    const commands = ['push', 'daemon', 'enqueue', 'status', 'retry', 'gc', 'pin', 'unpin', 'pins'];
+    const helps = await Promise.all(commands.map(async (command) => (await cachectl([command, '--help'])).stdout.replace(/\s+/g, ' ')));
+    for (const [key, spec] of Object.entries(OPTIONS) as [OptionKey, OptionSpec][]) {
+      const flag = spec.flag.split(' ')[0] ?? '';
+      const taking = helps.filter((help) => help.includes(`${flag} `));
+      assert.ok(taking.length > 0, `no command takes ${flag}`);
+      for (const help of taking) assert.ok(help.includes(optionHelp(key)), `${flag}: ${optionHelp(key)}`);
     }
   });
 });

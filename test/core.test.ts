@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { parseCacheUrl } from '../src/core/cache-url.js';
 import { resolveConfig } from '../src/core/config.js';
+import { CONFIG_KEYS, ENV_NAMES, OPTIONS, optionHelp, type OptionKey, type OptionSpec } from '../src/core/options.js';
 import { CachectlError } from '../src/core/errors.js';
 import { formatSha256, parseSha256 } from '../src/core/hash.js';
 import { narString } from '../src/core/nar.js';
@@ -21,6 +22,7 @@ import {
 import { parseStorePath } from '../src/core/store-path.js';
 import { partSizeFor } from '../src/cache/s3.js';
 
+const HOUR = 3600_000;
 const sha256 = (text: string) => createHash('sha256').update(text).digest();
 
 function assertCode(fn: () => unknown, code: string, pattern?: RegExp): void {
@@ -263,6 +265,37 @@ describe('configuration', () => {
         }
         return (err as CachectlError).code === 'CONFIG_INVALID';
       },
+    );
+  });
+  it("takes the GC's settings the same way", () => {
+    const file = { name: 'c.json', text: JSON.stringify({ olderThan: '100h', grace: '2h', metadataCache: '/m.db' }) };
+    const fromFile = resolveConfig({}, {}, file);
+    assert.deepEqual([fromFile.olderThanMs, fromFile.graceMs, fromFile.metadataCache], [100 * HOUR, 2 * HOUR, '/m.db']);
+    const fromEnv = resolveConfig({}, { CACHECTL_OLDER_THAN: '10h', CACHECTL_GRACE: '0s' }, file);
+    assert.deepEqual([fromEnv.olderThanMs, fromEnv.graceMs], [10 * HOUR, 0]);
+    const fromFlags = resolveConfig({ olderThan: '1h', grace: '30m' }, { CACHECTL_OLDER_THAN: '10h' }, file);
+    assert.deepEqual([fromFlags.olderThanMs, fromFlags.graceMs], [HOUR, HOUR / 2]);
+    const defaults = resolveConfig({}, {});
+    assert.deepEqual([defaults.olderThanMs, defaults.graceMs, defaults.metadataCache], [720 * HOUR, 6 * HOUR, undefined]);
+    assertCode(() => resolveConfig({ grace: 'soon' }, {}), 'CONFIG_INVALID', /--grace "soon" is not a duration/);
+  });
+  it('derives every environment name and config key from one table', () => {
+    for (const [key, spec] of Object.entries(OPTIONS) as [OptionKey, OptionSpec][]) {
+      assert.equal(ENV_NAMES[key], spec.env);
+      assert.equal(key in CONFIG_KEYS, spec.notInFile !== true, key);
+      assert.match(optionHelp(key), new RegExp(`env ${spec.env}[;,)]`), key);
+      if (spec.notInFile !== true) assert.match(optionHelp(key), new RegExp(`config key ${key}[;)]`), key);
+    }
+    // A config file with every key is taken, each value from the file.
+    const values: Record<string, unknown> = {
+      to: 'file:///f', queue: '/q.db', gcRoots: '/r', secretKeyFiles: ['/k'], jobs: 2, compression: 'none',
+      skipSignedBy: ['cache.nixos.org-1'], metricsListen: '9108', olderThan: '1h', grace: '1m', metadataCache: '/m.db',
+    };
+    assert.deepEqual(Object.keys(values).sort(), Object.keys(CONFIG_KEYS).sort());
+    const config = resolveConfig({}, {}, { name: 'all.json', text: JSON.stringify(values) });
+    assert.deepEqual(
+      [config.queue, config.gcRoots, config.secretKeyFiles, config.jobs, config.compression, config.skipSignedBy, config.metricsListen?.port, config.metadataCache],
+      ['/q.db', '/r', ['/k'], 2, 'none', ['cache.nixos.org-1'], 9108, '/m.db'],
     );
   });
   it('rejects job counts outside 1..256', () => {

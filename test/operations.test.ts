@@ -362,8 +362,8 @@ const MODULE_ONLY: Record<string, string> = {
   secretKeyFiles: '--secret-key-file, through LoadCredential',
   credentialsFile: 'EnvironmentFile',
   'gc.enable': 'the GC service and timer',
-  'gc.olderThan': '--older-than',
-  'gc.grace': '--grace',
+  'gc.olderThan': 'olderThan in the config file',
+  'gc.grace': 'grace in the config file',
   'gc.schedule': 'OnCalendar',
   'gc.randomizedDelaySec': 'RandomizedDelaySec',
   pins: 'cachectl pin',
@@ -412,8 +412,10 @@ describe('operations: nixos-module.nix and default.nix', () => {
       assert.deepEqual(written[option], (settings as Record<string, unknown>)[option], option);
     }
     assert.deepEqual(Object.keys(MODULE_ONLY).filter((option) => !evaluated.options.includes(option)), [], 'options this test expects');
-    // Every config key is set by the module (queue and gcRoots, its own), but the keys given as flags.
-    assert.deepEqual([...Object.keys(written), 'secretKeyFiles'].sort(), Object.keys(CONFIG_KEYS).sort());
+    assert.deepEqual([written['olderThan'], written['grace']], [settings.gc.olderThan, settings.gc.grace]);
+    // Every config key is set by the module (queue and gcRoots, its own), but the keys given as flags and the
+    // GC's metadata cache (its service's XDG_CACHE_HOME).
+    assert.deepEqual([...Object.keys(written), 'secretKeyFiles', 'metadataCache'].sort(), Object.keys(CONFIG_KEYS).sort());
     // cachectl itself accepts the file.
     const resolved = resolveConfig({}, {}, { name: configFile, text: readFileSync(configFile, 'utf8') });
     assert.deepEqual(resolved.skipSignedBy, settings.skipSignedBy);
@@ -428,7 +430,8 @@ describe('operations: nixos-module.nix and default.nix', () => {
     }
     assert.equal(daemon.execStart.split('--secret-key-file %d/').length - 1, settings.secretKeyFiles.length);
     assert.deepEqual(daemon.loadCredential.map((entry) => entry.split(':')[1]), settings.secretKeyFiles);
-    assert.match(gc.execStart, / --older-than 100h --grace 2h$/);
+    const gcConfig = resolveConfig({}, {}, { name: configFile, text: readFileSync(configFile, 'utf8') });
+    assert.deepEqual([gcConfig.olderThanMs, gcConfig.graceMs], [100 * 3600_000, 2 * 3600_000]);
     assert.deepEqual(gc.execStartPre, [`-${PACKAGE}/bin/cachectl pin --config ${configFile} system ${settings.pins.system[0]}`]);
     for (const service of [daemon, gc]) assert.equal(service.serviceConfig['EnvironmentFile'], settings.credentialsFile);
     assert.deepEqual(evaluated.config.systemd.timers['cachectl-gc']?.timerConfig, { OnCalendar: 'weekly', RandomizedDelaySec: '30min', Persistent: true });

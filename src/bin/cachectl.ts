@@ -1,16 +1,17 @@
 #!/usr/bin/env node
 // The cachectl command: the only place that touches argv, env, the terminal and the exit code.
 import { readFileSync, writeSync } from 'node:fs';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { pino } from 'pino';
-import { ENV_NAMES, resolveConfig, type Config, type ConfigFlags } from '../core/config.js';
+import { resolveConfig, type Config } from '../core/config.js';
+import { ENV_NAMES, OPTIONS, optionHelp, type ConfigFlags, type OptionKey, type OptionSpec } from '../core/options.js';
 import { CachectlError, errorText } from '../core/errors.js';
 import { formatBytes, showProgress } from '../cli/progress.js';
 import { openDaemon } from '../cli/daemon.js';
 import { DRAIN_MS } from '../daemon/daemon.js';
 import { systemdNotifier } from '../daemon/notify.js';
 import { enqueueCommand } from '../cli/enqueue.js';
-import { formatGcReport, gcCommand, recordGcRun, type GcFlags } from '../cli/gc.js';
+import { formatGcReport, gcCommand, recordGcRun } from '../cli/gc.js';
 import type { GcRun } from '../queue/gc-runs.js';
 import { pinCommand, pinsCommand, unpinCommand } from '../cli/pins.js';
 import { keygenCommand } from '../cli/keygen.js';
@@ -22,48 +23,37 @@ import { newProgress } from '../upload/push.js';
 /** Failures printed one by one; the rest are counted (--json lists them all). */
 const FAILURES_SHOWN = 10;
 
-interface CommonFlags extends ConfigFlags {
-  config?: string;
-  json?: boolean;
-}
+/** Commander's flag values: the settings by their flags' attribute names, and the command's own flags. */
+type CommonFlags = Record<string, unknown> & { json?: boolean };
 
 function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
 }
 
-function withQueueOption(command: Command): Command {
-  return command.option('--queue <file>', `the SQLite upload queue (env ${ENV_NAMES.queue}; default /var/lib/cachectl/queue.db)`);
+/** The settings each command takes, declared in core/options.ts. */
+const PUSH_SETTINGS: readonly OptionKey[] = ['to', 'secretKeyFiles', 'jobs', 'compression', 'skipSignedBy', 'config'];
+const QUEUE_SETTINGS: readonly OptionKey[] = ['queue', 'gcRoots', 'config'];
+const CACHE_SETTINGS: readonly OptionKey[] = ['to', 'config'];
+
+function withSettings(command: Command, keys: readonly OptionKey[]): Command {
+  for (const key of keys) {
+    const spec: OptionSpec = OPTIONS[key];
+    const option = new Option(spec.flag, optionHelp(key));
+    command.addOption(spec.listSeparator === undefined ? option : option.argParser(collect));
+  }
+  return command;
 }
 
-/** Options of every command that works with the queue. */
-function withQueueOptions(command: Command): Command {
-  return withQueueOption(command)
-    .option('--gc-roots <dir>', `where queued paths are GC roots until uploaded (env ${ENV_NAMES.gcRoots}; default $NIX_STATE_DIR/gcroots/cachectl)`);
-}
-
-function withConfigOption(command: Command): Command {
-  return command.option('--config <file>', `JSON config file with the same settings (env ${ENV_NAMES.config})`);
-}
-
-function withCommonOptions(command: Command): Command {
-  return command
-    .option('--to <url>', `the cache: file:///DIR or s3://BUCKET?endpoint=URL&region=R&prefix=P (env ${ENV_NAMES.to})`)
-    .option(
-      '--secret-key-file <file>',
-      `Nix-format Ed25519 secret key to sign with, repeatable (env ${ENV_NAMES.secretKeyFiles}, ':'-separated)`,
-      collect,
-    )
-    .option('--jobs <n>', `NARs uploaded in parallel (env ${ENV_NAMES.jobs}; default 8)`)
-    .option('--compression <kind>', `NAR compression: zstd, xz or none (env ${ENV_NAMES.compression}; default zstd)`)
-    .option(
-      '--skip-signed-by <keyname>',
-      `do not upload paths signed by this key (e.g. cache.nixos.org-1): clients get them from that cache; repeatable (env ${ENV_NAMES.skipSignedBy}, space-separated)`,
-      collect,
-    );
+/** The settings among commander's values, by their keys in core/options.ts. */
+function settingsOf(flags: CommonFlags): ConfigFlags {
+  const settings: Record<string, unknown> = {};
+  for (const [key, spec] of Object.entries(OPTIONS)) settings[key] = flags[new Option(spec.flag).attributeName()];
+  return settings as ConfigFlags;
 }
 
 function loadConfig(flags: CommonFlags): Config {
-  const file = flags.config ?? process.env[ENV_NAMES.config];
+  const settings = settingsOf(flags);
+  const file = settings.config ?? process.env[ENV_NAMES.config];
   let fileContent: { name: string; text: string } | undefined;
   if (file !== undefined && file !== '') {
     try {
@@ -72,7 +62,7 @@ function loadConfig(flags: CommonFlags): Config {
       throw new CachectlError('CONFIG_INVALID', `cannot read config file ${file}: ${errorText(err)}`);
     }
   }
-  return resolveConfig(flags, process.env, fileContent);
+  return resolveConfig(settings, process.env, fileContent);
 }
 
 function failureText(err: unknown): string {
@@ -96,7 +86,7 @@ const program = new Command('cachectl')
   .description('Upload what Nix builds to a binary cache (S3 or a directory), and keep that cache small.')
   .showHelpAfterError('(run cachectl --help for usage)');
 
-withConfigOption(withCommonOptions(
+withSettings(
   program
     .command('push')
     .description(
@@ -104,7 +94,8 @@ withConfigOption(withCommonOptions(
         'Paths the cache already has are skipped; each narinfo is published only after its NAR and its references.',
     )
     .argument('<paths...>', 'store paths, or links to them such as ./result'),
-))
+  PUSH_SETTINGS,
+)
   .option('--json', 'print the result as JSON')
   .addHelpText(
     'after',
@@ -153,8 +144,7 @@ path failed; the paths that reference a failed path are not published, so the ca
     }
   });
 
-withConfigOption(withQueueOptions(
-  withCommonOptions(
+withSettings(
     program
       .command('daemon')
       .description(
@@ -162,8 +152,8 @@ withConfigOption(withQueueOptions(
           'retrying failures, pausing while the cache is down or throttling. Logs JSON lines to stdout; speaks sd_notify ' +
           'under systemd (Type=notify). SIGTERM drains: uploads in flight finish (or go back to the queue), then it exits 0.',
       ),
+    [...PUSH_SETTINGS, 'queue', 'gcRoots', 'metricsListen'],
   )
-    .option('--metrics-listen <addr>', `serve Prometheus /metrics and /healthz on PORT, HOST:PORT or [IPV6]:PORT (env ${ENV_NAMES.metricsListen}; a bare port listens on 127.0.0.1)`)
     .addHelpText(
     'after',
     `
@@ -173,8 +163,7 @@ Example:
 systemd/cachectl.service runs: cachectl daemon --config /etc/cachectl/config.json --secret-key-file %d/signing-key
 
 Then add to nix.conf:  post-build-hook = ${new URL('../../../hook/post-build-hook', import.meta.url).pathname}`,
-  ),
-)).action(async (flags: CommonFlags) => {
+  ).action(async (flags: CommonFlags) => {
   try {
     const config = loadConfig(flags);
     const log = pino({ base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ fd: 1, sync: true }));
@@ -207,12 +196,13 @@ Then add to nix.conf:  post-build-hook = ${new URL('../../../hook/post-build-hoo
   }
 });
 
-withConfigOption(withQueueOptions(
+withSettings(
   program
     .command('enqueue')
     .description('Queue store paths for the daemon to upload, as the post-build hook does; they stay GC roots until uploaded.')
     .argument('<paths...>', 'store paths, or links to them such as ./result'),
-)).action(async (paths: string[], flags: CommonFlags) => {
+  QUEUE_SETTINGS,
+).action(async (paths: string[], flags: CommonFlags) => {
   try {
     const config = loadConfig(flags);
     const queued = await enqueueCommand(paths, config);
@@ -222,14 +212,15 @@ withConfigOption(withQueueOptions(
   }
 });
 
-withConfigOption(withQueueOptions(
+withSettings(
   program
     .command('status')
     .description(
       'Show the queue: paths by state, how long the oldest has waited, the upload rate, whether the daemon runs, ' +
         'and the failed paths with their last error.',
     ),
-))
+  QUEUE_SETTINGS,
+)
   .option('--json', 'print the status as JSON (one object; one per line with --watch)')
   .option('--watch', 'repeat every second until interrupted')
   .action(async (flags: CommonFlags & { watch?: boolean }) => {
@@ -247,12 +238,13 @@ withConfigOption(withQueueOptions(
     }
   });
 
-withConfigOption(withQueueOptions(
+withSettings(
   program
     .command('retry')
     .description('Put failed paths back in the queue with fresh attempts (after fixing what cachectl status says went wrong).')
     .argument('[paths...]', 'failed store paths (or links to them)'),
-))
+  QUEUE_SETTINGS,
+)
   .option('--all', 'retry every failed path')
   .action(async (paths: string[], flags: CommonFlags & { all?: boolean }) => {
     try {
@@ -264,12 +256,7 @@ withConfigOption(withQueueOptions(
     }
   });
 
-/** Options of the commands that only talk to the cache. */
-function withCacheOptions(command: Command): Command {
-  return withConfigOption(command.option('--to <url>', `the cache: file:///DIR or s3://BUCKET?endpoint=URL&region=R&prefix=P (env ${ENV_NAMES.to})`));
-}
-
-withQueueOption(withCacheOptions(
+withSettings(
   program
     .command('gc')
     .description(
@@ -278,12 +265,9 @@ withQueueOption(withCacheOptions(
         'uploading. An unreachable object is first marked, and deleted by a later run once marked for the grace period. ' +
         'When this machine has a queue (--queue), the summary of the run is kept there for cachectl status and the metrics.',
     ),
-))
-  .option('--older-than <duration>', 'narinfos uploaded within this are kept, with their closures (e.g. 720h, 30m, 0s)', '720h')
-  .option('--grace <duration>', 'how long an object stays marked before it is deleted, and how old it must be to be marked', '6h')
+  ['to', 'olderThan', 'grace', 'jobs', 'metadataCache', 'queue', 'config'],
+)
   .option('--dry-run', 'print what would be deleted, and change nothing')
-  .option('--jobs <n>', `requests at once (env ${ENV_NAMES.jobs}; at least 16)`)
-  .option('--metadata-cache <file>', 'where parsed narinfos are kept between runs (default: under $XDG_CACHE_HOME/cachectl)')
   .option('--json', 'print the report as JSON')
   .addHelpText(
     'after',
@@ -292,7 +276,7 @@ Examples:
   cachectl gc --to 's3://my-cache?region=eu-west-1' --dry-run
   cachectl gc --to file:///var/cache/nix --older-than 2160h --grace 1h`,
   )
-  .action(async (flags: CommonFlags & GcFlags) => {
+  .action(async (flags: CommonFlags & { dryRun?: boolean }) => {
     try {
       const config = loadConfig(flags);
       const showNotes = process.stderr.isTTY && flags.json !== true;
@@ -309,12 +293,13 @@ Examples:
     }
   });
 
-withCacheOptions(
+withSettings(
   program
     .command('pin')
     .description('Keep store paths and their closures in the cache whatever their age: a GC root in the bucket (gcroots/NAME), replacing what NAME held.')
     .argument('<name>', "the pin's name: letters, digits, '.', '_', '-'")
     .argument('<paths...>', 'store paths the cache has, or links to them such as ./result'),
+  CACHE_SETTINGS,
 ).action(async (name: string, paths: string[], flags: CommonFlags) => {
   try {
     const pinned = await pinCommand(name, paths, loadConfig(flags));
@@ -324,7 +309,7 @@ withCacheOptions(
   }
 });
 
-withCacheOptions(program.command('unpin').description('Remove a pin; the next GC may then collect what only it kept.').argument('<name>', 'the pin')).action(
+withSettings(program.command('unpin').description('Remove a pin; the next GC may then collect what only it kept.').argument('<name>', 'the pin'), CACHE_SETTINGS).action(
   async (name: string, flags: CommonFlags) => {
     try {
       await unpinCommand(name, loadConfig(flags));
@@ -335,7 +320,7 @@ withCacheOptions(program.command('unpin').description('Remove a pin; the next GC
   },
 );
 
-withCacheOptions(program.command('pins').description('List the pins of the cache and the paths each keeps.'))
+withSettings(program.command('pins').description('List the pins of the cache and the paths each keeps.'), CACHE_SETTINGS)
   .option('--json', 'print the pins as JSON')
   .action(async (flags: CommonFlags) => {
     try {

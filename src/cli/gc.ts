@@ -4,20 +4,13 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { type Config, requiredCacheUrl } from '../core/config.js';
 import { errorText } from '../core/errors.js';
-import { formatDuration, parseDuration } from '../core/duration.js';
+import { formatDuration } from '../core/duration.js';
 import { openCache } from '../cache/open.js';
-import { collectGarbage, DEFAULT_GRACE, DEFAULT_OLDER_THAN, type GcReport, type Tally } from '../gc/gc.js';
+import { collectGarbage, type GcReport, type Tally } from '../gc/gc.js';
 import { MetaCache } from '../gc/meta-cache.js';
 import { Queue } from '../queue/queue.js';
 import type { GcRun } from '../queue/gc-runs.js';
 import { formatBytes } from './progress.js';
-
-export interface GcFlags {
-  olderThan?: string;
-  grace?: string;
-  dryRun?: boolean;
-  metadataCache?: string;
-}
 
 /** Where the parsed narinfos of a cache are kept between runs: one file per cache URL. */
 export function defaultMetadataCache(displayUrl: string, env: Readonly<Record<string, string | undefined>>): string {
@@ -46,17 +39,16 @@ export function recordGcRun(queueFile: string, run: GcRun): string | undefined {
 
 /** `cachectl gc`: one run of the bucket GC; `onRun` gets its summary, also when it fails. */
 export async function gcCommand(
-  flags: GcFlags,
+  flags: { dryRun?: boolean },
   config: Config,
   env: Readonly<Record<string, string | undefined>>,
   onProgress?: (note: string) => void,
   onRun?: (run: GcRun) => void,
 ): Promise<GcReport & { olderThan: string; grace: string }> {
   const cacheUrl = requiredCacheUrl(config);
-  const olderThanMs = parseDuration(flags.olderThan ?? DEFAULT_OLDER_THAN, '--older-than');
-  const graceMs = parseDuration(flags.grace ?? DEFAULT_GRACE, '--grace');
+  const { olderThanMs, graceMs } = config;
   const backend = await openCache(cacheUrl);
-  const metaCache = MetaCache.open(flags.metadataCache ?? defaultMetadataCache(backend.displayUrl, env));
+  const metaCache = MetaCache.open(config.metadataCache ?? defaultMetadataCache(backend.displayUrl, env));
   const startedAt = Date.now();
   try {
     const report = await collectGarbage({

@@ -1,6 +1,20 @@
 import { parseCacheUrl, type CacheUrl } from './cache-url.js';
+import { parseDuration } from './duration.js';
 import { CachectlError } from './errors.js';
 import { COMPRESSIONS, type Compression } from './narinfo.js';
+import {
+  CONFIG_KEYS,
+  DEFAULT_GRACE,
+  DEFAULT_JOBS,
+  DEFAULT_OLDER_THAN,
+  DEFAULT_QUEUE,
+  OPTIONS,
+  type ConfigFlags,
+  type OptionKey,
+  type OptionSpec,
+} from './options.js';
+
+export { CONFIG_KEYS, ENV_NAMES, type ConfigFlags } from './options.js';
 
 /** The options common to all commands, parsed once: flags, then environment, then config file, then defaults. */
 export interface Config {
@@ -17,48 +31,18 @@ export interface Config {
   readonly skipSignedBy: readonly string[];
   /** where the daemon serves /metrics and /healthz */
   readonly metricsListen: ListenAddress | undefined;
+  /** gc: narinfos uploaded within this are roots */
+  readonly olderThanMs: number;
+  /** gc: how long an object stays marked before it is deleted */
+  readonly graceMs: number;
+  /** gc: where parsed narinfos are kept between runs, when not the default place */
+  readonly metadataCache: string | undefined;
 }
 
 export interface ListenAddress {
   host: string;
   port: number;
 }
-
-/** Flag values as commander hands them over (undefined when not given). */
-export interface ConfigFlags {
-  to?: string | undefined;
-  queue?: string | undefined;
-  gcRoots?: string | undefined;
-  secretKeyFile?: string[] | undefined;
-  jobs?: string | undefined;
-  compression?: string | undefined;
-  skipSignedBy?: string[] | undefined;
-  metricsListen?: string | undefined;
-}
-
-/** Keys of the JSON config file, each naming its flag. */
-export const CONFIG_KEYS = {
-  to: '--to',
-  queue: '--queue',
-  gcRoots: '--gc-roots',
-  secretKeyFiles: '--secret-key-file',
-  jobs: '--jobs',
-  compression: '--compression',
-  skipSignedBy: '--skip-signed-by',
-  metricsListen: '--metrics-listen',
-} as const;
-
-export const ENV_NAMES = {
-  to: 'CACHECTL_TO',
-  queue: 'CACHECTL_QUEUE',
-  gcRoots: 'CACHECTL_GC_ROOTS',
-  secretKeyFiles: 'CACHECTL_SECRET_KEY_FILES',
-  jobs: 'CACHECTL_JOBS',
-  compression: 'CACHECTL_COMPRESSION',
-  skipSignedBy: 'CACHECTL_SKIP_SIGNED_BY',
-  metricsListen: 'CACHECTL_METRICS_LISTEN',
-  config: 'CACHECTL_CONFIG',
-} as const;
 
 /** The cache, for the commands that talk to one: it has no default. */
 export function requiredCacheUrl(config: Config): CacheUrl {
@@ -68,8 +52,6 @@ export function requiredCacheUrl(config: Config): CacheUrl {
   return config.cacheUrl;
 }
 
-export const DEFAULT_QUEUE = '/var/lib/cachectl/queue.db';
-export const DEFAULT_JOBS = 8;
 const MAX_JOBS = 256;
 
 /**
@@ -98,23 +80,44 @@ export function resolveConfig(
       }
     }
   }
-  const fromFile = (key: keyof typeof CONFIG_KEYS, kind: 'string' | 'number' | 'string[]'): string | string[] | undefined => {
+  // Each setting from its flag, else its environment variable, else the config file.
+  const raw = (key: OptionKey): string | string[] | undefined => {
+    const spec: OptionSpec = OPTIONS[key];
+    const flag = flags[key];
+    if (flag !== undefined) return flag;
+    const fromEnv = nonEmpty(env[spec.env]);
+    if (fromEnv !== undefined) {
+      return spec.listSeparator === undefined ? fromEnv : fromEnv.split(spec.listSeparator === ':' ? ':' : /\s+/).filter((item) => item !== '');
+    }
     const value = fileValues[key];
     if (value === undefined) return undefined;
-    const ok =
-      kind === 'string[]'
-        ? Array.isArray(value) && value.every((v) => typeof v === 'string')
-        : typeof value === kind;
-    if (!ok) {
-      problems.push(`config file ${file?.name ?? ''}: key ${key} must be ${kind === 'string[]' ? 'a list of strings' : `a ${kind}`}`);
+    if (spec.listSeparator !== undefined) {
+      if (Array.isArray(value) && value.every((item) => typeof item === 'string')) return value as string[];
+      problems.push(`config file ${file?.name ?? ''}: key ${key} must be a list of strings`);
       return undefined;
     }
-    return Array.isArray(value) ? (value as string[]) : String(value);
+    if (typeof value === (spec.fileNumber === true ? 'number' : 'string')) return String(value);
+    problems.push(`config file ${file?.name ?? ''}: key ${key} must be a ${spec.fileNumber === true ? 'number' : 'string'}`);
+    return undefined;
   };
-  const pick = (flag: string | undefined, envName: string, key: keyof typeof CONFIG_KEYS, kind: 'string' | 'number') =>
-    flag ?? nonEmpty(env[envName]) ?? (fromFile(key, kind) as string | undefined);
+  const text = (key: OptionKey): string | undefined => {
+    const value = raw(key);
+    return Array.isArray(value) ? value.join(' ') : value;
+  };
+  const list = (key: OptionKey): string[] => {
+    const value = raw(key);
+    return value === undefined ? [] : Array.isArray(value) ? value : [value];
+  };
+  const duration = (key: 'olderThan' | 'grace', defaultText: string): number => {
+    try {
+      return parseDuration(text(key) ?? defaultText, OPTIONS[key].flag.split(' ')[0] ?? key);
+    } catch (err) {
+      problems.push((err as Error).message);
+      return 0;
+    }
+  };
 
-  const toText = pick(flags.to, ENV_NAMES.to, 'to', 'string');
+  const toText = text('to');
   let cacheUrl: CacheUrl | undefined;
   if (toText !== undefined) {
     try {
@@ -124,33 +127,24 @@ export function resolveConfig(
     }
   }
 
-  const compressionText = pick(flags.compression, ENV_NAMES.compression, 'compression', 'string') ?? 'zstd';
+  const compressionText = text('compression') ?? 'zstd';
   if (!(COMPRESSIONS as readonly string[]).includes(compressionText)) {
     problems.push(`unknown compression ${JSON.stringify(compressionText)}; use one of ${COMPRESSIONS.join(', ')}`);
   }
 
-  const jobsText = pick(flags.jobs, ENV_NAMES.jobs, 'jobs', 'number') ?? String(DEFAULT_JOBS);
+  const jobsText = text('jobs') ?? String(DEFAULT_JOBS);
   const jobs = Number(jobsText);
   if (!Number.isInteger(jobs) || jobs < 1 || jobs > MAX_JOBS) {
     problems.push(`jobs ${JSON.stringify(jobsText)} must be a whole number from 1 to ${MAX_JOBS}`);
   }
 
-  const keyFiles =
-    flags.secretKeyFile ??
-    nonEmpty(env[ENV_NAMES.secretKeyFiles])?.split(':').filter((f) => f !== '') ??
-    (fromFile('secretKeyFiles', 'string[]') as string[] | undefined) ??
-    [];
-
-  const skipSignedBy =
-    flags.skipSignedBy ??
-    nonEmpty(env[ENV_NAMES.skipSignedBy])?.split(/\s+/).filter((name) => name !== '') ??
-    (fromFile('skipSignedBy', 'string[]') as string[] | undefined) ??
-    [];
+  const keyFiles = list('secretKeyFiles');
+  const skipSignedBy = list('skipSignedBy');
   for (const name of skipSignedBy) {
     if (!KEY_NAME.test(name)) problems.push(`skip-signed-by ${JSON.stringify(name)} is not a key name such as cache.nixos.org-1 (the part before ':' of a public key)`);
   }
 
-  const listenText = pick(flags.metricsListen, ENV_NAMES.metricsListen, 'metricsListen', 'string');
+  const listenText = text('metricsListen');
   let metricsListen: ListenAddress | undefined;
   if (listenText !== undefined) {
     metricsListen = parseListenAddress(listenText);
@@ -159,20 +153,26 @@ export function resolveConfig(
     }
   }
 
+  const olderThanMs = duration('olderThan', DEFAULT_OLDER_THAN);
+  const graceMs = duration('grace', DEFAULT_GRACE);
+
   if (problems.length > 0) {
     throw new CachectlError('CONFIG_INVALID', problems.join('\n'));
   }
   const nixStateDir = nonEmpty(env['NIX_STATE_DIR']) ?? '/nix/var/nix';
   return Object.freeze({
     cacheUrl,
-    queue: pick(flags.queue, ENV_NAMES.queue, 'queue', 'string') ?? DEFAULT_QUEUE,
-    gcRoots: pick(flags.gcRoots, ENV_NAMES.gcRoots, 'gcRoots', 'string') ?? `${nixStateDir}/gcroots/cachectl`,
+    queue: text('queue') ?? DEFAULT_QUEUE,
+    gcRoots: text('gcRoots') ?? `${nixStateDir}/gcroots/cachectl`,
     nixDb: `${nixStateDir}/db/db.sqlite`,
     secretKeyFiles: Object.freeze([...keyFiles]),
     jobs,
     compression: compressionText as Compression,
     skipSignedBy: Object.freeze([...skipSignedBy]),
     metricsListen,
+    olderThanMs,
+    graceMs,
+    metadataCache: text('metadataCache'),
   });
 }
 

@@ -27,9 +27,6 @@ import { StopSweep, Sweeper, type Protection } from './sweep.js';
 
 export type { Tally } from './plan.js';
 
-export const DEFAULT_OLDER_THAN = '720h';
-export const DEFAULT_GRACE = '6h';
-
 export interface GcOptions {
   backend: CacheBackend;
   /** narinfos uploaded (or refreshed) within this are roots */

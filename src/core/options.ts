@@ -1,0 +1,131 @@
+/**
+ * Every setting of cachectl, declared once: its flag, environment variable, config file key (the table's key),
+ * default and help. Flags, `--help`, the environment, the config file and the NixOS module's test all derive
+ * from this table; core/config.ts parses and checks the values.
+ */
+export interface OptionSpec {
+  /** commander's flag, with its value name */
+  readonly flag: string;
+  readonly env: string;
+  readonly help: string;
+  /** the default as help shows it (applied by resolveConfig) */
+  readonly defaultText?: string;
+  /** a list: the flag is repeatable, the environment variable split on this, the file key a JSON list */
+  readonly listSeparator?: ':' | ' ';
+  /** the config file may give it as a JSON number */
+  readonly fileNumber?: true;
+  /** not a key of the config file (it names the file) */
+  readonly notInFile?: true;
+}
+
+export const DEFAULT_QUEUE = '/var/lib/cachectl/queue.db';
+export const DEFAULT_JOBS = 8;
+export const DEFAULT_OLDER_THAN = '720h';
+export const DEFAULT_GRACE = '6h';
+
+export const OPTIONS = {
+  config: {
+    flag: '--config <file>',
+    env: 'CACHECTL_CONFIG',
+    help: 'JSON config file with the same settings, keys named as below (e.g. {"to": "s3://…", "jobs": 4})',
+    notInFile: true,
+  },
+  to: {
+    flag: '--to <url>',
+    env: 'CACHECTL_TO',
+    help: 'the cache: file:///DIR or s3://BUCKET?endpoint=URL&region=R&prefix=P',
+  },
+  queue: {
+    flag: '--queue <file>',
+    env: 'CACHECTL_QUEUE',
+    help: 'the SQLite upload queue',
+    defaultText: DEFAULT_QUEUE,
+  },
+  gcRoots: {
+    flag: '--gc-roots <dir>',
+    env: 'CACHECTL_GC_ROOTS',
+    help: 'where queued paths are GC roots of the local store until uploaded',
+    defaultText: '$NIX_STATE_DIR/gcroots/cachectl',
+  },
+  secretKeyFiles: {
+    flag: '--secret-key-file <file>',
+    env: 'CACHECTL_SECRET_KEY_FILES',
+    help: 'Nix-format Ed25519 secret key to sign with',
+    listSeparator: ':',
+  },
+  jobs: {
+    flag: '--jobs <n>',
+    env: 'CACHECTL_JOBS',
+    help: 'NARs uploaded in parallel; for gc, requests at once (at least 16)',
+    defaultText: String(DEFAULT_JOBS),
+    fileNumber: true,
+  },
+  compression: {
+    flag: '--compression <kind>',
+    env: 'CACHECTL_COMPRESSION',
+    help: 'NAR compression: zstd, xz or none',
+    defaultText: 'zstd',
+  },
+  skipSignedBy: {
+    flag: '--skip-signed-by <keyname>',
+    env: 'CACHECTL_SKIP_SIGNED_BY',
+    help: 'do not upload paths signed by this key (e.g. cache.nixos.org-1): clients get them from that cache',
+    listSeparator: ' ',
+  },
+  metricsListen: {
+    flag: '--metrics-listen <addr>',
+    env: 'CACHECTL_METRICS_LISTEN',
+    help: 'serve Prometheus /metrics and /healthz on PORT, HOST:PORT or [IPV6]:PORT (a bare port listens on 127.0.0.1)',
+  },
+  olderThan: {
+    flag: '--older-than <duration>',
+    env: 'CACHECTL_OLDER_THAN',
+    help: 'narinfos uploaded within this are kept, with their closures (e.g. 720h, 30m, 0s)',
+    defaultText: DEFAULT_OLDER_THAN,
+  },
+  grace: {
+    flag: '--grace <duration>',
+    env: 'CACHECTL_GRACE',
+    help: 'how long an object stays marked before it is deleted, and how old it must be to be marked',
+    defaultText: DEFAULT_GRACE,
+  },
+  metadataCache: {
+    flag: '--metadata-cache <file>',
+    env: 'CACHECTL_METADATA_CACHE',
+    help: 'where parsed narinfos are kept between runs',
+    defaultText: 'one file per cache under $XDG_CACHE_HOME/cachectl',
+  },
+} as const satisfies Record<string, OptionSpec>;
+
+export type OptionKey = keyof typeof OPTIONS;
+
+/** Flag values as commander hands them over: a list for a repeatable flag, undefined when not given. */
+export type ConfigFlags = {
+  [K in OptionKey]?: ((typeof OPTIONS)[K] extends { listSeparator: string } ? string[] : string) | undefined;
+};
+
+const entries = Object.entries(OPTIONS) as [OptionKey, OptionSpec][];
+
+/** The config file's keys, each with its flag. */
+export const CONFIG_KEYS: Readonly<Record<string, string>> = Object.fromEntries(
+  entries.filter(([, spec]) => spec.notInFile !== true).map(([key, spec]) => [key, flagName(spec)]),
+);
+
+export const ENV_NAMES = Object.fromEntries(entries.map(([key, spec]) => [key, spec.env])) as Record<OptionKey, string>;
+
+/** `--to <url>` → `--to`. */
+export function flagName(spec: OptionSpec): string {
+  return spec.flag.split(' ')[0] ?? spec.flag;
+}
+
+/** The help line of an option: what it is, its environment variable, its config key and its default. */
+export function optionHelp(key: OptionKey): string {
+  const spec: OptionSpec = OPTIONS[key];
+  const env =
+    spec.listSeparator === undefined
+      ? `env ${spec.env}`
+      : `repeatable; env ${spec.env}, ${spec.listSeparator === ':' ? "':'" : 'space'}-separated`;
+  const fileKey = spec.notInFile === true ? '' : `; config key ${key}`;
+  const defaultText = spec.defaultText === undefined ? '' : `; default ${spec.defaultText}`;
+  return `${spec.help} (${env}${fileKey}${defaultText})`;
+}
