@@ -55,4 +55,4 @@ wait "$daemon"
 trap - EXIT
 tail -n 3 "$demo/daemon.log"
 
-step "done: the cache is $demo/cache ($(ls "$demo"/cache/*.narinfo | wc -l) narinfos)"
+step "done: the cache is $demo/cache ($(find "$demo/cache" -maxdepth 1 -name "*.narinfo" | wc -l) narinfos)"

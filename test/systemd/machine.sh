@@ -95,6 +95,7 @@ rm -f "$root/usr/sbin/policy-rc.d"
 for ((i = ${#chroot_binds[@]} - 1; i >= 0; i--)); do umount "${chroot_binds[$i]}"; done
 chroot_binds=()
 find "$root/dev" -mindepth 1 -delete # whatever the maintainer scripts left there
+# shellcheck disable=SC2016 # dpkg-query's format, not the shell's
 say "nix-setup-systemd $(chroot "$root" dpkg-query -W -f '${Version}' nix-setup-systemd) installed in the overlay"
 
 # cachectl as `npm install -g` lays it out: what `npm pack` puts in the package, its production
@@ -124,7 +125,7 @@ boot() {
     >"$work/console-boot$boots.log" 2>&1 </dev/null &
   nspawn_pid=$!
   # PID 1 of the container: the child of nspawn that is pid 1 in its own namespace.
-  local leader= deadline=$((SECONDS + 60))
+  local leader='' deadline=$((SECONDS + 60))
   while [ -z "$leader" ]; do
     kill -0 "$nspawn_pid" 2>/dev/null || { cat "$work/console-boot$boots.log" >&2; die "systemd-nspawn exited during boot $boots"; }
     [ $SECONDS -lt $deadline ] || die "no PID 1 in the container after 60 s"
