@@ -35,7 +35,9 @@ function counting(backend: CacheBackend): CacheBackend {
         yield page;
       }
     },
-    close: () => backend.close(),
+    close: () => {
+      backend.close();
+    },
   };
 }
 
@@ -44,8 +46,8 @@ const metaCache = MetaCache.open(metaFile);
 const report = await collectGarbage({
   backend,
   olderThanMs: 0,
-  graceMs: parseDuration(values.grace as string, '--grace'),
-  dryRun: values['dry-run'] === true,
+  graceMs: parseDuration(values.grace, '--grace'),
+  dryRun: values['dry-run'],
   metaCache,
   jobs: 32,
 });

@@ -21,9 +21,16 @@ import { measure } from './measure.js';
 import { renderGc, thisRun, writeResults, type GcResults, type GcRun } from './tables.js';
 
 const { values } = parseArgs({
-  options: { 'file-sizes': { type: 'string', default: '10000,50000,100000' }, 's3-sizes': { type: 'string', default: '10000' } },
+  options: {
+    'file-sizes': { type: 'string', default: '10000,50000,100000' },
+    's3-sizes': { type: 'string', default: '10000' },
+  },
 });
-const sizes = (text: string) => text.split(',').filter((size) => size !== '').map(Number);
+const sizes = (text: string) =>
+  text
+    .split(',')
+    .filter((size) => size !== '')
+    .map(Number);
 const GC_RUN = join(REPO, 'dist/bench/gc-run.js');
 const HUBS = 50;
 const PINNED_SHARE = 0.02;
@@ -31,7 +38,8 @@ const PINNED_SHARE = 0.02;
 /** A synthetic cache of `n` narinfos, their NARs and a pin of 2% of them. */
 async function fill(backend: CacheBackend, n: number): Promise<void> {
   const hashes = Array.from({ length: n }, () => nix32Encode(randomBytes(20)));
-  const pick = (i: number) => (Math.random() < 1 / 3 ? Math.floor(Math.random() * Math.min(i, HUBS)) : Math.floor(Math.random() * i));
+  const pick = (i: number) =>
+    Math.random() < 1 / 3 ? Math.floor(Math.random() * Math.min(i, HUBS)) : Math.floor(Math.random() * i);
   await mapLimit(
     Array.from({ length: n }, (_, i) => i),
     64,
@@ -40,16 +48,22 @@ async function fill(backend: CacheBackend, n: number): Promise<void> {
       const narHash = nix32Encode(randomBytes(32));
       await backend.put(`nar/${narHash}.nar.zst`, randomBytes(200), 'application/x-nix-nar');
       const text =
-        `StorePath: /nix/store/${hashes[i]}-bench-${i}\nURL: nar/${narHash}.nar.zst\nCompression: zstd\nFileHash: sha256:${narHash}\nFileSize: 200\n` +
-        `NarHash: sha256:${narHash}\nNarSize: 1000\nReferences: ${refs.map((ref) => `${hashes[ref]}-bench-${ref}`).join(' ')}\nDeriver: ${hashes[i]}-bench-${i}.drv\nSig: bench-1:${randomBytes(64).toString('base64')}\n`;
+        `StorePath: /nix/store/${hashes[i]}-bench-${i}\nURL: nar/${narHash}.nar.zst\nCompression: zstd\nFileHash: ` +
+        `sha256:${narHash}\nFileSize: 200\n` +
+        `NarHash: sha256:${narHash}\nNarSize: 1000\nReferences: ` +
+        `${refs.map((ref) => `${hashes[ref]}-bench-${ref}`).join(' ')}\nDeriver: ` +
+        `${hashes[i]}-bench-${i}.drv\nSig: bench-1:${randomBytes(64).toString('base64')}\n`;
       await backend.put(`${hashes[i]}.narinfo`, Buffer.from(text), 'text/x-nix-narinfo');
     },
   );
   const pinned = hashes.flatMap((hash, i) => (Math.random() < PINNED_SHARE ? [`/nix/store/${hash}-bench-${i}\n`] : []));
   await backend.put('gcroots/bench', Buffer.from(pinned.join('')), 'text/plain');
-  await backend.put('nix-cache-info', Buffer.from('StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n'), 'text/x-nix-cache-info');
+  await backend.put(
+    'nix-cache-info',
+    Buffer.from('StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n'),
+    'text/x-nix-cache-info',
+  );
 }
-
 
 /** One GC in a child process (so that its peak RSS is its own). */
 async function gcRun(url: string, metaFile: string, args: string[], env: NodeJS.ProcessEnv): Promise<GcRun> {
@@ -60,18 +74,27 @@ async function gcRun(url: string, metaFile: string, args: string[], env: NodeJS.
 
 async function main(): Promise<void> {
   const rows: { target: string; narinfos: number; run: string; result: GcRun }[] = [];
-  const targets: { name: string; sizes: number[]; open: () => Promise<{ url: string; env: NodeJS.ProcessEnv; done: () => Promise<void> }> }[] = [
+  const targets: {
+    name: string;
+    sizes: number[];
+    open: () => Promise<{ url: string; env: NodeJS.ProcessEnv; done: () => Promise<void> }>;
+  }[] = [
     {
       name: 'file://',
-      sizes: sizes(values['file-sizes'] as string),
+      sizes: sizes(values['file-sizes']),
       open: async () => ({ url: `file://${tempDir('bench-gc')}`, env: process.env, done: async () => undefined }),
     },
     {
       name: 's3rver',
-      sizes: sizes(values['s3-sizes'] as string),
+      sizes: sizes(values['s3-sizes']),
       open: async () => {
         const s3 = await startS3rver();
-          const env = { ...process.env, ...s3.env, AWS_EC2_METADATA_DISABLED: 'true', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' };
+        const env = {
+          ...process.env,
+          ...s3.env,
+          AWS_EC2_METADATA_DISABLED: 'true',
+          AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
+        };
         return { url: s3.cacheUrl(), env, done: () => s3.stop() };
       },
     },
@@ -85,7 +108,11 @@ async function main(): Promise<void> {
       await fill(backend, n);
       backend.close();
       const metaFile = join(tempDir('bench-gc-meta'), 'meta.db');
-      for (const [run, args] of [['cold, --dry-run', ['--dry-run']], ['warm, --dry-run', ['--dry-run']], ['warm, sweep (grace 0)', []]] as const) {
+      for (const [run, args] of [
+        ['cold, --dry-run', ['--dry-run']],
+        ['warm, --dry-run', ['--dry-run']],
+        ['warm, sweep (grace 0)', []],
+      ] as const) {
         const result = await gcRun(url, metaFile, [...args], env);
         rows.push({ target: target.name, narinfos: n, run, result });
         process.stderr.write(`${target.name} ${n} ${run}: ${result.seconds.toFixed(1)} s\n`);
@@ -94,7 +121,9 @@ async function main(): Promise<void> {
     }
   }
   const results: GcResults = { ...thisRun(), rows };
-  process.stdout.write(`\ncachectl gc on synthetic caches (2% of paths pinned, --older-than 0s)\n\n${renderGc(results)}\n`);
+  process.stdout.write(
+    `\ncachectl gc on synthetic caches (2% of paths pinned, --older-than 0s)\n\n${renderGc(results)}\n`,
+  );
   writeResults('gc.json', results);
 }
 

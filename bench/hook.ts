@@ -1,8 +1,8 @@
 /**
  * bench/hook: how long the post-build hook holds up Nix. 100 runs of the hook, median and p99, beside
  * `node -e 0` (the start of any Node program) and a bare `sh -c 'sqlite3 … INSERT'` (the floor, into one
- * shared file and into the hooks' inbox files as the hook picks them) in the same run; then 8 hooks at once. Both the Nix 2.8 way (empty OUT_PATHS, outputs read from DRV_PATH) and with
- * OUT_PATHS given. Prints a table and writes bench/results/hook.json.
+ * shared file and into the hooks' inbox files as the hook picks them) in the same run; then 8 hooks at once.
+ * Both the Nix 2.8 way (empty OUT_PATHS, outputs read from DRV_PATH) and with OUT_PATHS given. Prints a table and writes bench/results/hook.json.
  *
  *   npm run bench:hook [-- --runs 100]
  */
@@ -35,7 +35,12 @@ function timeOnce(command: string, args: string[], env: NodeJS.ProcessEnv): Prom
 }
 
 /** `RUNS` runs, `concurrency` at a time; the run's env comes from `envFor(i)`. */
-async function timeMany(command: string, args: string[], envFor: (i: number) => NodeJS.ProcessEnv, concurrency: number): Promise<number[]> {
+async function timeMany(
+  command: string,
+  args: string[],
+  envFor: (i: number) => NodeJS.ProcessEnv,
+  concurrency: number,
+): Promise<number[]> {
   const times: number[] = [];
   let next = 0;
   const worker = async (): Promise<void> => {
@@ -51,10 +56,14 @@ async function timeMany(command: string, args: string[], envFor: (i: number) => 
 async function main(): Promise<void> {
   const env = testEnv();
   // Distinct real outputs for the runs: input-addressed derivations, built once.
-  const expr = `builtins.genList (i: derivation { name = "cachectl-bench-hook-\${toString i}"; system = builtins.currentSystem;
-    builder = "/bin/sh"; args = [ "-c" "echo \${toString i} > $out" ]; }) ${RUNS}`;
-  const outs = (await execFileAsync('nix-build', ['--no-out-link', '-E', expr], { env, maxBuffer: 1 << 24 })).stdout.trim().split('\n');
-  const drvs = (await execFileAsync('nix-store', ['-q', '--deriver', ...outs], { env, maxBuffer: 1 << 24 })).stdout.trim().split('\n');
+  const expr = `builtins.genList (i: derivation { name = "cachectl-bench-hook-\${toString i}";
+    system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo \${toString i} > $out" ]; }) ${RUNS}`;
+  const outs = (await execFileAsync('nix-build', ['--no-out-link', '-E', expr], { env, maxBuffer: 1 << 24 })).stdout
+    .trim()
+    .split('\n');
+  const drvs = (await execFileAsync('nix-store', ['-q', '--deriver', ...outs], { env, maxBuffer: 1 << 24 })).stdout
+    .trim()
+    .split('\n');
 
   const rows: { case: string; concurrency: number; medianMs: number; p99Ms: number }[] = [];
   const record = (name: string, concurrency: number, times: number[]) => {
@@ -65,14 +74,40 @@ async function main(): Promise<void> {
     const dir = tempDir('bench-hook');
     const queue = join(dir, 'queue.db');
     Queue.open(queue).close();
-    const hookEnv = (extra: Record<string, string>) => ({ ...env, CACHECTL_QUEUE: queue, CACHECTL_GC_ROOTS: join(dir, 'roots'), ...extra });
+    const hookEnv = (extra: Record<string, string>) => ({
+      ...env,
+      CACHECTL_QUEUE: queue,
+      CACHECTL_GC_ROOTS: join(dir, 'roots'),
+      ...extra,
+    });
     record('node -e 0', concurrency, await timeMany(process.execPath, ['-e', '0'], () => env, concurrency));
     const insert = `INSERT INTO inbox (store_path, source, enqueued_at) VALUES ('/nix/store/x', 'bench', 0);`;
     const sqlite3 = `sqlite3 -cmd '.timeout 1000' -cmd 'PRAGMA synchronous = FULL'`;
-    record('floor: sqlite3 INSERT, one file', concurrency, await timeMany('sh', ['-c', `${sqlite3} "$CACHECTL_QUEUE" "${insert}"`], () => hookEnv({}), concurrency));
-    record('floor: sqlite3 INSERT, inbox files', concurrency, await timeMany('sh', ['-c', `${sqlite3} "$CACHECTL_QUEUE.inbox/$(($$ % ${HOOK_INBOXES})).db" "${insert}"`], () => hookEnv({}), concurrency));
-    record('hook, DRV_PATH (Nix 2.8)', concurrency, await timeMany(HOOK, [], (i) => hookEnv({ OUT_PATHS: '', DRV_PATH: drvs[i] as string }), concurrency));
-    record('hook, OUT_PATHS', concurrency, await timeMany(HOOK, [], (i) => hookEnv({ OUT_PATHS: outs[i] as string, DRV_PATH: '' }), concurrency));
+    record(
+      'floor: sqlite3 INSERT, one file',
+      concurrency,
+      await timeMany('sh', ['-c', `${sqlite3} "$CACHECTL_QUEUE" "${insert}"`], () => hookEnv({}), concurrency),
+    );
+    record(
+      'floor: sqlite3 INSERT, inbox files',
+      concurrency,
+      await timeMany(
+        'sh',
+        ['-c', `${sqlite3} "$CACHECTL_QUEUE.inbox/$(($$ % ${HOOK_INBOXES})).db" "${insert}"`],
+        () => hookEnv({}),
+        concurrency,
+      ),
+    );
+    record(
+      'hook, DRV_PATH (Nix 2.8)',
+      concurrency,
+      await timeMany(HOOK, [], (i) => hookEnv({ OUT_PATHS: '', DRV_PATH: drvs[i] as string }), concurrency),
+    );
+    record(
+      'hook, OUT_PATHS',
+      concurrency,
+      await timeMany(HOOK, [], (i) => hookEnv({ OUT_PATHS: outs[i] as string, DRV_PATH: '' }), concurrency),
+    );
   }
 
   const results: HookResults = { ...thisRun(), runs: RUNS, rows };

@@ -37,7 +37,9 @@ function runHook(env: NodeJS.ProcessEnv, drvPath: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn(HOOK, [], { env: { ...env, OUT_PATHS: '', DRV_PATH: drvPath }, stdio: 'inherit' });
     child.once('error', reject);
-    child.once('exit', () => resolve());
+    child.once('exit', () => {
+      resolve();
+    });
   });
 }
 
@@ -45,10 +47,14 @@ function runHook(env: NodeJS.ProcessEnv, drvPath: string): Promise<void> {
 async function buildTiny(n: number): Promise<{ out: string; drv: string }[]> {
   const env = testEnv();
   const nonce = `${Date.now()}-${Math.random().toString(36).slice(2)}`;
-  const expr = `builtins.genList (i: derivation { name = "cachectl-bench-latency-${nonce}-\${toString i}"; system = builtins.currentSystem;
-    builder = "/bin/sh"; args = [ "-c" "echo \${toString i} > $out" ]; }) ${n}`;
-  const outs = (await execFileAsync('nix-build', ['--no-out-link', '-E', expr], { env, maxBuffer: 1 << 24 })).stdout.trim().split('\n');
-  const drvs = (await execFileAsync('nix-store', ['-q', '--deriver', ...outs], { env, maxBuffer: 1 << 24 })).stdout.trim().split('\n');
+  const expr = `builtins.genList (i: derivation { name = "cachectl-bench-latency-${nonce}-\${toString i}";
+    system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo \${toString i} > $out" ]; }) ${n}`;
+  const outs = (await execFileAsync('nix-build', ['--no-out-link', '-E', expr], { env, maxBuffer: 1 << 24 })).stdout
+    .trim()
+    .split('\n');
+  const drvs = (await execFileAsync('nix-store', ['-q', '--deriver', ...outs], { env, maxBuffer: 1 << 24 })).stdout
+    .trim()
+    .split('\n');
   return outs.map((out, i) => ({ out, drv: drvs[i] as string }));
 }
 
@@ -64,12 +70,18 @@ function newTarget(name: Target['name'], s3: S3rver): Target {
   const dir = tempDir('bench-latency');
   const hashPart = (out: string) => out.slice(11, 43);
   return name === 'file'
-    ? { name, to: `file://${dir}`, env: queueEnv(), visible: async (out) => existsSync(join(dir, `${hashPart(out)}.narinfo`)) }
+    ? {
+        name,
+        to: `file://${dir}`,
+        env: queueEnv(),
+        visible: async (out) => existsSync(join(dir, `${hashPart(out)}.narinfo`)),
+      }
     : {
         name,
         to: s3.cacheUrl(prefix),
         env: queueEnv(s3.env),
-        visible: async (out) => (await fetch(`${s3.httpUrl}/${prefix}/${hashPart(out)}.narinfo`, { method: 'HEAD' })).ok,
+        visible: async (out) =>
+          (await fetch(`${s3.httpUrl}/${prefix}/${hashPart(out)}.narinfo`, { method: 'HEAD' })).ok,
       };
 }
 
@@ -98,7 +110,14 @@ async function main(): Promise<void> {
   };
   const record = (target: Target['name'], situation: string, times: number[]) => {
     const sorted = [...times].sort((a, b) => a - b);
-    results.latency.push({ target, situation, samples: sorted.length, p50Ms: quantile(sorted, 0.5), p95Ms: quantile(sorted, 0.95), maxMs: sorted.at(-1) as number });
+    results.latency.push({
+      target,
+      situation,
+      samples: sorted.length,
+      p50Ms: quantile(sorted, 0.5),
+      p95Ms: quantile(sorted, 0.95),
+      maxMs: sorted.at(-1) as number,
+    });
   };
   const s3 = await startS3rver();
   try {
@@ -123,8 +142,14 @@ async function main(): Promise<void> {
         const paths = await buildTiny(BURST_SIZE + 1);
         const burst = paths.slice(0, BURST_SIZE);
         const started = process.hrtime.bigint();
-        for (let i = 0; i < burst.length; i += 4) await Promise.all(burst.slice(i, i + 4).map((path) => runHook(target.env, path.drv)));
-        await waitFor('the burst', async () => ((await Promise.all(burst.map((path) => target.visible(path.out)))).every(Boolean) ? true : undefined), 60_000);
+        for (let i = 0; i < burst.length; i += 4)
+          await Promise.all(burst.slice(i, i + 4).map((path) => runHook(target.env, path.drv)));
+        await waitFor(
+          'the burst',
+          async () =>
+            (await Promise.all(burst.map((path) => target.visible(path.out)))).every(Boolean) ? true : undefined,
+          60_000,
+        );
         drains.push(Number(process.hrtime.bigint() - started) / 1e6);
         afterBurst.push(await latencyOf(target, paths[BURST_SIZE] as { out: string; drv: string }));
       }
@@ -147,14 +172,20 @@ async function main(): Promise<void> {
     const copies: number[] = [];
     for (const path of await buildTiny(PATHS)) {
       const dir = tempDir('bench-latency-copy');
-      copies.push((await measure('nix', ['copy', '--to', `file://${dir}?compression=zstd`, path.out], testEnv())).seconds * 1000);
+      copies.push(
+        (await measure('nix', ['copy', '--to', `file://${dir}?compression=zstd`, path.out], testEnv())).seconds * 1000,
+      );
     }
     record('file', 'peer: nix copy of the path (blocking the build)', copies);
 
     process.stderr.write(`building a ${BIG_MB} MB path...\n`);
     const env = testEnv();
     const big = (
-      await execFileAsync('nix-build', [join(REPO, 'test/fixtures/closures.nix'), '--no-out-link', '-A', 'big', '--argstr', 'bigMb', String(BIG_MB)], { env })
+      await execFileAsync(
+        'nix-build',
+        [join(REPO, 'test/fixtures/closures.nix'), '--no-out-link', '-A', 'big', '--argstr', 'bigMb', String(BIG_MB)],
+        { env },
+      )
     ).stdout.trim();
     for (const name of ['file', 's3'] as const) {
       const target = newTarget(name, s3);
@@ -163,10 +194,18 @@ async function main(): Promise<void> {
       const started = Date.now();
       await execFileAsync(process.execPath, [CACHECTL, 'enqueue', big], { env: target.env });
       await daemon.waitForLog('uploaded', () => true, 600_000);
-      results.big.push({ case: `daemon → ${name === 'file' ? 'file://' : 's3rver (multipart)'}`, seconds: (Date.now() - started) / 1000, peakRssMb: peakRssMb(daemon.child.pid as number) });
+      results.big.push({
+        case: `daemon → ${name === 'file' ? 'file://' : 's3rver (multipart)'}`,
+        seconds: (Date.now() - started) / 1000,
+        peakRssMb: peakRssMb(daemon.child.pid as number),
+      });
       await stop(daemon);
     }
-    const copy = await measure('nix', ['copy', '--to', `file://${tempDir('bench-big-copy')}?compression=zstd`, big], env);
+    const copy = await measure(
+      'nix',
+      ['copy', '--to', `file://${tempDir('bench-big-copy')}?compression=zstd`, big],
+      env,
+    );
     results.big.push({ case: 'nix copy → file:// (zstd)', seconds: copy.seconds, peakRssMb: copy.peakRssMb });
   } finally {
     await s3.stop();

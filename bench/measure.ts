@@ -12,7 +12,11 @@ export interface Measurement {
 }
 
 /** Runs a command, timing it and sampling its peak RSS until it exits; fails unless it exits 0. */
-export async function measure(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<Measurement & { stdout: string }> {
+export async function measure(
+  command: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<Measurement & { stdout: string }> {
   const started = process.hrtime.bigint();
   const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';

@@ -15,7 +15,11 @@ import { LocalStore } from '../src/nix/local-store.js';
 import { renderPush, thisRun, writeResults, type PushResults } from './tables.js';
 
 const { values } = parseArgs({
-  options: { mb: { type: 'string', default: '300' }, tiny: { type: 'string', default: '1000' }, runs: { type: 'string', default: '3' } },
+  options: {
+    mb: { type: 'string', default: '300' },
+    tiny: { type: 'string', default: '1000' },
+    runs: { type: 'string', default: '3' },
+  },
 });
 const RUNS = Number(values.runs);
 const env = testEnv();
@@ -42,16 +46,24 @@ const freshDir = () => tempDir('bench');
 
 async function main(): Promise<void> {
   process.stderr.write(`building the ${values.mb} MB bulk path and ${values.tiny} tiny paths...\n`);
-  const { stdout: bulkOut } = await execFileAsync('nix-build', [join(REPO, 'bench/bulk.nix'), '--no-out-link', '--argstr', 'mb', values.mb], { env });
+  const { stdout: bulkOut } = await execFileAsync(
+    'nix-build',
+    [join(REPO, 'bench/bulk.nix'), '--no-out-link', '--argstr', 'mb', values.mb],
+    { env },
+  );
   const bulk = bulkOut.trim();
-  const narSize = Number((await execFileAsync('nix', ['path-info', '--json', bulk], { env })).stdout.match(/"narSize":(\d+)/)?.[1]);
+  const narSize = Number(
+    (await execFileAsync('nix', ['path-info', '--json', bulk], { env })).stdout.match(/"narSize":(\d+)/)?.[1],
+  );
   const tinyDir = freshDir();
   const tinyFiles = Array.from({ length: Number(values.tiny) }, (_, i) => {
     const file = join(tinyDir, `cachectl-bench-tiny-${i}`);
     writeFileSync(file, `tiny path ${i}\n`);
     return file;
   });
-  const tiny = (await execFileAsync('nix-store', ['--add', ...tinyFiles], { env, maxBuffer: 1 << 24 })).stdout.trim().split('\n');
+  const tiny = (await execFileAsync('nix-store', ['--add', ...tinyFiles], { env, maxBuffer: 1 << 24 })).stdout
+    .trim()
+    .split('\n');
 
   const rows: { case: string; tool: string; seconds: number; rate: string; peakRssMb: number }[] = [];
   const mbPerS = (m: Measurement) => `${(narSize / 1e6 / m.seconds).toFixed(0)} MB/s`;
@@ -61,25 +73,47 @@ async function main(): Promise<void> {
   const floor = await median(freshDir, () =>
     measure('sh', ['-c', `nix-store --dump '${bulk}' | zstd -3 -T2 -q | sha256sum > /dev/null`]),
   );
-  const nixCopy = await median(freshDir, (dir) => measure('nix', ['copy', '--to', `file://${dir}?compression=zstd`, bulk]));
-  const push = await median(freshDir, (dir) => measure(process.execPath, [CACHECTL, 'push', '--to', `file://${dir}`, bulk]));
-  rows.push({ case: `big path (${(narSize / 1e6).toFixed(0)} MB NAR) to file://`, tool: 'floor: nix-store --dump, zstd -3 -T2, sha256sum (piped)', ...floor, peakRssMb: 0, rate: mbPerS(floor) });
+  const nixCopy = await median(freshDir, (dir) =>
+    measure('nix', ['copy', '--to', `file://${dir}?compression=zstd`, bulk]),
+  );
+  const push = await median(freshDir, (dir) =>
+    measure(process.execPath, [CACHECTL, 'push', '--to', `file://${dir}`, bulk]),
+  );
+  rows.push({
+    case: `big path (${(narSize / 1e6).toFixed(0)} MB NAR) to file://`,
+    tool: 'floor: nix-store --dump, zstd -3 -T2, sha256sum (piped)',
+    ...floor,
+    peakRssMb: 0,
+    rate: mbPerS(floor),
+  });
   rows.push({ case: '', tool: 'nix copy (compression=zstd)', ...nixCopy, rate: mbPerS(nixCopy) });
   rows.push({ case: '', tool: 'cachectl push', ...push, rate: mbPerS(push) });
 
   process.stderr.write('tiny paths: nix copy and cachectl to file://, cachectl to s3rver...\n');
-  const tinyNix = await median(freshDir, (dir) => measure('nix', ['copy', '--to', `file://${dir}?compression=zstd`, ...tiny]));
-  const tinyFile = await median(freshDir, (dir) => measure(process.execPath, [CACHECTL, 'push', '--to', `file://${dir}`, ...tiny]));
+  const tinyNix = await median(freshDir, (dir) =>
+    measure('nix', ['copy', '--to', `file://${dir}?compression=zstd`, ...tiny]),
+  );
+  const tinyFile = await median(freshDir, (dir) =>
+    measure(process.execPath, [CACHECTL, 'push', '--to', `file://${dir}`, ...tiny]),
+  );
   const s3 = await startS3rver();
   // One untimed push first: s3rver's own JIT warm-up is not cachectl's cost (a real S3 is always warm).
-  await measure(process.execPath, [CACHECTL, 'push', '--jobs', '16', '--to', s3.cacheUrl('warm-up'), ...tiny], testEnv(s3.env));
+  await measure(
+    process.execPath,
+    [CACHECTL, 'push', '--jobs', '16', '--to', s3.cacheUrl('warm-up'), ...tiny],
+    testEnv(s3.env),
+  );
   let prefixes = 0;
   const serverCpu: number[] = [];
   const tinyS3 = await median(
     () => `run${prefixes++}`,
     async (prefix) => {
       const before = s3.cpuSeconds();
-      const result = await measure(process.execPath, [CACHECTL, 'push', '--jobs', '16', '--to', s3.cacheUrl(prefix), ...tiny], testEnv(s3.env));
+      const result = await measure(
+        process.execPath,
+        [CACHECTL, 'push', '--jobs', '16', '--to', s3.cacheUrl(prefix), ...tiny],
+        testEnv(s3.env),
+      );
       serverCpu.push(s3.cpuSeconds() - before);
       return result;
     },
@@ -92,26 +126,58 @@ async function main(): Promise<void> {
   store.close();
   if (infos.size !== tiny.length) throw new Error(`path info for ${infos.size} of ${tiny.length} paths`);
   const pathInfo = await median(freshDir, () => measure('nix', ['path-info', '--json', ...tiny]));
-  rows.push({ case: `path info of ${tiny.length} paths`, tool: 'nix path-info --json', ...pathInfo, rate: pathsPerS(pathInfo) });
-  rows.push({ case: '', tool: 'cachectl (one read-only SQLite query, in process)', seconds: querySeconds, peakRssMb: 0, rate: pathsPerS({ seconds: querySeconds, peakRssMb: 0 }) });
+  rows.push({
+    case: `path info of ${tiny.length} paths`,
+    tool: 'nix path-info --json',
+    ...pathInfo,
+    rate: pathsPerS(pathInfo),
+  });
+  rows.push({
+    case: '',
+    tool: 'cachectl (one read-only SQLite query, in process)',
+    seconds: querySeconds,
+    peakRssMb: 0,
+    rate: pathsPerS({ seconds: querySeconds, peakRssMb: 0 }),
+  });
 
   process.stderr.write('six 60 MiB NARs at once (--jobs 8): memory stays bounded...\n');
-  const { stdout: bigOut } = await execFileAsync('nix-build', [join(REPO, 'bench/big-nars.nix'), '--no-out-link'], { env });
+  const { stdout: bigOut } = await execFileAsync('nix-build', [join(REPO, 'bench/big-nars.nix'), '--no-out-link'], {
+    env,
+  });
   const bigNars = bigOut.trim().split('\n');
   const bigBytes = 6 * 60 * 1048576;
-  const bigFile = await median(freshDir, (dir) => measure(process.execPath, [CACHECTL, 'push', '--jobs', '8', '--to', `file://${dir}`, ...bigNars]));
+  const bigFile = await median(freshDir, (dir) =>
+    measure(process.execPath, [CACHECTL, 'push', '--jobs', '8', '--to', `file://${dir}`, ...bigNars]),
+  );
   const bigS3 = await median(
     () => `big${prefixes++}`,
-    (prefix) => measure(process.execPath, [CACHECTL, 'push', '--jobs', '8', '--to', s3.cacheUrl(prefix), ...bigNars], testEnv(s3.env)),
+    (prefix) =>
+      measure(
+        process.execPath,
+        [CACHECTL, 'push', '--jobs', '8', '--to', s3.cacheUrl(prefix), ...bigNars],
+        testEnv(s3.env),
+      ),
   );
   const mbPerSOf = (m: Measurement) => `${(bigBytes / 1e6 / m.seconds).toFixed(0)} MB/s`;
-  rows.push({ case: '6 × 60 MiB NARs (random data)', tool: 'cachectl push to file://', ...bigFile, rate: mbPerSOf(bigFile) });
+  rows.push({
+    case: '6 × 60 MiB NARs (random data)',
+    tool: 'cachectl push to file://',
+    ...bigFile,
+    rate: mbPerSOf(bigFile),
+  });
   rows.push({ case: '', tool: 'cachectl push to s3rver (multipart)', ...bigS3, rate: mbPerSOf(bigS3) });
   await s3.stop();
 
   rows.push({ case: `${tiny.length} tiny paths`, tool: 'nix copy to file://', ...tinyNix, rate: pathsPerS(tinyNix) });
   rows.push({ case: '', tool: 'cachectl push to file://', ...tinyFile, rate: pathsPerS(tinyFile) });
-  rows.push({ case: '', tool: `cachectl push to s3rver (--jobs 16; s3rver used ${Math.min(...serverCpu).toFixed(1)}-${Math.max(...serverCpu).toFixed(1)} CPU s)`, ...tinyS3, rate: pathsPerS(tinyS3) });
+  rows.push({
+    case: '',
+    tool:
+      `cachectl push to s3rver (--jobs 16; s3rver used ` +
+      `${Math.min(...serverCpu).toFixed(1)}-${Math.max(...serverCpu).toFixed(1)} CPU s)`,
+    ...tinyS3,
+    rate: pathsPerS(tinyS3),
+  });
 
   const ratios = {
     bigVsNixCopy: nixCopy.seconds / push.seconds,

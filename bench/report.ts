@@ -13,4 +13,6 @@ const readmeFile = join(REPO, 'README.md');
 const before = readFileSync(readmeFile, 'utf8');
 const after = renderReadme(before, readResults(join(REPO, 'bench/results')));
 writeFileSync(readmeFile, after);
-process.stdout.write(after === before ? 'README.md: tables already up to date\n' : 'README.md: tables written from bench/results\n');
+process.stdout.write(
+  after === before ? 'README.md: tables already up to date\n' : 'README.md: tables written from bench/results\n',
+);

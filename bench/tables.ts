@@ -27,7 +27,12 @@ export interface GcRun {
   seconds: number;
   peakRssMb: number;
   requests: Record<string, number>;
-  report: { narinfos: number; reachable: number; deleted: { narinfos: { count: number }; nars: { count: number } }; stopped?: string };
+  report: {
+    narinfos: number;
+    reachable: number;
+    deleted: { narinfos: { count: number }; nars: { count: number } };
+    stopped?: string;
+  };
 }
 
 export interface GcResults {
@@ -55,7 +60,10 @@ export interface LatencyResults {
 }
 
 /** When and where a benchmark ran, for its results file. */
-export const thisRun = (): { date: string; machine: Machine } => ({ date: new Date().toISOString(), machine: { cpus: cpus().length, node: process.version } });
+export const thisRun = (): { date: string; machine: Machine } => ({
+  date: new Date().toISOString(),
+  machine: { cpus: cpus().length, node: process.version },
+});
 
 /** Writes a benchmark's results to bench/results/`name`, where `npm run bench:report` reads them. */
 export function writeResults(name: keyof typeof RENDERERS, results: unknown): void {
@@ -64,21 +72,34 @@ export function writeResults(name: keyof typeof RENDERERS, results: unknown): vo
 }
 
 /** The value at quantile `q` of sorted numbers (the nearest rank). */
-export const quantile = (sorted: readonly number[], q: number): number => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] as number;
+export const quantile = (sorted: readonly number[], q: number): number =>
+  sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] as number;
 
 const thousands = (n: number): string => n.toLocaleString('en-US');
 const table = (head: string[], align: string[], rows: string[][]): string =>
   [`| ${head.join(' | ')} |`, `|${align.join('|')}|`, ...rows.map((row) => `| ${row.join(' | ')} |`)].join('\n');
-const ranOn = (r: { date: string; machine: Machine }) => `Run ${r.date.slice(0, 10)} on ${r.machine.cpus} cores, Node ${r.machine.node}.`;
+const ranOn = (r: { date: string; machine: Machine }) =>
+  `Run ${r.date.slice(0, 10)} on ${r.machine.cpus} cores, Node ${r.machine.node}.`;
 
 export function renderPush(r: PushResults): string {
-  const rows = r.rows.map((row) => [row.case, row.tool, row.seconds.toFixed(3), row.rate, row.peakRssMb > 0 ? `${row.peakRssMb.toFixed(0)} MB` : '—']);
+  const rows = r.rows.map((row) => [
+    row.case,
+    row.tool,
+    row.seconds.toFixed(3),
+    row.rate,
+    row.peakRssMb > 0 ? `${row.peakRssMb.toFixed(0)} MB` : '—',
+  ]);
   return [
-    table(['case', 'tool', `seconds (median of ${r.runs})`, 'rate', 'peak RSS'], ['---', '---', '---:', '---:', '---:'], rows),
+    table(
+      ['case', 'tool', `seconds (median of ${r.runs})`, 'rate', 'peak RSS'],
+      ['---', '---', '---:', '---:', '---:'],
+      rows,
+    ),
     '',
     `${ranOn(r)} The big path: ${r.ratios.bigVsNixCopy.toFixed(2)}× faster than \`nix copy\` (target ≥ 1.5×) and ` +
       `${r.ratios.bigVsFloor.toFixed(2)}× the floor's time (target ≤ 1.25×); tiny paths to s3rver: ` +
-      `${r.ratios.tinyS3PathsPerSecond.toFixed(0)} paths/s; cachectl's peak RSS: ${r.ratios.peakRssMb.toFixed(0)} MB (target ≤ 200 MB).`,
+      `${r.ratios.tinyS3PathsPerSecond.toFixed(0)} paths/s; cachectl's peak RSS: ${r.ratios.peakRssMb.toFixed(0)} ` +
+      `MB (target ≤ 200 MB).`,
   ].join('\n');
 }
 
@@ -94,31 +115,54 @@ export function renderGc(r: GcResults): string {
     thousands(result.requests['put'] ?? 0),
     thousands(result.requests['delete'] ?? 0),
     thousands(result.report.reachable),
-    `${thousands(result.report.deleted.narinfos.count)} + ${thousands(result.report.deleted.nars.count)}${result.report.stopped === undefined ? '' : ` (stopped: ${result.report.stopped})`}`,
+    `${thousands(result.report.deleted.narinfos.count)} + ` +
+      thousands(result.report.deleted.nars.count) +
+      (result.report.stopped === undefined ? '' : ` (stopped: ${result.report.stopped})`),
   ]);
   const warm = r.rows.filter((row) => row.target === 'file://' && row.run.startsWith('warm, --dry-run'));
   return [
     table(
-      ['cache', 'narinfos', 'run', 'time', 'peak RSS', 'LIST pages', 'GET', 'PUT', 'DELETE requests', 'kept', 'deleted narinfos + NARs'],
+      [
+        'cache',
+        'narinfos',
+        'run',
+        'time',
+        'peak RSS',
+        'LIST pages',
+        'GET',
+        'PUT',
+        'DELETE requests',
+        'kept',
+        'deleted narinfos + NARs',
+      ],
       ['---', '---:', '---', '---:', '---:', '---:', '---:', '---:', '---:', '---:', '---:'],
       rows,
     ),
     '',
-    `${ranOn(r)} Warm \`--dry-run\` on file://: ${warm.map((row) => `${row.result.seconds.toFixed(1)} s for ${thousands(row.narinfos)}`).join(', ')}` +
+    `${ranOn(r)} Warm \`--dry-run\` on file://: ` +
+      warm.map((row) => `${row.result.seconds.toFixed(1)} s for ${thousands(row.narinfos)}`).join(', ') +
       ' (target ≤ 30 s for 100,000).',
   ].join('\n');
 }
 
 export function renderHook(r: HookResults): string {
   const node = r.rows.find((row) => row.case === 'node -e 0' && row.concurrency === 1)?.medianMs ?? NaN;
-  const rows = r.rows.map((row) => [row.case, String(row.concurrency), `${row.medianMs.toFixed(1)} ms`, `${row.p99Ms.toFixed(1)} ms`, (row.medianMs / node).toFixed(2)]);
+  const rows = r.rows.map((row) => [
+    row.case,
+    String(row.concurrency),
+    `${row.medianMs.toFixed(1)} ms`,
+    `${row.p99Ms.toFixed(1)} ms`,
+    (row.medianMs / node).toFixed(2),
+  ]);
   const alone = r.rows.filter((row) => row.case.startsWith('hook') && row.concurrency === 1);
   const together = r.rows.filter((row) => row.case.startsWith('hook') && row.concurrency > 1);
   return [
     table(['case', 'at once', 'median', 'p99', 'median / `node -e 0`'], ['---', '---:', '---:', '---:', '---:'], rows),
     '',
-    `${ranOn(r)} ${r.runs} runs each. The hook alone: median ${alone.map((row) => (row.medianMs / node).toFixed(2)).join(' and ')}× a bare Node start ` +
-      `(target ≤ 0.25×); ${together[0]?.concurrency ?? ''} at once: p99 ${together.map((row) => `${row.p99Ms.toFixed(0)} ms`).join(' and ')} (target ≤ 50 ms).`,
+    `${ranOn(r)} ${r.runs} runs each. The hook alone: median ` +
+      `${alone.map((row) => (row.medianMs / node).toFixed(2)).join(' and ')}× a bare Node start ` +
+      `(target ≤ 0.25×); ${together[0]?.concurrency ?? ''} at once: p99 ` +
+      `${together.map((row) => `${row.p99Ms.toFixed(0)} ms`).join(' and ')} (target ≤ 50 ms).`,
   ].join('\n');
 }
 
@@ -127,14 +171,23 @@ export function renderLatency(r: LatencyResults): string {
   const latency = table(
     ['cache', 'situation', 'samples', 'p50', 'p95', 'max'],
     ['---', '---', '---:', '---:', '---:', '---:'],
-    r.latency.map((row) => [where(row.target), row.situation, String(row.samples), `${row.p50Ms.toFixed(0)} ms`, `${row.p95Ms.toFixed(0)} ms`, `${row.maxMs.toFixed(0)} ms`]),
+    r.latency.map((row) => [
+      where(row.target),
+      row.situation,
+      String(row.samples),
+      `${row.p50Ms.toFixed(0)} ms`,
+      `${row.p95Ms.toFixed(0)} ms`,
+      `${row.maxMs.toFixed(0)} ms`,
+    ]),
   );
   const big = table(
     [`${r.bigMb} MB path`, 'time', 'peak RSS'],
     ['---', '---:', '---:'],
     r.big.map((row) => [row.case, `${row.seconds.toFixed(1)} s`, `${row.peakRssMb.toFixed(0)} MB`]),
   );
-  const measured = r.latency.filter((row) => row.situation === 'idle daemon' || row.situation.startsWith('right after'));
+  const measured = r.latency.filter(
+    (row) => row.situation === 'idle daemon' || row.situation.startsWith('right after'),
+  );
   const worstP50 = Math.max(...measured.map((row) => row.p50Ms));
   const worstP95 = Math.max(...measured.map((row) => row.p95Ms));
   return [
@@ -142,9 +195,12 @@ export function renderLatency(r: LatencyResults): string {
     '',
     big,
     '',
-    `${ranOn(r)} Hook exit → narinfo visible, over every cache and situation: p50 at most ${worstP50.toFixed(0)} ms ` +
-      `(target ≤ 100 ms), p95 at most ${worstP95.toFixed(0)} ms (target ≤ 250 ms). The daemon's peak RSS on the ${r.bigMb} MB path: ` +
-      `${Math.max(...r.big.filter((row) => row.case.startsWith('daemon')).map((row) => row.peakRssMb)).toFixed(0)} MB (target ≤ 200 MB).`,
+    `${ranOn(r)} Hook exit → narinfo visible, over every cache and situation: ` +
+      `p50 at most ${worstP50.toFixed(0)} ms ` +
+      `(target ≤ 100 ms), p95 at most ${worstP95.toFixed(0)} ms (target ≤ 250 ms). The daemon's peak RSS on the ` +
+      `${r.bigMb} MB path: ` +
+      `${Math.max(...r.big.filter((row) => row.case.startsWith('daemon')).map((row) => row.peakRssMb)).toFixed(0)} ` +
+      `MB (target ≤ 200 MB).`,
   ].join('\n');
 }
 
@@ -167,10 +223,14 @@ export function renderReadme(readme: string, results: ReadonlyMap<string, unknow
   let text = readme;
   for (const [name, render] of Object.entries(RENDERERS)) {
     const data = results.get(name);
-    if (data === undefined) throw new Error(`bench/results/${name} is missing: run its benchmark (npm run bench:${name.replace('.json', '')})`);
+    if (data === undefined)
+      throw new Error(
+        `bench/results/${name} is missing: run its benchmark (npm run bench:${name.replace('.json', '')})`,
+      );
     const from = text.indexOf(begin(name));
     const to = text.indexOf(end(name));
-    if (from < 0 || to < from) throw new Error(`README.md has no block for bench/results/${name}: add the lines\n${begin(name)}\n${end(name)}`);
+    if (from < 0 || to < from)
+      throw new Error(`README.md has no block for bench/results/${name}: add the lines\n${begin(name)}\n${end(name)}`);
     text = `${text.slice(0, from)}${begin(name)}\n${render(data)}\n${text.slice(to)}`;
   }
   return text;

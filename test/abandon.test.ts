@@ -43,7 +43,12 @@ for (const target of ['file', 's3'] as const) {
       let sent!: () => void;
       const bodySent = new Promise<void>((resolve) => (sent = resolve));
       // 12 MiB: past the first 5 MiB part of a multipart upload
-      const upload = backend.putStream('nar/big.nar', stalledBody(12 * 1024 * 1024, sent), 'application/x-nix-nar', 64 * 1024 * 1024);
+      const upload = backend.putStream(
+        'nar/big.nar',
+        stalledBody(12 * 1024 * 1024, sent),
+        'application/x-nix-nar',
+        64 * 1024 * 1024,
+      );
       await bodySent;
       controller.abort();
       await assert.rejects(upload);

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { chmodSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -8,7 +7,16 @@ import Database from 'better-sqlite3';
 import { parseCacheUrl } from '../src/core/cache-url.js';
 import { openCache } from '../src/cache/open.js';
 import { cacheProblems, observeCache } from './helpers/cache.js';
-import { HOOK, notifyReceiver, queueEnv, queueStatus as status, settled, startDaemon, stopDaemon, waitFor } from './helpers/daemon.js';
+import {
+  HOOK,
+  notifyReceiver,
+  queueEnv,
+  queueStatus as status,
+  settled,
+  startDaemon,
+  stopDaemon,
+  waitFor,
+} from './helpers/daemon.js';
 import {
   buildFixtures,
   cachectl,
@@ -22,6 +30,7 @@ import {
   tempDir,
   type Key,
 } from './helpers/nix.js';
+import { regex } from './helpers/regex.js';
 import { startS3rver, startTestS3, useS3Here, type S3Server } from './helpers/s3rver.js';
 
 const FIXTURES = new URL('../../test/fixtures/closures.nix', import.meta.url).pathname;
@@ -39,81 +48,110 @@ describe('cachectl daemon', () => {
   after(async () => s3.stop());
 
   for (const target of ['file', 's3'] as const) {
-    it(`uploads what nix-build builds through the hook to ${target}://: Nix verifies and substitutes every closure`, async () => {
-      const nonce = `daemon-e2e-${target}-${Date.now()}`;
-      const dir = tempDir('daemon-cache');
-      const to = target === 'file' ? `file://${dir}` : s3.cacheUrl(nonce);
-      const nixUrl = target === 'file' ? `file://${dir}` : `${s3.httpUrl}/${nonce}`;
-      const env = queueEnv(target === 's3' ? s3.env : {});
-      const daemon = startDaemon(['--to', to, '--secret-key-file', key.secretFile], env);
-      await daemon.waitForLog('ready');
+    it(
+      `uploads what nix-build builds through the hook to ${target}://: Nix verifies and substitutes ` + `every closure`,
+      async () => {
+        const nonce = `daemon-e2e-${target}-${Date.now()}`;
+        const dir = tempDir('daemon-cache');
+        const to = target === 'file' ? `file://${dir}` : s3.cacheUrl(nonce);
+        const nixUrl = target === 'file' ? `file://${dir}` : `${s3.httpUrl}/${nonce}`;
+        const env = queueEnv(target === 's3' ? s3.env : {});
+        const daemon = startDaemon(['--to', to, '--secret-key-file', key.secretFile], env);
+        await daemon.waitForLog('ready');
 
-      const build = await run(
-        'nix-build',
-        [FIXTURES, '--no-out-link', '--argstr', 'nonce', nonce, '-A', 'top', '-A', 'multi.out', '-A', 'tree', '--post-build-hook', HOOK],
-        env,
-      );
-      assert.equal(build.code, 0, build.stderr);
-      assert.doesNotMatch(build.stderr, /cachectl post-build-hook:/, 'the hook had something to complain about');
-      const roots = build.stdout.trim().split('\n');
-      const closure = await nixClosure(roots);
-      // lib, app, top, multi (two outputs) and tree: six outputs of five builds, each queued by its hook
-      const report = await settled(env, 6);
-      assert.deepEqual(report.counts, { pending: 0, uploading: 0, done: 6, failed: 0, inbox: 0, spoolFiles: 0 });
-      assert.equal(report.daemon.alive, true);
-      assert.equal(report.daemon.status?.uploadedPaths, closure.length + 1, 'the closures and the dev output, each once');
+        const build = await run(
+          'nix-build',
+          [
+            FIXTURES,
+            '--no-out-link',
+            '--argstr',
+            'nonce',
+            nonce,
+            '-A',
+            'top',
+            '-A',
+            'multi.out',
+            '-A',
+            'tree',
+            '--post-build-hook',
+            HOOK,
+          ],
+          env,
+        );
+        assert.equal(build.code, 0, build.stderr);
+        assert.doesNotMatch(build.stderr, /cachectl post-build-hook:/, 'the hook had something to complain about');
+        const roots = build.stdout.trim().split('\n');
+        const closure = await nixClosure(roots);
+        // lib, app, top, multi (two outputs) and tree: six outputs of five builds, each queued by its hook
+        const report = await settled(env, 6);
+        assert.deepEqual(report.counts, { pending: 0, uploading: 0, done: 6, failed: 0, inbox: 0, spoolFiles: 0 });
+        assert.equal(report.daemon.alive, true);
+        assert.equal(
+          report.daemon.status?.uploadedPaths,
+          closure.length + 1,
+          'the closures and the dev output, each once',
+        );
 
-      const verify = await nixVerify(nixUrl, key.publicKey, roots);
-      assert.equal(verify.code, 0, verify.stderr);
-      const copy = await nixCopyFrom(nixUrl, key.publicKey, roots);
-      assert.equal(copy.code, 0, copy.stderr);
-      await waitFor('GC roots to go', () => (readdirSync(env.CACHECTL_GC_ROOTS).length === 0 ? true : undefined), 10_000);
+        const verify = await nixVerify(nixUrl, key.publicKey, roots);
+        assert.equal(verify.code, 0, verify.stderr);
+        const copy = await nixCopyFrom(nixUrl, key.publicKey, roots);
+        assert.equal(copy.code, 0, copy.stderr);
+        await waitFor(
+          'GC roots to go',
+          () => (readdirSync(env.CACHECTL_GC_ROOTS).length === 0 ? true : undefined),
+          10_000,
+        );
 
-      await stopDaemon(daemon);
-      assert.ok(daemon.logs.some((line) => line.msg === 'draining'));
-      assert.equal((await status(env)).daemon.alive, false);
-    });
+        await stopDaemon(daemon);
+        assert.ok(daemon.logs.some((line) => line.msg === 'draining'));
+        assert.equal((await status(env)).daemon.alive, false);
+      },
+    );
   }
 
-  it('survives kill -9 at random moments of a large upload: every path arrives, no reader ever sees a broken closure', async () => {
-    const nonce = `daemon-kill-${Date.now()}`;
-    const paths = await buildFixtures(['big', 'chain', 'top'], { nonce, bigMb: 40, chainLength: 30 });
-    const to = s3.cacheUrl(nonce);
-    const env = queueEnv(s3.env);
-    const enqueue = await cachectl(['enqueue', paths.big, paths.chain, paths.top], env);
-    assert.equal(enqueue.code, 0, enqueue.stderr);
-    const backend = await openCache(parseCacheUrl(to));
-    const observer = observeCache(backend);
-    const kills: number[] = [];
-    try {
-      for (let round = 0; round < 4; round++) {
-        const daemon = startDaemon(['--to', to, '--secret-key-file', key.secretFile, '--jobs', '4'], env);
-        await daemon.waitForLog('ready');
-        const report = await status(env);
-        if (report.counts.done === 3) {
-          await stopDaemon(daemon);
-          break;
+  it(
+    'survives kill -9 at random moments of a large upload: every path arrives, no reader ever sees a ' +
+      'broken closure',
+    async () => {
+      const nonce = `daemon-kill-${Date.now()}`;
+      const paths = await buildFixtures(['big', 'chain', 'top'], { nonce, bigMb: 40, chainLength: 30 });
+      const to = s3.cacheUrl(nonce);
+      const env = queueEnv(s3.env);
+      const enqueue = await cachectl(['enqueue', paths.big, paths.chain, paths.top], env);
+      assert.equal(enqueue.code, 0, enqueue.stderr);
+      const backend = await openCache(parseCacheUrl(to));
+      const observer = observeCache(backend);
+      const kills: number[] = [];
+      try {
+        for (let round = 0; round < 4; round++) {
+          const daemon = startDaemon(['--to', to, '--secret-key-file', key.secretFile, '--jobs', '4'], env);
+          await daemon.waitForLog('ready');
+          const report = await status(env);
+          if (report.counts.done === 3) {
+            await stopDaemon(daemon);
+            break;
+          }
+          const delay = 100 + Math.floor(Math.random() * 900);
+          kills.push(delay);
+          await sleep(delay);
+          daemon.child.kill('SIGKILL');
+          await daemon.exited;
         }
-        const delay = 100 + Math.floor(Math.random() * 900);
-        kills.push(delay);
-        await sleep(delay);
-        daemon.child.kill('SIGKILL');
-        await daemon.exited;
+        const daemon = startDaemon(['--to', to, '--secret-key-file', key.secretFile], env);
+        const report = await settled(env, 3);
+        assert.equal(report.counts.done, 3, JSON.stringify(report));
+        await stopDaemon(daemon);
+      } finally {
+        const observed = await observer.stop();
+        assert.deepEqual(observed.problems, [], `kills after ${kills.join(', ')} ms`);
+        assert.ok(observed.rounds > 3, `the observer looked only ${observed.rounds} times`);
       }
-      const daemon = startDaemon(['--to', to, '--secret-key-file', key.secretFile], env);
-      const report = await settled(env, 3);
-      assert.equal(report.counts.done, 3, JSON.stringify(report));
-      await stopDaemon(daemon);
-    } finally {
-      const observed = await observer.stop();
-      assert.deepEqual(observed.problems, [], `kills after ${kills.join(', ')} ms`);
-      assert.ok(observed.rounds > 3, `the observer looked only ${observed.rounds} times`);
-    }
-    assert.deepEqual((await cacheProblems(backend)).problems, []);
-    backend.close();
-    const verify = await nixVerify(`${s3.httpUrl}/${nonce}`, key.publicKey, [paths.big, paths.chain, paths.top]);
-    assert.equal(verify.code, 0, verify.stderr);
-  });
+      assert.deepEqual((await cacheProblems(backend)).problems, []);
+      backend.close();
+      const verify = await nixVerify(`${s3.httpUrl}/${nonce}`, key.publicKey, [paths.big, paths.chain, paths.top]);
+      assert.equal(verify.code, 0, verify.stderr);
+    },
+  );
 
   it('marks a root done as soon as its closure is published, not when the rest of its batch is', async () => {
     const nonce = `daemon-early-${Date.now()}`;
@@ -125,11 +163,19 @@ describe('cachectl daemon', () => {
     // One batch: watch the queue until the large root is done; the small one must be done well before.
     const db = new Database(env.CACHECTL_QUEUE, { readonly: true });
     const seen = new Set<string>();
-    await waitFor('the large root to be done', () => {
-      const states = Object.fromEntries((db.prepare('SELECT store_path, state FROM paths').all() as { store_path: string; state: string }[]).map((row) => [row.store_path, row.state]));
-      seen.add(`tiny ${states[paths.tiny]}, big ${states[paths.big]}`);
-      return states[paths.big] === 'done' ? true : undefined;
-    }, 120_000);
+    await waitFor(
+      'the large root to be done',
+      () => {
+        const states = Object.fromEntries(
+          (db.prepare('SELECT store_path, state FROM paths').all() as { store_path: string; state: string }[]).map(
+            (row) => [row.store_path, row.state],
+          ),
+        );
+        seen.add(`tiny ${states[paths.tiny]}, big ${states[paths.big]}`);
+        return states[paths.big] === 'done' ? true : undefined;
+      },
+      120_000,
+    );
     db.close();
     assert.ok(seen.has('tiny done, big uploading'), [...seen].join('; '));
     // The batch's log line comes after its roots are done: wait for it.
@@ -148,53 +194,71 @@ describe('cachectl daemon', () => {
     const dir = tempDir('daemon-cache');
     const daemon = startDaemon(['--to', `file://${dir}`], env);
     await settled(env, 1);
-    await waitFor('the GC root to go', () => (readdirSync(env.CACHECTL_GC_ROOTS).length === 0 ? true : undefined), 10_000);
+    await waitFor(
+      'the GC root to go',
+      () => (readdirSync(env.CACHECTL_GC_ROOTS).length === 0 ? true : undefined),
+      10_000,
+    );
     await stopDaemon(daemon);
     const deleted = await run('nix-store', ['--delete', paths.tiny]);
     assert.equal(deleted.code, 0, deleted.stderr);
   });
 
-  it('fails a path deleted before upload and a corrupt one with a clear last_error; retry brings them back', async () => {
-    const nonce = `daemon-fail-${Date.now()}`;
-    const paths = await buildFixtures(['tiny', 'lib'], { nonce });
-    const env = queueEnv();
-    assert.equal((await cachectl(['enqueue', paths.tiny, paths.lib], env)).code, 0);
-    // Deleted behind the queue's back (its GC root removed first), and corrupted behind Nix's back.
-    for (const link of readdirSync(env.CACHECTL_GC_ROOTS)) if (paths.tiny.endsWith(link)) await run('rm', [join(env.CACHECTL_GC_ROOTS, link)]);
-    const deleted = await run('nix-store', ['--delete', paths.tiny]);
-    assert.equal(deleted.code, 0, deleted.stderr);
-    const libFile = `${paths.lib}/lib/libdemo.txt`;
-    const original = readFileSync(libFile);
-    chmodSync(libFile, 0o644);
-    writeFileSync(libFile, 'tampered\n');
+  it(
+    'fails a path deleted before upload and a corrupt one with a clear last_error; retry ' + 'brings them back',
+    async () => {
+      const nonce = `daemon-fail-${Date.now()}`;
+      const paths = await buildFixtures(['tiny', 'lib'], { nonce });
+      const env = queueEnv();
+      assert.equal((await cachectl(['enqueue', paths.tiny, paths.lib], env)).code, 0);
+      // Deleted behind the queue's back (its GC root removed first), and corrupted behind Nix's back.
+      for (const link of readdirSync(env.CACHECTL_GC_ROOTS))
+        if (paths.tiny.endsWith(link)) await run('rm', [join(env.CACHECTL_GC_ROOTS, link)]);
+      const deleted = await run('nix-store', ['--delete', paths.tiny]);
+      assert.equal(deleted.code, 0, deleted.stderr);
+      const libFile = `${paths.lib}/lib/libdemo.txt`;
+      const original = readFileSync(libFile);
+      chmodSync(libFile, 0o644);
+      writeFileSync(libFile, 'tampered\n');
 
-    const dir = tempDir('daemon-cache');
-    const daemon = startDaemon(['--to', `file://${dir}`, '--secret-key-file', key.secretFile], env);
-    const report = await settled(env, 2);
-    const failed = Object.fromEntries(report.failed.map((f) => [f.storePath, f.lastError]));
-    assert.match(failed[paths.tiny] ?? '', /^PATH_NOT_VALID: .* is no longer in the local Nix store .*; build it again, then run cachectl retry$/);
-    assert.match(failed[paths.lib] ?? '', /^NAR_HASH_MISMATCH: .* does not match the Nix database/);
-    const human = await cachectl(['status'], env);
-    assert.match(human.stdout, /2 failed/);
-    assert.match(human.stdout, /cachectl retry --all/);
-    assert.deepEqual(readdirSync(dir).filter((name) => name.endsWith('.narinfo')), [], 'nothing of them was published');
+      const dir = tempDir('daemon-cache');
+      const daemon = startDaemon(['--to', `file://${dir}`, '--secret-key-file', key.secretFile], env);
+      const report = await settled(env, 2);
+      const failed = Object.fromEntries(report.failed.map((f) => [f.storePath, f.lastError]));
+      assert.match(
+        failed[paths.tiny] ?? '',
+        /^PATH_NOT_VALID: .* is no longer in the local Nix store .*; build it again, then run cachectl retry$/,
+      );
+      assert.match(failed[paths.lib] ?? '', /^NAR_HASH_MISMATCH: .* does not match the Nix database/);
+      const human = await cachectl(['status'], env);
+      assert.match(human.stdout, /2 failed/);
+      assert.match(human.stdout, /cachectl retry --all/);
+      assert.deepEqual(
+        readdirSync(dir).filter((name) => name.endsWith('.narinfo')),
+        [],
+        'nothing of them was published',
+      );
 
-    // Fixed: rebuilt, repaired. Retry one by name and the rest with --all.
-    await buildFixtures(['tiny'], { nonce });
-    writeFileSync(libFile, original);
-    chmodSync(libFile, 0o444);
-    const retried = await cachectl(['retry', paths.tiny], env);
-    assert.equal(retried.code, 0, retried.stderr);
-    const notFailed = await cachectl(['retry', paths.tiny], env);
-    assert.equal(notFailed.code, 1);
-    assert.match(notFailed.stderr, /not failed, so not retried: .*-cachectl-tiny-daemon-fail-.* \((pending|uploading|done)\)/);
-    assert.equal((await cachectl(['retry', '--all'], env)).code, 0);
-    const after = await settled(env, 2);
-    assert.equal(after.counts.done, 2, JSON.stringify(after));
-    const verify = await nixVerify(`file://${dir}`, key.publicKey, [paths.tiny, paths.lib]);
-    assert.equal(verify.code, 0, verify.stderr);
-    await stopDaemon(daemon);
-  });
+      // Fixed: rebuilt, repaired. Retry one by name and the rest with --all.
+      await buildFixtures(['tiny'], { nonce });
+      writeFileSync(libFile, original);
+      chmodSync(libFile, 0o444);
+      const retried = await cachectl(['retry', paths.tiny], env);
+      assert.equal(retried.code, 0, retried.stderr);
+      const notFailed = await cachectl(['retry', paths.tiny], env);
+      assert.equal(notFailed.code, 1);
+      assert.match(
+        notFailed.stderr,
+        /not failed, so not retried: .*-cachectl-tiny-daemon-fail-.* \((pending|uploading|done)\)/,
+      );
+      assert.equal((await cachectl(['retry', '--all'], env)).code, 0);
+      const after = await settled(env, 2);
+      assert.equal(after.counts.done, 2, JSON.stringify(after));
+      const verify = await nixVerify(`file://${dir}`, key.publicKey, [paths.tiny, paths.lib]);
+      assert.equal(verify.code, 0, verify.stderr);
+      await stopDaemon(daemon);
+    },
+  );
 
   it('waits out an S3 outage without using up attempts, then uploads', async () => {
     const server = await startS3rver();
@@ -212,7 +276,10 @@ describe('cachectl daemon', () => {
         const report = await status(env);
         return report.daemon.status?.state === 'paused' ? report : undefined;
       });
-      assert.match(String(paused.daemon.status?.pauseReason), /^CACHE_UNREACHABLE: .*127\.0\.0\.1.* is the endpoint right and the server up\?/);
+      assert.match(
+        String(paused.daemon.status?.pauseReason),
+        /^CACHE_UNREACHABLE: .*127\.0\.0\.1.* is the endpoint right and the server up\?/,
+      );
       await sleep(3000);
       const during = await status(env);
       assert.equal(during.counts.failed, 0);
@@ -230,56 +297,70 @@ describe('cachectl daemon', () => {
     }
   });
 
-  it("pauses while Nix's database cannot be read, naming the file and the fix, using up no try; uploads once it can", async () => {
-    const { tiny } = await buildFixtures(['tiny'], { nonce: `daemon-nix-db-${Date.now()}` });
-    // A copy of Nix's database, in WAL mode without -wal and -shm (as when no Nix process has it open), on a
-    // read-only mount: reading it means creating those files, which cannot be done there.
-    const state = tempDir('nix-state');
-    const dbDir = join(state, 'db');
-    mkdirSync(dbDir);
-    await execFileAsync('sqlite3', ['/nix/var/nix/db/db.sqlite', `VACUUM INTO '${dbDir}/db.sqlite'`]);
-    await execFileAsync('sqlite3', [`${dbDir}/db.sqlite`, 'PRAGMA journal_mode = WAL']);
-    await execFileAsync('mount', ['--bind', dbDir, dbDir]);
-    try {
-      await execFileAsync('mount', ['-o', 'remount,ro,bind', dbDir]);
-      const env = queueEnv({ NIX_STATE_DIR: state });
-      const dir = tempDir('daemon-cache');
-      const daemon = startDaemon(['--to', `file://${dir}`, '--secret-key-file', key.secretFile], env);
-      await daemon.waitForLog('ready');
-      const queued = await run(HOOK, [], { ...env, OUT_PATHS: tiny });
-      assert.deepEqual({ code: queued.code, stderr: queued.stderr }, { code: 0, stderr: '' });
-      const paused = await daemon.waitForLog('cache or machine trouble: pausing', (line) => line['code'] === 'NIX_STORE_UNREADABLE');
-      const db = `${dbDir}/db.sqlite`;
-      assert.equal(
-        paused['err'],
-        `cannot read the Nix store database ${db}: unable to open database file (SQLITE_CANTOPEN); while no Nix process has it open, ` +
-          `reading it means creating ${db}-wal and -shm: cachectl needs write access to ${dbDir} (under systemd: ` +
-          `ReadWritePaths=-${dbDir}, as systemd/cachectl.service has)`,
-      );
-      const during = await waitFor('the pause in the status', async () => {
-        const report = await status(env);
-        return report.daemon.status?.pauseReason !== undefined ? report : undefined;
-      });
-      assert.equal(during.daemon.status?.pauseReason, `NIX_STORE_UNREADABLE: ${String(paused['err'])}`);
-      assert.equal(during.counts.failed, 0);
+  it(
+    "pauses while Nix's database cannot be read, naming the file and the fix, using up no try; uploads " +
+      'once it can',
+    async () => {
+      const { tiny } = await buildFixtures(['tiny'], { nonce: `daemon-nix-db-${Date.now()}` });
+      // A copy of Nix's database, in WAL mode without -wal and -shm (as when no Nix process has it open), on a
+      // read-only mount: reading it means creating those files, which cannot be done there.
+      const state = tempDir('nix-state');
+      const dbDir = join(state, 'db');
+      mkdirSync(dbDir);
+      await execFileAsync('sqlite3', ['/nix/var/nix/db/db.sqlite', `VACUUM INTO '${dbDir}/db.sqlite'`]);
+      await execFileAsync('sqlite3', [`${dbDir}/db.sqlite`, 'PRAGMA journal_mode = WAL']);
+      await execFileAsync('mount', ['--bind', dbDir, dbDir]);
+      try {
+        await execFileAsync('mount', ['-o', 'remount,ro,bind', dbDir]);
+        const env = queueEnv({ NIX_STATE_DIR: state });
+        const dir = tempDir('daemon-cache');
+        const daemon = startDaemon(['--to', `file://${dir}`, '--secret-key-file', key.secretFile], env);
+        await daemon.waitForLog('ready');
+        const queued = await run(HOOK, [], { ...env, OUT_PATHS: tiny });
+        assert.deepEqual({ code: queued.code, stderr: queued.stderr }, { code: 0, stderr: '' });
+        const paused = await daemon.waitForLog(
+          'cache or machine trouble: pausing',
+          (line) => line['code'] === 'NIX_STORE_UNREADABLE',
+        );
+        const db = `${dbDir}/db.sqlite`;
+        assert.equal(
+          paused['err'],
+          `cannot read the Nix store database ${db}: unable to open database file (SQLITE_CANTOPEN); while no Nix ` +
+            `process has it open, ` +
+            `reading it means creating ${db}-wal and -shm: cachectl needs write access to ${dbDir} (under systemd: ` +
+            `ReadWritePaths=-${dbDir}, as systemd/cachectl.service has)`,
+        );
+        const during = await waitFor('the pause in the status', async () => {
+          const report = await status(env);
+          return report.daemon.status?.pauseReason !== undefined ? report : undefined;
+        });
+        assert.equal(during.daemon.status?.pauseReason, `NIX_STORE_UNREADABLE: ${paused['err']}`);
+        assert.equal(during.counts.failed, 0);
 
-      // Fixed as the unit fixes it: the directory made writable.
-      await execFileAsync('mount', ['-o', 'remount,rw,bind', dbDir]);
-      await settled(env, 1);
-      const queue = new Database(env.CACHECTL_QUEUE, { readonly: true });
-      // Each paused try was handed back: only the one that worked counts.
-      assert.deepEqual(queue.prepare('SELECT state, attempts FROM paths WHERE store_path = ?').get(tiny), { state: 'done', attempts: 1 });
-      queue.close();
-      assert.deepEqual(daemon.logs.filter((line) => line.msg === 'upload failed'), []);
-      await daemon.waitForLog('trouble over: uploading again');
-      const verify = await nixVerify(`file://${dir}`, key.publicKey, [tiny]);
-      assert.equal(verify.code, 0, verify.stderr);
-      await stopDaemon(daemon);
-    } finally {
-      // lazily: a daemon of a failed test may still have the database open
-      await execFileAsync('umount', ['--lazy', dbDir]);
-    }
-  });
+        // Fixed as the unit fixes it: the directory made writable.
+        await execFileAsync('mount', ['-o', 'remount,rw,bind', dbDir]);
+        await settled(env, 1);
+        const queue = new Database(env.CACHECTL_QUEUE, { readonly: true });
+        // Each paused try was handed back: only the one that worked counts.
+        assert.deepEqual(queue.prepare('SELECT state, attempts FROM paths WHERE store_path = ?').get(tiny), {
+          state: 'done',
+          attempts: 1,
+        });
+        queue.close();
+        assert.deepEqual(
+          daemon.logs.filter((line) => line.msg === 'upload failed'),
+          [],
+        );
+        await daemon.waitForLog('trouble over: uploading again');
+        const verify = await nixVerify(`file://${dir}`, key.publicKey, [tiny]);
+        assert.equal(verify.code, 0, verify.stderr);
+        await stopDaemon(daemon);
+      } finally {
+        // lazily: a daemon of a failed test may still have the database open
+        await execFileAsync('umount', ['--lazy', dbDir]);
+      }
+    },
+  );
 
   it('refuses to start a second daemon on the same queue', async () => {
     const env = queueEnv();
@@ -288,7 +369,13 @@ describe('cachectl daemon', () => {
     await first.waitForLog('ready');
     const second = await cachectl(['daemon', '--to', `file://${dir}`], env);
     assert.equal(second.code, 1);
-    assert.match(second.stderr, /^cachectl: another cachectl daemon \(pid \d+ on .*\) is using the queue .*queue\.db; stop it first, or use another --queue\n$/);
+    assert.match(
+      second.stderr,
+      regex(
+        /^cachectl: another cachectl daemon \(pid \d+ on .*\) is using the queue .*queue\.db; stop it first, /,
+        /or use another --queue\n$/,
+      ),
+    );
     await stopDaemon(first);
   });
 
@@ -299,7 +386,11 @@ describe('cachectl daemon', () => {
       const env = queueEnv({ NOTIFY_SOCKET: socket, WATCHDOG_USEC: '400000' });
       const daemon = startDaemon(['--to', `file://${tempDir('daemon-cache')}`], env);
       await waitFor('READY=1', () => (has('READY=1') ? true : undefined), 20_000);
-      await waitFor('two WATCHDOG=1', () => (messages.filter((m) => m.includes('WATCHDOG=1')).length >= 2 ? true : undefined), 20_000);
+      await waitFor(
+        'two WATCHDOG=1',
+        () => (messages.filter((m) => m.includes('WATCHDOG=1')).length >= 2 ? true : undefined),
+        20_000,
+      );
       assert.ok(has('STATUS=idle: 0 pending, 0 uploading, 0 done, 0 failed'), messages.join('\n'));
       daemon.child.kill('SIGTERM');
       assert.deepEqual(await daemon.exited, { code: 0, signal: null });

@@ -11,7 +11,18 @@ import { MARKS_KEY } from '../src/cache/layout.js';
 import { openCache } from '../src/cache/open.js';
 import { allKeys, cacheProblems, dropLeases, putNarInfoChain } from './helpers/cache.js';
 import { waitFor } from './helpers/daemon.js';
-import { cachectl, CACHECTL, execFileAsync, newKey, nixClosure, nixVerify, requireNix, tempDir, testEnv, type Key } from './helpers/nix.js';
+import {
+  cachectl,
+  CACHECTL,
+  execFileAsync,
+  newKey,
+  nixClosure,
+  nixVerify,
+  requireNix,
+  tempDir,
+  testEnv,
+  type Key,
+} from './helpers/nix.js';
 import { startTestS3, useS3Here, type S3Server } from './helpers/s3rver.js';
 
 interface GcJson {
@@ -26,7 +37,10 @@ interface GcJson {
 }
 
 /** Closures with shared dependencies, built once: bases, leaves that each use two bases, old paths using one. */
-async function buildShared(nonce: string, leaves: number): Promise<{ bases: string[]; leaves: string[]; old: string[] }> {
+async function buildShared(
+  nonce: string,
+  leaves: number,
+): Promise<{ bases: string[]; leaves: string[]; old: string[] }> {
   const file = join(tempDir('gc-nix'), 'shared.nix');
   writeFileSync(
     file,
@@ -37,12 +51,20 @@ async function buildShared(nonce: string, leaves: number): Promise<{ bases: stri
       at = i: builtins.elemAt bases (i - 6 * (i / 6));
     in {
       bases = bases;
-      leaves = builtins.genList (i: mk "leaf-\${toString i}" "printf '%s %s' $a $b > $out" { a = at i; b = at (i * 7 + 1); }) ${leaves};
+      leaves = builtins.genList
+        (i: mk "leaf-\${toString i}" "printf '%s %s' $a $b > $out" { a = at i; b = at (i * 7 + 1); }) ${leaves};
       old = builtins.genList (i: mk "old-\${toString i}" "printf '%s' $a > $out" { a = at i; }) 8;
     }`,
   );
   const build = async (attr: string) =>
-    (await execFileAsync('nix-build', [file, '--no-out-link', '--argstr', 'nonce', nonce, '-A', attr], { env: testEnv(), maxBuffer: 1 << 24 })).stdout.trim().split('\n');
+    (
+      await execFileAsync('nix-build', [file, '--no-out-link', '--argstr', 'nonce', nonce, '-A', attr], {
+        env: testEnv(),
+        maxBuffer: 1 << 24,
+      })
+    ).stdout
+      .trim()
+      .split('\n');
   return { bases: await build('bases'), leaves: await build('leaves'), old: await build('old') };
 }
 
@@ -53,7 +75,10 @@ describe('durations', () => {
     assert.equal(parseDuration('0s', '--grace'), 0);
     assert.equal(parseDuration('2.5d', '--grace'), 60 * 3_600_000);
     for (const bad of ['', '10', 'h', '5 m', '-1h', '3w', '1h 2m']) {
-      assert.throws(() => parseDuration(bad, '--grace'), /--grace ".*" is not a duration; write it like 720h, 30m, 1h30m or 0s/);
+      assert.throws(
+        () => parseDuration(bad, '--grace'),
+        /--grace ".*" is not a duration; write it like 720h, 30m, 1h30m or 0s/,
+      );
     }
   });
 });
@@ -76,7 +101,10 @@ for (const target of ['file', 's3'] as const) {
         let n = 0;
         newCache = () => {
           const prefix = `t${(n += 1)}/`;
-          return { url: (s3 as S3Server).cacheUrl(prefix), nixUrl: `${(s3 as S3Server).httpUrl}/${prefix.slice(0, -1)}` };
+          return {
+            url: (s3 as S3Server).cacheUrl(prefix),
+            nixUrl: `${(s3 as S3Server).httpUrl}/${prefix.slice(0, -1)}`,
+          };
         };
       } else {
         env = testEnv();
@@ -89,7 +117,9 @@ for (const target of ['file', 's3'] as const) {
     after(() => s3?.stop());
 
     /** Runs a test on a fresh cache, with a backend open on it. */
-    const withFreshCache = async (test: (cache: ReturnType<typeof newCache>, backend: CacheBackend) => Promise<void>): Promise<void> => {
+    const withFreshCache = async (
+      test: (cache: ReturnType<typeof newCache>, backend: CacheBackend) => Promise<void>,
+    ): Promise<void> => {
       const cache = newCache();
       const backend = await openCache(parseCacheUrl(cache.url));
       try {
@@ -109,61 +139,76 @@ for (const target of ['file', 's3'] as const) {
      */
     const pastLastWrite = () => (target === 's3' ? sleep(1_100) : Promise.resolve());
     const gc = async (url: string, args: string[]): Promise<GcJson> => {
-      const result = await cachectl(['gc', '--to', url, '--json', '--metadata-cache', join(tempDir('gc-meta'), 'meta.db'), ...args], env);
+      const result = await cachectl(
+        ['gc', '--to', url, '--json', '--metadata-cache', join(tempDir('gc-meta'), 'meta.db'), ...args],
+        env,
+      );
       assert.equal(result.code, 0, result.stderr);
       return JSON.parse(result.stdout) as GcJson;
     };
 
-    it('keeps the closures of pins and recent uploads whole, deletes old unpinned closures with their NARs, and --dry-run deletes nothing', () =>
-      withFreshCache(async (cache, backend) => {
-        const { bases, leaves, old } = await buildShared(`retain-${target}-${Date.now()}`, 2);
-        const [pinned, recent] = leaves as [string, string];
-        // old[1], old[2] and base 5 are needed by nothing pinned or recent; bases 1 and 2 are (leaf i uses bases i and 7i+1)
-        const oldRoots = [old[1] as string, old[2] as string, bases[5] as string];
-        await push(cache.url, [pinned, ...oldRoots]);
-        await dropLeases(backend);
-        // what the old ones are older than: 7 s (leaving time for the steps between the last push and the GC)
-        await sleep(10_000);
-        await push(cache.url, [recent]);
-        await dropLeases(backend);
-        const pin = await cachectl(['pin', 'release-1', pinned, '--to', cache.url], env);
-        assert.equal(pin.code, 0, pin.stderr);
-        // Build logs, keyed by the deriver a narinfo names: one of a doomed path, one of a kept one.
-        const logKey = async (path: string) => `log/${(await execFileAsync('nix-store', ['-q', '--deriver', path], { env: testEnv() })).stdout.trim().slice(11)}`;
-        const [doomedLog, keptLog] = [await logKey(old[1] as string), await logKey(pinned)];
-        for (const key of [doomedLog, keptLog]) await backend.put(key, Buffer.from('build log\n'), 'text/plain; charset=utf-8');
+    it(
+      'keeps the closures of pins and recent uploads whole, deletes old unpinned closures with their NARs, and ' +
+        '--dry-run deletes nothing',
+      () =>
+        withFreshCache(async (cache, backend) => {
+          const { bases, leaves, old } = await buildShared(`retain-${target}-${Date.now()}`, 2);
+          const [pinned, recent] = leaves as [string, string];
+          // old[1], old[2] and base 5 are needed by nothing pinned or recent; bases 1 and 2 are (leaf i uses
+          // bases i and 7i+1)
+          const oldRoots = [old[1] as string, old[2] as string, bases[5] as string];
+          await push(cache.url, [pinned, ...oldRoots]);
+          await dropLeases(backend);
+          // what the old ones are older than: 7 s (leaving time for the steps between the last push and the GC)
+          await sleep(10_000);
+          await push(cache.url, [recent]);
+          await dropLeases(backend);
+          const pin = await cachectl(['pin', 'release-1', pinned, '--to', cache.url], env);
+          assert.equal(pin.code, 0, pin.stderr);
+          // Build logs, keyed by the deriver a narinfo names: one of a doomed path, one of a kept one.
+          const logKey = async (path: string) => {
+            const deriver = await execFileAsync('nix-store', ['-q', '--deriver', path], { env: testEnv() });
+            return `log/${deriver.stdout.trim().slice(11)}`;
+          };
+          const [doomedLog, keptLog] = [await logKey(old[1] as string), await logKey(pinned)];
+          for (const key of [doomedLog, keptLog])
+            await backend.put(key, Buffer.from('build log\n'), 'text/plain; charset=utf-8');
 
-        const keep = new Set(await nixClosure([pinned, recent]));
-        const doomed = (await nixClosure(oldRoots)).filter((path) => !keep.has(path));
-        assert.ok(doomed.length >= 3, `the old closures have paths of their own: ${doomed.join(' ')}`);
-        const before = await allKeys(backend);
-        await pastLastWrite();
-        const plan = await gc(cache.url, ['--older-than', '7s', '--grace', '0s', '--dry-run']);
-        assert.equal(plan.dryRun, true);
-        assert.equal(plan.deleted.narinfos.count, doomed.length);
-        assert.equal(plan.deleted.nars.count, doomed.length);
-        assert.equal(plan.deleted.logs.count, 1);
-        assert.deepEqual(await allKeys(backend), before, '--dry-run changed the bucket');
+          const keep = new Set(await nixClosure([pinned, recent]));
+          const doomed = (await nixClosure(oldRoots)).filter((path) => !keep.has(path));
+          assert.ok(doomed.length >= 3, `the old closures have paths of their own: ${doomed.join(' ')}`);
+          const before = await allKeys(backend);
+          await pastLastWrite();
+          const plan = await gc(cache.url, ['--older-than', '7s', '--grace', '0s', '--dry-run']);
+          assert.equal(plan.dryRun, true);
+          assert.equal(plan.deleted.narinfos.count, doomed.length);
+          assert.equal(plan.deleted.nars.count, doomed.length);
+          assert.equal(plan.deleted.logs.count, 1);
+          assert.deepEqual(await allKeys(backend), before, '--dry-run changed the bucket');
 
-        const done = await gc(cache.url, ['--older-than', '7s', '--grace', '0s']);
-        assert.equal(done.deleted.narinfos.count, doomed.length);
-        assert.equal(done.deleted.nars.count, doomed.length);
-        assert.deepEqual(done.problems, []);
-        const after = new Set(await allKeys(backend));
-        assert.ok(!after.has(doomedLog) && after.has(keptLog), 'the log of the dead deriver goes, the live one stays');
-        for (const path of doomed) assert.ok(!after.has(`${path.slice(11, 43)}.narinfo`), `${path} survived`);
-        for (const path of keep) assert.ok(after.has(`${path.slice(11, 43)}.narinfo`), `${path} was deleted`);
-        assert.deepEqual((await cacheProblems(backend)).problems, []);
-        const verify = await nixVerify(cache.nixUrl, key.publicKey, [pinned, recent]);
-        assert.equal(verify.code, 0, verify.stderr);
+          const done = await gc(cache.url, ['--older-than', '7s', '--grace', '0s']);
+          assert.equal(done.deleted.narinfos.count, doomed.length);
+          assert.equal(done.deleted.nars.count, doomed.length);
+          assert.deepEqual(done.problems, []);
+          const after = new Set(await allKeys(backend));
+          assert.ok(
+            !after.has(doomedLog) && after.has(keptLog),
+            'the log of the dead deriver goes, the live one stays',
+          );
+          for (const path of doomed) assert.ok(!after.has(`${path.slice(11, 43)}.narinfo`), `${path} survived`);
+          for (const path of keep) assert.ok(after.has(`${path.slice(11, 43)}.narinfo`), `${path} was deleted`);
+          assert.deepEqual((await cacheProblems(backend)).problems, []);
+          const verify = await nixVerify(cache.nixUrl, key.publicKey, [pinned, recent]);
+          assert.equal(verify.code, 0, verify.stderr);
 
-        // Unpinned and all old: nothing is left but nix-cache-info.
-        assert.equal((await cachectl(['unpin', 'release-1', '--to', cache.url], env)).code, 0);
-        const unpinAgain = await cachectl(['unpin', 'release-1', '--to', cache.url], env);
-        assert.match(unpinAgain.stderr, /there is no pin "release-1" in .*; cachectl pins lists them/);
-        await gc(cache.url, ['--older-than', '0s', '--grace', '0s']);
-        assert.deepEqual(await allKeys(backend), ['nix-cache-info']);
-      }));
+          // Unpinned and all old: nothing is left but nix-cache-info.
+          assert.equal((await cachectl(['unpin', 'release-1', '--to', cache.url], env)).code, 0);
+          const unpinAgain = await cachectl(['unpin', 'release-1', '--to', cache.url], env);
+          assert.match(unpinAgain.stderr, /there is no pin "release-1" in .*; cachectl pins lists them/);
+          await gc(cache.url, ['--older-than', '0s', '--grace', '0s']);
+          assert.deepEqual(await allKeys(backend), ['nix-cache-info']);
+        }),
+    );
 
     it('marks before it deletes: nothing younger than the grace, nothing marked for less than it', () =>
       withFreshCache(async (cache, backend) => {
@@ -173,7 +218,13 @@ for (const target of ['file', 's3'] as const) {
         await pastLastWrite();
         const young = await gc(cache.url, ['--older-than', '0s', '--grace', '1h']);
         assert.equal(young.roots.young, 2, 'two narinfos too young to be marked: kept, with what they refer to');
-        assert.equal(young.deleted.narinfos.count + young.waiting.narinfos.count + young.deleted.nars.count + young.waiting.nars.count, 0);
+        assert.equal(
+          young.deleted.narinfos.count +
+            young.waiting.narinfos.count +
+            young.deleted.nars.count +
+            young.waiting.nars.count,
+          0,
+        );
         if (cache.dir === undefined) return; // the rest needs old objects, which only a directory can fake
         const twoHoursAgo = new Date(Date.now() - 2 * 3_600_000);
         for (const key of await allKeys(backend)) utimesSync(join(cache.dir, key), twoHoursAgo, twoHoursAgo);
@@ -198,7 +249,11 @@ for (const target of ['file', 's3'] as const) {
         const base1 = (bases[1] as string).slice(11);
         const malformedKey = `${'0'.repeat(31)}1.narinfo`;
         // refers to base 1 but has no NarSize: kept, and base 1 with it
-        await backend.put(malformedKey, Buffer.from(`StorePath: /nix/store/${'0'.repeat(31)}1-x\nURL: nar/abc.nar\nReferences: ${base1}\n`), 'text/x-nix-narinfo');
+        await backend.put(
+          malformedKey,
+          Buffer.from(`StorePath: /nix/store/${'0'.repeat(31)}1-x\nURL: nar/abc.nar\nReferences: ${base1}\n`),
+          'text/x-nix-narinfo',
+        );
         await backend.put('notes.txt', Buffer.from('hello\n'), 'text/plain');
         await backend.put('nar/not-a-nar', Buffer.from('x'), 'text/plain');
         await backend.put('realisations/sha256:abc!out.doi', Buffer.from('{}'), 'application/json');
@@ -206,49 +261,69 @@ for (const target of ['file', 's3'] as const) {
         await pastLastWrite();
         const report = await gc(cache.url, ['--older-than', '0s', '--grace', '0s']);
         assert.equal(report.deleted.narinfos.count, 1, 'only base 0');
-        assert.ok(report.problems.some((problem) => problem.startsWith(`${malformedKey}: narinfo ${malformedKey} is malformed: it has no NarSize; kept`)), report.problems.join('\n'));
-        assert.ok(report.problems.some((problem) => /^pin gcroots\/odd: line "\/tmp\/not-a-store-path" is not a store path/.test(problem)), report.problems.join('\n'));
+        assert.ok(
+          report.problems.some((problem) =>
+            problem.startsWith(`${malformedKey}: narinfo ${malformedKey} is malformed: it has no NarSize; kept`),
+          ),
+          report.problems.join('\n'),
+        );
+        assert.ok(
+          report.problems.some((problem) =>
+            /^pin gcroots\/odd: line "\/tmp\/not-a-store-path" is not a store path/.test(problem),
+          ),
+          report.problems.join('\n'),
+        );
         assert.deepEqual(report.foreign.sort(), ['nar/not-a-nar', 'notes.txt']);
         const left = await allKeys(backend);
-        for (const key of [malformedKey, 'notes.txt', 'nar/not-a-nar', 'realisations/sha256:abc!out.doi', `${base1.slice(0, 32)}.narinfo`]) {
+        for (const key of [
+          malformedKey,
+          'notes.txt',
+          'nar/not-a-nar',
+          'realisations/sha256:abc!out.doi',
+          `${base1.slice(0, 32)}.narinfo`,
+        ]) {
           assert.ok(left.includes(key), `${key} was deleted`);
         }
       }));
 
-    it('writers pushing closures that share paths with garbage, while GC runs again and again with grace 0: every closure stays whole', () =>
-      withFreshCache(async (cache, backend) => {
-        const { bases, leaves, old } = await buildShared(`race-${target}-${Date.now()}`, 12);
-        // The bases are in the cache only as parts of old closures nobody holds any more: garbage.
-        await push(cache.url, old);
-        await dropLeases(backend);
-        let stop = false;
-        let deleted = 0;
-        let runs = 0;
-        const collector = (async () => {
-          while (!stop) {
-            const report = await gc(cache.url, ['--older-than', '0s', '--grace', '0s']);
-            assert.equal(report.stopped, undefined);
-            deleted += report.deleted.narinfos.count;
-            runs += 1;
-          }
-        })();
-        const finished: string[] = [];
-        const writer = async (mine: string[]) => {
-          for (const leaf of mine) {
-            await push(cache.url, [leaf]);
-            finished.push(leaf);
-          }
-        };
-        await Promise.all([0, 1, 2].map((w) => writer(leaves.filter((_, i) => i % 3 === w))));
-        stop = true;
-        await collector;
-        assert.ok(runs >= 3 && deleted >= old.length, `the GC ran ${runs} times and deleted ${deleted} narinfos`);
-        assert.equal(finished.length, leaves.length);
-        assert.deepEqual((await cacheProblems(backend)).problems, []);
-        const verify = await nixVerify(cache.nixUrl, key.publicKey, finished);
-        assert.equal(verify.code, 0, verify.stderr);
-        assert.ok(bases.length > 0);
-      }));
+    it(
+      'writers pushing closures that share paths with garbage, while GC runs again and again with grace 0: every ' +
+        'closure stays whole',
+      () =>
+        withFreshCache(async (cache, backend) => {
+          const { bases, leaves, old } = await buildShared(`race-${target}-${Date.now()}`, 12);
+          // The bases are in the cache only as parts of old closures nobody holds any more: garbage.
+          await push(cache.url, old);
+          await dropLeases(backend);
+          let stop = false;
+          let deleted = 0;
+          let runs = 0;
+          const collector = (async () => {
+            while (!stop) {
+              const report = await gc(cache.url, ['--older-than', '0s', '--grace', '0s']);
+              assert.equal(report.stopped, undefined);
+              deleted += report.deleted.narinfos.count;
+              runs += 1;
+            }
+          })();
+          const finished: string[] = [];
+          const writer = async (mine: string[]) => {
+            for (const leaf of mine) {
+              await push(cache.url, [leaf]);
+              finished.push(leaf);
+            }
+          };
+          await Promise.all([0, 1, 2].map((w) => writer(leaves.filter((_, i) => i % 3 === w))));
+          stop = true;
+          await collector;
+          assert.ok(runs >= 3 && deleted >= old.length, `the GC ran ${runs} times and deleted ${deleted} narinfos`);
+          assert.equal(finished.length, leaves.length);
+          assert.deepEqual((await cacheProblems(backend)).problems, []);
+          const verify = await nixVerify(cache.nixUrl, key.publicKey, finished);
+          assert.equal(verify.code, 0, verify.stderr);
+          assert.ok(bases.length > 0);
+        }),
+    );
 
     it('a writer that saw a sweep checks its closure again once the sweep is past, and uploads what it deleted', () =>
       withFreshCache(async (cache, backend) => {
@@ -259,7 +334,11 @@ for (const target of ['file', 's3'] as const) {
         // A GC is sweeping, and its batch was allowed before the writer's lease was there: it deletes the bases
         // the writer has just found present.
         await backend.put('cachectl/gc/sweeping/test-gc', Buffer.from('{}\n'), 'application/json');
-        const child = spawn(process.execPath, [CACHECTL, 'push', '--json', '--to', cache.url, '--secret-key-file', key.secretFile, leaf], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+        const child = spawn(
+          process.execPath,
+          [CACHECTL, 'push', '--json', '--to', cache.url, '--secret-key-file', key.secretFile, leaf],
+          { env, stdio: ['ignore', 'pipe', 'pipe'] },
+        );
         let stdout = '';
         child.stdout.on('data', (data: Buffer) => (stdout += data.toString()));
         const leafKey = `${leaf.slice(11, 43)}.narinfo`;
@@ -267,7 +346,14 @@ for (const target of ['file', 's3'] as const) {
           assert.ok(tries < 500, 'the leaf was not published');
           await sleep(20);
         }
-        const narKeys = await Promise.all(used.map(async (path) => /^URL: (.*)$/m.exec((await backend.get(`${path.slice(11, 43)}.narinfo`))?.toString() ?? '')?.[1] as string));
+        const narKeys = await Promise.all(
+          used.map(
+            async (path) =>
+              /^URL: (.*)$/m.exec(
+                (await backend.get(`${path.slice(11, 43)}.narinfo`))?.toString() ?? '',
+              )?.[1] as string,
+          ),
+        );
         await backend.delete([...used.map((path) => `${path.slice(11, 43)}.narinfo`), ...narKeys]);
         const code = await new Promise((resolve) => child.once('exit', resolve));
         assert.equal(code, 0);
@@ -285,10 +371,25 @@ for (const target of ['file', 's3'] as const) {
         await putNarInfoChain(backend, 'chain', length);
         assert.deepEqual((await cacheProblems(backend)).problems, []);
         await pastLastWrite();
-        const child = spawn(process.execPath, [CACHECTL, 'gc', '--to', cache.url, '--older-than', '0s', '--grace', '0s', '--metadata-cache', join(tempDir('gc-meta'), 'm.db')], {
-          env,
-          stdio: 'ignore',
-        });
+        const child = spawn(
+          process.execPath,
+          [
+            CACHECTL,
+            'gc',
+            '--to',
+            cache.url,
+            '--older-than',
+            '0s',
+            '--grace',
+            '0s',
+            '--metadata-cache',
+            join(tempDir('gc-meta'), 'm.db'),
+          ],
+          {
+            env,
+            stdio: 'ignore',
+          },
+        );
         after(() => child.kill('SIGKILL'));
         const exited = new Promise((resolve) => child.once('exit', resolve));
         let running = true;
@@ -312,18 +413,32 @@ for (const target of ['file', 's3'] as const) {
             });
           });
         } else {
-          await waitFor('the GC to delete a narinfo', async () => (!running || (await countNarInfos()) < length ? child.kill('SIGSTOP') : undefined), 120_000);
+          await waitFor(
+            'the GC to delete a narinfo',
+            async () => (!running || (await countNarInfos()) < length ? child.kill('SIGSTOP') : undefined),
+            120_000,
+          );
         }
         assert.ok(running, 'the GC ended before it was stopped');
         const left = await countNarInfos();
         child.kill('SIGKILL');
         await exited;
         assert.ok(left > 0 && left < length, `killed with ${left} of ${length} narinfos left`);
-        assert.deepEqual((await cacheProblems(backend)).problems, [], 'a narinfo refers to a deleted one, or lost its NAR');
+        assert.deepEqual(
+          (await cacheProblems(backend)).problems,
+          [],
+          'a narinfo refers to a deleted one, or lost its NAR',
+        );
         const rest = await gc(cache.url, ['--older-than', '0s', '--grace', '0s']);
         // At most what was counted: on S3 a delete the stopped GC had already sent may land after the count.
-        assert.ok(rest.deleted.narinfos.count > 0 && rest.deleted.narinfos.count <= left, `the next run deleted ${rest.deleted.narinfos.count} of ${left}`);
-        assert.equal((await allKeys(backend)).filter((key) => key !== 'nix-cache-info' && !key.startsWith('cachectl/')).length, 0);
+        assert.ok(
+          rest.deleted.narinfos.count > 0 && rest.deleted.narinfos.count <= left,
+          `the next run deleted ${rest.deleted.narinfos.count} of ${left}`,
+        );
+        assert.equal(
+          (await allKeys(backend)).filter((key) => key !== 'nix-cache-info' && !key.startsWith('cachectl/')).length,
+          0,
+        );
       }));
   });
 }

@@ -55,10 +55,13 @@ function candidates(): string[] {
   ];
   // Random names over an alphabet with the allowed characters and a few others.
   let seed = 7;
-  const random = () => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31);
+  const random = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31;
   const alphabet = 'aZ9+-._?=. /!\'"\\$`*[]~';
   const fuzzed = Array.from({ length: 300 }, () => {
-    const name = Array.from({ length: 1 + Math.floor(random() * 6) }, () => alphabet[Math.floor(random() * alphabet.length)]).join('');
+    const name = Array.from(
+      { length: 1 + Math.floor(random() * 6) },
+      () => alphabet[Math.floor(random() * alphabet.length)],
+    ).join('');
     return `${STORE}/${hash}-${name}`;
   });
   return [...fixed, ...fuzzed];
@@ -74,8 +77,12 @@ describe("the hook's copies of the TypeScript's facts", () => {
     const isStorePath = hookPart(/^is_store_path\(\) \{\n[\s\S]*?\n\}$/m);
     const paths = candidates();
     // One shell for every candidate: the hook's function, then a line per answer.
-    const script = `${isStorePath}\nstore=${STORE}\nwhile IFS= read -r path; do if is_store_path "$path"; then echo 1; else echo 0; fi; done\n`;
-    const answers = execFileSync('sh', ['-c', script], { input: `${paths.join('\n')}\n`, encoding: 'utf8' }).trim().split('\n');
+    const script =
+      `${isStorePath}\nstore=${STORE}\nwhile IFS= read -r path; do if is_store_path "$path"; then echo ` +
+      `1; else echo 0; fi; done\n`;
+    const answers = execFileSync('sh', ['-c', script], { input: `${paths.join('\n')}\n`, encoding: 'utf8' })
+      .trim()
+      .split('\n');
     assert.equal(answers.length, paths.length);
     const disagreements = paths.flatMap((path, i) => {
       let accepted: boolean;
@@ -85,7 +92,9 @@ describe("the hook's copies of the TypeScript's facts", () => {
       } catch {
         accepted = false;
       }
-      return (answers[i] === '1') === accepted ? [] : [`${JSON.stringify(path)}: hook ${answers[i]}, TypeScript ${accepted ? 1 : 0}`];
+      return (answers[i] === '1') === accepted
+        ? []
+        : [`${JSON.stringify(path)}: hook ${answers[i]}, TypeScript ${accepted ? 1 : 0}`];
     });
     assert.deepEqual(disagreements, []);
     assert.ok(answers.includes('1') && answers.includes('0'), 'the candidates include valid and invalid paths');
@@ -99,8 +108,14 @@ describe("the hook's copies of the TypeScript's facts", () => {
       for (const output of [multi, tiny]) {
         const deriver = (await run('nix-store', ['-q', '--deriver', output])).stdout.trim();
         const query = hookPart(/^drv_outputs="[\s\S]*?"$/m);
-        const sql = execFileSync('sh', ['-c', `DRV_PATH='${deriver}'\n${query}\nprintf '%s' "$drv_outputs"`], { encoding: 'utf8' });
-        const fromHook = execFileSync('sqlite3', ['-readonly', '-batch', '-init', '/dev/null', '/nix/var/nix/db/db.sqlite', sql], { encoding: 'utf8' });
+        const sql = execFileSync('sh', ['-c', `DRV_PATH='${deriver}'\n${query}\nprintf '%s' "$drv_outputs"`], {
+          encoding: 'utf8',
+        });
+        const fromHook = execFileSync(
+          'sqlite3',
+          ['-readonly', '-batch', '-init', '/dev/null', '/nix/var/nix/db/db.sqlite', sql],
+          { encoding: 'utf8' },
+        );
         const expected = store.queryDerivationOutputs(deriver);
         assert.ok(expected.includes(output), `${deriver} has the output ${output}`);
         assert.deepEqual(fromHook.trim().split('\n').sort(), [...expected].sort(), deriver);

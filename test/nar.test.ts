@@ -21,7 +21,18 @@ function nixDump(path: string): Buffer {
 describe('NAR serialization equals nix-store --dump', () => {
   before(requireNix);
 
-  const fixtures: Fixture[] = ['tiny', 'lib', 'app', 'top', 'multi.out', 'multi.dev', 'tree', 'symroot', 'execroot', 'big'];
+  const fixtures: Fixture[] = [
+    'tiny',
+    'lib',
+    'app',
+    'top',
+    'multi.out',
+    'multi.dev',
+    'tree',
+    'symroot',
+    'execroot',
+    'big',
+  ];
   it('for every fixture: every node kind, symlink and executable roots, unicode, a 25 MiB file', async () => {
     const paths = await buildFixtures(fixtures);
     for (const fixture of fixtures) {
@@ -37,7 +48,12 @@ describe('NAR serialization equals nix-store --dump', () => {
     const root = join(dir, 'root');
     mkdirSync(root);
     // Bytes 0xff and 0x80 are not UTF-8; 0xef 0x80 0x80 (U+F000) sorts after 😀 (U+1F600) in UTF-16 but not in bytes.
-    for (const name of [Buffer.from([0x66, 0xff]), Buffer.from([0x66, 0x80]), Buffer.from('f\u{1F600}'), Buffer.from('f\uF000')]) {
+    for (const name of [
+      Buffer.from([0x66, 0xff]),
+      Buffer.from([0x66, 0x80]),
+      Buffer.from('f\u{1F600}'),
+      Buffer.from('f\uF000'),
+    ]) {
       writeFileSync(Buffer.concat([Buffer.from(`${root}/`), name]), name);
     }
     for (const size of [0, 1, 7, 8, 9, 256 * 1024 - 1, 256 * 1024, 1024 * 1024 + 3, 3 * 1024 * 1024]) {
@@ -53,7 +69,9 @@ describe('NAR serialization equals nix-store --dump', () => {
     const ours = await narOf(root);
     assert.ok(ours.equals(nixDump(root)), 'NAR bytes differ');
     // The hash Nix computes for the same tree, as a second, independent oracle.
-    const nixHash = execFileSync('nix-hash', ['--type', 'sha256', '--base32', root], { env: testEnv() }).toString().trim();
+    const nixHash = execFileSync('nix-hash', ['--type', 'sha256', '--base32', root], { env: testEnv() })
+      .toString()
+      .trim();
     assert.equal(nix32Encode(createHash('sha256').update(ours).digest()), nixHash);
   });
 

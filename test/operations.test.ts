@@ -1,13 +1,45 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { DRAIN_MS } from '../src/daemon/daemon.js';
 import { CONFIG_KEYS, resolveConfig } from '../src/core/config.js';
 import { parseDuration } from '../src/core/duration.js';
-import { HOOK, notifyReceiver, queueEnv, queueStatus, startDaemon, waitFor, type NotifyReceiver } from './helpers/daemon.js';
-import { buildFixtures, CACHECTL, cachectl, newKey, nixVerify, onExit, REPO, requireNix, run, stopWhenDone, tempDir, testEnv, type Key } from './helpers/nix.js';
+import {
+  HOOK,
+  notifyReceiver,
+  queueEnv,
+  queueStatus,
+  startDaemon,
+  waitFor,
+  type NotifyReceiver,
+} from './helpers/daemon.js';
+import {
+  buildFixtures,
+  CACHECTL,
+  cachectl,
+  newKey,
+  nixVerify,
+  onExit,
+  REPO,
+  requireNix,
+  run,
+  stopWhenDone,
+  tempDir,
+  testEnv,
+  type Key,
+} from './helpers/nix.js';
+import { regex } from './helpers/regex.js';
 
 const UNITS = ['cachectl.service', 'cachectl-gc.service', 'cachectl-gc.timer'];
 /** Where the shipped units expect the program; the tests put a stand-in there. */
@@ -61,7 +93,9 @@ function parseMetrics(text: string): Map<string, number> {
     }
     const sample = /^([a-z_]+?)(_bucket|_sum|_count)?(\{[a-z]+="[^"]*"\})? (-?\d+(?:\.\d+)?)$/.exec(line);
     assert.ok(sample !== null, `not a Prometheus sample: ${line}`);
-    const family = typed.has(`${sample[1]}${sample[2] ?? ''}`) ? `${sample[1]}${sample[2] ?? ''}` : (sample[1] as string);
+    const family = typed.has(`${sample[1]}${sample[2] ?? ''}`)
+      ? `${sample[1]}${sample[2] ?? ''}`
+      : (sample[1] as string);
     assert.ok(typed.has(family), `${line}: no TYPE line before it`);
     samples.set(`${sample[1]}${sample[2] ?? ''}${sample[3] ?? ''}`, Number(sample[4]));
   }
@@ -70,7 +104,10 @@ function parseMetrics(text: string): Map<string, number> {
 
 /** The words of an Exec*= line, without systemd's prefixes (`-` ignore failure, `+` `!` privileges: we are root). */
 function execWords(line: string): [string, ...string[]] {
-  return line.replace(/^[-+!]+/, '').trim().split(' ') as [string, ...string[]];
+  return line
+    .replace(/^[-+!]+/, '')
+    .trim()
+    .split(' ') as [string, ...string[]];
 }
 
 /** What a service runs, from a unit file or from the NixOS module's serviceConfig. */
@@ -85,7 +122,12 @@ function unitService(unit: Unit): ServiceSpec {
   return {
     execStartPre: unit['Service']?.['ExecStartPre'] ?? [],
     execStart: one(unit, 'Service', 'ExecStart'),
-    environment: Object.fromEntries((unit['Service']?.['Environment'] ?? []).map((assignment) => [assignment.slice(0, assignment.indexOf('=')), assignment.slice(assignment.indexOf('=') + 1)])),
+    environment: Object.fromEntries(
+      (unit['Service']?.['Environment'] ?? []).map((assignment) => [
+        assignment.slice(0, assignment.indexOf('=')),
+        assignment.slice(assignment.indexOf('=') + 1),
+      ]),
+    ),
     loadCredential: unit['Service']?.['LoadCredential'] ?? [],
   };
 }
@@ -118,7 +160,11 @@ async function startService(service: ServiceSpec, local: (text: string) => strin
   stopWhenDone(() => child.kill('SIGKILL'));
   let stderr = '';
   child.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => {
+      resolve({ code, signal });
+    }),
+  );
   return { child, env, exited, stderr: () => stderr };
 }
 
@@ -137,14 +183,26 @@ async function checkDaemonService(
 ): Promise<void> {
   const { child, exited, stderr } = service;
   await waitFor('READY=1', () => (receiver.has('READY=1') ? true : undefined), 30_000, stderr);
-  await waitFor('two WATCHDOG=1', () => (receiver.messages.filter((m) => m.includes('WATCHDOG=1')).length >= 2 ? true : undefined), 20_000);
+  await waitFor(
+    'two WATCHDOG=1',
+    () => (receiver.messages.filter((m) => m.includes('WATCHDOG=1')).length >= 2 ? true : undefined),
+    20_000,
+  );
 
   const queued = await run(hook.program, hook.args, { ...hook.env, OUT_PATHS: path });
   assert.deepEqual({ code: queued.code, stderr: queued.stderr }, { code: 0, stderr: '' });
-  await waitFor('the narinfo', () => (existsSync(join(cacheDir, `${path.slice('/nix/store/'.length, '/nix/store/'.length + 32)}.narinfo`)) ? true : undefined));
+  await waitFor('the narinfo', () =>
+    existsSync(join(cacheDir, `${path.slice('/nix/store/'.length, '/nix/store/'.length + 32)}.narinfo`))
+      ? true
+      : undefined,
+  );
   const verify = await nixVerify(`file://${cacheDir}`, key.publicKey, [path]);
   assert.equal(verify.code, 0, verify.stderr);
-  await waitFor('STATUS with the upload', () => (receiver.has('STATUS=idle: 0 pending, 0 uploading, 1 done, 0 failed') ? true : undefined), 10_000);
+  await waitFor(
+    'STATUS with the upload',
+    () => (receiver.has('STATUS=idle: 0 pending, 0 uploading, 1 done, 0 failed') ? true : undefined),
+    10_000,
+  );
 
   child.kill('SIGTERM');
   assert.deepEqual(await exited, { code: 0, signal: null }, stderr());
@@ -155,7 +213,9 @@ async function checkDaemonService(
 /** A GC-roots directory Nix's collector scans, not yet created: the hook makes it, as on a fresh machine. */
 function newGcRootsDir(): string {
   const dir = mkdtempSync('/nix/var/nix/gcroots/cachectl-service-test-');
-  onExit(() => rmSync(dir, { recursive: true, force: true }));
+  onExit(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
   rmSync(dir, { recursive: true });
   return dir;
 }
@@ -165,33 +225,53 @@ describe('operations: systemd units, metrics', () => {
     const dir = tempDir('units');
     const standIn = standInCachectl();
     for (const name of UNITS) {
-      writeFileSync(join(dir, name), readFileSync(join(REPO, 'systemd', name), 'utf8').replaceAll(INSTALLED_CACHECTL, standIn));
+      writeFileSync(
+        join(dir, name),
+        readFileSync(join(REPO, 'systemd', name), 'utf8').replaceAll(INSTALLED_CACHECTL, standIn),
+      );
     }
     const result = await run('systemd-analyze', ['verify', '--man=no', ...UNITS.map((name) => join(dir, name))]);
     assert.deepEqual({ code: result.code, stderr: result.stderr }, { code: 0, stderr: '' });
   });
 
-  it('the daemon unit has what the daemon needs: notify, watchdog, a stop timeout beyond the drain, no MemoryDenyWriteExecute', () => {
-    const unit = readUnit('cachectl.service');
-    assert.equal(one(unit, 'Service', 'Type'), 'notify');
-    // The daemon sends from its main pid: NotifyAccess= stays at the default, main.
-    assert.equal(unit['Service']?.['NotifyAccess'], undefined);
-    assert.equal(one(unit, 'Service', 'KillMode'), 'mixed');
-    assert.equal(one(unit, 'Service', 'Restart'), 'on-failure');
-    assert.equal(one(unit, 'Service', 'StateDirectory'), 'cachectl');
-    assert.ok(parseDuration(one(unit, 'Service', 'WatchdogSec'), 'WatchdogSec') >= 10_000);
-    assert.ok(parseDuration(one(unit, 'Service', 'TimeoutStopSec'), 'TimeoutStopSec') > DRAIN_MS, 'TimeoutStopSec must exceed the drain');
-    const [credential, source] = one(unit, 'Service', 'LoadCredential').split(':');
-    assert.ok(one(unit, 'Service', 'ExecStart').includes(`--secret-key-file %d/${credential}`), 'the key comes from the credential');
-    assert.equal(source, '/etc/cachectl/signing-key');
-    for (const name of UNITS) {
-      assert.doesNotMatch(readFileSync(join(REPO, 'systemd', name), 'utf8'), /^MemoryDenyWriteExecute=(yes|true|1|on)/m, `${name}: Node's JIT needs W+X pages`);
-    }
-    const timer = readUnit('cachectl-gc.timer');
-    assert.equal(one(timer, 'Timer', 'OnCalendar'), 'daily');
-    assert.ok(parseDuration(one(timer, 'Timer', 'RandomizedDelaySec'), 'RandomizedDelaySec') > 0);
-    assert.match(one(readUnit('cachectl-gc.service'), 'Service', 'ExecStart'), new RegExp(`^${INSTALLED_CACHECTL} gc --config /etc/cachectl/config.json `));
-  });
+  it(
+    'the daemon unit has what the daemon needs: notify, watchdog, a stop timeout beyond the drain, no ' +
+      'MemoryDenyWriteExecute',
+    () => {
+      const unit = readUnit('cachectl.service');
+      assert.equal(one(unit, 'Service', 'Type'), 'notify');
+      // The daemon sends from its main pid: NotifyAccess= stays at the default, main.
+      assert.equal(unit['Service']?.['NotifyAccess'], undefined);
+      assert.equal(one(unit, 'Service', 'KillMode'), 'mixed');
+      assert.equal(one(unit, 'Service', 'Restart'), 'on-failure');
+      assert.equal(one(unit, 'Service', 'StateDirectory'), 'cachectl');
+      assert.ok(parseDuration(one(unit, 'Service', 'WatchdogSec'), 'WatchdogSec') >= 10_000);
+      assert.ok(
+        parseDuration(one(unit, 'Service', 'TimeoutStopSec'), 'TimeoutStopSec') > DRAIN_MS,
+        'TimeoutStopSec must exceed the drain',
+      );
+      const [credential, source] = one(unit, 'Service', 'LoadCredential').split(':');
+      assert.ok(
+        one(unit, 'Service', 'ExecStart').includes(`--secret-key-file %d/${credential}`),
+        'the key comes from the credential',
+      );
+      assert.equal(source, '/etc/cachectl/signing-key');
+      for (const name of UNITS) {
+        assert.doesNotMatch(
+          readFileSync(join(REPO, 'systemd', name), 'utf8'),
+          /^MemoryDenyWriteExecute=(yes|true|1|on)/m,
+          `${name}: Node's JIT needs W+X pages`,
+        );
+      }
+      const timer = readUnit('cachectl-gc.timer');
+      assert.equal(one(timer, 'Timer', 'OnCalendar'), 'daily');
+      assert.ok(parseDuration(one(timer, 'Timer', 'RandomizedDelaySec'), 'RandomizedDelaySec') > 0);
+      assert.match(
+        one(readUnit('cachectl-gc.service'), 'Service', 'ExecStart'),
+        new RegExp(`^${INSTALLED_CACHECTL} gc --config /etc/cachectl/config.json `),
+      );
+    },
+  );
 
   describe('with Nix', () => {
     let key: Key;
@@ -200,111 +280,167 @@ describe('operations: systemd units, metrics', () => {
       key = await newKey('cachectl-unit-test-1');
     });
 
-    it('the daemon started as the unit starts it: READY, STATUS, WATCHDOG pings, a hook-queued path uploaded, a clean stop', async () => {
-      const etc = tempDir('etc');
-      const state = tempDir('state');
-      const gcRoots = newGcRootsDir();
-      const cacheDir = tempDir('unit-cache');
-      const standIn = standInCachectl();
-      // The unit's paths, here.
-      const local = (text: string): string =>
-        text
-          .replaceAll(INSTALLED_CACHECTL, standIn)
-          .replaceAll('/etc/cachectl', etc)
-          .replaceAll('/var/lib/cachectl', state)
-          .replaceAll('/nix/var/nix/gcroots/cachectl', gcRoots);
-      writeFileSync(join(etc, 'config.json'), JSON.stringify({ to: `file://${cacheDir}`, jobs: 4 }));
-      copyFileSync(key.secretFile, join(etc, 'signing-key'));
-      const receiver = notifyReceiver();
-      try {
-        const service = await startService(unitService(readUnit('cachectl.service')), local, receiver.socket);
-        const { tiny } = await buildFixtures(['tiny'], { nonce: `unit-${Date.now()}` });
-        await checkDaemonService(service, receiver, { program: HOOK, args: [], env: service.env }, tiny, cacheDir, key);
-        assert.ok(readdirSync(state).includes('queue.db'), 'the queue is in the StateDirectory');
-      } finally {
-        receiver.close();
-      }
-    });
-
-    it('GET /metrics answers in Prometheus text format with the numbers of cachectl status --json; /healthz says idle', async () => {
-      const env = queueEnv();
-      const cacheDir = tempDir('metrics-cache');
-      const to = `file://${cacheDir}`;
-      const paths = await buildFixtures(['tiny', 'lib'], { nonce: `metrics-${Date.now()}` });
-      const daemon = startDaemon(['--to', to, '--secret-key-file', key.secretFile, '--metrics-listen', '127.0.0.1:0'], env);
-      try {
-        const serving = await daemon.waitForLog('serving metrics');
-        const base = String(serving['metrics']).replace(/\/metrics$/, '');
-        assert.match(base, /^http:\/\/127\.0\.0\.1:\d+$/);
-        await daemon.waitForLog('ready');
-        assert.equal((await cachectl(['enqueue', paths.tiny, paths.lib], env)).code, 0);
-        // A path the local store does not have (the hook does not look) fails at once: PATH_NOT_VALID.
-        const gone = '/nix/store/00000000000000000000000000000000-cachectl-metrics-gone';
-        const hook = await run(HOOK, [], { ...env, OUT_PATHS: gone });
-        assert.deepEqual({ code: hook.code, stderr: hook.stderr }, { code: 0, stderr: '' });
-        const gc = await cachectl(['gc', '--to', to, '--older-than', '0s', '--grace', '0s', '--dry-run'], env);
-        assert.equal(gc.code, 0, gc.stderr);
-
-        // The daemon's counters reach status through its heartbeat (every 2 s): wait until both agree.
-        const { metrics, report } = await waitFor('metrics and status to settle', async () => {
-          const report = await queueStatus(env);
-          const response = await fetch(`${base}/metrics`);
-          assert.equal(response.status, 200);
-          assert.equal(response.headers.get('content-type'), 'text/plain; version=0.0.4; charset=utf-8');
-          const metrics = parseMetrics(await response.text());
-          const settled = report.counts.done === 2 && report.counts.failed === 1 && report.daemon.status?.uploadedPaths === metrics.get('cachectl_uploaded_paths_total');
-          return settled ? { metrics, report } : undefined;
-        });
-        for (const state of ['inbox', 'pending', 'uploading', 'done', 'failed'] as const) {
-          assert.equal(metrics.get(`cachectl_queue_paths{state="${state}"}`), report.counts[state], state);
+    it(
+      'the daemon started as the unit starts it: READY, STATUS, WATCHDOG pings, a hook-queued path uploaded, a ' +
+        'clean stop',
+      async () => {
+        const etc = tempDir('etc');
+        const state = tempDir('state');
+        const gcRoots = newGcRootsDir();
+        const cacheDir = tempDir('unit-cache');
+        const standIn = standInCachectl();
+        // The unit's paths, here.
+        const local = (text: string): string =>
+          text
+            .replaceAll(INSTALLED_CACHECTL, standIn)
+            .replaceAll('/etc/cachectl', etc)
+            .replaceAll('/var/lib/cachectl', state)
+            .replaceAll('/nix/var/nix/gcroots/cachectl', gcRoots);
+        writeFileSync(join(etc, 'config.json'), JSON.stringify({ to: `file://${cacheDir}`, jobs: 4 }));
+        copyFileSync(key.secretFile, join(etc, 'signing-key'));
+        const receiver = notifyReceiver();
+        try {
+          const service = await startService(unitService(readUnit('cachectl.service')), local, receiver.socket);
+          const { tiny } = await buildFixtures(['tiny'], { nonce: `unit-${Date.now()}` });
+          await checkDaemonService(
+            service,
+            receiver,
+            { program: HOOK, args: [], env: service.env },
+            tiny,
+            cacheDir,
+            key,
+          );
+          assert.ok(readdirSync(state).includes('queue.db'), 'the queue is in the StateDirectory');
+        } finally {
+          receiver.close();
         }
-        assert.equal(metrics.get('cachectl_spool_files'), report.counts.spoolFiles);
-        assert.equal(metrics.get('cachectl_oldest_pending_seconds'), report.oldestPendingSeconds ?? 0);
-        const daemonStatus = report.daemon.status;
-        assert.equal(metrics.get('cachectl_uploaded_paths_total'), daemonStatus?.uploadedPaths);
-        assert.ok((metrics.get('cachectl_uploaded_paths_total') ?? 0) >= 2);
-        assert.equal(metrics.get('cachectl_uploaded_nar_bytes_total'), daemonStatus?.uploadedNarBytes);
-        assert.equal(metrics.get('cachectl_uploaded_file_bytes_total'), daemonStatus?.uploadedFileBytes);
-        assert.equal(metrics.get('cachectl_upload_failures_total{code="PATH_NOT_VALID"}'), 1);
-        assert.equal(daemonStatus?.failedAttempts, 1);
-        assert.equal(metrics.get('cachectl_upload_retries_total'), daemonStatus?.retries);
-        assert.equal(metrics.get('cachectl_daemon_state{state="idle"}'), 1);
-        assert.ok((metrics.get('cachectl_upload_duration_seconds_count') ?? 0) >= 1);
-        assert.equal(metrics.get('cachectl_upload_duration_seconds_bucket{le="+Inf"}'), metrics.get('cachectl_upload_duration_seconds_count'));
-        // The GC run recorded itself in the queue.
-        const lastGc = report.lastGc;
-        assert.ok(lastGc !== null && lastGc.ok && lastGc.dryRun);
-        assert.equal(metrics.get('cachectl_gc_last_run_timestamp_seconds'), lastGc.finishedAt / 1000);
-        assert.equal(metrics.get('cachectl_gc_last_run_success'), 1);
-        assert.equal(metrics.get('cachectl_gc_last_run_deleted_objects'), lastGc.deletedObjects);
-        assert.equal(metrics.get('cachectl_gc_last_run_deleted_bytes'), lastGc.deletedBytes);
-        assert.match((await cachectl(['status'], env)).stdout, /^last gc: \d+ s ago on file:\/\/\S+: would delete \d+ objects \([\d.]+ [KMG]?i?B\), took [\d.]+ s$/m);
+      },
+    );
 
-        const health = await fetch(`${base}/healthz`);
-        assert.deepEqual({ status: health.status, text: await health.text() }, { status: 200, text: 'idle\n' });
-        assert.equal((await fetch(`${base}/nothing`)).status, 404);
-      } finally {
-        daemon.child.kill('SIGTERM');
-        assert.deepEqual(await daemon.exited, { code: 0, signal: null }, daemon.stderr());
-      }
-    });
+    it(
+      'GET /metrics answers in Prometheus text format with the numbers of cachectl status --json; ' +
+        '/healthz says idle',
+      async () => {
+        const env = queueEnv();
+        const cacheDir = tempDir('metrics-cache');
+        const to = `file://${cacheDir}`;
+        const paths = await buildFixtures(['tiny', 'lib'], { nonce: `metrics-${Date.now()}` });
+        const daemon = startDaemon(
+          ['--to', to, '--secret-key-file', key.secretFile, '--metrics-listen', '127.0.0.1:0'],
+          env,
+        );
+        try {
+          const serving = await daemon.waitForLog('serving metrics');
+          const base = String(serving['metrics']).replace(/\/metrics$/, '');
+          assert.match(base, /^http:\/\/127\.0\.0\.1:\d+$/);
+          await daemon.waitForLog('ready');
+          assert.equal((await cachectl(['enqueue', paths.tiny, paths.lib], env)).code, 0);
+          // A path the local store does not have (the hook does not look) fails at once: PATH_NOT_VALID.
+          const gone = '/nix/store/00000000000000000000000000000000-cachectl-metrics-gone';
+          const hook = await run(HOOK, [], { ...env, OUT_PATHS: gone });
+          assert.deepEqual({ code: hook.code, stderr: hook.stderr }, { code: 0, stderr: '' });
+          const gc = await cachectl(['gc', '--to', to, '--older-than', '0s', '--grace', '0s', '--dry-run'], env);
+          assert.equal(gc.code, 0, gc.stderr);
 
-    it('a metrics address it cannot use, or a malformed one, stops the daemon before it starts, naming the option', async () => {
-      const env = queueEnv();
-      const malformed = await cachectl(['daemon', '--to', `file://${tempDir('c')}`, '--metrics-listen', 'localhost:http'], env);
-      assert.equal(malformed.code, 1);
-      assert.match(malformed.stderr, /^cachectl: metrics-listen "localhost:http" must be PORT, HOST:PORT or \[IPV6\]:PORT, such as 127\.0\.0\.1:9108\n$/);
-      const first = startDaemon(['--to', `file://${tempDir('c')}`, '--metrics-listen', '127.0.0.1:0'], env);
-      try {
-        const port = String((await first.waitForLog('serving metrics'))['metrics']).match(/:(\d+)\/metrics$/)?.[1];
-        const taken = await cachectl(['daemon', '--to', `file://${tempDir('c')}`, '--queue', join(tempDir('q'), 'queue.db'), '--metrics-listen', `127.0.0.1:${port}`], env);
-        assert.equal(taken.code, 1);
-        assert.match(taken.stderr, /^cachectl: cannot serve metrics on 127\.0\.0\.1:\d+: .*EADDRINUSE.*; pick another --metrics-listen address\n$/);
-      } finally {
-        first.child.kill('SIGTERM');
-        await first.exited;
-      }
-    });
+          // The daemon's counters reach status through its heartbeat (every 2 s): wait until both agree.
+          const { metrics, report } = await waitFor('metrics and status to settle', async () => {
+            const report = await queueStatus(env);
+            const response = await fetch(`${base}/metrics`);
+            assert.equal(response.status, 200);
+            assert.equal(response.headers.get('content-type'), 'text/plain; version=0.0.4; charset=utf-8');
+            const metrics = parseMetrics(await response.text());
+            const settled =
+              report.counts.done === 2 &&
+              report.counts.failed === 1 &&
+              report.daemon.status?.uploadedPaths === metrics.get('cachectl_uploaded_paths_total');
+            return settled ? { metrics, report } : undefined;
+          });
+          for (const state of ['inbox', 'pending', 'uploading', 'done', 'failed'] as const) {
+            assert.equal(metrics.get(`cachectl_queue_paths{state="${state}"}`), report.counts[state], state);
+          }
+          assert.equal(metrics.get('cachectl_spool_files'), report.counts.spoolFiles);
+          assert.equal(metrics.get('cachectl_oldest_pending_seconds'), report.oldestPendingSeconds ?? 0);
+          const daemonStatus = report.daemon.status;
+          assert.equal(metrics.get('cachectl_uploaded_paths_total'), daemonStatus?.uploadedPaths);
+          assert.ok((metrics.get('cachectl_uploaded_paths_total') ?? 0) >= 2);
+          assert.equal(metrics.get('cachectl_uploaded_nar_bytes_total'), daemonStatus?.uploadedNarBytes);
+          assert.equal(metrics.get('cachectl_uploaded_file_bytes_total'), daemonStatus?.uploadedFileBytes);
+          assert.equal(metrics.get('cachectl_upload_failures_total{code="PATH_NOT_VALID"}'), 1);
+          assert.equal(daemonStatus?.failedAttempts, 1);
+          assert.equal(metrics.get('cachectl_upload_retries_total'), daemonStatus?.retries);
+          assert.equal(metrics.get('cachectl_daemon_state{state="idle"}'), 1);
+          assert.ok((metrics.get('cachectl_upload_duration_seconds_count') ?? 0) >= 1);
+          assert.equal(
+            metrics.get('cachectl_upload_duration_seconds_bucket{le="+Inf"}'),
+            metrics.get('cachectl_upload_duration_seconds_count'),
+          );
+          // The GC run recorded itself in the queue.
+          const lastGc = report.lastGc;
+          assert.ok(lastGc !== null && lastGc.ok && lastGc.dryRun);
+          assert.equal(metrics.get('cachectl_gc_last_run_timestamp_seconds'), lastGc.finishedAt / 1000);
+          assert.equal(metrics.get('cachectl_gc_last_run_success'), 1);
+          assert.equal(metrics.get('cachectl_gc_last_run_deleted_objects'), lastGc.deletedObjects);
+          assert.equal(metrics.get('cachectl_gc_last_run_deleted_bytes'), lastGc.deletedBytes);
+          assert.match(
+            (await cachectl(['status'], env)).stdout,
+            /^last gc: \d+ s ago on file:\/\/\S+: would delete \d+ objects \([\d.]+ [KMG]?i?B\), took [\d.]+ s$/m,
+          );
+
+          const health = await fetch(`${base}/healthz`);
+          assert.deepEqual({ status: health.status, text: await health.text() }, { status: 200, text: 'idle\n' });
+          assert.equal((await fetch(`${base}/nothing`)).status, 404);
+        } finally {
+          daemon.child.kill('SIGTERM');
+          assert.deepEqual(await daemon.exited, { code: 0, signal: null }, daemon.stderr());
+        }
+      },
+    );
+
+    it(
+      'a metrics address it cannot use, or a malformed one, stops the daemon before it starts, naming ' + 'the option',
+      async () => {
+        const env = queueEnv();
+        const malformed = await cachectl(
+          ['daemon', '--to', `file://${tempDir('c')}`, '--metrics-listen', 'localhost:http'],
+          env,
+        );
+        assert.equal(malformed.code, 1);
+        assert.match(
+          malformed.stderr,
+          regex(
+            /^cachectl: metrics-listen "localhost:http" must be PORT, HOST:PORT or \[IPV6\]:PORT, such as /,
+            /127\.0\.0\.1:9108\n$/,
+          ),
+        );
+        const first = startDaemon(['--to', `file://${tempDir('c')}`, '--metrics-listen', '127.0.0.1:0'], env);
+        try {
+          const port = String((await first.waitForLog('serving metrics'))['metrics']).match(/:(\d+)\/metrics$/)?.[1];
+          const taken = await cachectl(
+            [
+              'daemon',
+              '--to',
+              `file://${tempDir('c')}`,
+              '--queue',
+              join(tempDir('q'), 'queue.db'),
+              '--metrics-listen',
+              `127.0.0.1:${port}`,
+            ],
+            env,
+          );
+          assert.equal(taken.code, 1);
+          assert.match(
+            taken.stderr,
+            regex(
+              /^cachectl: cannot serve metrics on 127\.0\.0\.1:\d+: .*EADDRINUSE.*; pick another /,
+              /--metrics-listen address\n$/,
+            ),
+          );
+        } finally {
+          first.child.kill('SIGTERM');
+          await first.exited;
+        }
+      },
+    );
   });
 });
 
@@ -321,24 +457,40 @@ interface ModuleEval {
   config: {
     assertions: { assertion: boolean; message: string }[];
     nix: { settings: { 'post-build-hook': string } };
-    systemd: { services: Record<string, ServiceConfig | null>; timers: Record<string, { timerConfig: Record<string, string | boolean> } | null> };
+    systemd: {
+      services: Record<string, ServiceConfig | null>;
+      timers: Record<string, { timerConfig: Record<string, string | boolean> } | null>;
+    };
   };
 }
 
 /** nixos-module.nix evaluated with `settings` for services.cachectl (test/nix/eval-module.nix). */
 async function evalModule(settings: Record<string, unknown>): Promise<ModuleEval> {
   const result = await run('nix-instantiate', [
-    '--eval', '--strict', '--json', '--read-write-mode', join(REPO, 'test/nix/eval-module.nix'),
-    '--argstr', 'settingsJson', JSON.stringify(settings), '--argstr', 'packages', '/usr',
+    '--eval',
+    '--strict',
+    '--json',
+    '--read-write-mode',
+    join(REPO, 'test/nix/eval-module.nix'),
+    '--argstr',
+    'settingsJson',
+    JSON.stringify(settings),
+    '--argstr',
+    'packages',
+    '/usr',
   ]);
   assert.equal(result.code, 0, result.stderr);
   return JSON.parse(result.stdout) as ModuleEval;
 }
 
-function moduleService(evaluated: ModuleEval, name: string): ServiceSpec & { serviceConfig: Record<string, string | string[]> } {
+function moduleService(
+  evaluated: ModuleEval,
+  name: string,
+): ServiceSpec & { serviceConfig: Record<string, string | string[]> } {
   const service = evaluated.config.systemd.services[name];
   assert.ok(service !== null && service !== undefined, `the module defines no ${name} service`);
-  const list = (value: string | string[] | undefined): string[] => (value === undefined ? [] : ([] as string[]).concat(value));
+  const list = (value: string | string[] | undefined): string[] =>
+    value === undefined ? [] : ([] as string[]).concat(value);
   return {
     execStartPre: list(service.serviceConfig['ExecStartPre']),
     execStart: String(service.serviceConfig['ExecStart']),
@@ -408,14 +560,25 @@ describe('operations: nixos-module.nix and default.nix', () => {
     const written = JSON.parse(readFileSync(configFile, 'utf8')) as Record<string, unknown>;
     for (const option of evaluated.options) {
       if (option in MODULE_ONLY) continue;
-      assert.ok(option in CONFIG_KEYS, `services.cachectl.${option} is neither a config key (${Object.keys(CONFIG_KEYS).join(', ')}) nor known to this test`);
+      assert.ok(
+        option in CONFIG_KEYS,
+        `services.cachectl.${option} is neither a config key (${Object.keys(CONFIG_KEYS).join(', ')}) nor known to ` +
+          `this test`,
+      );
       assert.deepEqual(written[option], (settings as Record<string, unknown>)[option], option);
     }
-    assert.deepEqual(Object.keys(MODULE_ONLY).filter((option) => !evaluated.options.includes(option)), [], 'options this test expects');
+    assert.deepEqual(
+      Object.keys(MODULE_ONLY).filter((option) => !evaluated.options.includes(option)),
+      [],
+      'options this test expects',
+    );
     assert.deepEqual([written['olderThan'], written['grace']], [settings.gc.olderThan, settings.gc.grace]);
     // Every config key is set by the module (queue and gcRoots, its own), but the keys given as flags and the
     // GC's metadata cache (its service's XDG_CACHE_HOME).
-    assert.deepEqual([...Object.keys(written), 'secretKeyFiles', 'metadataCache'].sort(), Object.keys(CONFIG_KEYS).sort());
+    assert.deepEqual(
+      [...Object.keys(written), 'secretKeyFiles', 'metadataCache'].sort(),
+      Object.keys(CONFIG_KEYS).sort(),
+    );
     // cachectl itself accepts the file.
     const resolved = resolveConfig({}, {}, { name: configFile, text: readFileSync(configFile, 'utf8') });
     assert.deepEqual(resolved.skipSignedBy, settings.skipSignedBy);
@@ -426,23 +589,41 @@ describe('operations: nixos-module.nix and default.nix', () => {
       const [program, subcommand, ...args] = execWords(command);
       assert.equal(program, `${PACKAGE}/bin/cachectl`);
       const help = await cachectl([String(subcommand), '--help']);
-      for (const flag of args.filter((arg) => arg.startsWith('--'))) assert.ok(help.stdout.includes(`${flag} `), `cachectl ${subcommand} has no ${flag}`);
+      for (const flag of args.filter((arg) => arg.startsWith('--')))
+        assert.ok(help.stdout.includes(`${flag} `), `cachectl ${subcommand} has no ${flag}`);
     }
     assert.equal(daemon.execStart.split('--secret-key-file %d/').length - 1, settings.secretKeyFiles.length);
-    assert.deepEqual(daemon.loadCredential.map((entry) => entry.split(':')[1]), settings.secretKeyFiles);
+    assert.deepEqual(
+      daemon.loadCredential.map((entry) => entry.split(':')[1]),
+      settings.secretKeyFiles,
+    );
     const gcConfig = resolveConfig({}, {}, { name: configFile, text: readFileSync(configFile, 'utf8') });
     assert.deepEqual([gcConfig.olderThanMs, gcConfig.graceMs], [100 * 3600_000, 2 * 3600_000]);
-    assert.deepEqual(gc.execStartPre, [`-${PACKAGE}/bin/cachectl pin --config ${configFile} system ${settings.pins.system[0]}`]);
-    for (const service of [daemon, gc]) assert.equal(service.serviceConfig['EnvironmentFile'], settings.credentialsFile);
-    assert.deepEqual(evaluated.config.systemd.timers['cachectl-gc']?.timerConfig, { OnCalendar: 'weekly', RandomizedDelaySec: '30min', Persistent: true });
+    assert.deepEqual(gc.execStartPre, [
+      `-${PACKAGE}/bin/cachectl pin --config ${configFile} system ${settings.pins.system[0]}`,
+    ]);
+    for (const service of [daemon, gc])
+      assert.equal(service.serviceConfig['EnvironmentFile'], settings.credentialsFile);
+    assert.deepEqual(evaluated.config.systemd.timers['cachectl-gc']?.timerConfig, {
+      OnCalendar: 'weekly',
+      RandomizedDelaySec: '30min',
+      Persistent: true,
+    });
 
     // The same settings as the shipped units, but for programs and paths.
-    for (const [name, service] of [['cachectl.service', daemon], ['cachectl-gc.service', gc]] as const) {
+    for (const [name, service] of [
+      ['cachectl.service', daemon],
+      ['cachectl-gc.service', gc],
+    ] as const) {
       const shipped = readUnit(name)['Service'] ?? {};
       const fromModule = Object.entries(service.serviceConfig).filter(([setting]) => !EXEC_KEYS.has(setting));
       assert.deepEqual(
         Object.fromEntries(fromModule),
-        Object.fromEntries(Object.entries(shipped).filter(([setting]) => !EXEC_KEYS.has(setting)).map(([setting, values]) => [setting, values.join(' ')])),
+        Object.fromEntries(
+          Object.entries(shipped)
+            .filter(([setting]) => !EXEC_KEYS.has(setting))
+            .map(([setting, values]) => [setting, values.join(' ')]),
+        ),
         name,
       );
       assert.deepEqual(service.environment, unitService(readUnit(name)).environment, `${name}: Environment`);
@@ -450,16 +631,31 @@ describe('operations: nixos-module.nix and default.nix', () => {
     const shippedTimer = readUnit('cachectl-gc.timer')['Timer'] ?? {};
     const defaults = await evalModule({ enable: true, package: PACKAGE, to: 'file:///x', gc: { enable: true } });
     const timer = defaults.config.systemd.timers['cachectl-gc']?.timerConfig;
-    assert.deepEqual(timer, { OnCalendar: shippedTimer['OnCalendar']?.[0], RandomizedDelaySec: shippedTimer['RandomizedDelaySec']?.[0], Persistent: shippedTimer['Persistent']?.[0] === 'true' });
+    assert.deepEqual(timer, {
+      OnCalendar: shippedTimer['OnCalendar']?.[0],
+      RandomizedDelaySec: shippedTimer['RandomizedDelaySec']?.[0],
+      Persistent: shippedTimer['Persistent']?.[0] === 'true',
+    });
     const minimal = await evalModule({ enable: true, package: PACKAGE, to: 'file:///x' });
     assert.equal(minimal.config.systemd.services['cachectl-gc'], null, 'no GC unless asked for');
     assert.equal(minimal.config.systemd.timers['cachectl-gc'], null, 'no GC unless asked for');
     assert.equal(moduleService(minimal, 'cachectl').execStart.includes('--secret-key-file'), false);
 
     // A key in the store is refused.
-    const inStore = await evalModule({ enable: true, package: PACKAGE, to: 'file:///x', secretKeyFiles: ['/nix/store/x-key.sec', 'relative.sec'] });
-    assert.deepEqual(inStore.config.assertions.map((check) => check.assertion), [false, false]);
-    assert.match(inStore.config.assertions[0]?.message ?? '', /^services\.cachectl\.secretKeyFiles: \/nix\/store\/x-key\.sec must be an absolute path outside the Nix store/);
+    const inStore = await evalModule({
+      enable: true,
+      package: PACKAGE,
+      to: 'file:///x',
+      secretKeyFiles: ['/nix/store/x-key.sec', 'relative.sec'],
+    });
+    assert.deepEqual(
+      inStore.config.assertions.map((check) => check.assertion),
+      [false, false],
+    );
+    assert.match(
+      inStore.config.assertions[0]?.message ?? '',
+      /^services\.cachectl\.secretKeyFiles: \/nix\/store\/x-key\.sec must be an absolute path outside the Nix store/,
+    );
   });
 
   it("a machine with services.cachectl, run here: Nix's hook, the daemon, the pins and the GC", async () => {
@@ -498,7 +694,9 @@ describe('operations: nixos-module.nix and default.nix', () => {
 
     // The GC service: its pins first, then the GC, which records its run in the queue.
     const gc = moduleService(evaluated, 'cachectl-gc');
-    const env = testEnv(Object.fromEntries(Object.entries(gc.environment).map(([name, value]) => [name, local(value)])));
+    const env = testEnv(
+      Object.fromEntries(Object.entries(gc.environment).map(([name, value]) => [name, local(value)])),
+    );
     for (const command of [...gc.execStartPre, gc.execStart]) {
       const [program, ...args] = execWords(local(command));
       const result = await run(program, args, env);
@@ -507,7 +705,7 @@ describe('operations: nixos-module.nix and default.nix', () => {
     const pins = await cachectl(['pins', '--json', '--to', `file://${cacheDir}`], env);
     assert.deepEqual(JSON.parse(pins.stdout), [{ name: 'demo', paths: [tiny], problems: [] }]);
     const report = await queueStatus(env);
-    assert.ok(report.lastGc?.ok === true && report.lastGc.dryRun === false, JSON.stringify(report.lastGc));
+    assert.ok(report.lastGc?.ok === true && !report.lastGc.dryRun, JSON.stringify(report.lastGc));
     assert.equal(report.counts.done, 1);
   });
 });

@@ -60,24 +60,28 @@ for (const target of ['file', 's3'] as const) {
     });
     after(() => s3?.stop());
 
-    it('uploads closures (references, two outputs, symlink and executable roots, a multipart NAR) that Nix verifies and substitutes', async () => {
-      const paths = await buildFixtures(['top', 'multi.out', 'multi.dev', 'tree', 'symroot', 'execroot', 'big']);
-      const roots = Object.values(paths);
-      const closure = await nixClosure(roots);
-      const result = await pushJson(['--to', cacheUrl, '--secret-key-file', key.secretFile, ...roots], env);
-      assert.equal(result.closurePaths, closure.length);
-      assert.deepEqual([...result.uploaded].sort(), closure);
-      assert.deepEqual(result.failed, []);
+    it(
+      'uploads closures (references, two outputs, symlink and executable roots, a multipart NAR) that Nix verifies ' +
+        'and substitutes',
+      async () => {
+        const paths = await buildFixtures(['top', 'multi.out', 'multi.dev', 'tree', 'symroot', 'execroot', 'big']);
+        const roots = Object.values(paths);
+        const closure = await nixClosure(roots);
+        const result = await pushJson(['--to', cacheUrl, '--secret-key-file', key.secretFile, ...roots], env);
+        assert.equal(result.closurePaths, closure.length);
+        assert.deepEqual([...result.uploaded].sort(), closure);
+        assert.deepEqual(result.failed, []);
 
-      const verify = await nixVerify(nixUrl, key.publicKey, roots);
-      assert.equal(verify.code, 0, verify.stderr);
-      const copy = await nixCopyFrom(nixUrl, key.publicKey, roots);
-      assert.equal(copy.code, 0, copy.stderr);
-      // A key Nix does not trust must fail verification: the check above is not vacuous.
-      const other = await newKey('someone-else-1');
-      const untrusted = await nixVerify(nixUrl, other.publicKey, [paths.tree]);
-      assert.notEqual(untrusted.code, 0);
-    });
+        const verify = await nixVerify(nixUrl, key.publicKey, roots);
+        assert.equal(verify.code, 0, verify.stderr);
+        const copy = await nixCopyFrom(nixUrl, key.publicKey, roots);
+        assert.equal(copy.code, 0, copy.stderr);
+        // A key Nix does not trust must fail verification: the check above is not vacuous.
+        const other = await newKey('someone-else-1');
+        const untrusted = await nixVerify(nixUrl, other.publicKey, [paths.tree]);
+        assert.notEqual(untrusted.code, 0);
+      },
+    );
 
     it('uploads nothing the second time', async () => {
       const paths = await buildFixtures(['top', 'tree']);
@@ -88,60 +92,73 @@ for (const target of ['file', 's3'] as const) {
       assert.ok(again.closurePaths >= 4);
     });
 
-    if (target === 's3') it('serves NARs without Content-Encoding and with Nix content types', async () => {
-      const paths = await buildFixtures(['tiny']);
-      await pushJson(['--to', cacheUrl, paths.tiny], env);
-      const hashPart = paths.tiny.slice('/nix/store/'.length, '/nix/store/'.length + 32);
-      const narinfo = await fetch(`${nixUrl}/${hashPart}.narinfo`);
-      assert.equal(narinfo.headers.get('content-type'), 'text/x-nix-narinfo');
-      const url = /^URL: (.*)$/m.exec(await narinfo.text())?.[1];
-      const nar = await fetch(`${nixUrl}/${url}`);
-      assert.equal(nar.status, 200);
-      assert.equal(nar.headers.get('content-encoding'), null);
-      assert.equal(nar.headers.get('content-type'), 'application/x-nix-nar');
-    });
+    if (target === 's3')
+      it('serves NARs without Content-Encoding and with Nix content types', async () => {
+        const paths = await buildFixtures(['tiny']);
+        await pushJson(['--to', cacheUrl, paths.tiny], env);
+        const hashPart = paths.tiny.slice('/nix/store/'.length, '/nix/store/'.length + 32);
+        const narinfo = await fetch(`${nixUrl}/${hashPart}.narinfo`);
+        assert.equal(narinfo.headers.get('content-type'), 'text/x-nix-narinfo');
+        const url = /^URL: (.*)$/m.exec(await narinfo.text())?.[1];
+        const nar = await fetch(`${nixUrl}/${url}`);
+        assert.equal(nar.status, 200);
+        assert.equal(nar.headers.get('content-encoding'), null);
+        assert.equal(nar.headers.get('content-type'), 'application/x-nix-nar');
+      });
 
-    it('a push killed midway never leaves a narinfo whose NAR or references are missing, and the next push finishes', async () => {
-      const nonce = `kill-${target}-${Date.now()}`;
-      const { chain } = await buildFixtures(['chain'], { nonce, chainLength: 40 });
-      const closure = new Set((await nixClosure([chain])).map((path) => `${path.slice(11, 43)}.narinfo`));
-      const backend = await openCache(parseCacheUrl(cacheUrl));
-      const published = async () => {
-        let count = 0;
-        for await (const page of backend.list('')) count += page.filter(({ key }) => closure.has(key)).length;
-        return count;
-      };
-      // How long a whole push of this closure takes here, pushed to a scratch cache: kills land at fractions of it.
-      const scratch = target === 'file' ? `file://${tempDir('scratch')}` : (s3 as S3Server).cacheUrl(`${nonce}-scratch`);
-      const started = Date.now();
-      await pushJson(['--jobs', '2', '--to', scratch, chain], env);
-      const wholeMs = Date.now() - started;
-      const observer = observeCache(backend);
-      let killedMidway = 0;
-      try {
-        for (const fraction of [0.3, 0.6, 0.9]) {
-          const child = spawn(process.execPath, [CACHECTL, 'push', '--jobs', '2', '--to', cacheUrl, chain], { env, stdio: 'ignore' });
-          const exited = new Promise((resolve) => child.once('exit', resolve));
-          await sleep(wholeMs * fraction);
-          child.kill('SIGKILL');
-          await exited;
-          if ((await published()) < closure.size) killedMidway += 1;
-          assert.deepEqual((await cacheProblems(backend)).problems, [], `after the kill at ${fraction} of a whole push`);
+    it(
+      'a push killed midway never leaves a narinfo whose NAR or references are missing, and the next ' +
+        'push finishes',
+      async () => {
+        const nonce = `kill-${target}-${Date.now()}`;
+        const { chain } = await buildFixtures(['chain'], { nonce, chainLength: 40 });
+        const closure = new Set((await nixClosure([chain])).map((path) => `${path.slice(11, 43)}.narinfo`));
+        const backend = await openCache(parseCacheUrl(cacheUrl));
+        const published = async () => {
+          let count = 0;
+          for await (const page of backend.list('')) count += page.filter(({ key }) => closure.has(key)).length;
+          return count;
+        };
+        // How long a whole push of this closure takes here, pushed to a scratch cache: kills land at fractions of it.
+        const scratch =
+          target === 'file' ? `file://${tempDir('scratch')}` : (s3 as S3Server).cacheUrl(`${nonce}-scratch`);
+        const started = Date.now();
+        await pushJson(['--jobs', '2', '--to', scratch, chain], env);
+        const wholeMs = Date.now() - started;
+        const observer = observeCache(backend);
+        let killedMidway = 0;
+        try {
+          for (const fraction of [0.3, 0.6, 0.9]) {
+            const child = spawn(process.execPath, [CACHECTL, 'push', '--jobs', '2', '--to', cacheUrl, chain], {
+              env,
+              stdio: 'ignore',
+            });
+            const exited = new Promise((resolve) => child.once('exit', resolve));
+            await sleep(wholeMs * fraction);
+            child.kill('SIGKILL');
+            await exited;
+            if ((await published()) < closure.size) killedMidway += 1;
+            assert.deepEqual(
+              (await cacheProblems(backend)).problems,
+              [],
+              `after the kill at ${fraction} of a whole push`,
+            );
+          }
+        } finally {
+          const seen = await observer.stop();
+          backend.close();
+          assert.ok(seen.rounds > 0);
+          assert.deepEqual(seen.problems, [], 'the observer saw a broken cache while pushes were killed');
         }
-      } finally {
-        const seen = await observer.stop();
-        backend.close();
-        assert.ok(seen.rounds > 0);
-        assert.deepEqual(seen.problems, [], 'the observer saw a broken cache while pushes were killed');
-      }
-      assert.ok(killedMidway > 0, 'no push was killed before it finished; make the chain longer');
-      const finish = await pushJson(['--to', cacheUrl, '--secret-key-file', key.secretFile, chain], env);
-      assert.deepEqual(finish.failed, []);
-      assert.equal(finish.closurePaths, closure.size);
-      // The killed runs published unsigned narinfos; check content and closure completeness.
-      const verify = await run('nix', ['store', 'verify', '--store', nixUrl, '--no-trust', '-r', chain], env);
-      assert.equal(verify.code, 0, verify.stderr);
-    });
+        assert.ok(killedMidway > 0, 'no push was killed before it finished; make the chain longer');
+        const finish = await pushJson(['--to', cacheUrl, '--secret-key-file', key.secretFile, chain], env);
+        assert.deepEqual(finish.failed, []);
+        assert.equal(finish.closurePaths, closure.size);
+        // The killed runs published unsigned narinfos; check content and closure completeness.
+        const verify = await run('nix', ['store', 'verify', '--store', nixUrl, '--no-trust', '-r', chain], env);
+        assert.equal(verify.code, 0, verify.stderr);
+      },
+    );
   });
 }
 
@@ -157,34 +174,48 @@ describe('narinfos and NARs compared with nix copy', () => {
     chmodSync(secretFile, 0o600);
   });
 
-  const cacheFiles = (dir: string) => readdirSync(dir).filter((name) => name.endsWith('.narinfo')).sort();
+  const cacheFiles = (dir: string) =>
+    readdirSync(dir)
+      .filter((name) => name.endsWith('.narinfo'))
+      .sort();
 
-  it('with compression none: every narinfo and NAR byte for byte, signature included, from a key made by Nix', async () => {
-    const paths = await buildFixtures(['top', 'multi.dev', 'tree', 'symroot', 'execroot']);
-    // A content-addressed path (CA: line, no Deriver) beside the input-addressed ones.
-    const addDir = tempDir('ca');
-    writeFileSync(join(addDir, 'cachectl-ca-file'), 'content-addressed\n');
-    const added = await run('nix-store', ['--add', join(addDir, 'cachectl-ca-file')]);
-    assert.equal(added.code, 0, added.stderr);
-    const roots = [...Object.values(paths), added.stdout.trim()];
-    const nixDir = tempDir('nixcopy');
-    const ourDir = tempDir('ours');
-    const copy = await run('nix', ['copy', '--to', `file://${nixDir}?compression=none&secret-key=${secretFile}`, ...roots]);
-    assert.equal(copy.code, 0, copy.stderr);
-    await pushJson(['--to', `file://${ourDir}`, '--compression', 'none', '--secret-key-file', secretFile, ...roots], testEnv());
-    assert.deepEqual(cacheFiles(ourDir), cacheFiles(nixDir));
-    assert.ok(cacheFiles(ourDir).length >= 8);
-    for (const name of cacheFiles(nixDir)) {
-      assert.equal(readFileSync(join(ourDir, name), 'utf8'), readFileSync(join(nixDir, name), 'utf8'), name);
-    }
-    const caNarInfo = readFileSync(join(ourDir, `${added.stdout.trim().slice(11, 43)}.narinfo`), 'utf8');
-    assert.match(caNarInfo, /^CA: fixed:r:sha256:[0-9a-z]{52}$/m);
-    assert.doesNotMatch(caNarInfo, /^Deriver:/m);
-    assert.deepEqual(readdirSync(join(ourDir, 'nar')).sort(), readdirSync(join(nixDir, 'nar')).sort());
-    for (const name of readdirSync(join(nixDir, 'nar'))) {
-      assert.ok(readFileSync(join(ourDir, 'nar', name)).equals(readFileSync(join(nixDir, 'nar', name))), name);
-    }
-  });
+  it(
+    'with compression none: every narinfo and NAR byte for byte, signature included, from a key ' + 'made by Nix',
+    async () => {
+      const paths = await buildFixtures(['top', 'multi.dev', 'tree', 'symroot', 'execroot']);
+      // A content-addressed path (CA: line, no Deriver) beside the input-addressed ones.
+      const addDir = tempDir('ca');
+      writeFileSync(join(addDir, 'cachectl-ca-file'), 'content-addressed\n');
+      const added = await run('nix-store', ['--add', join(addDir, 'cachectl-ca-file')]);
+      assert.equal(added.code, 0, added.stderr);
+      const roots = [...Object.values(paths), added.stdout.trim()];
+      const nixDir = tempDir('nixcopy');
+      const ourDir = tempDir('ours');
+      const copy = await run('nix', [
+        'copy',
+        '--to',
+        `file://${nixDir}?compression=none&secret-key=${secretFile}`,
+        ...roots,
+      ]);
+      assert.equal(copy.code, 0, copy.stderr);
+      await pushJson(
+        ['--to', `file://${ourDir}`, '--compression', 'none', '--secret-key-file', secretFile, ...roots],
+        testEnv(),
+      );
+      assert.deepEqual(cacheFiles(ourDir), cacheFiles(nixDir));
+      assert.ok(cacheFiles(ourDir).length >= 8);
+      for (const name of cacheFiles(nixDir)) {
+        assert.equal(readFileSync(join(ourDir, name), 'utf8'), readFileSync(join(nixDir, name), 'utf8'), name);
+      }
+      const caNarInfo = readFileSync(join(ourDir, `${added.stdout.trim().slice(11, 43)}.narinfo`), 'utf8');
+      assert.match(caNarInfo, /^CA: fixed:r:sha256:[0-9a-z]{52}$/m);
+      assert.doesNotMatch(caNarInfo, /^Deriver:/m);
+      assert.deepEqual(readdirSync(join(ourDir, 'nar')).sort(), readdirSync(join(nixDir, 'nar')).sort());
+      for (const name of readdirSync(join(nixDir, 'nar'))) {
+        assert.ok(readFileSync(join(ourDir, 'nar', name)).equals(readFileSync(join(nixDir, 'nar', name))), name);
+      }
+    },
+  );
 
   it('with zstd and xz: every narinfo line but URL, FileHash and FileSize', async () => {
     const paths = await buildFixtures(['top', 'tree', 'execroot']);
@@ -192,9 +223,17 @@ describe('narinfos and NARs compared with nix copy', () => {
     for (const compression of ['zstd', 'xz']) {
       const nixDir = tempDir('nixcopy');
       const ourDir = tempDir('ours');
-      const copy = await run('nix', ['copy', '--to', `file://${nixDir}?compression=${compression}&secret-key=${secretFile}`, ...roots]);
+      const copy = await run('nix', [
+        'copy',
+        '--to',
+        `file://${nixDir}?compression=${compression}&secret-key=${secretFile}`,
+        ...roots,
+      ]);
       assert.equal(copy.code, 0, copy.stderr);
-      await pushJson(['--to', `file://${ourDir}`, '--compression', compression, '--secret-key-file', secretFile, ...roots], testEnv());
+      await pushJson(
+        ['--to', `file://${ourDir}`, '--compression', compression, '--secret-key-file', secretFile, ...roots],
+        testEnv(),
+      );
       assert.deepEqual(cacheFiles(ourDir), cacheFiles(nixDir));
       const stable = (text: string) => text.replace(/^(URL|FileHash|FileSize): .*\n/gm, '');
       for (const name of cacheFiles(nixDir)) {
@@ -220,21 +259,36 @@ describe('cachectl push --skip-signed-by', () => {
     assert.equal(sign.code, 0, sign.stderr);
     const key = await newKey('cachectl-skip-test-1');
     const dir = tempDir('skip-cache');
-    const result = (await pushJson(['--to', `file://${dir}`, '--secret-key-file', key.secretFile, '--skip-signed-by', 'upstream.example.org-1', app], env)) as Awaited<
-      ReturnType<typeof pushJson>
-    > & { skippedSignedBy: number };
-    assert.deepEqual({ uploaded: result.uploaded, skipped: result.skippedSignedBy, closure: result.closurePaths }, { uploaded: [app], skipped: 1, closure: 2 });
+    const result = (await pushJson(
+      ['--to', `file://${dir}`, '--secret-key-file', key.secretFile, '--skip-signed-by', 'upstream.example.org-1', app],
+      env,
+    )) as Awaited<ReturnType<typeof pushJson>> & { skippedSignedBy: number };
+    assert.deepEqual(
+      { uploaded: result.uploaded, skipped: result.skippedSignedBy, closure: result.closurePaths },
+      { uploaded: [app], skipped: 1, closure: 2 },
+    );
     assert.ok(!readdirSync(dir).includes(`${lib.slice('/nix/store/'.length, '/nix/store/'.length + 32)}.narinfo`));
-    const verify = await run('nix', ['store', 'verify', '--store', `file://${dir}`, '--trusted-public-keys', key.publicKey, app], env);
+    const verify = await run(
+      'nix',
+      ['store', 'verify', '--store', `file://${dir}`, '--trusted-public-keys', key.publicKey, app],
+      env,
+    );
     assert.equal(verify.code, 0, verify.stderr);
     // Another key name skips nothing; a malformed one is refused before anything happens.
-    const all = await pushJson(['--to', `file://${tempDir('skip-cache')}`, '--skip-signed-by', 'cache.nixos.org-1', app], env);
+    const all = await pushJson(
+      ['--to', `file://${tempDir('skip-cache')}`, '--skip-signed-by', 'cache.nixos.org-1', app],
+      env,
+    );
     assert.deepEqual([...all.uploaded].sort(), [app, lib].sort());
-    const bad = await cachectl(['push', '--to', `file://${tempDir('skip-cache')}`, '--skip-signed-by', 'upstream:key', app], env);
+    const bad = await cachectl(
+      ['push', '--to', `file://${tempDir('skip-cache')}`, '--skip-signed-by', 'upstream:key', app],
+      env,
+    );
     assert.equal(bad.code, 1);
     assert.equal(
       bad.stderr,
-      'cachectl: skip-signed-by "upstream:key" is not a key name such as cache.nixos.org-1 (the part before \':\' of a public key)\n',
+      'cachectl: skip-signed-by "upstream:key" is not a key name such as cache.nixos.org-1 (the part before \':\' ' +
+        'of a public key)\n',
     );
   });
 });

@@ -48,7 +48,7 @@ function withSettings(command: Command, keys: readonly OptionKey[]): Command {
 function settingsOf(flags: CommonFlags): ConfigFlags {
   const settings: Record<string, unknown> = {};
   for (const [key, spec] of Object.entries(OPTIONS)) settings[key] = flags[new Option(spec.flag).attributeName()];
-  return settings as ConfigFlags;
+  return settings;
 }
 
 function loadConfig(flags: CommonFlags): Config {
@@ -72,14 +72,22 @@ function failureText(err: unknown): string {
 function fail(err: unknown): never {
   const message = failureText(err);
   // Written synchronously: to a pipe or socket (journald) process.stderr writes later, and exit would drop it.
-  writeSync(2, message.split('\n').map((line) => `cachectl: ${line}\n`).join(''));
+  writeSync(
+    2,
+    message
+      .split('\n')
+      .map((line) => `cachectl: ${line}\n`)
+      .join(''),
+  );
   process.exit(1);
 }
 
 // The SDK version is pinned on purpose; its notice about future Node versions is not the user's concern.
 process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
 
-const { version } = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+const { version } = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
+  version: string;
+};
 
 const program = new Command('cachectl')
   .version(version)
@@ -124,18 +132,24 @@ path failed; the paths that reference a failed path are not published, so the ca
       } else {
         const rate = result.seconds > 0 ? result.narBytes / result.seconds : 0;
         process.stdout.write(
-          `pushed ${result.uploaded.length} paths (${formatBytes(result.narBytes)} NAR, ${formatBytes(result.fileBytes)} ` +
+          `pushed ${result.uploaded.length} paths (${formatBytes(result.narBytes)} NAR, ` +
+            `${formatBytes(result.fileBytes)} ` +
             `${config.compression}) to ${result.cache} in ${result.seconds.toFixed(1)} s (${formatBytes(rate)}/s); ` +
             `${result.alreadyPresent} of ${result.closurePaths} already there` +
             (result.skippedSignedBy > 0 ? `; ${result.skippedSignedBy} left to the caches that signed them` : '') +
-            (result.repaired.length > 0 ? `; ${result.repaired.length} uploaded again after a concurrent GC removed them` : '') +
+            (result.repaired.length > 0
+              ? `; ${result.repaired.length} uploaded again after a concurrent GC removed them`
+              : '') +
             (result.failed.length > 0 ? `; ${result.failed.length} FAILED` : '') +
             '\n',
         );
         // A cache outage fails every path alike: the first few say it.
-        for (const failure of result.failed.slice(0, FAILURES_SHOWN)) process.stderr.write(`cachectl: ${failure.message}\n`);
+        for (const failure of result.failed.slice(0, FAILURES_SHOWN))
+          process.stderr.write(`cachectl: ${failure.message}\n`);
         if (result.failed.length > FAILURES_SHOWN) {
-          process.stderr.write(`cachectl: … and ${result.failed.length - FAILURES_SHOWN} more failures (--json lists them all)\n`);
+          process.stderr.write(
+            `cachectl: … and ${result.failed.length - FAILURES_SHOWN} more failures (--json lists them all)\n`,
+          );
         }
       }
       if (result.failed.length > 0) process.exitCode = 1;
@@ -145,16 +159,18 @@ path failed; the paths that reference a failed path are not published, so the ca
   });
 
 withSettings(
-    program
-      .command('daemon')
-      .description(
-        'Run the uploader: take the paths the post-build hook (or cachectl enqueue) queues and upload their closures, ' +
-          'retrying failures, pausing while the cache is down or throttling. Logs JSON lines to stdout; speaks sd_notify ' +
-          'under systemd (Type=notify). SIGTERM drains: uploads in flight finish (or go back to the queue), then it exits 0.',
-      ),
-    [...PUSH_SETTINGS, 'queue', 'gcRoots', 'metricsListen'],
-  )
-    .addHelpText(
+  program
+    .command('daemon')
+    .description(
+      'Run the uploader: take the paths the post-build hook (or cachectl enqueue) queues and upload their closures, ' +
+        'retrying failures, pausing while the cache is down or throttling. Logs JSON lines to stdout; speaks ' +
+        'sd_notify ' +
+        'under systemd (Type=notify). SIGTERM drains: uploads in flight finish (or go back to the queue), then it ' +
+        'exits 0.',
+    ),
+  [...PUSH_SETTINGS, 'queue', 'gcRoots', 'metricsListen'],
+)
+  .addHelpText(
     'after',
     `
 Example:
@@ -163,43 +179,53 @@ Example:
 systemd/cachectl.service runs: cachectl daemon --config /etc/cachectl/config.json --secret-key-file %d/signing-key
 
 Then add to nix.conf:  post-build-hook = ${new URL('../../../hook/post-build-hook', import.meta.url).pathname}`,
-  ).action(async (flags: CommonFlags) => {
-  try {
-    const config = loadConfig(flags);
-    const log = pino({ base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ fd: 1, sync: true }));
-    const abandon = new AbortController();
-    const { daemon, close } = await openDaemon(config, log, process.env, abandon.signal);
-    let signals = 0;
-    const onSignal = (signal: NodeJS.Signals): void => {
-      signals += 1;
-      if (signals > 1) {
-        // The queue stays consistent: the leases of whatever was in flight send it back to pending.
-        log.warn({ signal }, 'second signal: exiting without draining');
-        process.exit(1);
-      }
-      log.info({ signal }, 'stopping');
-      daemon.stop();
-      // Uploads still in flight when the drain time is up are abandoned: they stop, their paths go back to the queue.
-      setTimeout(() => abandon.abort(), DRAIN_MS).unref();
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-    await daemon.run();
-    log.info('stopped');
-    close();
-    // An abandoned upload may still hold a handle (a compressor thread): its work is not waited for.
-    process.exit(0);
-  } catch (err) {
-    // systemctl status shows why: journald may file the stderr of a process that exits at once under no unit.
-    systemdNotifier(process.env, () => undefined)?.notify({ STATUS: `failed: ${failureText(err).split('\n')[0] ?? ''}` });
-    fail(err);
-  }
-});
+  )
+  .action(async (flags: CommonFlags) => {
+    try {
+      const config = loadConfig(flags);
+      const log = pino(
+        { base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime },
+        pino.destination({ fd: 1, sync: true }),
+      );
+      const abandon = new AbortController();
+      const { daemon, close } = await openDaemon(config, log, process.env, abandon.signal);
+      let signals = 0;
+      const onSignal = (signal: NodeJS.Signals): void => {
+        signals += 1;
+        if (signals > 1) {
+          // The queue stays consistent: the leases of whatever was in flight send it back to pending.
+          log.warn({ signal }, 'second signal: exiting without draining');
+          process.exit(1);
+        }
+        log.info({ signal }, 'stopping');
+        daemon.stop();
+        // Uploads still in flight when the drain time is up are abandoned: they stop, their paths go back to the queue.
+        setTimeout(() => {
+          abandon.abort();
+        }, DRAIN_MS).unref();
+      };
+      process.on('SIGTERM', onSignal);
+      process.on('SIGINT', onSignal);
+      await daemon.run();
+      log.info('stopped');
+      close();
+      // An abandoned upload may still hold a handle (a compressor thread): its work is not waited for.
+      process.exit(0);
+    } catch (err) {
+      // systemctl status shows why: journald may file the stderr of a process that exits at once under no unit.
+      systemdNotifier(process.env, () => undefined)?.notify({
+        STATUS: `failed: ${failureText(err).split('\n')[0] ?? ''}`,
+      });
+      fail(err);
+    }
+  });
 
 withSettings(
   program
     .command('enqueue')
-    .description('Queue store paths for the daemon to upload, as the post-build hook does; they stay GC roots until uploaded.')
+    .description(
+      'Queue store paths for the daemon to upload, as the post-build hook does; they stay GC roots until uploaded.',
+    )
     .argument('<paths...>', 'store paths, or links to them such as ./result'),
   QUEUE_SETTINGS,
 ).action(async (paths: string[], flags: CommonFlags) => {
@@ -229,7 +255,10 @@ withSettings(
       const show = (): void => {
         const report = readStatus(config);
         if (flags.json === true) process.stdout.write(`${JSON.stringify(report)}\n`);
-        else process.stdout.write(`${flags.watch === true && process.stdout.isTTY ? '\x1b[H\x1b[J' : ''}${formatStatus(report)}`);
+        else
+          process.stdout.write(
+            `${flags.watch === true && process.stdout.isTTY ? '\x1b[H\x1b[J' : ''}${formatStatus(report)}`,
+          );
       };
       show();
       if (flags.watch === true) setInterval(show, 1000);
@@ -241,7 +270,9 @@ withSettings(
 withSettings(
   program
     .command('retry')
-    .description('Put failed paths back in the queue with fresh attempts (after fixing what cachectl status says went wrong).')
+    .description(
+      'Put failed paths back in the queue with fresh attempts (after fixing what cachectl status says went wrong).',
+    )
     .argument('[paths...]', 'failed store paths (or links to them)'),
   QUEUE_SETTINGS,
 )
@@ -260,10 +291,14 @@ withSettings(
   program
     .command('gc')
     .description(
-      'Delete from the cache what nothing needs any more: narinfos outside the closures of the pins, of recent uploads ' +
-        'and of what writers are uploading now, their NARs, orphaned NARs and logs. Safe while daemons and pushes keep ' +
-        'uploading. An unreachable object is first marked, and deleted by a later run once marked for the grace period. ' +
-        'When this machine has a queue (--queue), the summary of the run is kept there for cachectl status and the metrics.',
+      'Delete from the cache what nothing needs any more: narinfos outside the closures of the pins, of ' +
+        'recent uploads ' +
+        'and of what writers are uploading now, their NARs, orphaned NARs and logs. Safe while daemons and ' +
+        'pushes keep ' +
+        'uploading. An unreachable object is first marked, and deleted by a later run once marked for the ' +
+        'grace period. ' +
+        'When this machine has a queue (--queue), the summary of the run is kept there for cachectl status and the ' +
+        'metrics.',
     ),
   ['to', 'olderThan', 'grace', 'jobs', 'metadataCache', 'queue', 'config'],
 )
@@ -284,7 +319,13 @@ Examples:
         const problem = recordGcRun(config.queue, run);
         if (problem !== undefined) process.stderr.write(`cachectl: ${problem}\n`);
       };
-      const report = await gcCommand(flags, config, process.env, showNotes ? (text) => process.stderr.write(`\r\x1b[K${text}`) : undefined, onRun);
+      const report = await gcCommand(
+        flags,
+        config,
+        process.env,
+        showNotes ? (text) => process.stderr.write(`\r\x1b[K${text}`) : undefined,
+        onRun,
+      );
       if (showNotes) process.stderr.write('\r\x1b[K');
       process.stdout.write(flags.json === true ? `${JSON.stringify(report)}\n` : formatGcReport(report));
       if (report.stopped !== undefined) process.exitCode = 1;
@@ -296,7 +337,10 @@ Examples:
 withSettings(
   program
     .command('pin')
-    .description('Keep store paths and their closures in the cache whatever their age: a GC root in the bucket (gcroots/NAME), replacing what NAME held.')
+    .description(
+      'Keep store paths and their closures in the cache whatever their age: a GC root in the bucket (gcroots/NAME), ' +
+        'replacing what NAME held.',
+    )
     .argument('<name>', "the pin's name: letters, digits, '.', '_', '-'")
     .argument('<paths...>', 'store paths the cache has, or links to them such as ./result'),
   CACHE_SETTINGS,
@@ -309,24 +353,33 @@ withSettings(
   }
 });
 
-withSettings(program.command('unpin').description('Remove a pin; the next GC may then collect what only it kept.').argument('<name>', 'the pin'), CACHE_SETTINGS).action(
-  async (name: string, flags: CommonFlags) => {
-    try {
-      await unpinCommand(name, loadConfig(flags));
-      process.stdout.write(`unpinned ${name}\n`);
-    } catch (err) {
-      fail(err);
-    }
-  },
-);
+withSettings(
+  program
+    .command('unpin')
+    .description('Remove a pin; the next GC may then collect what only it kept.')
+    .argument('<name>', 'the pin'),
+  CACHE_SETTINGS,
+).action(async (name: string, flags: CommonFlags) => {
+  try {
+    await unpinCommand(name, loadConfig(flags));
+    process.stdout.write(`unpinned ${name}\n`);
+  } catch (err) {
+    fail(err);
+  }
+});
 
-withSettings(program.command('pins').description('List the pins of the cache and the paths each keeps.'), CACHE_SETTINGS)
+withSettings(
+  program.command('pins').description('List the pins of the cache and the paths each keeps.'),
+  CACHE_SETTINGS,
+)
   .option('--json', 'print the pins as JSON')
   .action(async (flags: CommonFlags) => {
     try {
       const pins = await pinsCommand(loadConfig(flags));
       if (flags.json === true) process.stdout.write(`${JSON.stringify(pins)}\n`);
-      else for (const { name, paths, problems } of pins) process.stdout.write(`${name}\n${[...paths, ...problems].map((line) => `  ${line}\n`).join('')}`);
+      else
+        for (const { name, paths, problems } of pins)
+          process.stdout.write(`${name}\n${[...paths, ...problems].map((line) => `  ${line}\n`).join('')}`);
     } catch (err) {
       fail(err);
     }
@@ -343,7 +396,11 @@ program
   .option('--public-key-file <file>', 'the public key file to create (default: the secret key file + .pub)')
   .action(async (name: string, flags: { secretKeyFile: string; publicKeyFile?: string }) => {
     try {
-      const result = await keygenCommand(name, flags.secretKeyFile, flags.publicKeyFile ?? `${flags.secretKeyFile}.pub`);
+      const result = await keygenCommand(
+        name,
+        flags.secretKeyFile,
+        flags.publicKeyFile ?? `${flags.secretKeyFile}.pub`,
+      );
       process.stdout.write(`${result.publicKey}\n`);
     } catch (err) {
       fail(err);

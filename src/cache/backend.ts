@@ -15,7 +15,8 @@ export interface ObjectEntry {
  * between a bug and another prefix of the bucket, or a file outside a file:// cache's directory.
  */
 export function containedKey(key: string): string {
-  if (/(^|\/)\.{0,2}\/|(^|\/)\.{1,2}$|\\|\0/.test(key)) throw new Error(`refusing cache key ${JSON.stringify(key)}: it could reach outside the cache`);
+  if (/(^|\/)\.{0,2}\/|(^|\/)\.{1,2}$|\\|\0/.test(key))
+    throw new Error(`refusing cache key ${JSON.stringify(key)}: it could reach outside the cache`);
   return key;
 }
 
@@ -37,7 +38,10 @@ export async function* untilAborted(body: AsyncIterable<Buffer>, signal: AbortSi
   const iterator = body[Symbol.asyncIterator]();
   let onAbort: () => void = () => undefined;
   const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(signal.reason);
+    onAbort = () => {
+      const reason: unknown = signal.reason;
+      reject(reason instanceof Error ? reason : new Error(String(reason)));
+    };
     signal.addEventListener('abort', onAbort, { once: true });
   });
   aborted.catch(() => undefined);
@@ -51,7 +55,7 @@ export async function* untilAborted(body: AsyncIterable<Buffer>, signal: AbortSi
   } finally {
     signal.removeEventListener('abort', onAbort);
     // Not awaited: a stalled body may never answer.
-    void iterator.return?.()?.catch(() => undefined);
+    void iterator.return?.().catch(() => undefined);
   }
 }
 

@@ -88,7 +88,9 @@ export class FileBackend implements CacheBackend {
       const infos = await Promise.all(slice.map((key) => stat(this.path(key)).catch(() => undefined)));
       yield slice.flatMap((key, i) => {
         const info = infos[i];
-        return info?.isFile() ? [{ key, sizeBytes: info.size, lastModified: info.mtime, etag: `${info.size}-${info.mtimeMs}-${info.ino}` }] : [];
+        return info?.isFile()
+          ? [{ key, sizeBytes: info.size, lastModified: info.mtime, etag: `${info.size}-${info.mtimeMs}-${info.ino}` }]
+          : [];
       });
     }
   }
@@ -145,8 +147,10 @@ export class FileBackend implements CacheBackend {
       // Most often the service's sandbox: ProtectSystem=strict leaves only named paths writable.
       return new CachectlError(
         'CACHE_WRITE_FAILED',
-        `cache ${this.displayUrl} is not writable here (${key}: ${(err as Error).message}); under systemd/cachectl.service, a ` +
-          `file:// cache outside /var/lib/cachectl must exist and be named in a drop-in: ReadWritePaths=${this.root} (README: Quick start on Debian)`,
+        `cache ${this.displayUrl} is not writable here (${key}: ${(err as Error).message}); under ` +
+          `systemd/cachectl.service, a ` +
+          `file:// cache outside /var/lib/cachectl must exist and be named in a drop-in: ` +
+          `ReadWritePaths=${this.root} (README: Quick start on Debian)`,
         { cause: err },
       );
     }

@@ -23,7 +23,10 @@ const MIN_PART_BYTES = 5 * 1024 * 1024;
 const MAX_PARTS = 10_000;
 /** Parts in flight per upload: enough to keep the link busy, few enough to bound memory (parts are buffered). */
 const PARTS_IN_FLIGHT = 2;
-/** Attempts of a small PUT or of reading a GET's body (as the SDK's default): the first, then two retries of transient failures. */
+/**
+ * Attempts of a small PUT or of reading a GET's body (as the SDK's default): the first, then two retries of
+ * transient failures.
+ */
 const ATTEMPTS = 3;
 
 /**
@@ -78,9 +81,12 @@ export class S3Backend implements CacheBackend {
       maxAttempts: 3,
       // Without throwOnRequestTimeout the SDK only warns about a stalled request and waits for it forever.
       requestHandler: { connectionTimeout: 5_000, requestTimeout: url.requestTimeoutMs, throwOnRequestTimeout: true },
-      ...(url.endpoint === undefined ? {} : { endpoint: url.endpoint, endpointProvider: () => ({ url: new URL(this.bucketUrl) }) }),
+      ...(url.endpoint === undefined
+        ? {}
+        : { endpoint: url.endpoint, endpointProvider: () => ({ url: new URL(this.bucketUrl) }) }),
       // A named profile is read on its own: the default chain would fall through to other sources and hide why
-      // the profile failed (an expired credential_process answer becomes "Could not load credentials from any providers").
+      // the profile failed (an expired credential_process answer becomes "Could not load credentials from any
+      // providers").
       ...(profile === undefined ? {} : { credentials: fromIni({ profile }) }),
     });
     // DeleteObjects must carry a checksum; the SDK sends only CRC32, which Swift's s3api does not accept.
@@ -104,13 +110,17 @@ export class S3Backend implements CacheBackend {
     for (let attempt = 1; ; attempt++) {
       let response;
       try {
-        response = await this.client.send(new GetObjectCommand({ Bucket: this.url.bucket, Key: this.key(key) }), { abortSignal: this.signal });
+        response = await this.client.send(new GetObjectCommand({ Bucket: this.url.bucket, Key: this.key(key) }), {
+          abortSignal: this.signal,
+        });
       } catch (err) {
         if (err instanceof S3ServiceException && err.name === 'NoSuchKey') return undefined;
         throw this.failure(`GET ${key}`, err);
       }
       try {
-        return Buffer.from(await (response.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray());
+        return Buffer.from(
+          await (response.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray(),
+        );
       } catch (err) {
         // The SDK retries a failed request, but not a body cut off after the response began.
         if (attempt === ATTEMPTS) throw this.failure(`GET ${key}`, err);
@@ -120,7 +130,9 @@ export class S3Backend implements CacheBackend {
 
   async exists(key: string): Promise<boolean> {
     try {
-      await this.client.send(new HeadObjectCommand({ Bucket: this.url.bucket, Key: this.key(key) }), { abortSignal: this.signal });
+      await this.client.send(new HeadObjectCommand({ Bucket: this.url.bucket, Key: this.key(key) }), {
+        abortSignal: this.signal,
+      });
       return true;
     } catch (err) {
       // A HEAD has no body, so a missing bucket and a missing key both come back as a bare 404.
@@ -153,17 +165,22 @@ export class S3Backend implements CacheBackend {
         });
         const response = await this.send(url, headers, body);
         if (response.status >= 200 && response.status < 300) return;
-        failure = Object.assign(new Error(/<Message>([^<]*)<\/Message>/.exec(response.body)?.[1] ?? `HTTP ${response.status}`), {
-          name: /<Code>([^<]*)<\/Code>/.exec(response.body)?.[1] ?? `HTTP${response.status}`,
-          $metadata: { httpStatusCode: response.status },
-          $response: { headers: response.headers },
-        });
+        failure = Object.assign(
+          new Error(/<Message>([^<]*)<\/Message>/.exec(response.body)?.[1] ?? `HTTP ${response.status}`),
+          {
+            name: /<Code>([^<]*)<\/Code>/.exec(response.body)?.[1] ?? `HTTP${response.status}`,
+            $metadata: { httpStatusCode: response.status },
+            $response: { headers: response.headers },
+          },
+        );
       } catch (err) {
         failure = err;
       }
       const error = this.failure(`PUT ${key}`, failure);
       if (!error.retryable || attempt === ATTEMPTS) throw error;
-      await sleep(Math.max(error.retryAfterMs ?? 0, 100 * 2 ** attempt * (0.5 + Math.random())), undefined, { signal: this.signal });
+      await sleep(Math.max(error.retryAfterMs ?? 0, 100 * 2 ** attempt * (0.5 + Math.random())), undefined, {
+        signal: this.signal,
+      });
     }
   }
 
@@ -174,16 +191,27 @@ export class S3Backend implements CacheBackend {
   ): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
     const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
     return new Promise((resolve, reject) => {
-      const options = { method: 'PUT', headers, agent: this.agent, timeout: this.url.requestTimeoutMs, signal: this.signal };
+      const options = {
+        method: 'PUT',
+        headers,
+        agent: this.agent,
+        timeout: this.url.requestTimeoutMs,
+        signal: this.signal,
+      };
       const req = request(url, options, (res) => {
         let text = '';
         res.setEncoding('utf8');
         res.on('data', (data: string) => (text += data));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
+        res.on('end', () => {
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text });
+        });
         res.on('error', reject);
         // A connection lost mid-response: the PUT may or may not have happened, so it is tried again.
         res.on('close', () => {
-          if (!res.complete) reject(Object.assign(new Error('connection closed before the response was complete'), { code: 'ECONNRESET' }));
+          if (!res.complete)
+            reject(
+              Object.assign(new Error('connection closed before the response was complete'), { code: 'ECONNRESET' }),
+            );
         });
       });
       req.on('timeout', () => req.destroy(Object.assign(new Error('request timed out'), { code: 'ETIMEDOUT' })));
@@ -194,13 +222,13 @@ export class S3Backend implements CacheBackend {
 
   async putStream(key: string, body: AsyncIterable<Buffer>, contentType: string, sizeHintBytes: number): Promise<void> {
     // The body fails on purpose (a NarHash mismatch): that error, not the abort that follows, is the news.
-    let bodyError: unknown;
+    let bodyError: Error | undefined;
     const { signal } = this;
     const tracked = async function* (): AsyncGenerator<Buffer> {
       try {
         yield* untilAborted(body, signal);
       } catch (err) {
-        bodyError = err;
+        bodyError = err instanceof Error ? err : new Error(String(err));
         throw err;
       }
     };
@@ -263,10 +291,15 @@ export class S3Backend implements CacheBackend {
     let response;
     try {
       response = await this.client.send(
-        new DeleteObjectsCommand({ Bucket: this.url.bucket, Delete: { Objects: keys.map((key) => ({ Key: this.key(key) })), Quiet: true } }),
+        new DeleteObjectsCommand({
+          Bucket: this.url.bucket,
+          Delete: { Objects: keys.map((key) => ({ Key: this.key(key) })), Quiet: true },
+        }),
         {
           abortSignal:
-            options.timeoutMs === undefined ? this.signal : AbortSignal.any([this.signal, AbortSignal.timeout(Math.max(1, Math.floor(options.timeoutMs)))]),
+            options.timeoutMs === undefined
+              ? this.signal
+              : AbortSignal.any([this.signal, AbortSignal.timeout(Math.max(1, Math.floor(options.timeoutMs)))]),
         },
       );
     } catch (err) {
@@ -274,9 +307,13 @@ export class S3Backend implements CacheBackend {
     }
     const error = response.Errors?.[0];
     if (error !== undefined) {
-      throw new CachectlError('CACHE_WRITE_FAILED', `DELETE ${error.Key ?? '?'} in ${this.displayUrl}: ${error.Code ?? ''} ${error.Message ?? ''}`.trim(), {
-        retryable: true,
-      });
+      throw new CachectlError(
+        'CACHE_WRITE_FAILED',
+        `DELETE ${error.Key ?? '?'} in ${this.displayUrl}: ${error.Code ?? ''} ${error.Message ?? ''}`.trim(),
+        {
+          retryable: true,
+        },
+      );
     }
   }
 
@@ -292,19 +329,28 @@ export class S3Backend implements CacheBackend {
     const name = (err as { name?: string }).name ?? '';
     const code = (err as { code?: string }).code ?? '';
     if (name === 'NoSuchBucket' || (status === 404 && what.startsWith('HEAD'))) {
-      return new CachectlError('CACHE_NOT_FOUND', `${where}: the bucket ${this.url.bucket} does not exist; create it or fix --to`, { cause: err });
+      return new CachectlError(
+        'CACHE_NOT_FOUND',
+        `${where}: the bucket ${this.url.bucket} does not exist; create it or fix --to`,
+        { cause: err },
+      );
     }
     if (name === 'CredentialsProviderError') {
       return new CachectlError(
         'CACHE_ACCESS_DENIED',
-        `${where}: no usable AWS credentials (${(err as Error).message}); renew them, or set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ?profile=`,
+        `${where}: no usable AWS credentials (${(err as Error).message}); renew them, or set ` +
+          `AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ?profile=`,
         { cause: err },
       );
     }
-    if (status === 403 || ['AccessDenied', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'ExpiredToken'].includes(name)) {
+    if (
+      status === 403 ||
+      ['AccessDenied', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'ExpiredToken'].includes(name)
+    ) {
       return new CachectlError(
         'CACHE_ACCESS_DENIED',
-        `${where}: access denied (${name || status}); check the AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ?profile=) and the bucket policy`,
+        `${where}: access denied (${name || status}); check the AWS credentials ` +
+          `(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ?profile=) and the bucket policy`,
         { cause: err },
       );
     }

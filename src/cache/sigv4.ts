@@ -40,7 +40,10 @@ export function encodeKeyPath(key: string): string {
  * machinery costs more CPU than the request itself; the SDK's own signer is the oracle in the tests.
  */
 export function signS3Request(request: RequestToSign): Record<string, string> {
-  const amzDate = request.date.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '');
+  const amzDate = request.date
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d{3}/, '');
   const day = amzDate.slice(0, 8);
   const headers: Record<string, string> = {
     ...request.headers,
@@ -48,7 +51,8 @@ export function signS3Request(request: RequestToSign): Record<string, string> {
     'x-amz-content-sha256': sha256Hex(request.body),
     'x-amz-date': amzDate,
   };
-  if (request.credentials.sessionToken !== undefined) headers['x-amz-security-token'] = request.credentials.sessionToken;
+  if (request.credentials.sessionToken !== undefined)
+    headers['x-amz-security-token'] = request.credentials.sessionToken;
   const signed = Object.keys(headers)
     .map((name) => name.toLowerCase())
     .sort();
@@ -68,7 +72,10 @@ export function signS3Request(request: RequestToSign): Record<string, string> {
   ].join('\n');
   const scope = `${day}/${request.region}/s3/aws4_request`;
   const stringToSign = ['AWS4-HMAC-SHA256', amzDate, scope, sha256Hex(canonicalRequest)].join('\n');
-  const signingKey = hmac(hmac(hmac(hmac(`AWS4${request.credentials.secretAccessKey}`, day), request.region), 's3'), 'aws4_request');
+  const signingKey = hmac(
+    hmac(hmac(hmac(`AWS4${request.credentials.secretAccessKey}`, day), request.region), 's3'),
+    'aws4_request',
+  );
   const signature = createHmac('sha256', signingKey).update(stringToSign).digest('hex');
   headers.authorization =
     `AWS4-HMAC-SHA256 Credential=${request.credentials.accessKeyId}/${scope}, ` +

@@ -27,7 +27,9 @@ export async function openDaemon(
   const store = new LocalStore({ dbPath: config.nixDb });
   const queue = Queue.open(config.queue);
   const backend = await openCache(cacheUrl, abandon);
-  const notifier = systemdNotifier(env, (err) => log.warn({ err: errorText(err) }, 'cannot notify systemd'));
+  const notifier = systemdNotifier(env, (err) => {
+    log.warn({ err: errorText(err) }, 'cannot notify systemd');
+  });
   const daemon = new Daemon({
     queue,
     spoolDir: spoolDirOf(config.queue),
@@ -43,8 +45,13 @@ export async function openDaemon(
     env,
     signal: abandon,
   });
-  const metrics = config.metricsListen === undefined ? undefined : await serveDaemonMetrics(config.metricsListen, daemon, queue);
-  if (metrics !== undefined) log.info({ metrics: `http://${formatHost(metrics.bound.address)}:${metrics.bound.port}/metrics` }, 'serving metrics');
+  const metrics =
+    config.metricsListen === undefined ? undefined : await serveDaemonMetrics(config.metricsListen, daemon, queue);
+  if (metrics !== undefined)
+    log.info(
+      { metrics: `http://${formatHost(metrics.bound.address)}:${metrics.bound.port}/metrics` },
+      'serving metrics',
+    );
   return {
     daemon,
     close() {
@@ -57,7 +64,11 @@ export async function openDaemon(
   };
 }
 
-async function serveDaemonMetrics(address: ListenAddress, daemon: Daemon, queue: Queue): ReturnType<typeof serveMetrics> {
+async function serveDaemonMetrics(
+  address: ListenAddress,
+  daemon: Daemon,
+  queue: Queue,
+): ReturnType<typeof serveMetrics> {
   try {
     return await serveMetrics(
       address,
@@ -67,7 +78,8 @@ async function serveDaemonMetrics(address: ListenAddress, daemon: Daemon, queue:
   } catch (err) {
     throw new CachectlError(
       'CONFIG_INVALID',
-      `cannot serve metrics on ${formatHost(address.host)}:${address.port}: ${errorText(err)}; pick another --metrics-listen address`,
+      `cannot serve metrics on ${formatHost(address.host)}:${address.port}: ${errorText(err)}; pick another ` +
+        `--metrics-listen address`,
     );
   }
 }

@@ -16,7 +16,8 @@ export async function enqueueCommand(args: readonly string[], config: Config): P
     if (invalid.length > 0) {
       throw new CachectlError(
         'PATH_NOT_VALID',
-        `${invalid.join(', ')} ${invalid.length === 1 ? 'is' : 'are'} not valid in the local Nix store; build or substitute first`,
+        `${invalid.join(', ')} ${invalid.length === 1 ? 'is' : 'are'} not valid in the local Nix store; build or ` +
+          `substitute first`,
       );
     }
     // Rooted before queued: the daemon removes the root once uploaded, so the other order could leave one behind.

@@ -67,14 +67,24 @@ export async function gcCommand(
       seconds: report.seconds,
       dryRun: report.dryRun,
       ok: report.stopped === undefined,
-      deletedObjects: deleted.reduce((sum, tally) => sum + tally.count, 0) + report.deleted.leases + report.deleted.sweepMarks,
+      deletedObjects:
+        deleted.reduce((sum, tally) => sum + tally.count, 0) + report.deleted.leases + report.deleted.sweepMarks,
       deletedBytes: deleted.reduce((sum, tally) => sum + tally.bytes, 0),
       ...(report.stopped === undefined ? {} : { problem: report.stopped }),
     });
     return { ...report, olderThan: formatDuration(olderThanMs), grace: formatDuration(graceMs) };
   } catch (err) {
     const seconds = (Date.now() - startedAt) / 1000;
-    onRun?.({ cache: backend.displayUrl, finishedAt: Date.now(), seconds, dryRun: flags.dryRun === true, ok: false, deletedObjects: 0, deletedBytes: 0, problem: errorText(err) });
+    onRun?.({
+      cache: backend.displayUrl,
+      finishedAt: Date.now(),
+      seconds,
+      dryRun: flags.dryRun === true,
+      ok: false,
+      deletedObjects: 0,
+      deletedBytes: 0,
+      problem: errorText(err),
+    });
     throw err;
   } finally {
     metaCache.close();
@@ -86,19 +96,30 @@ export function formatGcReport(report: GcReport & { olderThan: string; grace: st
   const show = (tally: Tally, what: string) => `${tally.count} ${what} (${formatBytes(tally.bytes)})`;
   const { deleted, waiting } = report;
   const lines = [
-    `${report.dryRun ? 'would delete' : 'deleted'} ${show(deleted.narinfos, 'narinfos')}, ${show(deleted.nars, 'NARs')}, ${show(deleted.logs, 'logs')}, ` +
+    `${report.dryRun ? 'would delete' : 'deleted'} ${show(deleted.narinfos, 'narinfos')}, ` +
+      `${show(deleted.nars, 'NARs')}, ${show(deleted.logs, 'logs')}, ` +
       `${deleted.leases} expired leases, ${deleted.sweepMarks} marks of stopped GCs` +
-      ` — ${formatBytes(deleted.narinfos.bytes + deleted.nars.bytes + deleted.logs.bytes)} freed${report.dryRun ? ' (dry run: nothing deleted)' : ''}`,
+      ` — ${formatBytes(deleted.narinfos.bytes + deleted.nars.bytes + deleted.logs.bytes)} ` +
+      `freed${report.dryRun ? ' (dry run: nothing deleted)' : ''}`,
     `kept ${report.reachable} of ${report.narinfos} narinfos: the closures of ${report.roots.pinned} pinned paths, ` +
-      `${report.roots.recent} narinfos newer than ${report.olderThan}, ${report.roots.young} more newer than ${report.grace} and ${report.roots.leased} paths writers hold`,
+      `${report.roots.recent} narinfos newer than ${report.olderThan}, ${report.roots.young} more newer than ` +
+      `${report.grace} and ${report.roots.leased} paths writers hold`,
   ];
   const waitingCount = waiting.narinfos.count + waiting.nars.count + waiting.logs.count;
   if (waitingCount > 0) {
-    lines.push(`marked, deleted once marked for ${report.grace}: ${show(waiting.narinfos, 'narinfos')}, ${show(waiting.nars, 'NARs')}, ${show(waiting.logs, 'logs')}`);
+    lines.push(
+      `marked, deleted once marked for ${report.grace}: ${show(waiting.narinfos, 'narinfos')}, ` +
+        `${show(waiting.nars, 'NARs')}, ${show(waiting.logs, 'logs')}`,
+    );
   }
-  if (report.young.count > 0) lines.push(`unreachable but younger than ${report.grace}, not marked yet: ${show(report.young, 'objects')}`);
-  if (report.spared > 0) lines.push(`spared ${report.spared} objects that a new pin or lease protected just before their delete`);
-  if (report.brokenNarInfos > 0) lines.push(`${report.brokenNarInfos} narinfos refer to paths the cache does not have (they were like that before this run)`);
+  if (report.young.count > 0)
+    lines.push(`unreachable but younger than ${report.grace}, not marked yet: ${show(report.young, 'objects')}`);
+  if (report.spared > 0)
+    lines.push(`spared ${report.spared} objects that a new pin or lease protected just before their delete`);
+  if (report.brokenNarInfos > 0)
+    lines.push(
+      `${report.brokenNarInfos} narinfos refer to paths the cache does not have (they were like that before this run)`,
+    );
   for (const problem of report.problems) lines.push(`problem: ${problem}`);
   if (report.foreign.length > 0) lines.push(`not cachectl's, left alone: ${report.foreign.join(', ')}`);
   if (report.stopped !== undefined) lines.push(`stopped early: ${report.stopped}`);

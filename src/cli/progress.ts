@@ -23,11 +23,7 @@ export function progressLine(progress: PushProgress, elapsedMs: number): string 
 }
 
 /** Redraws the progress line on `stream` every `intervalMs` until stopped. */
-export function showProgress(
-  stream: NodeJS.WriteStream,
-  progress: PushProgress,
-  intervalMs = 200,
-): { stop(): void } {
+export function showProgress(stream: NodeJS.WriteStream, progress: PushProgress, intervalMs = 200): { stop(): void } {
   const started = Date.now();
   const draw = () => stream.write(`\r\x1b[K${progressLine(progress, Date.now() - started)}`);
   const timer = setInterval(draw, intervalMs);

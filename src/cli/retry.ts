@@ -9,7 +9,7 @@ import { Queue } from '../queue/queue.js';
  * from the local store (that may be why it failed): store paths are taken as written, never looked up.
  */
 export async function retryCommand(args: readonly string[], all: boolean, config: Config): Promise<string[]> {
-  if (all === (args.length > 0)) {
+  if (all === args.length > 0) {
     throw new CachectlError('CONFIG_INVALID', 'name the failed paths to retry, or pass --all (not both)');
   }
   const paths: string[] = [];
@@ -23,7 +23,8 @@ export async function retryCommand(args: readonly string[], all: boolean, config
       const described = notFailed.map((path) => `${path} (${states.get(path) ?? 'not in the queue'})`);
       throw new CachectlError(
         'PATH_NOT_QUEUED',
-        `not failed, so not retried: ${described.join(', ')}${retried.length > 0 ? `; retried the other ${retried.length}` : ''}`,
+        `not failed, so not retried: ` +
+          `${described.join(', ')}${retried.length > 0 ? `; retried the other ${retried.length}` : ''}`,
       );
     }
     return retried;

@@ -19,16 +19,24 @@ export function formatStatus(report: StatusReport): string {
   if (daemon.alive) {
     const { status } = daemon;
     if (status === undefined) {
-      lines.push(`daemon: running (pid ${daemon.pid}, since ${daemon.startedAt}); its status is unreadable: is it another cachectl version?`);
+      lines.push(
+        `daemon: running (pid ${daemon.pid}, since ${daemon.startedAt}); its status is unreadable: is it another ` +
+          `cachectl version?`,
+      );
     } else {
       const rate = `${status.pathsPerSecond.toFixed(1)} paths/s, ${formatBytes(status.narBytesPerSecond)}/s`;
-      lines.push(`daemon: ${status.state} (pid ${daemon.pid}, since ${daemon.startedAt}), ${rate}, ${status.jobs} jobs`);
+      lines.push(
+        `daemon: ${status.state} (pid ${daemon.pid}, since ${daemon.startedAt}), ${rate}, ${status.jobs} jobs`,
+      );
       if (status.pausedUntil !== undefined) {
         lines.push(`  paused until ${new Date(status.pausedUntil).toISOString()}: ${status.pauseReason ?? ''}`);
       }
     }
   } else if (daemon.pid !== undefined) {
-    lines.push(`daemon: NOT RUNNING (pid ${daemon.pid} last seen ${formatAge(daemon.lastHeartbeatSeconds ?? 0)} ago); start it: systemctl start cachectl, or cachectl daemon`);
+    lines.push(
+      `daemon: NOT RUNNING (pid ${daemon.pid} last seen ${formatAge(daemon.lastHeartbeatSeconds ?? 0)} ago); start ` +
+        `it: systemctl start cachectl, or cachectl daemon`,
+    );
   } else {
     lines.push('daemon: NOT RUNNING (none has run on this queue since it was last stopped cleanly)');
   }
@@ -42,15 +50,22 @@ export function formatStatus(report: StatusReport): string {
   const gc = report.lastGc;
   if (gc !== null) {
     const when = `${formatAge((Date.now() - gc.finishedAt) / 1000)} ago`;
-    const deleted = `${gc.dryRun ? 'would delete' : 'deleted'} ${gc.deletedObjects} objects (${formatBytes(gc.deletedBytes)})`;
-    lines.push(`last gc: ${when} on ${gc.cache}: ${gc.ok ? deleted : `DID NOT FINISH: ${gc.problem ?? ''}`}, took ${gc.seconds.toFixed(1)} s`);
+    const deleted =
+      `${gc.dryRun ? 'would delete' : 'deleted'} ${gc.deletedObjects} objects ` + `(${formatBytes(gc.deletedBytes)})`;
+    lines.push(
+      `last gc: ${when} on ${gc.cache}: ${gc.ok ? deleted : `DID NOT FINISH: ${gc.problem ?? ''}`}, took ` +
+        `${gc.seconds.toFixed(1)} s`,
+    );
   }
   if (report.failed.length > 0) {
     lines.push('failed (run cachectl retry --all, or cachectl retry PATH, once the cause is fixed):');
     for (const failed of report.failed) {
       lines.push(`  ${failed.storePath} (${failed.attempts} attempts): ${failed.lastError}`);
     }
-    if (counts.failed > report.failed.length) lines.push(`  … and ${counts.failed - report.failed.length} more (--json lists the latest ${report.failed.length})`);
+    if (counts.failed > report.failed.length)
+      lines.push(
+        `  … and ${counts.failed - report.failed.length} more (--json lists the latest ${report.failed.length})`,
+      );
   }
   return `${lines.join('\n')}\n`;
 }

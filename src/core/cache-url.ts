@@ -25,7 +25,16 @@ export interface S3CacheUrl {
 
 export type CacheUrl = FileCacheUrl | S3CacheUrl;
 
-const S3_PARAMS = ['endpoint', 'region', 'prefix', 'scheme', 'profile', 'addressing-style', 'checksum', 'request-timeout'];
+const S3_PARAMS = [
+  'endpoint',
+  'region',
+  'prefix',
+  'scheme',
+  'profile',
+  'addressing-style',
+  'checksum',
+  'request-timeout',
+];
 /** Long enough for a 5 MiB part over a slow link; a stalled connection costs at most this. */
 const DEFAULT_REQUEST_TIMEOUT_MS = 120_000;
 const EXAMPLES = 'expected file:///DIR or s3://BUCKET?endpoint=URL&region=R&prefix=P';

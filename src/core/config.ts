@@ -69,14 +69,21 @@ export function resolveConfig(
     const expected = 'it must hold one JSON object, such as {"to": "s3://bucket?region=eu-west-1"}';
     try {
       const parsed: unknown = JSON.parse(file.text);
-      if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) fileValues = parsed as Record<string, unknown>;
-      else problems.push(`config file ${file.name} holds ${Array.isArray(parsed) ? 'a list' : JSON.stringify(parsed)}; ${expected}`);
+      if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed))
+        fileValues = parsed as Record<string, unknown>;
+      else
+        problems.push(
+          `config file ${file.name} holds ${Array.isArray(parsed) ? 'a list' : JSON.stringify(parsed)}; ${expected}`,
+        );
     } catch (err) {
       problems.push(`config file ${file.name} is not valid JSON (${(err as Error).message}); ${expected}`);
     }
     for (const key of Object.keys(fileValues)) {
       if (!(key in CONFIG_KEYS)) {
-        problems.push(`config file ${file.name} has the unknown key ${JSON.stringify(key)} (known: ${Object.keys(CONFIG_KEYS).join(', ')})`);
+        problems.push(
+          `config file ${file.name} has the unknown key ${JSON.stringify(key)} (known: ` +
+            `${Object.keys(CONFIG_KEYS).join(', ')})`,
+        );
       }
     }
   }
@@ -87,17 +94,22 @@ export function resolveConfig(
     if (flag !== undefined) return flag;
     const fromEnv = nonEmpty(env[spec.env]);
     if (fromEnv !== undefined) {
-      return spec.listSeparator === undefined ? fromEnv : fromEnv.split(spec.listSeparator === ':' ? ':' : /\s+/).filter((item) => item !== '');
+      return spec.listSeparator === undefined
+        ? fromEnv
+        : fromEnv.split(spec.listSeparator === ':' ? ':' : /\s+/).filter((item) => item !== '');
     }
     const value = fileValues[key];
     if (value === undefined) return undefined;
     if (spec.listSeparator !== undefined) {
-      if (Array.isArray(value) && value.every((item) => typeof item === 'string')) return value as string[];
+      if (Array.isArray(value) && value.every((item) => typeof item === 'string')) return value;
       problems.push(`config file ${file?.name ?? ''}: key ${key} must be a list of strings`);
       return undefined;
     }
-    if (typeof value === (spec.fileNumber === true ? 'number' : 'string')) return String(value);
-    problems.push(`config file ${file?.name ?? ''}: key ${key} must be a ${spec.fileNumber === true ? 'number' : 'string'}`);
+    if (spec.fileNumber === true && typeof value === 'number') return String(value);
+    if (spec.fileNumber !== true && typeof value === 'string') return value;
+    problems.push(
+      `config file ${file?.name ?? ''}: key ${key} must be a ${spec.fileNumber === true ? 'number' : 'string'}`,
+    );
     return undefined;
   };
   const text = (key: OptionKey): string | undefined => {
@@ -141,7 +153,11 @@ export function resolveConfig(
   const keyFiles = list('secretKeyFiles');
   const skipSignedBy = list('skipSignedBy');
   for (const name of skipSignedBy) {
-    if (!KEY_NAME.test(name)) problems.push(`skip-signed-by ${JSON.stringify(name)} is not a key name such as cache.nixos.org-1 (the part before ':' of a public key)`);
+    if (!KEY_NAME.test(name))
+      problems.push(
+        `skip-signed-by ${JSON.stringify(name)} is not a key name such as cache.nixos.org-1 (the part before ':' of ` +
+          `a public key)`,
+      );
   }
 
   const listenText = text('metricsListen');
@@ -149,7 +165,9 @@ export function resolveConfig(
   if (listenText !== undefined) {
     metricsListen = parseListenAddress(listenText);
     if (metricsListen === undefined) {
-      problems.push(`metrics-listen ${JSON.stringify(listenText)} must be PORT, HOST:PORT or [IPV6]:PORT, such as 127.0.0.1:9108`);
+      problems.push(
+        `metrics-listen ${JSON.stringify(listenText)} must be PORT, HOST:PORT or [IPV6]:PORT, such as 127.0.0.1:9108`,
+      );
     }
   }
 

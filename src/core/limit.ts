@@ -23,6 +23,6 @@ export async function mapLimit<T, R>(items: readonly T[], limit: number, task: (
   const limiter = new Limiter(limit);
   const settled = await Promise.allSettled(items.map((item) => limiter.run(() => task(item))));
   const failed = settled.find((result) => result.status === 'rejected');
-  if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
+  if (failed !== undefined) throw failed.reason;
   return settled.map((result) => (result as PromiseFulfilledResult<R>).value);
 }

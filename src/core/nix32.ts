@@ -4,7 +4,7 @@
  */
 export const NIX32_ALPHABET = '0123456789abcdfghijklmnpqrsvwxyz';
 
-const DIGIT_OF = new Map<string, number>([...NIX32_ALPHABET].map((c, i) => [c, i]));
+const DIGIT_OF = new Map<string, number>(Array.from(NIX32_ALPHABET, (c, i) => [c, i]));
 
 export function nix32Length(byteLength: number): number {
   return Math.ceil((byteLength * 8) / 5);
@@ -19,7 +19,7 @@ export function nix32Encode(bytes: Uint8Array): string {
     const j = bit & 7;
     const low = (bytes[i] ?? 0) >> j;
     const high = i + 1 < bytes.length ? (bytes[i + 1] ?? 0) << (8 - j) : 0;
-    out += NIX32_ALPHABET[(low | high) & 0x1f];
+    out += NIX32_ALPHABET.charAt((low | high) & 0x1f);
   }
   return out;
 }

@@ -75,7 +75,10 @@ export function formatSecretKey(key: SecretKey): string {
 
 export function generateSecretKey(name: string): SecretKey {
   if (name === '' || name.includes(':') || /\s/.test(name)) {
-    throw new CachectlError('CONFIG_INVALID', `key name ${JSON.stringify(name)} must be non-empty, without ':' or spaces`);
+    throw new CachectlError(
+      'CONFIG_INVALID',
+      `key name ${JSON.stringify(name)} must be non-empty, without ':' or spaces`,
+    );
   }
   useNodeSha512();
   const seed = new Uint8Array(randomBytes(32));
@@ -99,7 +102,5 @@ export function verifySignature(keys: readonly PublicKey[], fingerprintText: str
   const parts = splitKey(sig);
   if (parts === undefined || parts.bytes.length !== 64) return false;
   useNodeSha512();
-  return keys.some(
-    (key) => key.name === parts.name && ed.verify(parts.bytes, Buffer.from(fingerprintText), key.key),
-  );
+  return keys.some((key) => key.name === parts.name && ed.verify(parts.bytes, Buffer.from(fingerprintText), key.key));
 }

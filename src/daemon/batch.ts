@@ -54,10 +54,14 @@ export function batchWork(options: BatchWorkOptions): UploaderWork<PushOutcome> 
   const { paths, counters, log, now } = options;
   return {
     ready: () => ensureCacheInfo(options.backend, options.store.storeDir),
-    takeIn: () => options.intake.takeIn(),
+    takeIn: () => {
+      options.intake.takeIn();
+    },
     claim: () => paths.claim(BATCH_PATHS, options.leaseMs),
     upload: (roots, jobs, signal) => pushBatch(options, roots, jobs, signal),
-    release: (roots) => paths.release(roots),
+    release: (roots) => {
+      paths.release(roots);
+    },
     nextDueAt: () => paths.nextDueAt(),
     record(_roots, outcome, resumeAt) {
       paths.complete(outcome.uploadedRoots);
@@ -65,7 +69,12 @@ export function batchWork(options: BatchWorkOptions): UploaderWork<PushOutcome> 
       const { push } = outcome;
       if (push !== undefined) {
         counters.uploaded(
-          { paths: push.uploaded.length + push.repaired.length, narBytes: push.narBytes, fileBytes: push.fileBytes, seconds: outcome.ms / 1000 },
+          {
+            paths: push.uploaded.length + push.repaired.length,
+            narBytes: push.narBytes,
+            fileBytes: push.fileBytes,
+            seconds: outcome.ms / 1000,
+          },
           now(),
         );
         log.info(
@@ -90,7 +99,10 @@ export function batchWork(options: BatchWorkOptions): UploaderWork<PushOutcome> 
         }
         const state = paths.fail(root, error, failure.retryable);
         if (state === 'pending') counters.retried();
-        log[state === 'failed' ? 'error' : 'warn']({ storePath: root, code: failure.code, err: failure.message, state }, 'upload failed');
+        log[state === 'failed' ? 'error' : 'warn'](
+          { storePath: root, code: failure.code, err: failure.message, state },
+          'upload failed',
+        );
       }
       if (outcome.batchError !== undefined && resumeAt === undefined) {
         log.error({ err: outcome.batchError }, 'batch failed');
@@ -100,22 +112,32 @@ export function batchWork(options: BatchWorkOptions): UploaderWork<PushOutcome> 
 }
 
 /** Pushes the closures of the roots still in the local store; the others fail for good. */
-async function pushBatch(options: BatchWorkOptions, roots: readonly string[], jobs: number, signal: AbortSignal): Promise<PushOutcome> {
+async function pushBatch(
+  options: BatchWorkOptions,
+  roots: readonly string[],
+  jobs: number,
+  signal: AbortSignal,
+): Promise<PushOutcome> {
   const { paths, now } = options;
   const started = now();
   const failures = new Map<string, RootFailure>();
-  const renew = setInterval(() => paths.renewLeases(roots, options.leaseMs), options.leaseMs / 3);
+  const renew = setInterval(() => {
+    paths.renewLeases(roots, options.leaseMs);
+  }, options.leaseMs / 3);
   try {
     const valid = options.store.queryPathInfos(roots);
     for (const root of roots.filter((r) => !valid.has(r))) {
       failures.set(root, {
         code: 'PATH_NOT_VALID',
-        message: `${root} is no longer in the local Nix store (deleted before it was uploaded); build it again, then run cachectl retry`,
+        message:
+          `${root} is no longer in the local Nix store (deleted before it was uploaded); build it again, ` +
+          `then run cachectl retry`,
         retryable: false,
       });
     }
     const validRoots = roots.filter((r) => valid.has(r));
-    if (validRoots.length === 0) return { failures, completed: false, uploadedRoots: [], pushedRoots: 0, ms: now() - started };
+    if (validRoots.length === 0)
+      return { failures, completed: false, uploadedRoots: [], pushedRoots: 0, ms: now() - started };
     // Done as soon as published: a root that waited for the rest of its batch would be blamed for a crash after it.
     const onRootPublished = (root: string) => {
       try {
@@ -127,12 +149,28 @@ async function pushBatch(options: BatchWorkOptions, roots: readonly string[], jo
       }
     };
     const { backend, store, compression, keys, skipSignedBy, lease } = options;
-    const push = await pushClosures(validRoots, { backend, store, compression, keys, skipSignedBy, jobs, progress: newProgress(), lease, onRootPublished, signal });
+    const push = await pushClosures(validRoots, {
+      backend,
+      store,
+      compression,
+      keys,
+      skipSignedBy,
+      jobs,
+      progress: newProgress(),
+      lease,
+      onRootPublished,
+      signal,
+    });
     const byPath = new Map(push.failed.map((failure) => [failure.path, failure]));
     for (const root of validRoots) {
       const failure = byPath.get(root);
       if (failure !== undefined) {
-        failures.set(root, { code: failure.rootCode, message: failure.message, retryable: failure.retryable, retryAfterMs: failure.retryAfterMs });
+        failures.set(root, {
+          code: failure.rootCode,
+          message: failure.message,
+          retryable: failure.retryable,
+          retryAfterMs: failure.retryAfterMs,
+        });
       }
     }
     return {
@@ -148,10 +186,22 @@ async function pushBatch(options: BatchWorkOptions, roots: readonly string[], jo
     const failure = failureOf(roots[0] ?? '', err);
     for (const root of roots) {
       if (!failures.has(root)) {
-        failures.set(root, { code: failure.rootCode, message: failure.message, retryable: failure.retryable, retryAfterMs: failure.retryAfterMs });
+        failures.set(root, {
+          code: failure.rootCode,
+          message: failure.message,
+          retryable: failure.retryable,
+          retryAfterMs: failure.retryAfterMs,
+        });
       }
     }
-    return { failures, completed: false, uploadedRoots: [], pushedRoots: 0, batchError: failure.message, ms: now() - started };
+    return {
+      failures,
+      completed: false,
+      uploadedRoots: [],
+      pushedRoots: 0,
+      batchError: failure.message,
+      ms: now() - started,
+    };
   } finally {
     clearInterval(renew);
   }

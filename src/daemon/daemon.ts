@@ -91,12 +91,21 @@ export class Daemon {
       now: this.now,
       random: Math.random,
       sleep: (ms) => this.waker.sleep(ms),
-      wake: () => this.waker.wake(),
+      wake: () => {
+        this.waker.wake();
+      },
       // Heartbeats go out on a timer and when the state changes, never on every turn of the loop: each is a
       // write to the queue, and a write to the queue wakes the loop.
-      onState: () => this.heartbeat.beat(),
+      onState: () => {
+        this.heartbeat.beat();
+      },
     });
-    this.heartbeat = new Heartbeat(queue, () => this.status(), { notifier: options.notifier, log, now: this.now, startedAt });
+    this.heartbeat = new Heartbeat(queue, () => this.status(), {
+      notifier: options.notifier,
+      log,
+      now: this.now,
+      startedAt,
+    });
   }
 
   /**
@@ -105,7 +114,9 @@ export class Daemon {
    */
   async run(): Promise<void> {
     this.takeOver();
-    const unwatch = await watchQueue(this.queue.file, this.options.spoolDir, () => this.waker.wake());
+    const unwatch = await watchQueue(this.queue.file, this.options.spoolDir, () => {
+      this.waker.wake();
+    });
     const timers: NodeJS.Timeout[] = [];
     const { notifier } = this.options;
     try {
@@ -114,9 +125,20 @@ export class Daemon {
       if (watchdogMs !== undefined) timers.push(setInterval(() => notifier?.notify({ WATCHDOG: '1' }), watchdogMs));
       await this.uploader.run(() => {
         notifier?.notify({ READY: '1', STATUS: this.heartbeat.statusText() });
-        this.log.info({ queue: this.queue.file, cache: this.options.backend.displayUrl, jobs: this.options.jobs }, 'ready');
-        timers.push(setInterval(() => this.heartbeat.beat(), HEARTBEAT_MS));
-        timers.push(setInterval(() => this.localRoots.sweep(), GC_ROOT_SWEEP_MS));
+        this.log.info(
+          { queue: this.queue.file, cache: this.options.backend.displayUrl, jobs: this.options.jobs },
+          'ready',
+        );
+        timers.push(
+          setInterval(() => {
+            this.heartbeat.beat();
+          }, HEARTBEAT_MS),
+        );
+        timers.push(
+          setInterval(() => {
+            this.localRoots.sweep();
+          }, GC_ROOT_SWEEP_MS),
+        );
         this.localRoots.sweep();
       });
     } finally {
@@ -136,7 +158,11 @@ export class Daemon {
 
   /** The counters and state for the metrics endpoint. */
   metrics(): DaemonMetrics {
-    return { status: this.status(), failuresByCode: this.counters.failuresByCode, uploadSeconds: this.counters.uploadSeconds };
+    return {
+      status: this.status(),
+      failuresByCode: this.counters.failuresByCode,
+      uploadSeconds: this.counters.uploadSeconds,
+    };
   }
 
   private status(): DaemonStatus {
@@ -148,7 +174,8 @@ export class Daemon {
     if (other !== undefined && other.pid !== process.pid && daemonIsAlive(other, this.now())) {
       throw new CachectlError(
         'DAEMON_RUNNING',
-        `another cachectl daemon (pid ${other.pid} on ${other.host}) is using the queue ${this.queue.file}; stop it first, or use another --queue`,
+        `another cachectl daemon (pid ${other.pid} on ${other.host}) is using the queue ${this.queue.file}; stop it ` +
+          `first, or use another --queue`,
       );
     }
     this.heartbeat.beat();

@@ -47,7 +47,10 @@ export class Intake {
       if (outputs.length === 0) {
         this.paths.addFailed(
           { storePath: entry.path, source: 'hook', enqueuedAt: now },
-          { code: 'PATH_NOT_VALID', message: `the derivation ${entry.path} has no valid outputs in the local store; build it again` },
+          {
+            code: 'PATH_NOT_VALID',
+            message: `the derivation ${entry.path} has no valid outputs in the local store; build it again`,
+          },
         );
       }
       for (const output of outputs) paths.push({ storePath: output, source: 'hook', enqueuedAt: now });

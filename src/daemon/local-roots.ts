@@ -18,7 +18,10 @@ export class LocalRoots {
   /** Lets go of the roots of uploaded paths, except those a hook has queued again meanwhile. */
   release(uploaded: readonly string[]): void {
     const requeued = this.paths.inboxPaths();
-    removeGcRoots(this.dir, uploaded.filter((path) => !requeued.has(path)));
+    removeGcRoots(
+      this.dir,
+      uploaded.filter((path) => !requeued.has(path)),
+    );
   }
 
   /** Removes the roots of uploaded paths (also the ones a hook made after the upload finished). */

@@ -16,7 +16,10 @@ export interface Notifier {
 const require = createRequire(import.meta.url);
 
 /** A notifier for `NOTIFY_SOCKET`, or undefined when not run by a service manager. */
-export function systemdNotifier(env: Readonly<Record<string, string | undefined>>, onError: (err: Error) => void): Notifier | undefined {
+export function systemdNotifier(
+  env: Readonly<Record<string, string | undefined>>,
+  onError: (err: Error) => void,
+): Notifier | undefined {
   const path = env['NOTIFY_SOCKET'];
   if (path === undefined || path === '') return undefined;
   if (!path.startsWith('/')) {
@@ -28,7 +31,9 @@ export function systemdNotifier(env: Readonly<Record<string, string | undefined>
   const socket = createSocket('unix_dgram');
   return {
     notify(fields) {
-      const message = Object.entries(fields).map(([key, value]) => `${key}=${value.replace(/\n/g, ' ')}`).join('\n');
+      const message = Object.entries(fields)
+        .map(([key, value]) => `${key}=${value.replace(/\n/g, ' ')}`)
+        .join('\n');
       const data = Buffer.from(message);
       socket.send(data, 0, data.length, path, (err) => {
         if (err === undefined) return;
@@ -36,7 +41,9 @@ export function systemdNotifier(env: Readonly<Record<string, string | undefined>
         onError(new Error(`cannot notify systemd through ${path}: ${errno ?? err.message}`));
       });
     },
-    close: () => socket.close(),
+    close: () => {
+      socket.close();
+    },
   };
 }
 

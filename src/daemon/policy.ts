@@ -49,7 +49,10 @@ export function initialPause(jobs: number): PauseState {
 
 /** The trouble of a batch that pauses the uploader, if any: throttling first, as it says most about how to go on. */
 export function pausingTrouble<T extends Trouble>(failures: readonly T[]): T | undefined {
-  return failures.find((failure) => failure.code === 'CACHE_THROTTLED') ?? failures.find((failure) => isSharedTrouble(failure.code));
+  return (
+    failures.find((failure) => failure.code === 'CACHE_THROTTLED') ??
+    failures.find((failure) => isSharedTrouble(failure.code))
+  );
 }
 
 /**

@@ -2,7 +2,16 @@ import type { Logger } from 'pino';
 import { CachectlError, errorText } from '../core/errors.js';
 import type { DaemonState } from '../queue/daemon-record.js';
 import { isDiskTrouble } from '../queue/database.js';
-import { initialPause, isSharedTrouble, pauseFor, pausingTrouble, recovered, retryWaitMs, type PauseState, type Trouble } from './policy.js';
+import {
+  initialPause,
+  isSharedTrouble,
+  pauseFor,
+  pausingTrouble,
+  recovered,
+  retryWaitMs,
+  type PauseState,
+  type Trouble,
+} from './policy.js';
 
 /** A fallback in case a file-change event is missed; wake-ups normally come from the watcher. */
 const IDLE_CHECK_MS = 10_000;
@@ -76,7 +85,7 @@ export class Uploader<Outcome extends BatchOutcome> {
     if (this.stopped()) return;
     this.setState('idle');
     onReady();
-    for (let failedWrites = 0; !this.stopped(); ) {
+    for (let failedWrites = 0; !this.stopped();) {
       try {
         await this.turn();
         failedWrites = 0;
@@ -85,9 +94,16 @@ export class Uploader<Outcome extends BatchOutcome> {
         // A full disk must not end the daemon: what is queued stays, and work resumes when space returns.
         failedWrites += 1;
         const waitMs = retryWaitMs(failedWrites, this.options.random());
-        this.options.log.error({ err: errorText(err), queue: this.options.queueFile, waitMs }, 'cannot write the queue; is its disk full? trying again');
+        this.options.log.error(
+          { err: errorText(err), queue: this.options.queueFile, waitMs },
+          'cannot write the queue; is its disk full? trying again',
+        );
         // the next turn waits this out
-        this.pause = { ...this.pause, pausedUntil: this.options.now() + waitMs, reason: `cannot write the queue ${this.options.queueFile}: ${errorText(err)}` };
+        this.pause = {
+          ...this.pause,
+          pausedUntil: this.options.now() + waitMs,
+          reason: `cannot write the queue ${this.options.queueFile}: ${errorText(err)}`,
+        };
       }
     }
   }
@@ -159,7 +175,13 @@ export class Uploader<Outcome extends BatchOutcome> {
     const uploading = this.work.upload(roots, this.pause.jobs, signal);
     const abandoned = new Promise<undefined>((resolve) => {
       if (signal.aborted) resolve(undefined);
-      signal.addEventListener('abort', () => resolve(undefined), { once: true });
+      signal.addEventListener(
+        'abort',
+        () => {
+          resolve(undefined);
+        },
+        { once: true },
+      );
     });
     const outcome = await Promise.race([uploading, abandoned]);
     if (outcome === undefined || signal.aborted) {
@@ -174,7 +196,10 @@ export class Uploader<Outcome extends BatchOutcome> {
     this.work.record(roots, outcome, trouble === undefined ? undefined : this.pause.pausedUntil);
     if (trouble !== undefined) {
       const waitMs = this.pause.pausedUntil - this.options.now();
-      log.warn({ code: trouble.code, err: trouble.message, waitMs, jobs: this.pause.jobs }, 'cache or machine trouble: pausing');
+      log.warn(
+        { code: trouble.code, err: trouble.message, waitMs, jobs: this.pause.jobs },
+        'cache or machine trouble: pausing',
+      );
       this.setState('paused');
     } else if (outcome.completed) {
       if (this.pause.level > 0) log.info({ jobs: this.pause.jobs }, 'trouble over: uploading again');

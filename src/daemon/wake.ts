@@ -41,7 +41,11 @@ export class Waker {
  * come in quick succession (measured: hooks 0.5 s apart were seen 1 s late or not at all). Reads touch only
  * the -shm file, which is not followed, so the daemon's own idle turns do not wake it.
  */
-export async function watchQueue(queueFile: string, spoolDir: string, onChange: () => void): Promise<() => Promise<void>> {
+export async function watchQueue(
+  queueFile: string,
+  spoolDir: string,
+  onChange: () => void,
+): Promise<() => Promise<void>> {
   mkdirSync(spoolDir, { recursive: true, mode: 0o700 });
   const databases = [queueFile, ...hookInboxFiles(queueFile)];
   const files = databases.flatMap((file) => [file, `${file}-wal`]);

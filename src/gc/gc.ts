@@ -47,7 +47,10 @@ export interface GcReport {
   dryRun: boolean;
   seconds: number;
   narinfos: number;
-  /** narinfos newer than --older-than, newer than --grace (kept, and so is what they refer to), pinned and leased paths */
+  /**
+   * narinfos newer than --older-than, newer than --grace (kept, and so is what they refer to), pinned and leased
+   * paths
+   */
   roots: { pinned: number; recent: number; young: number; leased: number };
   /** narinfos in the closure of the roots */
   reachable: number;
@@ -94,7 +97,8 @@ export async function collectGarbage(options: GcOptions): Promise<GcReport> {
   report.narinfos = listing.narinfos.size;
   const metas = await readNarInfos(backend, listing.narinfos, options, note);
   for (const [hashPart, meta] of metas) {
-    if (meta.problem !== undefined) report.problems.push(`${listing.narinfos.get(hashPart)?.key}: ${meta.problem}; kept`);
+    if (meta.problem !== undefined)
+      report.problems.push(`${listing.narinfos.get(hashPart)?.key}: ${meta.problem}; kept`);
   }
   report.brokenNarInfos = countBroken(metas);
 
@@ -120,7 +124,15 @@ export async function collectGarbage(options: GcOptions): Promise<GcReport> {
 
   // 1. Mark.
   const previousMarks = parseMarks((await backend.get(MARKS_KEY))?.toString('utf8') ?? '');
-  const plan = planMarks({ listing, metas, reachable, leasedNarHashes: first.narHashes, previousMarks, startedAt, graceStart });
+  const plan = planMarks({
+    listing,
+    metas,
+    reachable,
+    leasedNarHashes: first.narHashes,
+    previousMarks,
+    startedAt,
+    graceStart,
+  });
   report.waiting = plan.waiting;
   report.young = plan.young;
   const staleLeases = first.staleLeases;
@@ -135,7 +147,8 @@ export async function collectGarbage(options: GcOptions): Promise<GcReport> {
 
   // 2. Sweep: narinfos referrers first, then the NARs and logs no narinfo left needs, then stale leases.
   const { deletable } = plan;
-  const work = deletable.narinfos.length + deletable.nars.length + deletable.logs.length + staleLeases.length + staleSweeps.length;
+  const work =
+    deletable.narinfos.length + deletable.nars.length + deletable.logs.length + staleLeases.length + staleSweeps.length;
   if (work === 0) return finish(report, startedAt, now);
   const sweeper = new Sweeper({ backend, protection, startedAt, listedAt, work, note });
   const deletedNarInfos = new Set<string>();
@@ -155,17 +168,22 @@ export async function collectGarbage(options: GcOptions): Promise<GcReport> {
     await sweeper.deleteAll(
       deletable.nars,
       (entry, current) => needed.narKeys.has(entry.key) || current.narHashes.has(narHashOfKey(entry.key)),
-      (entry) => addTo(report.deleted.nars, entry),
+      (entry) => {
+        addTo(report.deleted.nars, entry);
+      },
     );
     await sweeper.deleteAll(
       deletable.logs,
       (entry) => needed.derivers.has(derivationOfLogKey(entry.key)),
-      (entry) => addTo(report.deleted.logs, entry),
+      (entry) => {
+        addTo(report.deleted.logs, entry);
+      },
     );
     await sweeper.deleteAll(
       [...staleLeases, ...staleSweeps],
       (entry, current) => (entry.key.startsWith(LEASES_PREFIX) ? current.liveLeaseKeys.has(entry.key) : false),
-      (entry) => (entry.key.startsWith(LEASES_PREFIX) ? (report.deleted.leases += 1) : (report.deleted.sweepMarks += 1)),
+      (entry) =>
+        entry.key.startsWith(LEASES_PREFIX) ? (report.deleted.leases += 1) : (report.deleted.sweepMarks += 1),
     );
   } catch (err) {
     if (!(err instanceof StopSweep)) throw err;
@@ -234,12 +252,18 @@ async function readNarInfos(
     read.push({ key: entry.key, etag: entry.etag, meta });
   });
   const listed = new Set([...entries.values()].map((entry) => entry.key));
-  options.metaCache?.update(read, [...cached.keys()].filter((key) => !listed.has(key)));
+  options.metaCache?.update(
+    read,
+    [...cached.keys()].filter((key) => !listed.has(key)),
+  );
   return metas;
 }
 
 function finish(report: GcReport, startedAt: number, now: () => number): GcReport {
   report.seconds = (now() - startedAt) / 1000;
-  if (report.foreign.length > FOREIGN_SHOWN) report.foreign = [...report.foreign.slice(0, FOREIGN_SHOWN), `… and ${report.foreign.length - FOREIGN_SHOWN} more`];
+  if (report.foreign.length > FOREIGN_SHOWN) {
+    const more = `… and ${report.foreign.length - FOREIGN_SHOWN} more`;
+    report.foreign = [...report.foreign.slice(0, FOREIGN_SHOWN), more];
+  }
   return report;
 }

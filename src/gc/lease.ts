@@ -53,7 +53,8 @@ export function parseLease(text: string): LeaseContent | undefined {
   } catch {
     return undefined;
   }
-  const strings = (list: unknown): list is string[] => Array.isArray(list) && list.every((item) => typeof item === 'string');
+  const strings = (list: unknown): list is string[] =>
+    Array.isArray(list) && list.every((item) => typeof item === 'string');
   if (typeof lease.writer !== 'string' || !strings(lease.paths) || !strings(lease.narHashes)) return undefined;
   return { writer: lease.writer, paths: lease.paths, narHashes: lease.narHashes };
 }
@@ -81,7 +82,9 @@ export async function waitOutSweeps(since: number): Promise<void> {
 
 /** Names this process among all writers and GCs of a bucket: `<host>-<pid>-<random>`. */
 export function instanceId(): string {
-  return `${hostname().replace(/[^A-Za-z0-9.-]/g, '_').slice(0, 64)}-${process.pid}-${randomBytes(4).toString('hex')}`;
+  return `${hostname()
+    .replace(/[^A-Za-z0-9.-]/g, '_')
+    .slice(0, 64)}-${process.pid}-${randomBytes(4).toString('hex')}`;
 }
 
 /** A closure a writer holds: release it once published. */
@@ -123,9 +126,15 @@ export class LeaseWriter {
    * lease is in the bucket.
    */
   async hold(closure: readonly { path: string; narHash: Uint8Array }[]): Promise<LeaseHold> {
-    const claim: Claim = { paths: closure.map((info) => basename(info.path)), narHashes: closure.map((info) => nix32Encode(info.narHash)) };
+    const claim: Claim = {
+      paths: closure.map((info) => basename(info.path)),
+      narHashes: closure.map((info) => nix32Encode(info.narHash)),
+    };
     this.claims.add(claim);
-    this.timer ??= setInterval(() => void this.write().catch(() => (this.failedRefreshes += 1)), LEASE_REFRESH_MS).unref();
+    this.timer ??= setInterval(
+      () => void this.write().catch(() => (this.failedRefreshes += 1)),
+      LEASE_REFRESH_MS,
+    ).unref();
     try {
       await this.write();
     } catch (err) {

@@ -31,15 +31,22 @@ export class MetaCache {
       db.exec(`CREATE TABLE IF NOT EXISTS narinfos (key TEXT PRIMARY KEY, etag TEXT NOT NULL, meta TEXT NOT NULL)`);
       return new MetaCache(db);
     } catch (err) {
-      throw new CachectlError('CONFIG_INVALID', `GC metadata cache ${file} cannot be used: ${errorText(err)}; delete it (it is only a cache) or pass --metadata-cache`, {
-        cause: err,
-      });
+      throw new CachectlError(
+        'CONFIG_INVALID',
+        `GC metadata cache ${file} cannot be used: ${errorText(err)}; delete it (it is only a cache) or pass ` +
+          `--metadata-cache`,
+        {
+          cause: err,
+        },
+      );
     }
   }
 
   /** Everything cached, by key. */
   all(): Map<string, { etag: string; meta: NarInfoMeta }> {
-    const rows = this.db.prepare<[], { key: string; etag: string; meta: string }>('SELECT key, etag, meta FROM narinfos').all();
+    const rows = this.db
+      .prepare<[], { key: string; etag: string; meta: string }>('SELECT key, etag, meta FROM narinfos')
+      .all();
     return new Map(rows.map((row) => [row.key, { etag: row.etag, meta: JSON.parse(row.meta) as NarInfoMeta }]));
   }
 

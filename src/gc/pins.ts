@@ -16,7 +16,9 @@ export function parsePin(text: string, key: string): { paths: string[]; hashPart
     try {
       paths.push(parseStorePath(line).path);
     } catch (err) {
-      problems.push(`pin ${key}: line ${JSON.stringify(line)} is not a store path (${(err as Error).message}); ignored`);
+      problems.push(
+        `pin ${key}: line ${JSON.stringify(line)} is not a store path (${(err as Error).message}); ignored`,
+      );
     }
   }
   return { paths, hashParts: paths.map((path) => basename(path).slice(0, 32)), problems };
@@ -24,7 +26,10 @@ export function parsePin(text: string, key: string): { paths: string[]; hashPart
 
 function pinKey(name: string): string {
   if (!NAME_PATTERN.test(name)) {
-    throw new CachectlError('PIN_INVALID', `pin name ${JSON.stringify(name)} is not allowed; use letters, digits, '.', '_' and '-' (not first), at most 128`);
+    throw new CachectlError(
+      'PIN_INVALID',
+      `pin name ${JSON.stringify(name)} is not allowed; use letters, digits, '.', '_' and '-' (not first), at most 128`,
+    );
   }
   return `${PINS_PREFIX}${name}`;
 }
@@ -36,10 +41,14 @@ function pinKey(name: string): string {
 export async function pin(backend: CacheBackend, name: string, paths: readonly string[]): Promise<void> {
   const key = pinKey(name);
   const hashParts = paths.map((path) => basename(path).slice(0, 32));
-  const missing = () => findPresent(backend, hashParts).then((present) => paths.filter((_, i) => !present.has(hashParts[i] as string)));
+  const missing = () =>
+    findPresent(backend, hashParts).then((present) => paths.filter((_, i) => !present.has(hashParts[i] as string)));
   const absent = await missing();
   if (absent.length > 0) {
-    throw new CachectlError('PATH_NOT_IN_CACHE', `${absent.join(', ')} ${absent.length === 1 ? 'is' : 'are'} not in ${backend.displayUrl}; push first, then pin`);
+    throw new CachectlError(
+      'PATH_NOT_IN_CACHE',
+      `${absent.join(', ')} ${absent.length === 1 ? 'is' : 'are'} not in ${backend.displayUrl}; push first, then pin`,
+    );
   }
   await backend.put(key, Buffer.from(paths.map((path) => `${path}\n`).join('')), 'text/plain; charset=utf-8');
   const pinnedAt = performance.now();
@@ -47,7 +56,11 @@ export async function pin(backend: CacheBackend, name: string, paths: readonly s
     await waitOutSweeps(pinnedAt);
     const gone = await missing();
     if (gone.length > 0) {
-      throw new CachectlError('PATH_NOT_IN_CACHE', `a GC running meanwhile deleted ${gone.join(', ')} from ${backend.displayUrl}; the pin ${name} is kept: push them again`);
+      throw new CachectlError(
+        'PATH_NOT_IN_CACHE',
+        `a GC running meanwhile deleted ${gone.join(', ')} from ${backend.displayUrl}; the pin ${name} is kept: ` +
+          `push them again`,
+      );
     }
   }
 }
@@ -55,7 +68,10 @@ export async function pin(backend: CacheBackend, name: string, paths: readonly s
 export async function unpin(backend: CacheBackend, name: string): Promise<void> {
   const key = pinKey(name);
   if (!(await backend.exists(key))) {
-    throw new CachectlError('PIN_NOT_FOUND', `there is no pin ${JSON.stringify(name)} in ${backend.displayUrl}; cachectl pins lists them`);
+    throw new CachectlError(
+      'PIN_NOT_FOUND',
+      `there is no pin ${JSON.stringify(name)} in ${backend.displayUrl}; cachectl pins lists them`,
+    );
   }
   await backend.delete([key]);
 }
@@ -78,4 +94,3 @@ export async function listPins(backend: CacheBackend): Promise<PinListing[]> {
   }
   return pins;
 }
-

@@ -69,12 +69,21 @@ export function narInfoMeta(text: string, key: string, hashPart: string): NarInf
       .map((ref) => ref.slice(0, 32));
   try {
     const info = parseNarInfo(text, key);
-    if (!info.storePath.includes(`/${hashPart}-`)) throw new CachectlError('NARINFO_INVALID', `narinfo ${key} is for ${info.storePath}`);
-    return { references: hashParts(info.references), url: info.url, ...(info.deriver === undefined ? {} : { deriver: info.deriver }) };
+    if (!info.storePath.includes(`/${hashPart}-`))
+      throw new CachectlError('NARINFO_INVALID', `narinfo ${key} is for ${info.storePath}`);
+    return {
+      references: hashParts(info.references),
+      url: info.url,
+      ...(info.deriver === undefined ? {} : { deriver: info.deriver }),
+    };
   } catch (err) {
     const url = /^URL: (.*)$/m.exec(text)?.[1];
     const references = /^References: (.*)$/m.exec(text)?.[1]?.split(' ') ?? [];
-    return { references: hashParts(references), ...(url !== undefined && isNarKey(url) ? { url } : {}), problem: errorText(err) };
+    return {
+      references: hashParts(references),
+      ...(url !== undefined && isNarKey(url) ? { url } : {}),
+      problem: errorText(err),
+    };
   }
 }
 
@@ -107,7 +116,11 @@ export function fixedRoots(
 }
 
 /** Adds to `reached` every narinfo `roots` reach through References (roots without a narinfo included). */
-export function extendClosure(reached: Set<string>, roots: Iterable<string>, metas: ReadonlyMap<string, NarInfoMeta>): void {
+export function extendClosure(
+  reached: Set<string>,
+  roots: Iterable<string>,
+  metas: ReadonlyMap<string, NarInfoMeta>,
+): void {
   const todo = [...roots].filter((hashPart) => !reached.has(hashPart));
   for (let hashPart = todo.pop(); hashPart !== undefined; hashPart = todo.pop()) {
     if (reached.has(hashPart)) continue;
@@ -148,7 +161,9 @@ export function planMarks(input: MarkInput): MarkPlan {
   const liveDerivers = new Set([...reachable].flatMap((hashPart) => metas.get(hashPart)?.deriver ?? []));
   const unreachable: ByKind<ObjectEntry[]> = {
     narinfos: [...listing.narinfos].filter(([hashPart]) => !reachable.has(hashPart)).map(([, entry]) => entry),
-    nars: listing.nars.filter((entry) => !liveNarKeys.has(entry.key) && !input.leasedNarHashes.has(narHashOfKey(entry.key))),
+    nars: listing.nars.filter(
+      (entry) => !liveNarKeys.has(entry.key) && !input.leasedNarHashes.has(narHashOfKey(entry.key)),
+    ),
     logs: listing.logs.filter((entry) => !liveDerivers.has(derivationOfLogKey(entry.key))),
   };
   const plan: MarkPlan = {
@@ -176,14 +191,20 @@ export function planMarks(input: MarkInput): MarkPlan {
  * Layers of `narinfos` such that nothing in a layer is referred to by a later one: deleting them in order,
  * no narinfo left in the cache ever refers to a deleted one.
  */
-export function referrersFirst(narinfos: readonly ObjectEntry[], metas: ReadonlyMap<string, NarInfoMeta>): ObjectEntry[][] {
-  const byHash = new Map(narinfos.flatMap((entry) => {
-    const hashPart = narInfoHashPart(entry.key);
-    return hashPart === undefined ? [] : [[hashPart, entry] as const];
-  }));
+export function referrersFirst(
+  narinfos: readonly ObjectEntry[],
+  metas: ReadonlyMap<string, NarInfoMeta>,
+): ObjectEntry[][] {
+  const byHash = new Map(
+    narinfos.flatMap((entry) => {
+      const hashPart = narInfoHashPart(entry.key);
+      return hashPart === undefined ? [] : [[hashPart, entry] as const];
+    }),
+  );
   const referrers = new Map<string, number>();
   for (const hashPart of byHash.keys()) {
-    for (const ref of metas.get(hashPart)?.references ?? []) if (byHash.has(ref)) referrers.set(ref, (referrers.get(ref) ?? 0) + 1);
+    for (const ref of metas.get(hashPart)?.references ?? [])
+      if (byHash.has(ref)) referrers.set(ref, (referrers.get(ref) ?? 0) + 1);
   }
   const layers: ObjectEntry[][] = [];
   let layer = [...byHash.keys()].filter((hashPart) => (referrers.get(hashPart) ?? 0) === 0);

@@ -54,7 +54,7 @@ export class Sweeper {
     onDeleted: (entry: ObjectEntry) => void,
   ): Promise<void> {
     let timeouts = 0;
-    for (let start = 0; start < entries.length; ) {
+    for (let start = 0; start < entries.length;) {
       const size = this.batchKeys;
       const started = performance.now();
       try {
@@ -86,7 +86,9 @@ export class Sweeper {
   ): Promise<void> {
     const { backend } = this.options;
     if (performance.now() - this.options.listedAt > LEASE_LINGER_MS / 2) {
-      throw new StopSweep(`the listing is older than ${LEASE_LINGER_MS / 2 / 60_000} min, so new narinfos might be missed`);
+      throw new StopSweep(
+        `the listing is older than ${LEASE_LINGER_MS / 2 / 60_000} min, so new narinfos might be missed`,
+      );
     }
     // The announcement is rewritten now and then, so that one left by a killed GC is seen to be stale.
     if (performance.now() - this.announcedAt > 60_000) {
@@ -96,19 +98,27 @@ export class Sweeper {
     }
     const current = await this.options.protection();
     if (current.unreadableLeases.length > 0) {
-      throw new StopSweep(`the live leases ${current.unreadableLeases.join(', ')} cannot be read, so what they protect is unknown`);
+      throw new StopSweep(
+        `the live leases ${current.unreadableLeases.join(', ')} cannot be read, so what they protect is unknown`,
+      );
     }
     const batch = entries.filter((entry) => !keep(entry, current));
     this.spared += entries.length - batch.length;
     const timeoutMs = current.leasesListedAt + SWEEP_WINDOW_MS - performance.now();
-    if (timeoutMs < SWEEP_WINDOW_MS / 2) throw new StopSweep('reading the leases took too long to delete safely after it');
+    if (timeoutMs < SWEEP_WINDOW_MS / 2)
+      throw new StopSweep('reading the leases took too long to delete safely after it');
     if (batch.length > 0) {
       const sentAt = performance.now();
       try {
-        await backend.delete(batch.map((entry) => entry.key), { timeoutMs });
+        await backend.delete(
+          batch.map((entry) => entry.key),
+          { timeoutMs },
+        );
       } catch (err) {
         if (performance.now() - sentAt < timeoutMs) throw err;
-        throw new DeleteTimeout(`a delete of ${batch.length} keys did not finish within ${Math.round(timeoutMs)} ms (${errorText(err)})`);
+        throw new DeleteTimeout(
+          `a delete of ${batch.length} keys did not finish within ${Math.round(timeoutMs)} ms (${errorText(err)})`,
+        );
       }
     }
     for (const entry of batch) {

@@ -61,9 +61,13 @@ export class LocalStore {
    */
   private read<T>(query: (db: Database.Database) => T): T {
     if (this.db === undefined && !existsSync(this.dbPath)) {
-      throw new CachectlError('NIX_STORE_UNREADABLE', `the Nix store database ${this.dbPath} does not exist (is Nix installed, and has it run here yet?)`, {
-        retryable: true,
-      });
+      throw new CachectlError(
+        'NIX_STORE_UNREADABLE',
+        `the Nix store database ${this.dbPath} does not exist (is Nix installed, and has it run here yet?)`,
+        {
+          retryable: true,
+        },
+      );
     }
     try {
       if (this.db === undefined) {
@@ -77,13 +81,19 @@ export class LocalStore {
       if (typeof code !== 'string' || !code.startsWith('SQLITE_')) throw err;
       // A WAL database that no process has open has no -wal and -shm; even a read-only reader must create them.
       const fix = /^SQLITE_(CANTOPEN|READONLY)/.test(code)
-        ? `; while no Nix process has it open, reading it means creating ${this.dbPath}-wal and -shm: cachectl needs write ` +
-          `access to ${dirname(this.dbPath)} (under systemd: ReadWritePaths=-${dirname(this.dbPath)}, as systemd/cachectl.service has)`
+        ? `; while no Nix process has it open, reading it means creating ${this.dbPath}-wal and -shm: cachectl ` +
+          `needs write ` +
+          `access to ${dirname(this.dbPath)} (under systemd: ReadWritePaths=-${dirname(this.dbPath)}, as ` +
+          `systemd/cachectl.service has)`
         : '';
-      throw new CachectlError('NIX_STORE_UNREADABLE', `cannot read the Nix store database ${this.dbPath}: ${(err as Error).message} (${code})${fix}`, {
-        cause: err,
-        retryable: true,
-      });
+      throw new CachectlError(
+        'NIX_STORE_UNREADABLE',
+        `cannot read the Nix store database ${this.dbPath}: ${(err as Error).message} (${code})${fix}`,
+        {
+          cause: err,
+          retryable: true,
+        },
+      );
     }
   }
 
@@ -96,7 +106,8 @@ export class LocalStore {
     const json = JSON.stringify(paths);
     const rows = db
       .prepare<[string], PathRow>(
-        'SELECT id, path, hash, narSize, deriver, sigs, ca FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?))',
+        'SELECT id, path, hash, narSize, deriver, sigs, ca FROM ValidPaths WHERE path IN (SELECT value FROM ' +
+          'json_each(?))',
       )
       .all(json);
     const refs = db
@@ -131,7 +142,8 @@ export class LocalStore {
       if (!infos.has(root)) {
         throw new CachectlError(
           'PATH_NOT_VALID',
-          `${root} is not a valid path in the local Nix store (deleted by garbage collection, or never built here?); build or substitute it first`,
+          `${root} is not a valid path in the local Nix store (deleted by garbage collection, or never built ` +
+            `here?); build or substitute it first`,
         );
       }
     }
@@ -166,7 +178,10 @@ export class LocalStore {
     for (const row of rows) {
       const narHash = parseSha256(row.hash);
       if (narHash === undefined) {
-        throw new CachectlError('NIX_STORE_UNREADABLE', `the Nix database has an unreadable hash ${JSON.stringify(row.hash)} for ${row.path}`);
+        throw new CachectlError(
+          'NIX_STORE_UNREADABLE',
+          `the Nix database has an unreadable hash ${JSON.stringify(row.hash)} for ${row.path}`,
+        );
       }
       const info: PathInfo = {
         path: row.path,

@@ -84,7 +84,7 @@ async function* dumpNode(path: Buffer, stats: Stats, out: Gather): AsyncGenerato
   } else if (stats.isDirectory()) {
     out.add(NAR_DIRECTORY_OPEN);
     const names = attempt(path, () => readdirSync(path, { encoding: 'buffer' }));
-    names.sort(Buffer.compare);
+    names.sort((a, b) => Buffer.compare(a, b));
     for (const name of names) {
       const child = Buffer.concat([path, SLASH, name]);
       out.add(narEntryOpen(name));

@@ -18,12 +18,16 @@ export async function resolveStorePath(arg: string, storeDir: string): Promise<s
       isLink = (await lstat(path)).isSymbolicLink();
     } catch (err) {
       const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'it does not exist' : (err as Error).message;
-      throw new CachectlError('PATH_NOT_IN_STORE', `${JSON.stringify(arg)} is not in the Nix store ${storeDir}: ${why}`);
+      throw new CachectlError(
+        'PATH_NOT_IN_STORE',
+        `${JSON.stringify(arg)} is not in the Nix store ${storeDir}: ${why}`,
+      );
     }
     if (!isLink) {
       throw new CachectlError(
         'PATH_NOT_IN_STORE',
-        `${JSON.stringify(arg)} is not in the Nix store ${storeDir}; pass a store path or a link to one (such as ./result)`,
+        `${JSON.stringify(arg)} is not in the Nix store ${storeDir}; pass a store path or a link to one (such as ` +
+          `./result)`,
       );
     }
     path = resolve(dirname(path), await readlink(path));

@@ -110,7 +110,13 @@ export class DaemonRecords {
   read(): DaemonRecord | undefined {
     const row = this.select.get();
     if (row === undefined) return undefined;
-    return { pid: row.pid, host: row.host, startedAt: row.started_at, heartbeatAt: row.heartbeat_at, status: parseDaemonStatus(row.status) };
+    return {
+      pid: row.pid,
+      host: row.host,
+      startedAt: row.started_at,
+      heartbeatAt: row.heartbeat_at,
+      status: parseDaemonStatus(row.status),
+    };
   }
 
   /** The heartbeat: who runs the daemon and what it reports, stamped now. */

@@ -32,7 +32,8 @@ export function migrate(db: Database.Database): void {
     if (version > MIGRATIONS.length) {
       throw new CachectlError(
         'QUEUE_UNREADABLE',
-        `queue database ${db.name} was made by a newer cachectl (schema ${version}; this one knows ${MIGRATIONS.length}); upgrade cachectl. Its paths are kept`,
+        `queue database ${db.name} was made by a newer cachectl (schema ${version}; this one knows ` +
+          `${MIGRATIONS.length}); upgrade cachectl. Its paths are kept`,
       );
     }
     for (const sql of MIGRATIONS.slice(version)) db.exec(sql);
@@ -57,13 +58,15 @@ export function queueError(file: string, err: unknown): CachectlError {
   if (isDiskTrouble(err)) {
     return new CachectlError(
       'QUEUE_UNREADABLE',
-      `queue database ${file} cannot be written: ${errorText(err)}; is its disk full? (df -h ${dirname(file)}) Nothing queued is lost: free space and try again`,
+      `queue database ${file} cannot be written: ${errorText(err)}; is its disk full? (df -h ${dirname(file)}) ` +
+        `Nothing queued is lost: free space and try again`,
       { cause: err },
     );
   }
   return new CachectlError(
     'QUEUE_UNREADABLE',
-    `queue database ${file} cannot be used: ${errorText(err)}; if it is corrupt, move it aside and restart the daemon (the hook spools paths meanwhile)`,
+    `queue database ${file} cannot be used: ${errorText(err)}; if it is corrupt, move it aside and restart the ` +
+      `daemon (the hook spools paths meanwhile)`,
     { cause: err },
   );
 }

@@ -30,10 +30,12 @@ export class GcRuns {
 
   /** Keeps the summary of a run (the last few are kept). */
   record(run: GcRun): void {
-    this.db.transaction(() => {
-      this.insert.run(run.finishedAt, JSON.stringify(run));
-      this.prune.run(GC_RUNS_KEPT);
-    }).immediate();
+    this.db
+      .transaction(() => {
+        this.insert.run(run.finishedAt, JSON.stringify(run));
+        this.prune.run(GC_RUNS_KEPT);
+      })
+      .immediate();
   }
 
   last(): GcRun | undefined {

@@ -118,7 +118,9 @@ export class Paths {
         `UPDATE paths SET state = 'uploading', attempts = attempts + 1, lease_until = ?, updated_at = ?
          WHERE store_path = ?`,
       ),
-      renew: db.prepare<[number, string]>(`UPDATE paths SET lease_until = ? WHERE store_path = ? AND state = 'uploading'`),
+      renew: db.prepare<[number, string]>(
+        `UPDATE paths SET lease_until = ? WHERE store_path = ? AND state = 'uploading'`,
+      ),
       complete: db.prepare<[number, number, string]>(
         `UPDATE paths SET state = 'done', uploaded_at = ?, updated_at = ?, lease_until = NULL, last_error = NULL
          WHERE store_path = ? AND state = 'uploading'`,
@@ -142,7 +144,8 @@ export class Paths {
         `SELECT store_path, attempts, lease_until FROM paths WHERE state = 'uploading'`,
       ),
       requeue: db.prepare<[number, number, string]>(
-        `UPDATE paths SET state = 'pending', next_attempt_at = ?, lease_until = NULL, updated_at = ? WHERE store_path = ?`,
+        `UPDATE paths SET state = 'pending', next_attempt_at = ?, lease_until = NULL, updated_at = ? WHERE ` +
+          `store_path = ?`,
       ),
       failed: db.prepare<[], { store_path: string }>(`SELECT store_path FROM paths WHERE state = 'failed'`),
       retry: db.prepare<[number, number, string]>(
@@ -158,7 +161,10 @@ export class Paths {
       oldest: db.prepare<[], { at: number | null }>(
         `SELECT min(enqueued_at) AS at FROM paths WHERE state IN ('pending', 'uploading')`,
       ),
-      latestFailed: db.prepare<[number], { store_path: string; attempts: number; last_error: string; updated_at: number }>(
+      latestFailed: db.prepare<
+        [number],
+        { store_path: string; attempts: number; last_error: string; updated_at: number }
+      >(
         `SELECT store_path, attempts, last_error, updated_at FROM paths WHERE state = 'failed'
          ORDER BY updated_at DESC LIMIT ?`,
       ),
@@ -188,14 +194,16 @@ export class Paths {
   ingestInbox(): number {
     let taken = 0;
     for (const inbox of this.inboxes) {
-      taken += inbox.db.transaction(() => {
-        const rows = inbox.select.all();
-        const last = rows.at(-1);
-        if (last === undefined) return 0;
-        this.add(rows.map((row) => ({ storePath: row.store_path, source: row.source, enqueuedAt: row.enqueued_at })));
-        inbox.removeUpTo.run(last.id);
-        return rows.length;
-      }).immediate();
+      taken += inbox.db
+        .transaction(() => {
+          const rows = inbox.select.all();
+          const last = rows.at(-1);
+          if (last === undefined) return 0;
+          this.add(rows.map((row) => ({ storePath: row.store_path, source: row.source, enqueuedAt: row.enqueued_at })));
+          inbox.removeUpTo.run(last.id);
+          return rows.length;
+        })
+        .immediate();
     }
     return taken;
   }
@@ -206,9 +214,11 @@ export class Paths {
    */
   add(paths: readonly NewPath[]): void {
     const now = this.options.now();
-    this.db.transaction(() => {
-      for (const path of paths) this.sql.upsert.run({ ...path, now });
-    }).immediate();
+    this.db
+      .transaction(() => {
+        for (const path of paths) this.sql.upsert.run({ ...path, now });
+      })
+      .immediate();
   }
 
   /** Marks a path failed without trying it (it cannot be tried: say why). */
@@ -223,11 +233,13 @@ export class Paths {
    */
   claim(limit: number, leaseMs: number): string[] {
     const now = this.options.now();
-    return this.db.transaction(() => {
-      const storePaths = this.sql.due.all(now, limit).map((row) => row.store_path);
-      for (const storePath of storePaths) this.sql.claim.run(now + leaseMs, now, storePath);
-      return storePaths;
-    }).immediate();
+    return this.db
+      .transaction(() => {
+        const storePaths = this.sql.due.all(now, limit).map((row) => row.store_path);
+        for (const storePath of storePaths) this.sql.claim.run(now + leaseMs, now, storePath);
+        return storePaths;
+      })
+      .immediate();
   }
 
   /** Extends the lease of paths still being uploaded. */
@@ -251,20 +263,22 @@ export class Paths {
    */
   fail(storePath: string, error: PathError, retryable: boolean): PathState {
     const now = this.options.now();
-    return this.db.transaction((): PathState => {
-      const row = this.sql.row.get(storePath);
-      if (row === undefined) return 'failed';
-      // Only a claim can fail: a root the daemon already marked done stays done.
-      if (row.state !== 'uploading') return row.state;
-      if (retryable && row.attempts < this.options.maxAttempts) {
-        const next = now + backoffMs(row.attempts, this.options.retry, this.options.random());
-        this.sql.retryLater.run(next, lastErrorText(error), now, storePath);
-        return 'pending';
-      }
-      const text = lastErrorText(error) + (retryable ? ` (gave up after ${row.attempts} attempts)` : '');
-      this.sql.markFailed.run(text, now, storePath);
-      return 'failed';
-    }).immediate();
+    return this.db
+      .transaction((): PathState => {
+        const row = this.sql.row.get(storePath);
+        if (row === undefined) return 'failed';
+        // Only a claim can fail: a root the daemon already marked done stays done.
+        if (row.state !== 'uploading') return row.state;
+        if (retryable && row.attempts < this.options.maxAttempts) {
+          const next = now + backoffMs(row.attempts, this.options.retry, this.options.random());
+          this.sql.retryLater.run(next, lastErrorText(error), now, storePath);
+          return 'pending';
+        }
+        const text = lastErrorText(error) + (retryable ? ` (gave up after ${row.attempts} attempts)` : '');
+        this.sql.markFailed.run(text, now, storePath);
+        return 'failed';
+      })
+      .immediate();
   }
 
   /**
@@ -286,33 +300,38 @@ export class Paths {
    */
   recoverAbandoned(all: boolean): number {
     const now = this.options.now();
-    return this.db.transaction(() => {
-      const abandoned = this.sql.uploading.all().filter((row) => all || row.lease_until < now);
-      for (const row of abandoned) {
-        if (row.attempts < this.options.maxAttempts) {
-          this.sql.requeue.run(now, now, row.store_path);
-          continue;
+    return this.db
+      .transaction(() => {
+        const abandoned = this.sql.uploading.all().filter((row) => all || row.lease_until < now);
+        for (const row of abandoned) {
+          if (row.attempts < this.options.maxAttempts) {
+            this.sql.requeue.run(now, now, row.store_path);
+            continue;
+          }
+          const error = {
+            message:
+              `the daemon stopped ${row.attempts} times while uploading this path (killed, crashed or out of ` +
+              `memory?); ` +
+              'see its log, then run cachectl retry',
+          };
+          this.sql.markFailed.run(lastErrorText(error), now, row.store_path);
         }
-        const error = {
-          message:
-            `the daemon stopped ${row.attempts} times while uploading this path (killed, crashed or out of memory?); ` +
-            'see its log, then run cachectl retry',
-        };
-        this.sql.markFailed.run(lastErrorText(error), now, row.store_path);
-      }
-      return abandoned.length;
-    }).immediate();
+        return abandoned.length;
+      })
+      .immediate();
   }
 
   /** Failed paths back to pending with fresh tries: the given ones, or all. Returns the paths retried. */
   retry(storePaths?: readonly string[]): string[] {
     const now = this.options.now();
-    return this.db.transaction(() => {
-      const failed = this.sql.failed.all().map((row) => row.store_path);
-      const chosen = storePaths === undefined ? failed : storePaths.filter((path) => failed.includes(path));
-      for (const storePath of chosen) this.sql.retry.run(now, now, storePath);
-      return chosen;
-    }).immediate();
+    return this.db
+      .transaction(() => {
+        const failed = this.sql.failed.all().map((row) => row.store_path);
+        const chosen = storePaths === undefined ? failed : storePaths.filter((path) => failed.includes(path));
+        for (const storePath of chosen) this.sql.retry.run(now, now, storePath);
+        return chosen;
+      })
+      .immediate();
   }
 
   /** The state of each of `storePaths` that is in the queue. */

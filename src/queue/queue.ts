@@ -77,7 +77,8 @@ export class Queue {
     if (!existsSync(file)) {
       throw new CachectlError(
         'QUEUE_MISSING',
-        `queue database ${file} does not exist; is cachectl daemon running with this queue? (pass --queue or set CACHECTL_QUEUE)`,
+        `queue database ${file} does not exist; is cachectl daemon running with this queue? (pass --queue or set ` +
+          `CACHECTL_QUEUE)`,
       );
     }
     try {
@@ -85,7 +86,10 @@ export class Queue {
       const db = openDatabase(file, readonly);
       const version = schemaVersion(db);
       if (version !== MIGRATIONS.length) {
-        throw new Error(`its schema version is ${version}, this cachectl knows ${MIGRATIONS.length}; start the daemon of the same version`);
+        throw new Error(
+          `its schema version is ${version}, this cachectl knows ${MIGRATIONS.length}; start the daemon of the same ` +
+            `version`,
+        );
       }
       const hookInboxes = hookInboxFiles(file)
         .filter((inboxFile) => existsSync(inboxFile))

@@ -56,4 +56,3 @@ export function statusOf(queue: Queue, now = Date.now()): StatusReport {
     lastGc: queue.gcRuns.last() ?? null,
   };
 }
-

@@ -4,7 +4,13 @@ declare module 'unix-dgram' {
 
   interface UnixDatagramSocket extends EventEmitter {
     bind(path: string): void;
-    send(buf: Buffer, offset: number, length: number, path: string, callback: (err?: Error & { errno?: number }) => void): void;
+    send(
+      buf: Buffer,
+      offset: number,
+      length: number,
+      path: string,
+      callback: (err?: Error & { errno?: number }) => void,
+    ): void;
     close(): void;
     on(event: 'message', listener: (data: Buffer) => void): this;
     on(event: 'error', listener: (err: Error) => void): this;

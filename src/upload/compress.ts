@@ -42,7 +42,8 @@ async function* compressZstd(source: AsyncIterable<Buffer>, sizeBytes: number): 
   // Nix 2.8 refuses frames whose window needs more than 2^27 bytes; level 3 never asks for that much.
   if (sizeBytes > 0) cctx.setPledgedSrcSize(sizeBytes);
   // A small NAR gets an output buffer of its own size, not a megabyte: a thousand tiny paths stay cheap.
-  const outBytes = sizeBytes > 0 ? Math.min(ZSTD_OUT_BYTES, sizeBytes + (sizeBytes >> 7) + ZSTD_FRAME_SLACK_BYTES) : ZSTD_OUT_BYTES;
+  const outBytes =
+    sizeBytes > 0 ? Math.min(ZSTD_OUT_BYTES, sizeBytes + (sizeBytes >> 7) + ZSTD_FRAME_SLACK_BYTES) : ZSTD_OUT_BYTES;
   let out = Buffer.allocUnsafe(outBytes);
   const run = function* (input: Buffer, end: zstd.EndDirective): Generator<Buffer> {
     for (;;) {
@@ -76,7 +77,8 @@ async function* compressXz(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer
     if (exit.status === 'rejected') {
       throw new CachectlError(
         'CONFIG_INVALID',
-        `cannot run xz for --compression xz: ${(exit.reason as Error).message} (install xz-utils, or use --compression zstd)`,
+        `cannot run xz for --compression xz: ${(exit.reason as Error).message} (install xz-utils, or use ` +
+          `--compression zstd)`,
       );
     }
     if (fed.status === 'rejected') throw fed.reason;

@@ -91,13 +91,14 @@ export async function ensureCacheInfo(backend: CacheBackend, storeDir: string): 
   if (cacheStoreDir !== storeDir) {
     throw new CachectlError(
       'CACHE_STORE_DIR_MISMATCH',
-      `cache ${backend.displayUrl} is for the store ${cacheStoreDir ?? '(none named)'}, not ${storeDir}; use another cache`,
+      `cache ${backend.displayUrl} is for the store ${cacheStoreDir ?? '(none named)'}, not ${storeDir}; use ` +
+        `another cache`,
     );
   }
 }
 
 /** A failure of the cache itself (access, bucket, network) dooms every path: stop starting new ones. */
-function isCacheWide(err: unknown): boolean {
+function isCacheWide(err: unknown): err is CachectlError {
   return err instanceof CachectlError && err.code.startsWith('CACHE_');
 }
 
@@ -163,8 +164,13 @@ const hashPartOf = (path: string): string => basename(path).slice(0, 32);
  * The closure without the paths signed by one of `keyNames` (upstream's, which clients substitute from there);
  * `skipped` counts them. Paths that refer to them are still uploaded: only their own narinfo is left out.
  */
-function withoutSignedBy(infos: Map<string, PathInfo>, keyNames: readonly string[]): Map<string, PathInfo> & { skipped: number } {
-  const kept = new Map([...infos].filter(([, info]) => !info.sigs.some((sig) => keyNames.includes(sig.slice(0, sig.indexOf(':'))))));
+function withoutSignedBy(
+  infos: Map<string, PathInfo>,
+  keyNames: readonly string[],
+): Map<string, PathInfo> & { skipped: number } {
+  const kept = new Map(
+    [...infos].filter(([, info]) => !info.sigs.some((sig) => keyNames.includes(sig.slice(0, sig.indexOf(':'))))),
+  );
   return Object.assign(kept, { skipped: infos.size - kept.size });
 }
 
@@ -184,7 +190,7 @@ async function publishPaths(
   const narKeys = new Map<string, string>();
   const limiter = new Limiter(options.jobs);
   const largeLimiter = new Limiter(LARGE_NARS_AT_ONCE);
-  let cacheFailure: unknown;
+  let cacheFailure: CachectlError | undefined;
   const publishing = new Map<string, Promise<void>>();
   const publish = async (info: PathInfo): Promise<void> => {
     const upload = () =>
@@ -211,7 +217,12 @@ async function publishPaths(
       if (isCacheWide(err)) cacheFailure ??= err;
       const failure: PushFailure =
         err instanceof DependencyFailed
-          ? { ...err.failure, path: info.path, code: 'DEPENDENCY_FAILED', message: `not published: ${err.failure.path} in its closure failed: ${err.failure.message}` }
+          ? {
+              ...err.failure,
+              path: info.path,
+              code: 'DEPENDENCY_FAILED',
+              message: `not published: ${err.failure.path} in its closure failed: ${err.failure.message}`,
+            }
           : failureOf(info.path, err);
       result.failed.push(failure);
       throw new DependencyFailed(err instanceof DependencyFailed ? err.failure : failure);

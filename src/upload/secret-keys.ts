@@ -16,15 +16,20 @@ export async function loadSecretKeys(files: readonly string[]): Promise<SecretKe
       if ((info.mode & 0o077) !== 0) {
         throw new CachectlError(
           'SECRET_KEY_PERMISSIONS',
-          `secret key file ${file} is accessible to group or others (mode ${(info.mode & 0o777).toString(8)}); run: chmod 600 ${file}`,
+          `secret key file ${file} is accessible to group or others (mode ${(info.mode & 0o777).toString(8)}); run: ` +
+            `chmod 600 ${file}`,
         );
       }
       text = await readFile(file, 'utf8');
     } catch (err) {
       if (err instanceof CachectlError) throw err;
-      throw new CachectlError('SECRET_KEY_UNREADABLE', `cannot read secret key file ${file}: ${(err as Error).message}`, {
-        cause: err,
-      });
+      throw new CachectlError(
+        'SECRET_KEY_UNREADABLE',
+        `cannot read secret key file ${file}: ${(err as Error).message}`,
+        {
+          cause: err,
+        },
+      );
     }
     keys.push(parseSecretKey(text, file));
   }

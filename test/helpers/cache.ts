@@ -6,8 +6,8 @@ import { nix32Encode } from '../../src/core/nix32.js';
 
 /**
  * Every way a reader could see a broken cache: a narinfo that does not parse, whose NAR is missing or not of
- * its FileSize, or one of whose references has no narinfo. Returns the problems found (none is the only good answer) and the
- * number of narinfos seen.
+ * its FileSize, or one of whose references has no narinfo. Returns the problems found (none is the only good
+ * answer) and the number of narinfos seen.
  */
 export async function cacheProblems(backend: CacheBackend): Promise<{ narinfos: number; problems: string[] }> {
   const problems: string[] = [];
@@ -29,7 +29,9 @@ export async function cacheProblems(backend: CacheBackend): Promise<{ narinfos: 
         // them torn (S3 and file:// cannot).
         // A second read tells a torn read from a malformed narinfo.
         if (read === 2) {
-          problems.push(`${(err as Error).message} (${text.length} bytes: ${JSON.stringify(text.toString('utf8').slice(-40))})`);
+          problems.push(
+            `${(err as Error).message} (${text.length} bytes: ${JSON.stringify(text.toString('utf8').slice(-40))})`,
+          );
           break;
         }
         await sleep(50);
@@ -88,7 +90,10 @@ export async function putNarInfoChain(backend: CacheBackend, name: string, lengt
         await backend.put(nar, Buffer.from('nar'), 'application/x-nix-nar');
         await backend.put(
           `${hash(n)}.narinfo`,
-          Buffer.from(`StorePath: /nix/store/${hash(n)}-${name}-${n}\nURL: ${nar}\nCompression: none\nNarHash: sha256:${narHash(n)}\nNarSize: 3\nReferences: ${ref}\n`),
+          Buffer.from(
+            `StorePath: /nix/store/${hash(n)}-${name}-${n}\nURL: ${nar}\nCompression: none\nNarHash: ` +
+              `sha256:${narHash(n)}\nNarSize: 3\nReferences: ${ref}\n`,
+          ),
           'text/x-nix-narinfo',
         );
         keys.push(nar, `${hash(n)}.narinfo`);
@@ -101,7 +106,16 @@ export async function putNarInfoChain(backend: CacheBackend, name: string, lengt
 /** Every key of a cache, in the prefixes cachectl writes and one it does not (realisations/). */
 export async function allKeys(backend: CacheBackend): Promise<string[]> {
   const keys: string[] = [];
-  for (const prefix of ['', 'nar/', 'log/', 'gcroots/', 'cachectl/leases/', 'cachectl/gc/', 'cachectl/gc/sweeping/', 'realisations/']) {
+  for (const prefix of [
+    '',
+    'nar/',
+    'log/',
+    'gcroots/',
+    'cachectl/leases/',
+    'cachectl/gc/',
+    'cachectl/gc/sweeping/',
+    'realisations/',
+  ]) {
     for await (const page of backend.list(prefix)) keys.push(...page.map((entry) => entry.key));
   }
   return keys.sort();

@@ -43,15 +43,20 @@ export function startDaemon(args: readonly string[], env: NodeJS.ProcessEnv): Da
   child.stderr?.on('data', (data: Buffer) => (stderr += data.toString()));
   stopWhenDone(() => child.kill('SIGKILL'));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('exit', (code, signal) => resolve({ code, signal })),
+    child.once('exit', (code, signal) => {
+      resolve({ code, signal });
+    }),
   );
   return {
     child,
     logs,
     stderr: () => stderr,
     async waitForLog(msg, match = () => true, timeoutMs = 60_000, from = 0) {
-      return waitFor(`daemon log "${msg}"`, () => logs.slice(from).find((line) => line.msg === msg && match(line)), timeoutMs, () =>
-        `stderr: ${stderr}\nlogs:\n${logs.map((line) => JSON.stringify(line)).join('\n')}`,
+      return waitFor(
+        `daemon log "${msg}"`,
+        () => logs.slice(from).find((line) => line.msg === msg && match(line)),
+        timeoutMs,
+        () => `stderr: ${stderr}\nlogs:\n${logs.map((line) => JSON.stringify(line)).join('\n')}`,
       );
     },
     exited,
@@ -79,11 +84,15 @@ export async function waitFor<T>(
  * /nix/var/nix/gcroots), removed when the test process exits, as the environment the hook, the daemon and
  * the CLI read. `extra` may name other roots.
  */
-export function queueEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv & { CACHECTL_QUEUE: string; CACHECTL_GC_ROOTS: string } {
+export function queueEnv(
+  extra: Record<string, string> = {},
+): NodeJS.ProcessEnv & { CACHECTL_QUEUE: string; CACHECTL_GC_ROOTS: string } {
   let gcRoots = extra['CACHECTL_GC_ROOTS'];
   if (gcRoots === undefined) {
     const made = mkdtempSync('/nix/var/nix/gcroots/cachectl-test-');
-    onExit(() => rmSync(made, { recursive: true, force: true }));
+    onExit(() => {
+      rmSync(made, { recursive: true, force: true });
+    });
     gcRoots = made;
   }
   return {
@@ -98,7 +107,7 @@ export interface NotifyReceiver {
   /** each datagram received, its lines joined with '|' */
   messages: string[];
   /** whether a message had a line starting with `field` (`READY=1`, `STATUS=idle`) */
-  has(field: string): boolean;
+  has: (field: string) => boolean;
   close(): void;
 }
 
@@ -132,11 +141,17 @@ export async function queueStatus(env: NodeJS.ProcessEnv): Promise<StatusReport>
 
 /** Waits until nothing is waiting or uploading and at least `done` paths are done or failed. */
 export function settled(env: NodeJS.ProcessEnv, done: number, timeoutMs = 120_000): Promise<StatusReport> {
-  return waitFor(`${done} paths done`, async () => {
-    const report = await queueStatus(env);
-    const { pending, uploading, inbox, spoolFiles } = report.counts;
-    return pending + uploading + inbox + spoolFiles === 0 && report.counts.done + report.counts.failed >= done ? report : undefined;
-  }, timeoutMs);
+  return waitFor(
+    `${done} paths done`,
+    async () => {
+      const report = await queueStatus(env);
+      const { pending, uploading, inbox, spoolFiles } = report.counts;
+      return pending + uploading + inbox + spoolFiles === 0 && report.counts.done + report.counts.failed >= done
+        ? report
+        : undefined;
+    },
+    timeoutMs,
+  );
 }
 
 /**

@@ -22,7 +22,12 @@ export interface FaultProxy {
   faults: readonly Fault[];
   /** requests seen, by method, and faults injected, by kind */
   /** `stateWrites`: PUTs of cachectl's own state (leases, GC marks), which grow with batches rather than paths */
-  readonly stats: { requests: number; byMethod: Record<string, number>; stateWrites: number; injected: Record<Fault, number> };
+  readonly stats: {
+    requests: number;
+    byMethod: Record<string, number>;
+    stateWrites: number;
+    injected: Record<Fault, number>;
+  };
   stop(): Promise<void>;
 }
 
@@ -39,7 +44,9 @@ export function seededRandom(seed: number): () => number {
 }
 
 function s3Error(res: ServerResponse, status: number, code: string, headers: Record<string, string> = {}): void {
-  const body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>injected by the fault proxy</Message></Error>`;
+  const body =
+    `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>injected by the fault ` +
+    `proxy</Message></Error>`;
   res.writeHead(status, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body), ...headers });
   res.end(body);
 }
@@ -55,7 +62,12 @@ export async function startFaultProxy(
   const random = seededRandom(options.seed);
   const agent = new Agent({ keepAlive: true, maxSockets: 64 });
   const sockets = new Set<Socket>();
-  const stats = { requests: 0, byMethod: {} as Record<string, number>, stateWrites: 0, injected: Object.fromEntries(FAULTS.map((f) => [f, 0])) as Record<Fault, number> };
+  const stats = {
+    requests: 0,
+    byMethod: {} as Record<string, number>,
+    stateWrites: 0,
+    injected: Object.fromEntries(FAULTS.map((f) => [f, 0])) as Record<Fault, number>,
+  };
 
   const forward = (req: IncomingMessage, res: ServerResponse, truncate: boolean): void => {
     const upstream = request(
@@ -71,7 +83,10 @@ export async function startFaultProxy(
         upstreamRes.on('end', () => {
           const body = Buffer.concat(chunks);
           // The head promises more than arrives: the client sees the connection close mid-body.
-          res.writeHead(upstreamRes.statusCode ?? 502, { ...upstreamRes.headers, 'content-length': String(Math.max(body.length, 32)) });
+          res.writeHead(upstreamRes.statusCode ?? 502, {
+            ...upstreamRes.headers,
+            'content-length': String(Math.max(body.length, 32)),
+          });
           res.write(body.subarray(0, Math.floor(body.length / 2)), () => res.socket?.destroy());
         });
       },
@@ -85,13 +100,20 @@ export async function startFaultProxy(
     const method = req.method ?? '?';
     stats.byMethod[method] = (stats.byMethod[method] ?? 0) + 1;
     if (method === 'PUT' && (req.url ?? '').includes('/cachectl/')) stats.stateWrites += 1;
-    const fault = random() < proxy.rate && proxy.faults.length > 0 ? proxy.faults[Math.floor(random() * proxy.faults.length)] : undefined;
+    const fault =
+      random() < proxy.rate && proxy.faults.length > 0
+        ? proxy.faults[Math.floor(random() * proxy.faults.length)]
+        : undefined;
     if (fault !== undefined) stats.injected[fault] += 1;
     switch (fault) {
-      case undefined:
-        return forward(req, res, false);
-      case 'truncate':
-        return forward(req, res, true);
+      case undefined: {
+        forward(req, res, false);
+        return;
+      }
+      case 'truncate': {
+        forward(req, res, true);
+        return;
+      }
       case 'reset':
         req.socket.destroy();
         return;
@@ -100,11 +122,15 @@ export async function startFaultProxy(
         return;
       case 'error500':
         req.resume();
-        req.on('end', () => s3Error(res, 500, 'InternalError'));
+        req.on('end', () => {
+          s3Error(res, 500, 'InternalError');
+        });
         return;
       case 'slowDown':
         req.resume();
-        req.on('end', () => s3Error(res, 503, 'SlowDown', { 'retry-after': String(options.retryAfterSeconds ?? 1) }));
+        req.on('end', () => {
+          s3Error(res, 503, 'SlowDown', { 'retry-after': String(options.retryAfterSeconds ?? 1) });
+        });
         return;
     }
   });
@@ -123,7 +149,11 @@ export async function startFaultProxy(
     async stop() {
       for (const socket of sockets) socket.destroy();
       agent.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await new Promise<void>((resolve) =>
+        server.close(() => {
+          resolve();
+        }),
+      );
     },
   };
   return proxy;

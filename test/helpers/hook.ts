@@ -14,13 +14,18 @@ export interface HookRun {
 export function runHook(env: NodeJS.ProcessEnv, hookEnv: { OUT_PATHS?: string; DRV_PATH?: string }): Promise<HookRun> {
   const started = process.hrtime.bigint();
   return new Promise((resolve, reject) => {
-    const child = spawn(HOOK, [], { env: { ...env, OUT_PATHS: hookEnv.OUT_PATHS ?? '', DRV_PATH: hookEnv.DRV_PATH ?? '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(HOOK, [], {
+      env: { ...env, OUT_PATHS: hookEnv.OUT_PATHS ?? '', DRV_PATH: hookEnv.DRV_PATH ?? '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (data: Buffer) => (stdout += data.toString()));
     child.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
     child.once('error', reject);
-    child.once('exit', (code) => resolve({ code: code ?? -1, stdout, stderr, ms: Number(process.hrtime.bigint() - started) / 1e6 }));
+    child.once('exit', (code) => {
+      resolve({ code: code ?? -1, stdout, stderr, ms: Number(process.hrtime.bigint() - started) / 1e6 });
+    });
   });
 }
 
@@ -28,7 +33,9 @@ export function runHook(env: NodeJS.ProcessEnv, hookEnv: { OUT_PATHS?: string; D
 export function inboxOf(file: string): string[] {
   const db = new Database(file, { readonly: true });
   try {
-    return (db.prepare('SELECT store_path FROM inbox ORDER BY id').all() as { store_path: string }[]).map((row) => row.store_path);
+    return (db.prepare('SELECT store_path FROM inbox ORDER BY id').all() as { store_path: string }[]).map(
+      (row) => row.store_path,
+    );
   } finally {
     db.close();
   }
@@ -44,4 +51,3 @@ export function createQueue(env: { CACHECTL_QUEUE: string }): string {
   Queue.open(env.CACHECTL_QUEUE).close();
   return env.CACHECTL_QUEUE;
 }
-

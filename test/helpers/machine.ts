@@ -20,7 +20,16 @@ export interface UnitState {
   ExecMainStatus: string;
 }
 
-const UNIT_PROPERTIES = ['ActiveState', 'SubState', 'Result', 'NRestarts', 'StatusText', 'MainPID', 'ExecMainCode', 'ExecMainStatus'];
+const UNIT_PROPERTIES = [
+  'ActiveState',
+  'SubState',
+  'Result',
+  'NRestarts',
+  'StatusText',
+  'MainPID',
+  'ExecMainCode',
+  'ExecMainStatus',
+];
 
 /**
  * A throw-away machine with systemd as PID 1 (test/systemd/machine.sh): commands run inside it as root through
@@ -47,17 +56,22 @@ export class Machine {
       this.log += data.toString();
       process.stderr.write(data);
     });
-    this.exited = new Promise((resolve) => supervisor.once('exit', (code) => {
-      resolve(code);
-      this.waiting?.();
-    }));
+    this.exited = new Promise((resolve) =>
+      supervisor.once('exit', (code) => {
+        resolve(code);
+        this.waiting?.();
+      }),
+    );
   }
 
   /** Prepares the overlay with nix-setup-systemd and the package installed; resolves when it can boot. */
   static async prepare(): Promise<Machine> {
     // Its own process group: a signal meant for the tests' group (Ctrl-C) must not cut its cleanup short; it
     // cleans up when our end of its stdin closes.
-    const supervisor = spawn('bash', [join(REPO, 'test/systemd/machine.sh'), REPO], { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+    const supervisor = spawn('bash', [join(REPO, 'test/systemd/machine.sh'), REPO], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      detached: true,
+    });
     onExit(() => supervisor.stdin.end());
     const machine = new Machine(supervisor);
     await machine.reply('prepared', 600_000);
@@ -86,11 +100,28 @@ export class Machine {
   /** Runs a bash script inside the machine as root (`set -euo pipefail`), with a clean environment. */
   sh(script: string, timeoutMs = 300_000): Promise<ShellResult> {
     if (this.leader === 0) throw new Error('the machine is not running');
-    const child = spawn('nsenter', [
-      `--target=${this.leader}`, '--all', '--root', '--wd', '--',
-      '/usr/bin/env', '-i', 'PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'HOME=/root', 'LC_ALL=C.UTF-8', 'NIX_REMOTE=daemon',
-      '/bin/bash', '-euo', 'pipefail', '-c', script,
-    ], { stdio: ['ignore', 'pipe', 'pipe'], detached: true }); // stdin not a socket: bash would read bashrc files as if run by sshd
+    const child = spawn(
+      'nsenter',
+      [
+        `--target=${this.leader}`,
+        '--all',
+        '--root',
+        '--wd',
+        '--',
+        '/usr/bin/env',
+        '-i',
+        'PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+        'HOME=/root',
+        'LC_ALL=C.UTF-8',
+        'NIX_REMOTE=daemon',
+        '/bin/bash',
+        '-euo',
+        'pipefail',
+        '-c',
+        script,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], detached: true },
+    ); // stdin not a socket: bash would read bashrc files as if run by sshd
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (data: Buffer) => (stdout += data.toString()));
@@ -98,7 +129,9 @@ export class Machine {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         child.kill('SIGKILL');
-        reject(new Error(`timed out after ${timeoutMs} ms in the machine: ${script}\nstdout: ${stdout}\nstderr: ${stderr}`));
+        reject(
+          new Error(`timed out after ${timeoutMs} ms in the machine: ${script}\nstdout: ${stdout}\nstderr: ${stderr}`),
+        );
       }, timeoutMs);
       child.once('error', reject);
       child.once('close', (code) => {
@@ -111,13 +144,21 @@ export class Machine {
   /** Like `sh`, but fails unless the script exits 0; returns its stdout. */
   async ok(script: string, timeoutMs?: number): Promise<string> {
     const result = await this.sh(script, timeoutMs);
-    if (result.code !== 0) throw new Error(`exit ${result.code} in the machine: ${script}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
+    if (result.code !== 0)
+      throw new Error(
+        `exit ${result.code} in the machine: ${script}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`,
+      );
     return result.stdout;
   }
 
   async unit(name: string): Promise<UnitState> {
     const text = await this.ok(`systemctl show -p ${UNIT_PROPERTIES.join(',')} ${name}`);
-    const values = new Map(text.trimEnd().split('\n').map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]));
+    const values = new Map(
+      text
+        .trimEnd()
+        .split('\n')
+        .map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]),
+    );
     const state = Object.fromEntries(UNIT_PROPERTIES.map((property) => [property, values.get(property) ?? '']));
     return { ...state, NRestarts: Number(state['NRestarts']), MainPID: Number(state['MainPID']) } as UnitState;
   }
@@ -127,8 +168,10 @@ export class Machine {
     for (;;) {
       const index = this.lines.findIndex((line) => line.startsWith(`${word} `));
       if (index >= 0) return (this.lines.splice(index, 1)[0] as string).slice(word.length + 1);
-      if (this.supervisor.exitCode !== null) throw new Error(`test/systemd/machine.sh exited ${this.supervisor.exitCode} before "${word}":\n${this.log}`);
-      if (Date.now() > deadline) throw new Error(`test/systemd/machine.sh said no "${word}" in ${timeoutMs} ms:\n${this.log}`);
+      if (this.supervisor.exitCode !== null)
+        throw new Error(`test/systemd/machine.sh exited ${this.supervisor.exitCode} before "${word}":\n${this.log}`);
+      if (Date.now() > deadline)
+        throw new Error(`test/systemd/machine.sh said no "${word}" in ${timeoutMs} ms:\n${this.log}`);
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, 1000);
         this.waiting = () => {

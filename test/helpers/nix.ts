@@ -39,7 +39,9 @@ export function stopWhenDone(stop: () => void): void {
 /** A new temporary directory, removed when the test process exits (caches and fresh stores add up). */
 export function tempDir(name: string): string {
   const dir = mkdtempSync(join(tmpdir(), `cachectl-${name}-`));
-  onExit(() => rmSync(dir, { recursive: true, force: true }));
+  onExit(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
   return dir;
 }
 
@@ -78,22 +80,15 @@ export function requireNix(): void {
   try {
     execFileSync('nix-store', ['--version'], { env: testEnv(), stdio: 'pipe' });
   } catch (err) {
-    throw new Error(`Nix is required for this test and is missing (run: bash test/setup.sh): ${(err as Error).message}`);
+    throw new Error(
+      `Nix is required for this test and is missing (run: bash test/setup.sh): ${(err as Error).message}`,
+      { cause: err },
+    );
   }
 }
 
 export type Fixture =
-  | 'tiny'
-  | 'lib'
-  | 'app'
-  | 'top'
-  | 'multi.out'
-  | 'multi.dev'
-  | 'tree'
-  | 'symroot'
-  | 'execroot'
-  | 'big'
-  | 'chain';
+  'tiny' | 'lib' | 'app' | 'top' | 'multi.out' | 'multi.dev' | 'tree' | 'symroot' | 'execroot' | 'big' | 'chain';
 
 /** Builds fixtures (test/fixtures/closures.nix) and returns their store paths. A nonce gives fresh paths. */
 export async function buildFixtures<T extends Fixture>(
@@ -101,17 +96,36 @@ export async function buildFixtures<T extends Fixture>(
   options: { nonce?: string; bigMb?: number; chainLength?: number } = {},
 ): Promise<Record<T, string>> {
   const args = [FIXTURES, '--no-out-link', '--argstr', 'nonce', options.nonce ?? ''];
-  args.push('--argstr', 'bigMb', String(options.bigMb ?? 24), '--argstr', 'chainLength', String(options.chainLength ?? 40));
+  args.push(
+    '--argstr',
+    'bigMb',
+    String(options.bigMb ?? 24),
+    '--argstr',
+    'chainLength',
+    String(options.chainLength ?? 40),
+  );
   for (const attr of attrs) args.push('-A', attr);
   const { stdout } = await execFileAsync('nix-build', args, { env: testEnv(), maxBuffer: 1 << 24 });
   const paths = stdout.trim().split('\n');
-  if (paths.length !== attrs.length) throw new Error(`nix-build printed ${paths.length} paths for ${attrs.length} attributes`);
+  if (paths.length !== attrs.length)
+    throw new Error(`nix-build printed ${paths.length} paths for ${attrs.length} attributes`);
   return Object.fromEntries(attrs.map((attr, i) => [attr, paths[i]])) as Record<T, string>;
 }
 
 /** Builds the `dag` fixture: `size` small paths with overlapping closures, all of them returned. */
 export async function buildDag(nonce: string, size: number): Promise<string[]> {
-  const args = [FIXTURES, '--no-out-link', '--argstr', 'nonce', nonce, '--argstr', 'dagSize', String(size), '-A', 'dag'];
+  const args = [
+    FIXTURES,
+    '--no-out-link',
+    '--argstr',
+    'nonce',
+    nonce,
+    '--argstr',
+    'dagSize',
+    String(size),
+    '-A',
+    'dag',
+  ];
   const { stdout } = await execFileAsync('nix-build', args, { env: testEnv(), maxBuffer: 1 << 24 });
   const paths = stdout.trim().split('\n');
   if (paths.length !== size) throw new Error(`nix-build printed ${paths.length} paths for a dag of ${size}`);
@@ -145,7 +159,17 @@ export function nixVerify(storeUrl: string, publicKey: string, paths: readonly s
 /** Substitutes `paths` from a cache into a fresh chroot store, as a new client would. */
 export function nixCopyFrom(storeUrl: string, publicKey: string, paths: readonly string[]) {
   const target = tempDir('fresh-store');
-  return run('nix', ['copy', '--from', storeUrl, '--to', target, '--option', 'trusted-public-keys', publicKey, ...paths]);
+  return run('nix', [
+    'copy',
+    '--from',
+    storeUrl,
+    '--to',
+    target,
+    '--option',
+    'trusted-public-keys',
+    publicKey,
+    ...paths,
+  ]);
 }
 
 /** The store paths of the closures of `paths`, from Nix itself. */

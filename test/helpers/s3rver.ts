@@ -32,7 +32,8 @@ export interface S3rver extends S3Server {
 
 /** cachectl's URL for a bucket on a local server, optionally under a key prefix. */
 function s3CacheUrl(bucket: string, endpoint: string, prefix: string | undefined): string {
-  return `s3://${bucket}?endpoint=${encodeURIComponent(endpoint)}&region=us-east-1${prefix === undefined ? '' : `&prefix=${prefix}`}`;
+  const under = prefix === undefined ? '' : `&prefix=${prefix}`;
+  return `s3://${bucket}?endpoint=${encodeURIComponent(endpoint)}&region=us-east-1${under}`;
 }
 
 /**
@@ -49,13 +50,27 @@ export async function startS3rver(
   const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'cachectl-s3rver-')));
   const child = spawn(
     process.execPath,
-    ['--openssl-legacy-provider', bin, '-d', dir, '-a', '127.0.0.1', '-p', String(options.port ?? 0), '--silent', '--no-vhost-buckets',
-      '--configure-bucket', bucket], // --configure-bucket must stay last: it takes the following words
+    [
+      '--openssl-legacy-provider',
+      bin,
+      '-d',
+      dir,
+      '-a',
+      '127.0.0.1',
+      '-p',
+      String(options.port ?? 0),
+      '--silent',
+      '--no-vhost-buckets',
+      '--configure-bucket',
+      bucket,
+    ], // --configure-bucket must stay last: it takes the following words
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const port = await new Promise<number>((resolve, reject) => {
     let output = '';
-    const timer = setTimeout(() => reject(new Error(`s3rver did not start in 20 s: ${output}`)), 20_000);
+    const timer = setTimeout(() => {
+      reject(new Error(`s3rver did not start in 20 s: ${output}`));
+    }, 20_000);
     const onData = (data: Buffer) => {
       output += data.toString();
       const match = /listening on 127\.0\.0\.1:(\d+)/.exec(output);
@@ -126,7 +141,10 @@ async function swiftBucket(port: number): Promise<S3Server> {
     // Nix reads the bucket anonymously, through Swift's own API.
     await client.send(new PutBucketAclCommand({ Bucket: bucket, ACL: 'public-read' }));
   } catch (err) {
-    throw new Error(`Swift at ${endpoint} is not usable (start it: bash test/swift/swift.sh start): ${(err as Error).message}`);
+    throw new Error(
+      `Swift at ${endpoint} is not usable (start it: bash test/swift/swift.sh start): ${(err as Error).message}`,
+      { cause: err },
+    );
   } finally {
     client.destroy();
   }
@@ -143,5 +161,8 @@ async function swiftBucket(port: number): Promise<S3Server> {
 
 /** Lets this test process read and write the bucket itself (the checks and observers do), as the children do. */
 export function useS3Here(s3: S3Server): void {
-  Object.assign(process.env, s3.env, { AWS_EC2_METADATA_DISABLED: 'true', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' });
+  Object.assign(process.env, s3.env, {
+    AWS_EC2_METADATA_DISABLED: 'true',
+    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
+  });
 }

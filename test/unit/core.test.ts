@@ -1,14 +1,21 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { parseCacheUrl } from '../src/core/cache-url.js';
-import { resolveConfig } from '../src/core/config.js';
-import { CONFIG_KEYS, ENV_NAMES, OPTIONS, optionHelp, type OptionKey, type OptionSpec } from '../src/core/options.js';
-import { CachectlError } from '../src/core/errors.js';
-import { formatSha256, parseSha256 } from '../src/core/hash.js';
-import { narString } from '../src/core/nar.js';
-import { parseNarInfo, renderNarInfo } from '../src/core/narinfo.js';
-import { nix32Decode, nix32Encode } from '../src/core/nix32.js';
+import { parseCacheUrl } from '../../src/core/cache-url.js';
+import { resolveConfig } from '../../src/core/config.js';
+import {
+  CONFIG_KEYS,
+  ENV_NAMES,
+  OPTIONS,
+  optionHelp,
+  type OptionKey,
+  type OptionSpec,
+} from '../../src/core/options.js';
+import { CachectlError } from '../../src/core/errors.js';
+import { formatSha256, parseSha256 } from '../../src/core/hash.js';
+import { narString } from '../../src/core/nar.js';
+import { parseNarInfo, renderNarInfo } from '../../src/core/narinfo.js';
+import { nix32Decode, nix32Encode } from '../../src/core/nix32.js';
 import {
   fingerprint,
   formatPublicKey,
@@ -18,9 +25,9 @@ import {
   parseSecretKey,
   sign,
   verifySignature,
-} from '../src/core/signing.js';
-import { parseStorePath } from '../src/core/store-path.js';
-import { partSizeFor } from '../src/cache/s3.js';
+} from '../../src/core/signing.js';
+import { parseStorePath } from '../../src/core/store-path.js';
+import { partSizeFor } from '../../src/cache/s3.js';
 
 const HOUR = 3600_000;
 const sha256 = (text: string) => createHash('sha256').update(text).digest();
@@ -95,7 +102,9 @@ describe('store paths', () => {
     ['/nix/store/../etc/passwd', 'STORE_PATH_INVALID', /not a valid store path/],
   ];
   for (const [path, code, pattern] of bad) {
-    it(`rejects ${JSON.stringify(path.slice(0, 60))}`, () => assertCode(() => parseStorePath(path), code, pattern));
+    it(`rejects ${JSON.stringify(path.slice(0, 60))}`, () => {
+      assertCode(() => parseStorePath(path), code, pattern);
+    });
   }
 });
 
@@ -135,7 +144,10 @@ Sig: example-cache-1:yJQOgvoUtvgaUbfzKGUPI1u2OUqEcmMhACPx2uAKsPIyZNVVc2tVwjo/V54
 const NIX_PUBLIC_KEY = 'example-cache-1:uKj67C0jikDZ257kAxiJ0GHGhhhMtKOBtzOJkDQNW8s=';
 
 describe('narinfo', () => {
-  for (const [name, text] of [['with references', NIX_NARINFO], ['without references', NIX_NARINFO_NO_REFS]]) {
+  for (const [name, text] of [
+    ['with references', NIX_NARINFO],
+    ['without references', NIX_NARINFO_NO_REFS],
+  ]) {
     it(`renders Nix's narinfo ${name} byte for byte`, () => {
       assert.equal(renderNarInfo(parseNarInfo(text as string, 'golden')), text);
     });
@@ -161,7 +173,9 @@ describe('narinfo', () => {
     ['garbage', 'hello\n', /not "Name: value"/],
   ];
   for (const [name, text, pattern] of malformed) {
-    it(`refuses a narinfo with ${name}`, () => assertCode(() => parseNarInfo(text, 'x.narinfo'), 'NARINFO_INVALID', pattern));
+    it(`refuses a narinfo with ${name}`, () => {
+      assertCode(() => parseNarInfo(text, 'x.narinfo'), 'NARINFO_INVALID', pattern);
+    });
   }
 });
 
@@ -173,7 +187,9 @@ describe('signing', () => {
       const refs = info.references.map((ref) => `/nix/store/${ref}`);
       const fp = fingerprint(info.storePath, info.narHash, info.narSize, refs);
       assert.ok(verifySignature([key], fp, info.sigs[0] as string), fp);
-      assert.ok(!verifySignature([key], fp.replace(`;${info.narSize};`, `;${info.narSize + 1};`), info.sigs[0] as string));
+      assert.ok(
+        !verifySignature([key], fp.replace(`;${info.narSize};`, `;${info.narSize + 1};`), info.sigs[0] as string),
+      );
     }
   });
   it('writes the fingerprint with sorted full reference paths', () => {
@@ -206,7 +222,8 @@ describe('signing', () => {
         parseSecretKey(text, '/etc/keys/cache.sec');
       } catch (err) {
         assert.match((err as Error).message, /\/etc\/keys\/cache\.sec/);
-        if (text.length > 8) assert.ok(!(err as Error).message.includes(text.slice(2)), 'the key leaked into the message');
+        if (text.length > 8)
+          assert.ok(!(err as Error).message.includes(text.slice(2)), 'the key leaked into the message');
       }
     });
   }
@@ -230,28 +247,50 @@ describe('cache URLs', () => {
     const r2 = parseCacheUrl('s3://cache?endpoint=https://acct.r2.cloudflarestorage.com&region=auto');
     assert.equal(r2.kind === 's3' && r2.region, 'auto');
     const aws = parseCacheUrl('s3://cache?region=eu-west-1');
-    assert.ok(aws.kind === 's3' && !aws.forcePathStyle && aws.checksums === 'WHEN_SUPPORTED' && aws.endpoint === undefined);
+    assert.ok(
+      aws.kind === 's3' && !aws.forcePathStyle && aws.checksums === 'WHEN_SUPPORTED' && aws.endpoint === undefined,
+    );
   });
-  for (const bad of ['/tmp/x', 'http://x/y', 'file://host/x', 'file:///', 's3://A_B', 's3://b/path', 's3://bkt?compression=xz',
-    's3://bkt?prefix=a/../b', 's3://bkt?addressing-style=sideways', 's3://bkt?endpoint=h&scheme=ftp',
-    's3://bkt?request-timeout=soon', 's3://bkt?request-timeout=0s']) {
-    it(`refuses ${bad}`, () => assertCode(() => parseCacheUrl(bad), 'CACHE_URL_INVALID', /expected file:\/\/\/DIR or s3:\/\//));
+  for (const bad of [
+    '/tmp/x',
+    'http://x/y',
+    'file://host/x',
+    'file:///',
+    's3://A_B',
+    's3://b/path',
+    's3://bkt?compression=xz',
+    's3://bkt?prefix=a/../b',
+    's3://bkt?addressing-style=sideways',
+    's3://bkt?endpoint=h&scheme=ftp',
+    's3://bkt?request-timeout=soon',
+    's3://bkt?request-timeout=0s',
+  ]) {
+    it(`refuses ${bad}`, () => {
+      assertCode(() => parseCacheUrl(bad), 'CACHE_URL_INVALID', /expected file:\/\/\/DIR or s3:\/\//);
+    });
   }
 });
 
 describe('configuration', () => {
   it('takes flags over environment over file over defaults', () => {
-    const file = { name: 'c.json', text: JSON.stringify({ to: 'file:///f', jobs: 3, compression: 'xz', secretKeyFiles: ['/k'] }) };
+    const file = {
+      name: 'c.json',
+      text: JSON.stringify({ to: 'file:///f', jobs: 3, compression: 'xz', secretKeyFiles: ['/k'] }),
+    };
     const fromFile = resolveConfig({}, {}, file);
-    assert.deepEqual([fromFile.cacheUrl, fromFile.jobs, fromFile.compression, fromFile.secretKeyFiles],
-      [{ kind: 'file', dir: '/f' }, 3, 'xz', ['/k']]);
+    assert.deepEqual(
+      [fromFile.cacheUrl, fromFile.jobs, fromFile.compression, fromFile.secretKeyFiles],
+      [{ kind: 'file', dir: '/f' }, 3, 'xz', ['/k']],
+    );
     const fromEnv = resolveConfig({}, { CACHECTL_JOBS: '5', CACHECTL_SECRET_KEY_FILES: '/a:/b' }, file);
     assert.deepEqual([fromEnv.jobs, fromEnv.secretKeyFiles], [5, ['/a', '/b']]);
     const fromFlags = resolveConfig({ jobs: '7', compression: 'none' }, { CACHECTL_JOBS: '5' }, file);
     assert.deepEqual([fromFlags.jobs, fromFlags.compression], [7, 'none']);
     const defaults = resolveConfig({}, {});
-    assert.deepEqual([defaults.cacheUrl, defaults.queue, defaults.compression, defaults.jobs],
-      [undefined, '/var/lib/cachectl/queue.db', 'zstd', 8]);
+    assert.deepEqual(
+      [defaults.cacheUrl, defaults.queue, defaults.compression, defaults.jobs],
+      [undefined, '/var/lib/cachectl/queue.db', 'zstd', 8],
+    );
     assert.ok(Object.isFrozen(defaults));
   });
   it('reports every problem at once', () => {
@@ -260,7 +299,12 @@ describe('configuration', () => {
       () => resolveConfig({ compression: 'gzip', to: 'ftp://x' }, {}, file),
       (err: unknown) => {
         const message = (err as Error).message;
-        for (const part of [/unknown key "compresion"/, /jobs must be a number/, /unknown compression "gzip"; use one of zstd, xz, none/, /ftp:/]) {
+        for (const part of [
+          /unknown key "compresion"/,
+          /jobs must be a number/,
+          /unknown compression "gzip"; use one of zstd, xz, none/,
+          /ftp:/,
+        ]) {
           assert.match(message, part);
         }
         return (err as CachectlError).code === 'CONFIG_INVALID';
@@ -276,7 +320,10 @@ describe('configuration', () => {
     const fromFlags = resolveConfig({ olderThan: '1h', grace: '30m' }, { CACHECTL_OLDER_THAN: '10h' }, file);
     assert.deepEqual([fromFlags.olderThanMs, fromFlags.graceMs], [HOUR, HOUR / 2]);
     const defaults = resolveConfig({}, {});
-    assert.deepEqual([defaults.olderThanMs, defaults.graceMs, defaults.metadataCache], [720 * HOUR, 6 * HOUR, undefined]);
+    assert.deepEqual(
+      [defaults.olderThanMs, defaults.graceMs, defaults.metadataCache],
+      [720 * HOUR, 6 * HOUR, undefined],
+    );
     assertCode(() => resolveConfig({ grace: 'soon' }, {}), 'CONFIG_INVALID', /--grace "soon" is not a duration/);
   });
   it('derives every environment name and config key from one table', () => {
@@ -288,18 +335,37 @@ describe('configuration', () => {
     }
     // A config file with every key is taken, each value from the file.
     const values: Record<string, unknown> = {
-      to: 'file:///f', queue: '/q.db', gcRoots: '/r', secretKeyFiles: ['/k'], jobs: 2, compression: 'none',
-      skipSignedBy: ['cache.nixos.org-1'], metricsListen: '9108', olderThan: '1h', grace: '1m', metadataCache: '/m.db',
+      to: 'file:///f',
+      queue: '/q.db',
+      gcRoots: '/r',
+      secretKeyFiles: ['/k'],
+      jobs: 2,
+      compression: 'none',
+      skipSignedBy: ['cache.nixos.org-1'],
+      metricsListen: '9108',
+      olderThan: '1h',
+      grace: '1m',
+      metadataCache: '/m.db',
     };
     assert.deepEqual(Object.keys(values).sort(), Object.keys(CONFIG_KEYS).sort());
     const config = resolveConfig({}, {}, { name: 'all.json', text: JSON.stringify(values) });
     assert.deepEqual(
-      [config.queue, config.gcRoots, config.secretKeyFiles, config.jobs, config.compression, config.skipSignedBy, config.metricsListen?.port, config.metadataCache],
+      [
+        config.queue,
+        config.gcRoots,
+        config.secretKeyFiles,
+        config.jobs,
+        config.compression,
+        config.skipSignedBy,
+        config.metricsListen?.port,
+        config.metadataCache,
+      ],
       ['/q.db', '/r', ['/k'], 2, 'none', ['cache.nixos.org-1'], 9108, '/m.db'],
     );
   });
   it('rejects job counts outside 1..256', () => {
-    for (const jobs of ['0', '-1', '1.5', 'x', '257']) assertCode(() => resolveConfig({ jobs }, {}), 'CONFIG_INVALID', /jobs/);
+    for (const jobs of ['0', '-1', '1.5', 'x', '257'])
+      assertCode(() => resolveConfig({ jobs }, {}), 'CONFIG_INVALID', /jobs/);
   });
 });
 

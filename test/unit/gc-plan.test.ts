@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { ObjectEntry } from '../src/cache/backend.js';
-import type { NarInfoMeta } from '../src/gc/meta-cache.js';
+import type { ObjectEntry } from '../../src/cache/backend.js';
+import type { NarInfoMeta } from '../../src/gc/meta-cache.js';
 import {
   countBroken,
   extendClosure,
@@ -13,7 +13,7 @@ import {
   renderMarks,
   sortListing,
   stillNeeded,
-} from '../src/gc/plan.js';
+} from '../../src/gc/plan.js';
 
 // The GC's decisions on small buckets, no server: each path is a letter, its hash part 32 copies of it.
 const HOUR = 3600_000;
@@ -62,35 +62,92 @@ function bucket(paths: Record<string, PathSpec>, extra: { logs?: Record<string, 
   return { listing: sortListing(top, nars, logs), metas };
 }
 
-const names = (hashParts: Iterable<string>) => [...hashParts].map((hashPart) => hashPart[0]).sort().join('');
+const names = (hashParts: Iterable<string>) =>
+  [...hashParts]
+    .map((hashPart) => hashPart[0])
+    .sort()
+    .join('');
 const keyNames = (entries: readonly ObjectEntry[]) =>
-  entries.map((e) => (e.key.startsWith('log/') ? e.key : (e.key.startsWith('nar/') ? `nar:${e.key[4]}` : (e.key[0] ?? '')))).sort().join(' ');
+  entries
+    .map((e) => (e.key.startsWith('log/') ? e.key : e.key.startsWith('nar/') ? `nar:${e.key[4]}` : (e.key[0] ?? '')))
+    .sort()
+    .join(' ');
 
 /** Marks and picks for a bucket, given the changing roots and earlier marks. */
 function plan(
   paths: Record<string, PathSpec>,
-  options: { pinned?: string[]; leased?: string[]; leasedNars?: string[]; marked?: Record<string, number>; logs?: Record<string, number> } = {},
+  options: {
+    pinned?: string[];
+    leased?: string[];
+    leasedNars?: string[];
+    marked?: Record<string, number>;
+    logs?: Record<string, number>;
+  } = {},
 ) {
   const { listing, metas } = bucket(paths, { logs: options.logs ?? {} });
   const graceStart = NOW - GRACE;
   const fixed = fixedRoots(listing.narinfos, metas, { olderThan: NOW - OLDER_THAN, graceStart });
   const reachable = new Set<string>();
-  extendClosure(reachable, [...fixed.hashParts, ...(options.pinned ?? []).map(hashOf), ...(options.leased ?? []).map(hashOf)], metas);
-  const previousMarks = new Map(Object.entries(options.marked ?? {}).map(([key, hoursAgo]) => [key, NOW - hoursAgo * HOUR]));
+  extendClosure(
+    reachable,
+    [...fixed.hashParts, ...(options.pinned ?? []).map(hashOf), ...(options.leased ?? []).map(hashOf)],
+    metas,
+  );
+  const previousMarks = new Map(
+    Object.entries(options.marked ?? {}).map(([key, hoursAgo]) => [key, NOW - hoursAgo * HOUR]),
+  );
   const leasedNarHashes = new Set((options.leasedNars ?? []).map((name) => name.repeat(52)));
-  return { fixed, reachable, metas, ...planMarks({ listing, metas, reachable, leasedNarHashes, previousMarks, startedAt: NOW, graceStart }) };
+  return {
+    fixed,
+    reachable,
+    metas,
+    ...planMarks({ listing, metas, reachable, leasedNarHashes, previousMarks, startedAt: NOW, graceStart }),
+  };
 }
 
 describe('GC plan', () => {
   describe('roots and reachability', () => {
-    const cases: { name: string; paths: Record<string, PathSpec>; pinned?: string[]; leased?: string[]; reachable: string }[] = [
+    const cases: {
+      name: string;
+      paths: Record<string, PathSpec>;
+      pinned?: string[];
+      leased?: string[];
+      reachable: string;
+    }[] = [
       { name: 'nothing is recent: nothing is reachable', paths: { a: { age: 800 }, b: { age: 800 } }, reachable: '' },
-      { name: 'a recent narinfo keeps its closure', paths: { a: { age: 1, refs: ['b'] }, b: { age: 800, refs: ['c'] }, c: { age: 800 }, d: { age: 800 } }, reachable: 'abc' },
-      { name: 'a recent narinfo keeps an old reference', paths: { a: { age: 721 }, b: { age: 3, refs: ['a'] } }, reachable: 'ab' },
-      { name: 'a pin keeps its closure, whatever its age', paths: { a: { age: 900, refs: ['b'] }, b: { age: 900 }, c: { age: 900 } }, pinned: ['a'], reachable: 'ab' },
-      { name: 'a lease keeps its closure', paths: { a: { age: 900, refs: ['b'] }, b: { age: 900 } }, leased: ['b'], reachable: 'b' },
-      { name: 'a malformed narinfo is kept, with what it seems to refer to', paths: { a: { age: 900, broken: true, refs: ['b'] }, b: { age: 900 } }, reachable: 'ab' },
-      { name: 'a pinned path without a narinfo is reachable, and harms nothing', paths: { a: { age: 900 } }, pinned: ['z'], reachable: 'z' },
+      {
+        name: 'a recent narinfo keeps its closure',
+        paths: { a: { age: 1, refs: ['b'] }, b: { age: 800, refs: ['c'] }, c: { age: 800 }, d: { age: 800 } },
+        reachable: 'abc',
+      },
+      {
+        name: 'a recent narinfo keeps an old reference',
+        paths: { a: { age: 721 }, b: { age: 3, refs: ['a'] } },
+        reachable: 'ab',
+      },
+      {
+        name: 'a pin keeps its closure, whatever its age',
+        paths: { a: { age: 900, refs: ['b'] }, b: { age: 900 }, c: { age: 900 } },
+        pinned: ['a'],
+        reachable: 'ab',
+      },
+      {
+        name: 'a lease keeps its closure',
+        paths: { a: { age: 900, refs: ['b'] }, b: { age: 900 } },
+        leased: ['b'],
+        reachable: 'b',
+      },
+      {
+        name: 'a malformed narinfo is kept, with what it seems to refer to',
+        paths: { a: { age: 900, broken: true, refs: ['b'] }, b: { age: 900 } },
+        reachable: 'ab',
+      },
+      {
+        name: 'a pinned path without a narinfo is reachable, and harms nothing',
+        paths: { a: { age: 900 } },
+        pinned: ['z'],
+        reachable: 'z',
+      },
     ];
     for (const c of cases) {
       it(c.name, () => {
@@ -102,7 +159,10 @@ describe('GC plan', () => {
     it('counts the recent roots, and the young ones when --older-than is shorter than the grace', () => {
       const { listing, metas } = bucket({ a: { age: 0.5 }, b: { age: 3 }, c: { age: 5 }, d: { age: 8 } });
       const roots = fixedRoots(listing.narinfos, metas, { olderThan: NOW - HOUR, graceStart: NOW - GRACE });
-      assert.deepEqual({ recent: roots.recent, young: roots.young, roots: names(roots.hashParts) }, { recent: 1, young: 2, roots: 'abc' });
+      assert.deepEqual(
+        { recent: roots.recent, young: roots.young, roots: names(roots.hashParts) },
+        { recent: 1, young: 2, roots: 'abc' },
+      );
     });
   });
 
@@ -175,8 +235,18 @@ describe('GC plan', () => {
     for (const c of cases) {
       it(c.name, () => {
         const result = plan(c.paths, { marked: c.marked ?? {}, leasedNars: c.leasedNars ?? [], logs: c.logs ?? {} });
-        assert.equal(keyNames([...result.deletable.narinfos, ...result.deletable.nars, ...result.deletable.logs]), c.deletable);
-        assert.equal([...result.marks.keys()].sort().join(' '), c.marks.split(' ').filter((k) => k !== '').sort().join(' '));
+        assert.equal(
+          keyNames([...result.deletable.narinfos, ...result.deletable.nars, ...result.deletable.logs]),
+          c.deletable,
+        );
+        assert.equal(
+          [...result.marks.keys()].sort().join(' '),
+          c.marks
+            .split(' ')
+            .filter((k) => k !== '')
+            .sort()
+            .join(' '),
+        );
         const waiting = result.waiting.narinfos.count + result.waiting.nars.count + result.waiting.logs.count;
         assert.equal(waiting, c.waiting ?? 0, 'waiting');
         assert.equal(result.young.count, c.young ?? 0, 'young');
@@ -194,16 +264,35 @@ describe('GC plan', () => {
   describe('order', () => {
     const cases: { name: string; refs: Record<string, string[]>; layers: string[] }[] = [
       { name: 'a chain goes referrer first', refs: { a: ['b'], b: ['c'], c: [] }, layers: ['a', 'b', 'c'] },
-      { name: 'a diamond: the top, the middle together, the bottom', refs: { a: ['b', 'c'], b: ['d'], c: ['d'], d: [] }, layers: ['a', 'bc', 'd'] },
+      {
+        name: 'a diamond: the top, the middle together, the bottom',
+        refs: { a: ['b', 'c'], b: ['d'], c: ['d'], d: [] },
+        layers: ['a', 'bc', 'd'],
+      },
       { name: 'unrelated paths go together', refs: { a: [], b: [], c: [] }, layers: ['abc'] },
-      { name: 'references outside the deletable set do not hold anything back', refs: { a: ['z'], b: ['a'] }, layers: ['b', 'a'] },
-      { name: 'a cycle (not from Nix) goes last, together', refs: { a: ['b'], b: ['c'], c: ['b'] }, layers: ['a', 'bc'] },
+      {
+        name: 'references outside the deletable set do not hold anything back',
+        refs: { a: ['z'], b: ['a'] },
+        layers: ['b', 'a'],
+      },
+      {
+        name: 'a cycle (not from Nix) goes last, together',
+        refs: { a: ['b'], b: ['c'], c: ['b'] },
+        layers: ['a', 'bc'],
+      },
     ];
     for (const c of cases) {
       it(c.name, () => {
-        const metas = new Map(Object.entries(c.refs).map(([name, refs]) => [hashOf(name), { references: refs.map(hashOf) }]));
+        const metas = new Map(
+          Object.entries(c.refs).map(([name, refs]) => [hashOf(name), { references: refs.map(hashOf) }]),
+        );
         const narinfos = Object.keys(c.refs).map((name) => entry(`${hashOf(name)}.narinfo`, 800));
-        assert.deepEqual(referrersFirst(narinfos, metas).map(keyNames).map((layer) => layer.replaceAll(' ', '')), c.layers);
+        assert.deepEqual(
+          referrersFirst(narinfos, metas)
+            .map(keyNames)
+            .map((layer) => layer.replaceAll(' ', '')),
+          c.layers,
+        );
       });
     }
 
@@ -236,7 +325,9 @@ describe('GC plan', () => {
     });
 
     it('reads what a malformed narinfo seems to refer to, and says why it is malformed', () => {
-      const text = `StorePath: /nix/store/${hashOf('a')}-a\nURL: ${narKey('a')}\nReferences: ${hashOf('b')}-b ${hashOf('a')}-a\n`;
+      const text =
+        `StorePath: /nix/store/${hashOf('a')}-a\nURL: ${narKey('a')}\nReferences: ${hashOf('b')}-b ` +
+        `${hashOf('a')}-a\n`;
       const meta = narInfoMeta(text, `${hashOf('a')}.narinfo`, hashOf('a'));
       assert.deepEqual(meta.references, [hashOf('b')]);
       assert.equal(meta.url, narKey('a'));

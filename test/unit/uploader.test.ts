@@ -1,10 +1,17 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
-import { CachectlError } from '../src/core/errors.js';
-import type { DaemonState } from '../src/queue/daemon-record.js';
-import { initialPause, pauseFor, pausingTrouble, recovered, retryWaitMs, type Trouble } from '../src/daemon/policy.js';
-import { Uploader, type BatchOutcome, type UploaderWork } from '../src/daemon/uploader.js';
+import { CachectlError } from '../../src/core/errors.js';
+import type { DaemonState } from '../../src/queue/daemon-record.js';
+import {
+  initialPause,
+  pauseFor,
+  pausingTrouble,
+  recovered,
+  retryWaitMs,
+  type Trouble,
+} from '../../src/daemon/policy.js';
+import { Uploader, type BatchOutcome, type UploaderWork } from '../../src/daemon/uploader.js';
 
 const log = pino({ level: 'silent' });
 /** how long an idle uploader sleeps when nothing is due */
@@ -51,7 +58,10 @@ describe('pause policy', () => {
     const corrupt = { code: 'NAR_HASH_MISMATCH', message: 'corrupt' };
     assert.equal(pausingTrouble([corrupt]), undefined);
     assert.equal(pausingTrouble([corrupt, unreachable, throttled]), throttled);
-    assert.equal(pausingTrouble([corrupt, { code: 'NIX_STORE_UNREADABLE', message: 'locked' }])?.code, 'NIX_STORE_UNREADABLE');
+    assert.equal(
+      pausingTrouble([corrupt, { code: 'NIX_STORE_UNREADABLE', message: 'locked' }])?.code,
+      'NIX_STORE_UNREADABLE',
+    );
   });
 
   it('spreads the waits of other trouble with jitter', () => {
@@ -82,7 +92,11 @@ interface Recorded {
 }
 
 /** The uploader over a fake queue of `roots` and a fake push that answers with `outcomes` in turn. */
-function harness(options: { queued: string[][]; outcomes: ((roots: readonly string[]) => BatchOutcome)[]; ready?: (() => Promise<void>)[] }) {
+function harness(options: {
+  queued: string[][];
+  outcomes: ((roots: readonly string[]) => BatchOutcome)[];
+  ready?: (() => Promise<void>)[];
+}) {
   const clock = fakeTime();
   const recorded: Recorded[] = [];
   const released: string[][] = [];
@@ -122,7 +136,12 @@ function harness(options: { queued: string[][]; outcomes: ((roots: readonly stri
 }
 
 const allDone = (): BatchOutcome => ({ failures: new Map(), completed: true });
-const allFail = (trouble: Trouble) => (roots: readonly string[]): BatchOutcome => ({ failures: new Map(roots.map((root) => [root, trouble])), completed: true });
+const allFail =
+  (trouble: Trouble) =>
+  (roots: readonly string[]): BatchOutcome => ({
+    failures: new Map(roots.map((root) => [root, trouble])),
+    completed: true,
+  });
 
 describe('uploader loop', () => {
   it('claims, uploads and records each batch, then stops when told', async () => {
@@ -139,7 +158,10 @@ describe('uploader loop', () => {
   });
 
   it('pauses on shared trouble: records the roots with the time it resumes, sleeps it out, then goes on', async () => {
-    const h = harness({ queued: [['a'], ['a'], ['a']], outcomes: [allFail(unreachable), allFail(unreachable), allDone] });
+    const h = harness({
+      queued: [['a'], ['a'], ['a']],
+      outcomes: [allFail(unreachable), allFail(unreachable), allDone],
+    });
     await h.uploader.run(() => undefined);
     const [first, second, third] = h.recorded;
     assert.equal(first?.resumeAt, 1_000_000 + 750);
@@ -150,14 +172,26 @@ describe('uploader loop', () => {
   });
 
   it('does not pause for a path’s own failure', async () => {
-    const h = harness({ queued: [['a'], ['b']], outcomes: [allFail({ code: 'NAR_HASH_MISMATCH', message: 'corrupt' }), allDone] });
+    const h = harness({
+      queued: [['a'], ['b']],
+      outcomes: [allFail({ code: 'NAR_HASH_MISMATCH', message: 'corrupt' }), allDone],
+    });
     await h.uploader.run(() => undefined);
-    assert.deepEqual(h.recorded.map((r) => [r.failures, r.resumeAt]), [[['a'], undefined], [[], undefined]]);
+    assert.deepEqual(
+      h.recorded.map((r) => [r.failures, r.resumeAt]),
+      [
+        [['a'], undefined],
+        [[], undefined],
+      ],
+    );
     assert.deepEqual(h.clock.time.slept, []);
   });
 
   it('uploads fewer at once while the cache throttles, and more again after', async () => {
-    const h = harness({ queued: [['a'], ['a'], ['a'], ['a']], outcomes: [allFail(throttled), allFail(throttled), allDone, allDone] });
+    const h = harness({
+      queued: [['a'], ['a'], ['a'], ['a']],
+      outcomes: [allFail(throttled), allFail(throttled), allDone, allDone],
+    });
     await h.uploader.run(() => undefined);
     assert.deepEqual(h.jobsSeen, [8, 4, 2, 3]);
   });
@@ -175,20 +209,27 @@ describe('uploader loop', () => {
   it('does not wait for a cache that cannot work: the error ends the run', async () => {
     const denied = () => Promise.reject(new Error('a bug'));
     const h = harness({ queued: [], outcomes: [], ready: [denied] });
-    await assert.rejects(h.uploader.run(() => undefined), /a bug/);
+    await assert.rejects(
+      h.uploader.run(() => undefined),
+      /a bug/,
+    );
   });
 
   it('abandons the batch in flight when the signal aborts: its roots go back, unrecorded', async () => {
     // The second batch's upload never ends; the stop lets it run, the signal abandons it.
     const h = harness({ queued: [['a'], ['b', 'c']], outcomes: [allDone] });
     const running = h.uploader.run(() => undefined);
-    while (h.states.at(-1) !== 'uploading' || h.recorded.length < 1) await new Promise((resolve) => setImmediate(resolve));
+    while (h.states.at(-1) !== 'uploading' || h.recorded.length < 1)
+      await new Promise((resolve) => setImmediate(resolve));
     h.uploader.stop();
     assert.equal(h.uploader.status().state, 'draining');
     h.controller.abort();
     await running;
     assert.deepEqual(h.released, [['b', 'c']]);
-    assert.deepEqual(h.recorded.map((r) => r.roots), [['a']]);
+    assert.deepEqual(
+      h.recorded.map((r) => r.roots),
+      [['a']],
+    );
   });
 
   it('shows paused while a pause lasts, with its reason', async () => {

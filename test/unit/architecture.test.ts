@@ -4,14 +4,16 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-// The compiled tests live in dist/test; the sources they check are read from the checkout.
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+// The compiled tests live in dist/test/unit; the sources they check are read from the checkout.
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const src = join(root, 'src');
 
 /** Every module of src/ with the src/ modules it imports (type-only imports included: they are seams too). */
 function importGraph(): Map<string, string[]> {
   const graph = new Map<string, string[]>();
-  const files = readdirSync(src, { recursive: true, encoding: 'utf8' }).filter((file) => file.endsWith('.ts') && !file.endsWith('.d.ts'));
+  const files = readdirSync(src, { recursive: true, encoding: 'utf8' }).filter(
+    (file) => file.endsWith('.ts') && !file.endsWith('.d.ts'),
+  );
   for (const file of files) {
     const text = readFileSync(join(src, file), 'utf8');
     const imports = [...text.matchAll(/^(?:import|export)\b[^;]*?from '(\.[^']+)'/gms)].map((match) =>

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { encodeKeyPath, signS3Request } from '../src/cache/sigv4.js';
+import { encodeKeyPath, signS3Request } from '../../src/cache/sigv4.js';
 
 /** What the SDK itself would send for a PutObject: captured at its HTTP handler, never sent. */
 async function sdkSignedPut(options: {
@@ -30,33 +30,79 @@ async function sdkSignedPut(options: {
     maxAttempts: 1,
   });
   await client
-    .send(new PutObjectCommand({ Bucket: options.bucket, Key: options.key, Body: options.body, ContentType: options.contentType }))
-    .catch((err: Error) => assert.equal(err.message, 'captured'));
+    .send(
+      new PutObjectCommand({
+        Bucket: options.bucket,
+        Key: options.key,
+        Body: options.body,
+        ContentType: options.contentType,
+      }),
+    )
+    .catch((err: unknown) => {
+      assert.equal((err as Error).message, 'captured');
+    });
   assert.ok(captured !== undefined);
   return captured;
 }
 
 describe('SigV4 signing of small PUTs', () => {
   const cases = [
-    { name: 'plain keys', region: 'us-east-1', key: 'nar/0a1b.nar.zst', credentials: { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY' } },
-    { name: 'region auto, session token, a prefix that needs encoding', region: 'auto', key: "pre fix+(x)!/abc*'.narinfo",
-      credentials: { accessKeyId: 'AKID2', secretAccessKey: 'secret/with+chars', sessionToken: 'token  with  spaces' } },
+    {
+      name: 'plain keys',
+      region: 'us-east-1',
+      key: 'nar/0a1b.nar.zst',
+      credentials: { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY' },
+    },
+    {
+      name: 'region auto, session token, a prefix that needs encoding',
+      region: 'auto',
+      key: "pre fix+(x)!/abc*'.narinfo",
+      credentials: { accessKeyId: 'AKID2', secretAccessKey: 'secret/with+chars', sessionToken: 'token  with  spaces' },
+    },
   ];
   for (const c of cases) {
     it(`produces the SDK's Authorization header (${c.name})`, async () => {
       const body = Buffer.from(`body of ${c.name}`);
       const endpoint = 'http://127.0.0.1:9000';
-      const sdk = await sdkSignedPut({ endpoint, region: c.region, credentials: c.credentials, bucket: 'nix-cache', key: c.key, body, contentType: 'text/x-nix-narinfo' });
+      const sdk = await sdkSignedPut({
+        endpoint,
+        region: c.region,
+        credentials: c.credentials,
+        bucket: 'nix-cache',
+        key: c.key,
+        body,
+        contentType: 'text/x-nix-narinfo',
+      });
       const amzDate = sdk.headers['x-amz-date'] as string;
-      const date = new Date(`${amzDate.slice(0, 4)}-${amzDate.slice(4, 6)}-${amzDate.slice(6, 11)}:${amzDate.slice(11, 13)}:${amzDate.slice(13, 15)}Z`);
+      const date = new Date(
+        `${amzDate.slice(0, 4)}-${amzDate.slice(4, 6)}-${amzDate.slice(6, 11)}:` +
+          `${amzDate.slice(11, 13)}:${amzDate.slice(13, 15)}Z`,
+      );
       const url = new URL(`${endpoint}/nix-cache/${encodeKeyPath(c.key)}`);
       assert.equal(url.pathname, sdk.path);
       for (const [name, value] of Object.entries(sdk.query)) url.searchParams.set(name, value);
       // Sign the headers the SDK signed (its bookkeeping headers included) but those the signer adds itself.
-      const added = ['authorization', 'host', 'x-amz-date', 'x-amz-content-sha256', 'x-amz-security-token', 'user-agent'];
-      const headers = Object.fromEntries(Object.entries(sdk.headers).filter(([name]) => !added.includes(name.toLowerCase())));
+      const added = [
+        'authorization',
+        'host',
+        'x-amz-date',
+        'x-amz-content-sha256',
+        'x-amz-security-token',
+        'user-agent',
+      ];
+      const headers = Object.fromEntries(
+        Object.entries(sdk.headers).filter(([name]) => !added.includes(name.toLowerCase())),
+      );
       assert.ok('content-type' in headers && 'content-length' in headers);
-      const ours = signS3Request({ method: 'PUT', url, headers, body, region: c.region, credentials: c.credentials, date });
+      const ours = signS3Request({
+        method: 'PUT',
+        url,
+        headers,
+        body,
+        region: c.region,
+        credentials: c.credentials,
+        date,
+      });
       assert.equal(ours['x-amz-content-sha256'], sdk.headers['x-amz-content-sha256']);
       assert.equal(ours.authorization, sdk.headers.authorization);
       assert.equal(ours['x-amz-content-sha256'], sdk.headers['x-amz-content-sha256']);

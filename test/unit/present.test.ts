@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { tempDir } from './helpers/nix.js';
+import { tempDir } from '../helpers/nix.js';
 import { describe, it } from 'node:test';
-import { FileBackend } from '../src/cache/file.js';
-import { findPresent } from '../src/cache/present.js';
-import { nix32Encode } from '../src/core/nix32.js';
+import { FileBackend } from '../../src/cache/file.js';
+import { findPresent } from '../../src/cache/present.js';
+import { nix32Encode } from '../../src/core/nix32.js';
 import { createHash } from 'node:crypto';
 
 const hashPart = (i: number) => nix32Encode(createHash('sha256').update(String(i)).digest().subarray(0, 20));
