@@ -17,7 +17,7 @@ import { openCache } from '../src/cache/open.js';
 import { parseCacheUrl } from '../src/core/cache-url.js';
 import { hookInboxFiles } from '../src/queue/schema.js';
 import { dropLeases } from './helpers/cache.js';
-import { queueEnv, queueStatus, settled, startDaemon, stopDaemon } from './helpers/daemon.js';
+import { errOf, queueEnv, queueStatus, settled, startDaemon, stopDaemon } from './helpers/daemon.js';
 import { createQueue, inbox, runHook } from './helpers/hook.js';
 import {
   buildFixtures,
@@ -432,9 +432,16 @@ describe('the catalogue of bad input: each gets its exact error, and nothing is 
         assert.equal((await cachectl(['enqueue', paths.app], daemonEnv)).code, 0);
         const daemon = startDaemon(['--secret-key-file', key.secretFile], daemonEnv);
         try {
-          await daemon.waitForLog(
+          const waiting = await daemon.waitForLog(
             'waiting for the cache',
-            (line) => line['err'] === expiredError('GET nix-cache-info', 'catalogue-rotating'),
+            (line) =>
+              errOf(line).message?.startsWith(expiredError('GET nix-cache-info', 'catalogue-rotating')) === true,
+          );
+          // The error is logged whole: its code, its stack, and the SDK's error it came from (pino adds the causes).
+          assert.equal(errOf(waiting).code, 'CACHE_ACCESS_DENIED');
+          assert.match(
+            errOf(waiting).stack ?? '',
+            /^CachectlError: [^\n]*\n\s+at .*\ncaused by: CredentialsProviderError: /s,
           );
           const paused = await queueStatus(daemonEnv);
           assert.equal(paused.counts.failed + paused.counts.done, 0);

@@ -17,7 +17,7 @@ import { CachectlError } from '../core/errors.js';
 import type { S3CacheUrl } from '../core/cache-url.js';
 import { displayCacheUrl } from '../core/cache-url.js';
 import { containedKey, requestSignal, untilAborted, type CacheBackend, type ObjectEntry } from './backend.js';
-import { encodeKeyPath, signS3Request } from './sigv4.js';
+import { encodeKeyPath, PutSigner } from './put-signer.js';
 
 const MIN_PART_BYTES = 5 * 1024 * 1024;
 const MAX_PARTS = 10_000;
@@ -59,6 +59,7 @@ export class S3Backend implements CacheBackend {
   /** the bucket URL without a trailing slash, that object paths are appended to */
   private readonly objectBase: string;
   private readonly agent: HttpAgent;
+  private readonly signer: PutSigner;
 
   private readonly signal: AbortSignal;
 
@@ -89,6 +90,8 @@ export class S3Backend implements CacheBackend {
       // providers").
       ...(profile === undefined ? {} : { credentials: fromIni({ profile }) }),
     });
+    // The SDK's credential chain, resolved (and cached, refreshed) by the client, signs the small PUTs too.
+    this.signer = new PutSigner(url.region, () => this.client.config.credentials());
     // DeleteObjects must carry a checksum; the SDK sends only CRC32, which Swift's s3api does not accept.
     this.client.middlewareStack.add(
       (next, context) => async (args) => {
@@ -153,16 +156,11 @@ export class S3Backend implements CacheBackend {
     for (let attempt = 1; ; attempt++) {
       let failure: unknown;
       try {
-        const credentials = await this.client.config.credentials();
-        const headers = signS3Request({
-          method: 'PUT',
+        const headers = await this.signer.sign(
           url,
-          headers: { 'content-type': contentType, 'content-length': String(body.length) },
+          { 'content-type': contentType, 'content-length': String(body.length) },
           body,
-          region: this.url.region,
-          credentials,
-          date: new Date(),
-        });
+        );
         const response = await this.send(url, headers, body);
         if (response.status >= 200 && response.status < 300) return;
         failure = Object.assign(

@@ -28,7 +28,7 @@ export async function openDaemon(
   const queue = Queue.open(config.queue);
   const backend = await openCache(cacheUrl, abandon);
   const notifier = systemdNotifier(env, (err) => {
-    log.warn({ err: errorText(err) }, 'cannot notify systemd');
+    log.warn({ err }, 'cannot notify systemd');
   });
   const daemon = new Daemon({
     queue,

@@ -1,6 +1,5 @@
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
-import { errorText } from '../core/errors.js';
 import type { DaemonStatus } from '../queue/daemon-record.js';
 import type { Queue } from '../queue/queue.js';
 import type { Notifier } from './notify.js';
@@ -33,7 +32,7 @@ export class Heartbeat {
         this.queue.paths.pruneDone(now - DONE_RETENTION_MS);
       }
     } catch (err) {
-      this.options.log.error({ err: errorText(err) }, 'cannot write the heartbeat');
+      this.options.log.error({ err }, 'cannot write the heartbeat');
     }
     const text = this.statusText();
     if (text !== this.lastStatusText && status.state !== 'starting') {

@@ -1,5 +1,4 @@
 import type { Logger } from 'pino';
-import { errorText } from '../core/errors.js';
 import { parseStorePath } from '../core/store-path.js';
 import type { LocalStore } from '../nix/local-store.js';
 import type { NewPath, Paths } from '../queue/paths.js';
@@ -22,7 +21,7 @@ export class Intake {
       if (taken > 0) this.log.debug({ paths: taken }, 'took paths from the inbox');
       this.takeInSpool();
     } catch (err) {
-      this.log.error({ err: errorText(err) }, 'cannot take in queued paths');
+      this.log.error({ err }, 'cannot take in queued paths');
     }
   }
 
@@ -36,7 +35,7 @@ export class Intake {
       try {
         parseStorePath(entry.path, this.store.storeDir);
       } catch (err) {
-        this.log.warn({ path: entry.path, err: errorText(err) }, 'ignoring a spooled path that is not a store path');
+        this.log.warn({ path: entry.path, err }, 'ignoring a spooled path that is not a store path');
         continue;
       }
       if (entry.kind === 'out') {

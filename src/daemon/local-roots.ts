@@ -1,5 +1,4 @@
 import type { Logger } from 'pino';
-import { errorText } from '../core/errors.js';
 import { listGcRoots, removeGcRoots } from '../nix/gc-roots.js';
 import type { Paths } from '../queue/paths.js';
 
@@ -32,7 +31,7 @@ export class LocalRoots {
       const states = this.paths.statesOf(rooted);
       this.release(rooted.filter((path) => states.get(path) === 'done'));
     } catch (err) {
-      this.log.error({ err: errorText(err), dir: this.dir }, 'cannot sweep GC roots');
+      this.log.error({ err, dir: this.dir }, 'cannot sweep GC roots');
     }
   }
 }

@@ -95,7 +95,7 @@ export class Uploader<Outcome extends BatchOutcome> {
         failedWrites += 1;
         const waitMs = retryWaitMs(failedWrites, this.options.random());
         this.options.log.error(
-          { err: errorText(err), queue: this.options.queueFile, waitMs },
+          { err, queue: this.options.queueFile, waitMs },
           'cannot write the queue; is its disk full? trying again',
         );
         // the next turn waits this out
@@ -141,7 +141,7 @@ export class Uploader<Outcome extends BatchOutcome> {
         // must not need a restart.
         if (!(err instanceof CachectlError) || !(err.retryable || isSharedTrouble(err.code))) throw err;
         const waitMs = retryWaitMs(attempt, this.options.random());
-        this.options.log.warn({ code: err.code, err: errorText(err), waitMs }, 'waiting for the cache');
+        this.options.log.warn({ code: err.code, err, waitMs }, 'waiting for the cache');
         this.pause = { ...this.pause, pausedUntil: this.options.now() + waitMs, reason: `${err.code}: ${err.message}` };
         this.setState('paused');
         await this.options.sleep(waitMs);

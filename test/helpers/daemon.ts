@@ -164,3 +164,15 @@ export async function stopDaemon(daemon: DaemonProcess): Promise<void> {
   daemon.child.kill('SIGTERM');
   assert.deepEqual(await daemon.exited, { code: 0, signal: null }, daemon.stderr());
 }
+
+/** The error a daemon log line carries, as pino's serializer writes it: type, message, stack, code, cause. */
+export function errOf(line: LogLine): {
+  type?: string;
+  message?: string;
+  stack?: string;
+  code?: string;
+  cause?: unknown;
+} {
+  const err = line['err'];
+  return typeof err === 'object' && err !== null ? err : {};
+}
