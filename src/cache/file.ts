@@ -150,7 +150,7 @@ export class FileBackend implements CacheBackend {
         `cache ${this.displayUrl} is not writable here (${key}: ${(err as Error).message}); under ` +
           `systemd/cachectl.service, a ` +
           `file:// cache outside /var/lib/cachectl must exist and be named in a drop-in: ` +
-          `ReadWritePaths=${this.root} (README: Quick start on Debian)`,
+          `ReadWritePaths=${this.root} (docs/operating.md: Quick start on Debian)`,
         { cause: err },
       );
     }

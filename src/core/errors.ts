@@ -1,5 +1,5 @@
 /**
- * The one error class of cachectl. `code` is stable (README lists every code), `retryable` says whether
+ * The one error class of cachectl. `code` is stable (docs/errors.md lists every code), `retryable` says whether
  * trying the same thing again later can succeed, and the message names the thing and the fix.
  */
 export const ERROR_CODES = [

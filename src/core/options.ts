@@ -27,7 +27,7 @@ export const OPTIONS = {
   config: {
     flag: '--config <file>',
     env: 'CACHECTL_CONFIG',
-    help: 'JSON config file with the same settings, keys named as below (e.g. {"to": "s3://…", "jobs": 4})',
+    help: 'JSON config file with the same settings, each under its config key (e.g. {"to": "s3://…", "jobs": 4})',
     notInFile: true,
   },
   to: {

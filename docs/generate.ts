@@ -1,0 +1,18 @@
+/**
+ * Writes the generated parts of docs/ (see docs/blocks.ts): the benchmarks' tables from bench/results/*.json
+ * (what the benchmarks wrote last) and the settings table from src/core/options.ts.
+ *
+ *   npm run docs
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { REPO } from '../test/helpers/nix.js';
+import { GENERATED_PAGES, renderBlocks } from './blocks.js';
+
+for (const { page, blocks } of GENERATED_PAGES) {
+  const file = join(REPO, page);
+  const before = readFileSync(file, 'utf8');
+  const after = renderBlocks(page, before, blocks());
+  writeFileSync(file, after);
+  process.stdout.write(`${page}: ${after === before ? 'already up to date' : 'written'}\n`);
+}
