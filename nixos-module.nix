@@ -176,7 +176,8 @@ in
   config = mkIf cfg.enable {
     assertions = map (file: {
       assertion = builtins.substring 0 1 file == "/" && builtins.substring 0 11 file != "/nix/store/";
-      message = "services.cachectl.secretKeyFiles: ${file} must be an absolute path outside the Nix store (a secret in the store is readable by all)";
+      message = "services.cachectl.secretKeyFiles: ${file} must be an absolute path outside the Nix store"
+        + " (a secret in the store is readable by all)";
     }) cfg.secretKeyFiles;
 
     nix.settings.post-build-hook = hook;
@@ -193,7 +194,9 @@ in
       serviceConfig = hardening // credentials // {
         Type = "notify";
         ExecStart = "${cachectl} daemon --config ${configFile} ${keyFlags}";
-        LoadCredential = builtins.genList (i: "${builtins.elemAt keyCredentials i}:${builtins.elemAt cfg.secretKeyFiles i}") (builtins.length keyCredentials);
+        LoadCredential = builtins.genList
+          (i: "${builtins.elemAt keyCredentials i}:${builtins.elemAt cfg.secretKeyFiles i}")
+          (builtins.length keyCredentials);
         TimeoutStartSec = "infinity";
         WatchdogSec = "60s";
         KillMode = "mixed";
@@ -217,7 +220,9 @@ in
       serviceConfig = hardening // credentials // {
         Type = "oneshot";
         # "-": a pin whose paths are not uploaded yet keeps what it held, and the GC runs anyway.
-        ExecStartPre = map (name: "-${cachectl} pin --config ${configFile} ${name} ${builtins.concatStringsSep " " cfg.pins.${name}}") (builtins.attrNames cfg.pins);
+        ExecStartPre = map
+          (name: "-${cachectl} pin --config ${configFile} ${name} ${builtins.concatStringsSep " " cfg.pins.${name}}")
+          (builtins.attrNames cfg.pins);
         ExecStart = "${cachectl} gc --config ${configFile}";
         CacheDirectory = "cachectl";
         Nice = "10";

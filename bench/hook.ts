@@ -2,7 +2,8 @@
  * bench/hook: how long the post-build hook holds up Nix. 100 runs of the hook, median and p99, beside
  * `node -e 0` (the start of any Node program) and a bare `sh -c 'sqlite3 … INSERT'` (the floor, into one
  * shared file and into the hooks' inbox files as the hook picks them) in the same run; then 8 hooks at once.
- * Both the Nix 2.8 way (empty OUT_PATHS, outputs read from DRV_PATH) and with OUT_PATHS given. Prints a table and writes bench/results/hook.json.
+ * Both the Nix 2.8 way (empty OUT_PATHS, outputs read from DRV_PATH) and with OUT_PATHS given. Prints a table
+ * and writes bench/results/hook.json.
  *
  *   npm run bench:hook [-- --runs 100]
  */

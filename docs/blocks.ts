@@ -40,7 +40,10 @@ export function settingsTable(): string {
         : `\`${spec.env}\` (${spec.listSeparator === ':' ? '`:`' : 'space'}-separated)`;
     const flag = `\`${spec.flag}\`${spec.listSeparator === undefined ? '' : ' (repeatable)'}`;
     const fileKey = spec.notInFile === true ? '—' : `\`${key}\``;
-    return `| ${flag} | ${env} | ${fileKey} | ${spec.help.replaceAll('|', '\\|')} | ${spec.defaultText === undefined ? '—' : `\`${spec.defaultText}\``} |`;
+    return (
+      `| ${flag} | ${env} | ${fileKey} | ${spec.help.replaceAll('|', '\\|')} | ` +
+      `${spec.defaultText === undefined ? '—' : `\`${spec.defaultText}\``} |`
+    );
   });
   return ['| flag | environment | config key | meaning | default |', '|---|---|---|---|---|', ...rows].join('\n');
 }

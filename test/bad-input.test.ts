@@ -420,49 +420,53 @@ describe('the catalogue of bad input: each gets its exact error, and nothing is 
       assert.equal(pushed.code, 0, pushed.stderr);
     });
 
-    it('expired credentials under the daemon: it pauses using up no attempt, and uploads once they are renewed', async () => {
-      const credentials = rotatingCredentials();
-      credentials.expire();
-      const daemonEnv = {
-        ...queueEnv({ ...s3.env, ...credentials.profileEnv }),
-        CACHECTL_TO: s3.cacheUrl('catalogue-rotating'),
-      };
-      assert.equal((await cachectl(['enqueue', paths.app], daemonEnv)).code, 0);
-      const daemon = startDaemon(['--secret-key-file', key.secretFile], daemonEnv);
-      try {
-        const waiting = await daemon.waitForLog(
-          'waiting for the cache',
-          (line) => errOf(line).message?.startsWith(expiredError('GET nix-cache-info', 'catalogue-rotating')) === true,
-        );
-        // The error is logged whole: its code, its stack, and the SDK's error it came from (pino adds the causes).
-        assert.equal(errOf(waiting).code, 'CACHE_ACCESS_DENIED');
-        assert.match(
-          errOf(waiting).stack ?? '',
-          /^CachectlError: [^\n]*\n\s+at .*\ncaused by: CredentialsProviderError: /s,
-        );
-        const paused = await queueStatus(daemonEnv);
-        assert.equal(paused.counts.failed + paused.counts.done, 0);
-        assert.equal(paused.counts.inbox + paused.counts.pending, 1);
-        assert.equal(
-          paused.daemon.status?.pauseReason,
-          `CACHE_ACCESS_DENIED: ${expiredError('GET nix-cache-info', 'catalogue-rotating')}`,
-        );
-        assert.deepEqual(
-          queueRows(daemonEnv.CACHECTL_QUEUE).map((row) => (row as { attempts?: number }).attempts ?? 0),
-          [0],
-          'an attempt was used up',
-        );
-        credentials.renew();
-        const done = await settled(daemonEnv, 1);
-        assert.equal(done.counts.done, 1);
-        assert.equal(done.counts.failed, 0);
-        await stopDaemon(daemon);
-      } finally {
-        daemon.child.kill('SIGKILL');
-      }
-      const verify = await nixVerify(`${s3.httpUrl}/catalogue-rotating`, key.publicKey, [paths.app]);
-      assert.equal(verify.code, 0, verify.stderr);
-    });
+    it(
+      'expired credentials under the daemon: it pauses using up no attempt, and uploads once they ' + 'are renewed',
+      async () => {
+        const credentials = rotatingCredentials();
+        credentials.expire();
+        const daemonEnv = {
+          ...queueEnv({ ...s3.env, ...credentials.profileEnv }),
+          CACHECTL_TO: s3.cacheUrl('catalogue-rotating'),
+        };
+        assert.equal((await cachectl(['enqueue', paths.app], daemonEnv)).code, 0);
+        const daemon = startDaemon(['--secret-key-file', key.secretFile], daemonEnv);
+        try {
+          const waiting = await daemon.waitForLog(
+            'waiting for the cache',
+            (line) =>
+              errOf(line).message?.startsWith(expiredError('GET nix-cache-info', 'catalogue-rotating')) === true,
+          );
+          // The error is logged whole: its code, its stack, and the SDK's error it came from (pino adds the causes).
+          assert.equal(errOf(waiting).code, 'CACHE_ACCESS_DENIED');
+          assert.match(
+            errOf(waiting).stack ?? '',
+            /^CachectlError: [^\n]*\n\s+at .*\ncaused by: CredentialsProviderError: /s,
+          );
+          const paused = await queueStatus(daemonEnv);
+          assert.equal(paused.counts.failed + paused.counts.done, 0);
+          assert.equal(paused.counts.inbox + paused.counts.pending, 1);
+          assert.equal(
+            paused.daemon.status?.pauseReason,
+            `CACHE_ACCESS_DENIED: ${expiredError('GET nix-cache-info', 'catalogue-rotating')}`,
+          );
+          assert.deepEqual(
+            queueRows(daemonEnv.CACHECTL_QUEUE).map((row) => (row as { attempts?: number }).attempts ?? 0),
+            [0],
+            'an attempt was used up',
+          );
+          credentials.renew();
+          const done = await settled(daemonEnv, 1);
+          assert.equal(done.counts.done, 1);
+          assert.equal(done.counts.failed, 0);
+          await stopDaemon(daemon);
+        } finally {
+          daemon.child.kill('SIGKILL');
+        }
+        const verify = await nixVerify(`${s3.httpUrl}/catalogue-rotating`, key.publicKey, [paths.app]);
+        assert.equal(verify.code, 0, verify.stderr);
+      },
+    );
   });
 
   describe('caches', () => {
@@ -630,79 +634,85 @@ describe('the catalogue of bad input: each gets its exact error, and nothing is 
   });
 
   describe('what GC finds in the bucket', () => {
-    it('narinfos whose URL or references climb out of the layout: reported, kept, and nothing outside touched', async () => {
-      const prefix = `gc-crafted-${Date.now()}`;
-      const url = s3.cacheUrl(prefix);
-      const backend = await openCache(parseCacheUrl(url));
-      // What a crafted narinfo points at: an object of another prefix, and one at the bucket's top level.
-      const victims = [`other-${prefix}/nar/victim.nar`, `${prefix}-sibling.narinfo`];
-      for (const victim of victims) {
-        const response = await fetch(`${s3.httpUrl}/${victim}`, { method: 'PUT', body: 'precious' });
-        assert.equal(response.status, 200);
-      }
-      const crafted: Record<string, string> = {
-        [`${'1'.repeat(32)}.narinfo`]: `URL: ../other-${prefix}/nar/victim.nar`,
-        [`${'2'.repeat(32)}.narinfo`]: `URL: nar/../../other-${prefix}/nar/victim.nar`,
-        [`${'3'.repeat(32)}.narinfo`]: `URL: nar/${'3'.repeat(52)}.nar\nReferences: ../../${prefix}-sibling`,
-      };
-      for (const [narinfo, fields] of Object.entries(crafted)) {
-        const storePath = `/nix/store/${narinfo.slice(0, 32)}-crafted`;
-        await backend.put(
-          narinfo,
-          Buffer.from(`StorePath: ${storePath}\n${fields}\nNarHash: sha256:${'0'.repeat(52)}\nNarSize: 8\n`),
-          'text/x-nix-narinfo',
-        );
-      }
-      const before = await objectsUnder(s3, '');
-      const result = await cachectl(['gc', '--to', url, '--older-than', '0s', '--grace', '0s', '--json'], env);
-      assert.equal(result.code, 0, result.stderr);
-      const report = JSON.parse(result.stdout) as { problems: string[]; deleted: { narinfos: { count: number } } };
-      assert.deepEqual(report.problems.sort(), [
-        `${'1'.repeat(32)}.narinfo: narinfo ${'1'.repeat(32)}.narinfo is malformed: URL ` +
-          `"../other-${prefix}/nar/victim.nar" is not a nar/ key; kept`,
-        `${'2'.repeat(32)}.narinfo: narinfo ${'2'.repeat(32)}.narinfo is malformed: URL ` +
-          `"nar/../../other-${prefix}/nar/victim.nar" is not a nar/ key; kept`,
-        `${'3'.repeat(32)}.narinfo: narinfo ${'3'.repeat(32)}.narinfo is malformed: reference ` +
-          `"../../${prefix}-sibling" is not a store path base name: it does not have the form <32-character ` +
-          `hash>-<name>; kept`,
-      ]);
-      assert.equal(report.deleted.narinfos.count, 0);
-      assert.deepEqual(await objectsUnder(s3, ''), before, 'GC deleted or changed something');
-      backend.close();
-    });
+    it(
+      'narinfos whose URL or references climb out of the layout: reported, kept, and nothing ' + 'outside touched',
+      async () => {
+        const prefix = `gc-crafted-${Date.now()}`;
+        const url = s3.cacheUrl(prefix);
+        const backend = await openCache(parseCacheUrl(url));
+        // What a crafted narinfo points at: an object of another prefix, and one at the bucket's top level.
+        const victims = [`other-${prefix}/nar/victim.nar`, `${prefix}-sibling.narinfo`];
+        for (const victim of victims) {
+          const response = await fetch(`${s3.httpUrl}/${victim}`, { method: 'PUT', body: 'precious' });
+          assert.equal(response.status, 200);
+        }
+        const crafted: Record<string, string> = {
+          [`${'1'.repeat(32)}.narinfo`]: `URL: ../other-${prefix}/nar/victim.nar`,
+          [`${'2'.repeat(32)}.narinfo`]: `URL: nar/../../other-${prefix}/nar/victim.nar`,
+          [`${'3'.repeat(32)}.narinfo`]: `URL: nar/${'3'.repeat(52)}.nar\nReferences: ../../${prefix}-sibling`,
+        };
+        for (const [narinfo, fields] of Object.entries(crafted)) {
+          const storePath = `/nix/store/${narinfo.slice(0, 32)}-crafted`;
+          await backend.put(
+            narinfo,
+            Buffer.from(`StorePath: ${storePath}\n${fields}\nNarHash: sha256:${'0'.repeat(52)}\nNarSize: 8\n`),
+            'text/x-nix-narinfo',
+          );
+        }
+        const before = await objectsUnder(s3, '');
+        const result = await cachectl(['gc', '--to', url, '--older-than', '0s', '--grace', '0s', '--json'], env);
+        assert.equal(result.code, 0, result.stderr);
+        const report = JSON.parse(result.stdout) as { problems: string[]; deleted: { narinfos: { count: number } } };
+        assert.deepEqual(report.problems.sort(), [
+          `${'1'.repeat(32)}.narinfo: narinfo ${'1'.repeat(32)}.narinfo is malformed: URL ` +
+            `"../other-${prefix}/nar/victim.nar" is not a nar/ key; kept`,
+          `${'2'.repeat(32)}.narinfo: narinfo ${'2'.repeat(32)}.narinfo is malformed: URL ` +
+            `"nar/../../other-${prefix}/nar/victim.nar" is not a nar/ key; kept`,
+          `${'3'.repeat(32)}.narinfo: narinfo ${'3'.repeat(32)}.narinfo is malformed: reference ` +
+            `"../../${prefix}-sibling" is not a store path base name: it does not have the form <32-character ` +
+            `hash>-<name>; kept`,
+        ]);
+        assert.equal(report.deleted.narinfos.count, 0);
+        assert.deepEqual(await objectsUnder(s3, ''), before, 'GC deleted or changed something');
+        backend.close();
+      },
+    );
 
-    it('a cache under a prefix shares its bucket with other caches: GC empties its own and leaves theirs alone', async () => {
-      const prefix = `gc-shared-${Date.now()}`;
-      // Caches of the same paths at the bucket's top level, under a sibling prefix, and under a nested one.
-      const neighbours = ['', `${prefix}-sibling`, `${prefix}x`, `${prefix}/nested`];
-      for (const neighbour of [prefix, ...neighbours]) {
-        const pushed = await push(['--to', neighbour === '' ? s3.cacheUrl() : s3.cacheUrl(neighbour), paths.app]);
-        assert.equal(pushed.code, 0, pushed.stderr);
-      }
-      const theirs = async () =>
-        Object.fromEntries(
-          Object.entries(await objectsUnder(s3, '')).filter(
-            ([key]) => !key.startsWith(`${prefix}/`) || key.startsWith(`${prefix}/nested/`),
-          ),
+    it(
+      'a cache under a prefix shares its bucket with other caches: GC empties its own and leaves ' + 'theirs alone',
+      async () => {
+        const prefix = `gc-shared-${Date.now()}`;
+        // Caches of the same paths at the bucket's top level, under a sibling prefix, and under a nested one.
+        const neighbours = ['', `${prefix}-sibling`, `${prefix}x`, `${prefix}/nested`];
+        for (const neighbour of [prefix, ...neighbours]) {
+          const pushed = await push(['--to', neighbour === '' ? s3.cacheUrl() : s3.cacheUrl(neighbour), paths.app]);
+          assert.equal(pushed.code, 0, pushed.stderr);
+        }
+        const theirs = async () =>
+          Object.fromEntries(
+            Object.entries(await objectsUnder(s3, '')).filter(
+              ([key]) => !key.startsWith(`${prefix}/`) || key.startsWith(`${prefix}/nested/`),
+            ),
+          );
+        const before = await theirs();
+        const backend = await openCache(parseCacheUrl(s3.cacheUrl(prefix)));
+        await dropLeases(backend);
+        backend.close();
+        const result = await cachectl(
+          ['gc', '--to', s3.cacheUrl(prefix), '--older-than', '0s', '--grace', '0s', '--json'],
+          env,
         );
-      const before = await theirs();
-      const backend = await openCache(parseCacheUrl(s3.cacheUrl(prefix)));
-      await dropLeases(backend);
-      backend.close();
-      const result = await cachectl(
-        ['gc', '--to', s3.cacheUrl(prefix), '--older-than', '0s', '--grace', '0s', '--json'],
-        env,
-      );
-      assert.equal(result.code, 0, result.stderr);
-      const report = JSON.parse(result.stdout) as { deleted: { narinfos: { count: number } }; foreign: string[] };
-      assert.equal(report.deleted.narinfos.count, (await nixClosure([paths.app])).length);
-      assert.deepEqual(report.foreign, []);
-      assert.deepEqual(
-        Object.keys(await objectsUnder(s3, `${prefix}/`)).filter((key) => !key.startsWith(`${prefix}/nested/`)),
-        [`${prefix}/nix-cache-info`],
-      );
-      assert.deepEqual(await theirs(), before, "GC touched another cache's objects");
-    });
+        assert.equal(result.code, 0, result.stderr);
+        const report = JSON.parse(result.stdout) as { deleted: { narinfos: { count: number } }; foreign: string[] };
+        assert.equal(report.deleted.narinfos.count, (await nixClosure([paths.app])).length);
+        assert.deepEqual(report.foreign, []);
+        assert.deepEqual(
+          Object.keys(await objectsUnder(s3, `${prefix}/`)).filter((key) => !key.startsWith(`${prefix}/nested/`)),
+          [`${prefix}/nix-cache-info`],
+        );
+        assert.deepEqual(await theirs(), before, "GC touched another cache's objects");
+      },
+    );
 
     it('a pin name that climbs out of gcroots/', () =>
       refusedLosingNothing(

@@ -107,16 +107,19 @@ describe('cachectl push output', () => {
     }
   });
 
-  it('shows each setting in --help as core/options.ts declares it: environment variable, config key, default', async () => {
-    const commands = ['push', 'daemon', 'enqueue', 'status', 'retry', 'gc', 'pin', 'unpin', 'pins'];
-    const helps = await Promise.all(
-      commands.map(async (command) => (await cachectl([command, '--help'])).stdout.replace(/\s+/g, ' ')),
-    );
-    for (const [key, spec] of Object.entries(OPTIONS) as [OptionKey, OptionSpec][]) {
-      const flag = spec.flag.split(' ')[0] ?? '';
-      const taking = helps.filter((help) => help.includes(`${flag} `));
-      assert.ok(taking.length > 0, `no command takes ${flag}`);
-      for (const help of taking) assert.ok(help.includes(optionHelp(key)), `${flag}: ${optionHelp(key)}`);
-    }
-  });
+  it(
+    'shows each setting in --help as core/options.ts declares it: environment variable, config ' + 'key, default',
+    async () => {
+      const commands = ['push', 'daemon', 'enqueue', 'status', 'retry', 'gc', 'pin', 'unpin', 'pins'];
+      const helps = await Promise.all(
+        commands.map(async (command) => (await cachectl([command, '--help'])).stdout.replace(/\s+/g, ' ')),
+      );
+      for (const [key, spec] of Object.entries(OPTIONS) as [OptionKey, OptionSpec][]) {
+        const flag = spec.flag.split(' ')[0] ?? '';
+        const taking = helps.filter((help) => help.includes(`${flag} `));
+        assert.ok(taking.length > 0, `no command takes ${flag}`);
+        for (const help of taking) assert.ok(help.includes(optionHelp(key)), `${flag}: ${optionHelp(key)}`);
+      }
+    },
+  );
 });

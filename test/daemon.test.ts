@@ -48,62 +48,65 @@ describe('cachectl daemon', () => {
   after(async () => s3.stop());
 
   for (const target of ['file', 's3'] as const) {
-    it(`uploads what nix-build builds through the hook to ${target}://: Nix verifies and substitutes every closure`, async () => {
-      const nonce = `daemon-e2e-${target}-${Date.now()}`;
-      const dir = tempDir('daemon-cache');
-      const to = target === 'file' ? `file://${dir}` : s3.cacheUrl(nonce);
-      const nixUrl = target === 'file' ? `file://${dir}` : `${s3.httpUrl}/${nonce}`;
-      const env = queueEnv(target === 's3' ? s3.env : {});
-      const daemon = startDaemon(['--to', to, '--secret-key-file', key.secretFile], env);
-      await daemon.waitForLog('ready');
+    it(
+      `uploads what nix-build builds through the hook to ${target}://: Nix verifies and substitutes ` + `every closure`,
+      async () => {
+        const nonce = `daemon-e2e-${target}-${Date.now()}`;
+        const dir = tempDir('daemon-cache');
+        const to = target === 'file' ? `file://${dir}` : s3.cacheUrl(nonce);
+        const nixUrl = target === 'file' ? `file://${dir}` : `${s3.httpUrl}/${nonce}`;
+        const env = queueEnv(target === 's3' ? s3.env : {});
+        const daemon = startDaemon(['--to', to, '--secret-key-file', key.secretFile], env);
+        await daemon.waitForLog('ready');
 
-      const build = await run(
-        'nix-build',
-        [
-          FIXTURES,
-          '--no-out-link',
-          '--argstr',
-          'nonce',
-          nonce,
-          '-A',
-          'top',
-          '-A',
-          'multi.out',
-          '-A',
-          'tree',
-          '--post-build-hook',
-          HOOK,
-        ],
-        env,
-      );
-      assert.equal(build.code, 0, build.stderr);
-      assert.doesNotMatch(build.stderr, /cachectl post-build-hook:/, 'the hook had something to complain about');
-      const roots = build.stdout.trim().split('\n');
-      const closure = await nixClosure(roots);
-      // lib, app, top, multi (two outputs) and tree: six outputs of five builds, each queued by its hook
-      const report = await settled(env, 6);
-      assert.deepEqual(report.counts, { pending: 0, uploading: 0, done: 6, failed: 0, inbox: 0, spoolFiles: 0 });
-      assert.equal(report.daemon.alive, true);
-      assert.equal(
-        report.daemon.status?.uploadedPaths,
-        closure.length + 1,
-        'the closures and the dev output, each once',
-      );
+        const build = await run(
+          'nix-build',
+          [
+            FIXTURES,
+            '--no-out-link',
+            '--argstr',
+            'nonce',
+            nonce,
+            '-A',
+            'top',
+            '-A',
+            'multi.out',
+            '-A',
+            'tree',
+            '--post-build-hook',
+            HOOK,
+          ],
+          env,
+        );
+        assert.equal(build.code, 0, build.stderr);
+        assert.doesNotMatch(build.stderr, /cachectl post-build-hook:/, 'the hook had something to complain about');
+        const roots = build.stdout.trim().split('\n');
+        const closure = await nixClosure(roots);
+        // lib, app, top, multi (two outputs) and tree: six outputs of five builds, each queued by its hook
+        const report = await settled(env, 6);
+        assert.deepEqual(report.counts, { pending: 0, uploading: 0, done: 6, failed: 0, inbox: 0, spoolFiles: 0 });
+        assert.equal(report.daemon.alive, true);
+        assert.equal(
+          report.daemon.status?.uploadedPaths,
+          closure.length + 1,
+          'the closures and the dev output, each once',
+        );
 
-      const verify = await nixVerify(nixUrl, key.publicKey, roots);
-      assert.equal(verify.code, 0, verify.stderr);
-      const copy = await nixCopyFrom(nixUrl, key.publicKey, roots);
-      assert.equal(copy.code, 0, copy.stderr);
-      await waitFor(
-        'GC roots to go',
-        () => (readdirSync(env.CACHECTL_GC_ROOTS).length === 0 ? true : undefined),
-        10_000,
-      );
+        const verify = await nixVerify(nixUrl, key.publicKey, roots);
+        assert.equal(verify.code, 0, verify.stderr);
+        const copy = await nixCopyFrom(nixUrl, key.publicKey, roots);
+        assert.equal(copy.code, 0, copy.stderr);
+        await waitFor(
+          'GC roots to go',
+          () => (readdirSync(env.CACHECTL_GC_ROOTS).length === 0 ? true : undefined),
+          10_000,
+        );
 
-      await stopDaemon(daemon);
-      assert.ok(daemon.logs.some((line) => line.msg === 'draining'));
-      assert.equal((await status(env)).daemon.alive, false);
-    });
+        await stopDaemon(daemon);
+        assert.ok(daemon.logs.some((line) => line.msg === 'draining'));
+        assert.equal((await status(env)).daemon.alive, false);
+      },
+    );
   }
 
   it(
@@ -201,58 +204,61 @@ describe('cachectl daemon', () => {
     assert.equal(deleted.code, 0, deleted.stderr);
   });
 
-  it('fails a path deleted before upload and a corrupt one with a clear last_error; retry brings them back', async () => {
-    const nonce = `daemon-fail-${Date.now()}`;
-    const paths = await buildFixtures(['tiny', 'lib'], { nonce });
-    const env = queueEnv();
-    assert.equal((await cachectl(['enqueue', paths.tiny, paths.lib], env)).code, 0);
-    // Deleted behind the queue's back (its GC root removed first), and corrupted behind Nix's back.
-    for (const link of readdirSync(env.CACHECTL_GC_ROOTS))
-      if (paths.tiny.endsWith(link)) await run('rm', [join(env.CACHECTL_GC_ROOTS, link)]);
-    const deleted = await run('nix-store', ['--delete', paths.tiny]);
-    assert.equal(deleted.code, 0, deleted.stderr);
-    const libFile = `${paths.lib}/lib/libdemo.txt`;
-    const original = readFileSync(libFile);
-    chmodSync(libFile, 0o644);
-    writeFileSync(libFile, 'tampered\n');
+  it(
+    'fails a path deleted before upload and a corrupt one with a clear last_error; retry ' + 'brings them back',
+    async () => {
+      const nonce = `daemon-fail-${Date.now()}`;
+      const paths = await buildFixtures(['tiny', 'lib'], { nonce });
+      const env = queueEnv();
+      assert.equal((await cachectl(['enqueue', paths.tiny, paths.lib], env)).code, 0);
+      // Deleted behind the queue's back (its GC root removed first), and corrupted behind Nix's back.
+      for (const link of readdirSync(env.CACHECTL_GC_ROOTS))
+        if (paths.tiny.endsWith(link)) await run('rm', [join(env.CACHECTL_GC_ROOTS, link)]);
+      const deleted = await run('nix-store', ['--delete', paths.tiny]);
+      assert.equal(deleted.code, 0, deleted.stderr);
+      const libFile = `${paths.lib}/lib/libdemo.txt`;
+      const original = readFileSync(libFile);
+      chmodSync(libFile, 0o644);
+      writeFileSync(libFile, 'tampered\n');
 
-    const dir = tempDir('daemon-cache');
-    const daemon = startDaemon(['--to', `file://${dir}`, '--secret-key-file', key.secretFile], env);
-    const report = await settled(env, 2);
-    const failed = Object.fromEntries(report.failed.map((f) => [f.storePath, f.lastError]));
-    assert.match(
-      failed[paths.tiny] ?? '',
-      /^PATH_NOT_VALID: .* is no longer in the local Nix store .*; build it again, then run cachectl retry$/,
-    );
-    assert.match(failed[paths.lib] ?? '', /^NAR_HASH_MISMATCH: .* does not match the Nix database/);
-    const human = await cachectl(['status'], env);
-    assert.match(human.stdout, /2 failed/);
-    assert.match(human.stdout, /cachectl retry --all/);
-    assert.deepEqual(
-      readdirSync(dir).filter((name) => name.endsWith('.narinfo')),
-      [],
-      'nothing of them was published',
-    );
+      const dir = tempDir('daemon-cache');
+      const daemon = startDaemon(['--to', `file://${dir}`, '--secret-key-file', key.secretFile], env);
+      const report = await settled(env, 2);
+      const failed = Object.fromEntries(report.failed.map((f) => [f.storePath, f.lastError]));
+      assert.match(
+        failed[paths.tiny] ?? '',
+        /^PATH_NOT_VALID: .* is no longer in the local Nix store .*; build it again, then run cachectl retry$/,
+      );
+      assert.match(failed[paths.lib] ?? '', /^NAR_HASH_MISMATCH: .* does not match the Nix database/);
+      const human = await cachectl(['status'], env);
+      assert.match(human.stdout, /2 failed/);
+      assert.match(human.stdout, /cachectl retry --all/);
+      assert.deepEqual(
+        readdirSync(dir).filter((name) => name.endsWith('.narinfo')),
+        [],
+        'nothing of them was published',
+      );
 
-    // Fixed: rebuilt, repaired. Retry one by name and the rest with --all.
-    await buildFixtures(['tiny'], { nonce });
-    writeFileSync(libFile, original);
-    chmodSync(libFile, 0o444);
-    const retried = await cachectl(['retry', paths.tiny], env);
-    assert.equal(retried.code, 0, retried.stderr);
-    const notFailed = await cachectl(['retry', paths.tiny], env);
-    assert.equal(notFailed.code, 1);
-    assert.match(
-      notFailed.stderr,
-      /not failed, so not retried: .*-cachectl-tiny-daemon-fail-.* \((pending|uploading|done)\)/,
-    );
-    assert.equal((await cachectl(['retry', '--all'], env)).code, 0);
-    const after = await settled(env, 2);
-    assert.equal(after.counts.done, 2, JSON.stringify(after));
-    const verify = await nixVerify(`file://${dir}`, key.publicKey, [paths.tiny, paths.lib]);
-    assert.equal(verify.code, 0, verify.stderr);
-    await stopDaemon(daemon);
-  });
+      // Fixed: rebuilt, repaired. Retry one by name and the rest with --all.
+      await buildFixtures(['tiny'], { nonce });
+      writeFileSync(libFile, original);
+      chmodSync(libFile, 0o444);
+      const retried = await cachectl(['retry', paths.tiny], env);
+      assert.equal(retried.code, 0, retried.stderr);
+      const notFailed = await cachectl(['retry', paths.tiny], env);
+      assert.equal(notFailed.code, 1);
+      assert.match(
+        notFailed.stderr,
+        /not failed, so not retried: .*-cachectl-tiny-daemon-fail-.* \((pending|uploading|done)\)/,
+      );
+      assert.equal((await cachectl(['retry', '--all'], env)).code, 0);
+      const after = await settled(env, 2);
+      assert.equal(after.counts.done, 2, JSON.stringify(after));
+      const verify = await nixVerify(`file://${dir}`, key.publicKey, [paths.tiny, paths.lib]);
+      assert.equal(verify.code, 0, verify.stderr);
+      await stopDaemon(daemon);
+    },
+  );
 
   it('waits out an S3 outage without using up attempts, then uploads', async () => {
     const server = await startS3rver();

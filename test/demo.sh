@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 demo=${CACHECTL_DEMO_DIR:-$PWD/demo-cache}
 mkdir -p "$demo"
-export NIX_CONFIG=$'build-users-group =\nsandbox = false\nsubstituters =\nexperimental-features = nix-command\nnarinfo-cache-negative-ttl = 0\nnarinfo-cache-positive-ttl = 0'
+export NIX_CONFIG=$'build-users-group =\nsandbox = false\nsubstituters =\nexperimental-features = nix-command\n'\
+$'narinfo-cache-negative-ttl = 0\nnarinfo-cache-positive-ttl = 0'
 export XDG_CACHE_HOME=$demo/xdg-cache
 # The queue and the GC roots of this demo, apart from a system-wide cachectl's.
 export CACHECTL_QUEUE=$demo/queue.db CACHECTL_GC_ROOTS=/nix/var/nix/gcroots/cachectl-demo
@@ -23,14 +24,20 @@ public_key=$(cat "$demo/cache-key.sec.pub")
 
 step "cachectl daemon --to file://$demo/cache (log: $demo/daemon.log)"
 # exec, not the shell function: $! must be the daemon itself for the SIGTERM below
-node dist/src/bin/cachectl.js daemon --to "file://$demo/cache" --secret-key-file "$demo/cache-key.sec" >"$demo/daemon.log" 2>&1 &
+node dist/src/bin/cachectl.js daemon --to "file://$demo/cache" --secret-key-file "$demo/cache-key.sec" \
+  >"$demo/daemon.log" 2>&1 &
 daemon=$!
 trap 'kill "$daemon" 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q '"msg":"ready"' "$demo/daemon.log" && break; kill -0 "$daemon" || { cat "$demo/daemon.log"; exit 1; }; sleep 0.1; done
+for _ in $(seq 100); do
+  grep -q '"msg":"ready"' "$demo/daemon.log" && break
+  kill -0 "$daemon" || { cat "$demo/daemon.log"; exit 1; }
+  sleep 0.1
+done
 
 step "nix-build --post-build-hook hook/post-build-hook (a fresh closure: hello and the greeting it references)"
 started=$(date +%s%N)
-out=$(nix-build test/demo.nix --no-out-link --argstr nonce "$(date +%s%N)" --post-build-hook "$PWD/hook/post-build-hook")
+out=$(nix-build test/demo.nix --no-out-link --argstr nonce "$(date +%s%N)" \
+  --post-build-hook "$PWD/hook/post-build-hook")
 echo "$out  (built in $(( ($(date +%s%N) - started) / 1000000 )) ms, hooks included)"
 
 step "waiting for the daemon to upload it"

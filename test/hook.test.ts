@@ -127,79 +127,85 @@ describe('post-build hook', () => {
   });
 
   for (const breakage of ['missing', 'corrupt'] as const) {
-    it(`queue ${breakage}: exits 0 with one line on stderr, spools the path, and a daemon uploads it later`, async () => {
-      const env = queueEnv();
-      const overwriteInboxes = (content: string) => {
-        for (const file of hookInboxFiles(env.CACHECTL_QUEUE)) {
-          writeFileSync(file, content);
-          for (const suffix of ['-wal', '-shm']) rmSync(`${file}${suffix}`, { force: true });
+    it(
+      `queue ${breakage}: exits 0 with one line on stderr, spools the path, and a daemon ` + `uploads it later`,
+      async () => {
+        const env = queueEnv();
+        const overwriteInboxes = (content: string) => {
+          for (const file of hookInboxFiles(env.CACHECTL_QUEUE)) {
+            writeFileSync(file, content);
+            for (const suffix of ['-wal', '-shm']) rmSync(`${file}${suffix}`, { force: true });
+          }
+        };
+        if (breakage === 'corrupt') {
+          createQueue(env);
+          overwriteInboxes('definitely not SQLite '.repeat(200));
         }
-      };
-      if (breakage === 'corrupt') {
-        createQueue(env);
-        overwriteInboxes('definitely not SQLite '.repeat(200));
-      }
-      const result = await runHook(env, { OUT_PATHS: paths.lib });
-      assert.equal(result.code, 0);
-      const lines = result.stderr.trim().split('\n');
-      assert.equal(lines.length, 1, result.stderr);
-      assert.match(
-        lines[0] ?? '',
-        breakage === 'missing'
-          ? regex(
-              /^cachectl post-build-hook: queue inbox .*queue\.db\.inbox\/\d\.db: it does not exist \(is /,
-              /cachectl daemon running\?\); spooled \/nix\/store\/.*-cachectl-lib-hook-.* to /,
-              /.*queue\.db\.spool for the daemon$/,
-            )
-          : regex(
-              /^cachectl post-build-hook: queue inbox .*queue\.db\.inbox\/\d\.db: .*file is not a database.*; /,
-              /spooled .* to .*queue\.db\.spool for the daemon$/,
-            ),
-      );
-      assert.deepEqual(readSpool(`${env.CACHECTL_QUEUE}.spool`).entries, [{ kind: 'out', path: paths.lib }]);
-      assert.ok(existsSync(join(env.CACHECTL_GC_ROOTS, paths.lib.slice('/nix/store/'.length))), 'rooted even so');
+        const result = await runHook(env, { OUT_PATHS: paths.lib });
+        assert.equal(result.code, 0);
+        const lines = result.stderr.trim().split('\n');
+        assert.equal(lines.length, 1, result.stderr);
+        assert.match(
+          lines[0] ?? '',
+          breakage === 'missing'
+            ? regex(
+                /^cachectl post-build-hook: queue inbox .*queue\.db\.inbox\/\d\.db: it does not exist \(is /,
+                /cachectl daemon running\?\); spooled \/nix\/store\/.*-cachectl-lib-hook-.* to /,
+                /.*queue\.db\.spool for the daemon$/,
+              )
+            : regex(
+                /^cachectl post-build-hook: queue inbox .*queue\.db\.inbox\/\d\.db: .*file is not a database.*; /,
+                /spooled .* to .*queue\.db\.spool for the daemon$/,
+              ),
+        );
+        assert.deepEqual(readSpool(`${env.CACHECTL_QUEUE}.spool`).entries, [{ kind: 'out', path: paths.lib }]);
+        assert.ok(existsSync(join(env.CACHECTL_GC_ROOTS, paths.lib.slice('/nix/store/'.length))), 'rooted even so');
 
-      // Not lost: the daemon (on a good queue beside the broken one's spool) takes the spool in and uploads.
-      if (breakage === 'corrupt') overwriteInboxes('');
-      const cacheDir = tempDir('hook-cache');
-      await uploadWithDaemon(env, cacheDir, [paths.lib]);
-      assert.deepEqual(readdirSync(`${env.CACHECTL_QUEUE}.spool`), []);
-    });
+        // Not lost: the daemon (on a good queue beside the broken one's spool) takes the spool in and uploads.
+        if (breakage === 'corrupt') overwriteInboxes('');
+        const cacheDir = tempDir('hook-cache');
+        await uploadWithDaemon(env, cacheDir, [paths.lib]);
+        assert.deepEqual(readdirSync(`${env.CACHECTL_QUEUE}.spool`), []);
+      },
+    );
   }
 
-  it('queue locked by another process for 10 s: returns promptly, spooled, and the path is uploaded later', async () => {
-    const env = queueEnv();
-    const queueFile = createQueue(env);
-    // Another writer holds the write lock of every inbox for 10 s.
-    const locker = spawn(
-      process.execPath,
-      [
-        '-e',
-        `const D = require(${JSON.stringify(createRequire(import.meta.url).resolve('better-sqlite3'))});
+  it(
+    'queue locked by another process for 10 s: returns promptly, spooled, and the path is ' + 'uploaded later',
+    async () => {
+      const env = queueEnv();
+      const queueFile = createQueue(env);
+      // Another writer holds the write lock of every inbox for 10 s.
+      const locker = spawn(
+        process.execPath,
+        [
+          '-e',
+          `const D = require(${JSON.stringify(createRequire(import.meta.url).resolve('better-sqlite3'))});
         const dbs = ${JSON.stringify(hookInboxFiles(queueFile))}.map((file) => new D(file));
         for (const db of dbs) db.exec('BEGIN IMMEDIATE');
         console.log('locked'); setTimeout(() => { for (const db of dbs) { db.exec('COMMIT'); db.close(); } }, 10000);`,
-      ],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
-    );
-    await new Promise<void>((resolve) =>
-      locker.stdout.once('data', () => {
-        resolve();
-      }),
-    );
-    const result = await runHook(env, { OUT_PATHS: paths.tiny });
-    assert.equal(result.code, 0);
-    assert.ok(result.ms < 3000, `the hook took ${result.ms} ms while the queue was locked`);
-    assert.match(
-      result.stderr,
-      regex(
-        /^cachectl post-build-hook: queue .*: .*database is locked.*; spooled /,
-        /\/nix\/store\/.*-cachectl-tiny-hook-.* to .* for the daemon\n$/,
-      ),
-    );
-    await new Promise((resolve) => locker.once('exit', resolve));
-    await uploadWithDaemon(env, tempDir('hook-cache'), [paths.tiny]);
-  });
+        ],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      await new Promise<void>((resolve) =>
+        locker.stdout.once('data', () => {
+          resolve();
+        }),
+      );
+      const result = await runHook(env, { OUT_PATHS: paths.tiny });
+      assert.equal(result.code, 0);
+      assert.ok(result.ms < 3000, `the hook took ${result.ms} ms while the queue was locked`);
+      assert.match(
+        result.stderr,
+        regex(
+          /^cachectl post-build-hook: queue .*: .*database is locked.*; spooled /,
+          /\/nix\/store\/.*-cachectl-tiny-hook-.* to .* for the daemon\n$/,
+        ),
+      );
+      await new Promise((resolve) => locker.once('exit', resolve));
+      await uploadWithDaemon(env, tempDir('hook-cache'), [paths.tiny]);
+    },
+  );
 
   /** Runs a daemon until `roots` are uploaded to a file:// cache, then checks the cache with Nix. */
   async function uploadWithDaemon(env: NodeJS.ProcessEnv, cacheDir: string, roots: string[]): Promise<void> {

@@ -396,48 +396,51 @@ describe('operations: systemd units, metrics', () => {
       },
     );
 
-    it('a metrics address it cannot use, or a malformed one, stops the daemon before it starts, naming the option', async () => {
-      const env = queueEnv();
-      const malformed = await cachectl(
-        ['daemon', '--to', `file://${tempDir('c')}`, '--metrics-listen', 'localhost:http'],
-        env,
-      );
-      assert.equal(malformed.code, 1);
-      assert.match(
-        malformed.stderr,
-        regex(
-          /^cachectl: metrics-listen "localhost:http" must be PORT, HOST:PORT or \[IPV6\]:PORT, such as /,
-          /127\.0\.0\.1:9108\n$/,
-        ),
-      );
-      const first = startDaemon(['--to', `file://${tempDir('c')}`, '--metrics-listen', '127.0.0.1:0'], env);
-      try {
-        const port = String((await first.waitForLog('serving metrics'))['metrics']).match(/:(\d+)\/metrics$/)?.[1];
-        const taken = await cachectl(
-          [
-            'daemon',
-            '--to',
-            `file://${tempDir('c')}`,
-            '--queue',
-            join(tempDir('q'), 'queue.db'),
-            '--metrics-listen',
-            `127.0.0.1:${port}`,
-          ],
+    it(
+      'a metrics address it cannot use, or a malformed one, stops the daemon before it starts, naming ' + 'the option',
+      async () => {
+        const env = queueEnv();
+        const malformed = await cachectl(
+          ['daemon', '--to', `file://${tempDir('c')}`, '--metrics-listen', 'localhost:http'],
           env,
         );
-        assert.equal(taken.code, 1);
+        assert.equal(malformed.code, 1);
         assert.match(
-          taken.stderr,
+          malformed.stderr,
           regex(
-            /^cachectl: cannot serve metrics on 127\.0\.0\.1:\d+: .*EADDRINUSE.*; pick another /,
-            /--metrics-listen address\n$/,
+            /^cachectl: metrics-listen "localhost:http" must be PORT, HOST:PORT or \[IPV6\]:PORT, such as /,
+            /127\.0\.0\.1:9108\n$/,
           ),
         );
-      } finally {
-        first.child.kill('SIGTERM');
-        await first.exited;
-      }
-    });
+        const first = startDaemon(['--to', `file://${tempDir('c')}`, '--metrics-listen', '127.0.0.1:0'], env);
+        try {
+          const port = String((await first.waitForLog('serving metrics'))['metrics']).match(/:(\d+)\/metrics$/)?.[1];
+          const taken = await cachectl(
+            [
+              'daemon',
+              '--to',
+              `file://${tempDir('c')}`,
+              '--queue',
+              join(tempDir('q'), 'queue.db'),
+              '--metrics-listen',
+              `127.0.0.1:${port}`,
+            ],
+            env,
+          );
+          assert.equal(taken.code, 1);
+          assert.match(
+            taken.stderr,
+            regex(
+              /^cachectl: cannot serve metrics on 127\.0\.0\.1:\d+: .*EADDRINUSE.*; pick another /,
+              /--metrics-listen address\n$/,
+            ),
+          );
+        } finally {
+          first.child.kill('SIGTERM');
+          await first.exited;
+        }
+      },
+    );
   });
 });
 

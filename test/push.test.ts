@@ -179,40 +179,43 @@ describe('narinfos and NARs compared with nix copy', () => {
       .filter((name) => name.endsWith('.narinfo'))
       .sort();
 
-  it('with compression none: every narinfo and NAR byte for byte, signature included, from a key made by Nix', async () => {
-    const paths = await buildFixtures(['top', 'multi.dev', 'tree', 'symroot', 'execroot']);
-    // A content-addressed path (CA: line, no Deriver) beside the input-addressed ones.
-    const addDir = tempDir('ca');
-    writeFileSync(join(addDir, 'cachectl-ca-file'), 'content-addressed\n');
-    const added = await run('nix-store', ['--add', join(addDir, 'cachectl-ca-file')]);
-    assert.equal(added.code, 0, added.stderr);
-    const roots = [...Object.values(paths), added.stdout.trim()];
-    const nixDir = tempDir('nixcopy');
-    const ourDir = tempDir('ours');
-    const copy = await run('nix', [
-      'copy',
-      '--to',
-      `file://${nixDir}?compression=none&secret-key=${secretFile}`,
-      ...roots,
-    ]);
-    assert.equal(copy.code, 0, copy.stderr);
-    await pushJson(
-      ['--to', `file://${ourDir}`, '--compression', 'none', '--secret-key-file', secretFile, ...roots],
-      testEnv(),
-    );
-    assert.deepEqual(cacheFiles(ourDir), cacheFiles(nixDir));
-    assert.ok(cacheFiles(ourDir).length >= 8);
-    for (const name of cacheFiles(nixDir)) {
-      assert.equal(readFileSync(join(ourDir, name), 'utf8'), readFileSync(join(nixDir, name), 'utf8'), name);
-    }
-    const caNarInfo = readFileSync(join(ourDir, `${added.stdout.trim().slice(11, 43)}.narinfo`), 'utf8');
-    assert.match(caNarInfo, /^CA: fixed:r:sha256:[0-9a-z]{52}$/m);
-    assert.doesNotMatch(caNarInfo, /^Deriver:/m);
-    assert.deepEqual(readdirSync(join(ourDir, 'nar')).sort(), readdirSync(join(nixDir, 'nar')).sort());
-    for (const name of readdirSync(join(nixDir, 'nar'))) {
-      assert.ok(readFileSync(join(ourDir, 'nar', name)).equals(readFileSync(join(nixDir, 'nar', name))), name);
-    }
-  });
+  it(
+    'with compression none: every narinfo and NAR byte for byte, signature included, from a key ' + 'made by Nix',
+    async () => {
+      const paths = await buildFixtures(['top', 'multi.dev', 'tree', 'symroot', 'execroot']);
+      // A content-addressed path (CA: line, no Deriver) beside the input-addressed ones.
+      const addDir = tempDir('ca');
+      writeFileSync(join(addDir, 'cachectl-ca-file'), 'content-addressed\n');
+      const added = await run('nix-store', ['--add', join(addDir, 'cachectl-ca-file')]);
+      assert.equal(added.code, 0, added.stderr);
+      const roots = [...Object.values(paths), added.stdout.trim()];
+      const nixDir = tempDir('nixcopy');
+      const ourDir = tempDir('ours');
+      const copy = await run('nix', [
+        'copy',
+        '--to',
+        `file://${nixDir}?compression=none&secret-key=${secretFile}`,
+        ...roots,
+      ]);
+      assert.equal(copy.code, 0, copy.stderr);
+      await pushJson(
+        ['--to', `file://${ourDir}`, '--compression', 'none', '--secret-key-file', secretFile, ...roots],
+        testEnv(),
+      );
+      assert.deepEqual(cacheFiles(ourDir), cacheFiles(nixDir));
+      assert.ok(cacheFiles(ourDir).length >= 8);
+      for (const name of cacheFiles(nixDir)) {
+        assert.equal(readFileSync(join(ourDir, name), 'utf8'), readFileSync(join(nixDir, name), 'utf8'), name);
+      }
+      const caNarInfo = readFileSync(join(ourDir, `${added.stdout.trim().slice(11, 43)}.narinfo`), 'utf8');
+      assert.match(caNarInfo, /^CA: fixed:r:sha256:[0-9a-z]{52}$/m);
+      assert.doesNotMatch(caNarInfo, /^Deriver:/m);
+      assert.deepEqual(readdirSync(join(ourDir, 'nar')).sort(), readdirSync(join(nixDir, 'nar')).sort());
+      for (const name of readdirSync(join(nixDir, 'nar'))) {
+        assert.ok(readFileSync(join(ourDir, 'nar', name)).equals(readFileSync(join(nixDir, 'nar', name))), name);
+      }
+    },
+  );
 
   it('with zstd and xz: every narinfo line but URL, FileHash and FileSize', async () => {
     const paths = await buildFixtures(['top', 'tree', 'execroot']);

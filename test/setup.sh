@@ -15,7 +15,8 @@ done
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
-    echo "test/setup.sh: missing ${missing[*]}; run as root, or: sudo apt-get install --no-install-recommends ${missing[*]}" >&2
+    echo "test/setup.sh: missing ${missing[*]}; run as root, or:" \
+      "sudo apt-get install --no-install-recommends ${missing[*]}" >&2
     exit 1
   fi
   echo "test/setup.sh: installing ${missing[*]}" >&2
@@ -32,4 +33,5 @@ fi
 export NIX_CONFIG=$'build-users-group ='
 nix-store --init
 test -e /nix/var/nix/db/db.sqlite || { echo "test/setup.sh: Nix did not create /nix/var/nix/db/db.sqlite" >&2; exit 1; }
-echo "test/setup.sh: nix $(nix-store --version | awk '{print $NF}'), sqlite3, zstd, xz, systemd-nspawn, python3, shellcheck ready" >&2
+echo "test/setup.sh: nix $(nix-store --version | awk '{print $NF}'), sqlite3, zstd, xz, systemd-nspawn, python3," \
+  "shellcheck ready" >&2

@@ -256,56 +256,64 @@ systemctl daemon-reload`);
     await machine?.close();
   });
 
-  it('a fresh machine: `systemctl enable --now cachectl` reaches READY; the GC service runs from its timer', async () => {
-    // Nothing was built yet: neither the GC roots directory nor Nix's database exists.
-    await sh(`test ! -e ${GC_ROOTS} && test ! -e /nix/var/nix/db`);
-    const from = await cursor();
-    await systemctl('enable --now --no-block cachectl.service cachectl-gc.timer');
-    const ready = await waitUnit('cachectl.service READY on a fresh machine', isReady);
-    assert.deepEqual(
-      { ...ready, MainPID: 0, StatusText: '' },
-      {
-        ActiveState: 'active',
-        SubState: 'running',
-        Result: 'success',
-        NRestarts: 0,
-        StatusText: '',
-        MainPID: 0,
-        ExecMainCode: '0',
-        ExecMainStatus: '0',
-      },
-    );
-    assert.match(ready.StatusText, /^idle: 0 pending, 0 uploading, 0 done, 0 failed; 0\.0 paths\/s$/);
-    assert.equal(
-      (await sh(`readlink /proc/${ready.MainPID}/exe`)).trim(),
-      '/usr/bin/node',
-      'MainPID is the daemon itself',
-    );
-    // READY=1 from the main process
-    const log = await journal(from, [new RegExp(`Got notification message from PID ${ready.MainPID} \\(READY=1`)]);
-    assert.doesNotMatch(log, /Main process exited|Failed with result|Failed to set up/, log);
+  it(
+    'a fresh machine: `systemctl enable --now cachectl` reaches READY; the GC service runs ' + 'from its timer',
+    async () => {
+      // Nothing was built yet: neither the GC roots directory nor Nix's database exists.
+      await sh(`test ! -e ${GC_ROOTS} && test ! -e /nix/var/nix/db`);
+      const from = await cursor();
+      await systemctl('enable --now --no-block cachectl.service cachectl-gc.timer');
+      const ready = await waitUnit('cachectl.service READY on a fresh machine', isReady);
+      assert.deepEqual(
+        { ...ready, MainPID: 0, StatusText: '' },
+        {
+          ActiveState: 'active',
+          SubState: 'running',
+          Result: 'success',
+          NRestarts: 0,
+          StatusText: '',
+          MainPID: 0,
+          ExecMainCode: '0',
+          ExecMainStatus: '0',
+        },
+      );
+      assert.match(ready.StatusText, /^idle: 0 pending, 0 uploading, 0 done, 0 failed; 0\.0 paths\/s$/);
+      assert.equal(
+        (await sh(`readlink /proc/${ready.MainPID}/exe`)).trim(),
+        '/usr/bin/node',
+        'MainPID is the daemon itself',
+      );
+      // READY=1 from the main process
+      const log = await journal(from, [new RegExp(`Got notification message from PID ${ready.MainPID} \\(READY=1`)]);
+      assert.doesNotMatch(log, /Main process exited|Failed with result|Failed to set up/, log);
 
-    const timer = await unit('cachectl-gc.timer');
-    assert.deepEqual([timer.ActiveState, timer.SubState], ['active', 'waiting']);
-    const next = (await sh('systemctl show -p NextElapseUSecRealtime --value cachectl-gc.timer')).trim();
-    const nextMs = Date.parse(next.replace(/^\w+ /, '').replace(/ UTC$/, 'Z').replace(' ', 'T'));
-    assert.ok(nextMs > Date.now() && nextMs < Date.now() + 25 * 3600_000, `next GC within a day and an hour: ${next}`);
-    // The timer's own trigger, brought forward: it elapses 1 s after it starts.
-    await dropIn('cachectl-gc.timer', 'now', '[Timer]\nOnCalendar=\nOnActiveSec=1s\nRandomizedDelaySec=0\n');
-    await systemctl('restart cachectl-gc.timer');
-    const ran = await waitFor('cachectl-gc.service started by its timer, and finished', async () => {
-      const exited = (await sh('systemctl show -p ExecMainExitTimestampMonotonic --value cachectl-gc.service')).trim();
-      const state = await unit('cachectl-gc.service');
-      return exited !== '0' && state.ActiveState === 'inactive' ? state : undefined;
-    });
-    assert.deepEqual([ran.Result, ran.ExecMainCode, ran.ExecMainStatus], ['success', '1', '0'], JSON.stringify(ran));
-    assert.notEqual((await sh('systemctl show -p LastTriggerUSec --value cachectl-gc.timer')).trim(), 'n/a');
-    const status = JSON.parse(await sh('cachectl status --json')) as { lastGc?: { ok: boolean; cache: string } };
-    assert.equal(status.lastGc?.ok, true, JSON.stringify(status));
-    assert.equal(status.lastGc?.cache, `file://${FILE_CACHE}`);
-    await removeDropIn('cachectl-gc.timer', 'now');
-    await systemctl('restart cachectl-gc.timer');
-  });
+      const timer = await unit('cachectl-gc.timer');
+      assert.deepEqual([timer.ActiveState, timer.SubState], ['active', 'waiting']);
+      const next = (await sh('systemctl show -p NextElapseUSecRealtime --value cachectl-gc.timer')).trim();
+      const nextMs = Date.parse(next.replace(/^\w+ /, '').replace(/ UTC$/, 'Z').replace(' ', 'T'));
+      assert.ok(
+        nextMs > Date.now() && nextMs < Date.now() + 25 * 3600_000,
+        `next GC within a day and an hour: ${next}`,
+      );
+      // The timer's own trigger, brought forward: it elapses 1 s after it starts.
+      await dropIn('cachectl-gc.timer', 'now', '[Timer]\nOnCalendar=\nOnActiveSec=1s\nRandomizedDelaySec=0\n');
+      await systemctl('restart cachectl-gc.timer');
+      const ran = await waitFor('cachectl-gc.service started by its timer, and finished', async () => {
+        const exited = (
+          await sh('systemctl show -p ExecMainExitTimestampMonotonic --value cachectl-gc.service')
+        ).trim();
+        const state = await unit('cachectl-gc.service');
+        return exited !== '0' && state.ActiveState === 'inactive' ? state : undefined;
+      });
+      assert.deepEqual([ran.Result, ran.ExecMainCode, ran.ExecMainStatus], ['success', '1', '0'], JSON.stringify(ran));
+      assert.notEqual((await sh('systemctl show -p LastTriggerUSec --value cachectl-gc.timer')).trim(), 'n/a');
+      const status = JSON.parse(await sh('cachectl status --json')) as { lastGc?: { ok: boolean; cache: string } };
+      assert.equal(status.lastGc?.ok, true, JSON.stringify(status));
+      assert.equal(status.lastGc?.cache, `file://${FILE_CACHE}`);
+      await removeDropIn('cachectl-gc.timer', 'now');
+      await systemctl('restart cachectl-gc.timer');
+    },
+  );
 
   it('a stop right after the start: STOPPING=1 reaches systemd, exit 0, nothing killed', async () => {
     const from = await cursor();

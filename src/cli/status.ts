@@ -50,7 +50,8 @@ export function formatStatus(report: StatusReport): string {
   const gc = report.lastGc;
   if (gc !== null) {
     const when = `${formatAge((Date.now() - gc.finishedAt) / 1000)} ago`;
-    const deleted = `${gc.dryRun ? 'would delete' : 'deleted'} ${gc.deletedObjects} objects (${formatBytes(gc.deletedBytes)})`;
+    const deleted =
+      `${gc.dryRun ? 'would delete' : 'deleted'} ${gc.deletedObjects} objects ` + `(${formatBytes(gc.deletedBytes)})`;
     lines.push(
       `last gc: ${when} on ${gc.cache}: ${gc.ok ? deleted : `DID NOT FINISH: ${gc.problem ?? ''}`}, took ` +
         `${gc.seconds.toFixed(1)} s`,

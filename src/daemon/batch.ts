@@ -5,7 +5,14 @@ import type { CacheBackend } from '../cache/backend.js';
 import type { LeaseWriter } from '../gc/lease.js';
 import type { LocalStore } from '../nix/local-store.js';
 import type { Paths } from '../queue/paths.js';
-import { ensureCacheInfo, failureOf, newProgress, pushClosures, type PushResult } from '../upload/push.js';
+import {
+  ensureCacheInfo,
+  failureOf,
+  newProgress,
+  pushClosures,
+  type PushFailure,
+  type PushResult,
+} from '../upload/push.js';
 import type { Counters } from './counters.js';
 import type { Intake } from './intake.js';
 import type { LocalRoots } from './local-roots.js';
@@ -164,14 +171,7 @@ async function pushBatch(
     const byPath = new Map(push.failed.map((failure) => [failure.path, failure]));
     for (const root of validRoots) {
       const failure = byPath.get(root);
-      if (failure !== undefined) {
-        failures.set(root, {
-          code: failure.rootCode,
-          message: failure.message,
-          retryable: failure.retryable,
-          retryAfterMs: failure.retryAfterMs,
-        });
-      }
+      if (failure !== undefined) failures.set(root, rootFailure(failure));
     }
     return {
       failures,
@@ -184,16 +184,7 @@ async function pushBatch(
   } catch (err) {
     // The batch as a whole failed before uploading: the cache, or the local store, is the problem.
     const failure = failureOf(roots[0] ?? '', err);
-    for (const root of roots) {
-      if (!failures.has(root)) {
-        failures.set(root, {
-          code: failure.rootCode,
-          message: failure.message,
-          retryable: failure.retryable,
-          retryAfterMs: failure.retryAfterMs,
-        });
-      }
-    }
+    for (const root of roots) if (!failures.has(root)) failures.set(root, rootFailure(failure));
     return {
       failures,
       completed: false,
@@ -205,4 +196,14 @@ async function pushBatch(
   } finally {
     clearInterval(renew);
   }
+}
+
+/** A root's failure as the uploader sees it: what went wrong in the end, a reference's failure included. */
+function rootFailure(failure: PushFailure): RootFailure {
+  return {
+    code: failure.rootCode,
+    message: failure.message,
+    retryable: failure.retryable,
+    retryAfterMs: failure.retryAfterMs,
+  };
 }

@@ -1,19 +1,19 @@
+import type { DaemonStatus } from '../queue/daemon-record.js';
 import { Histogram } from './metrics.js';
 
 const RATE_WINDOW_MS = 60_000;
 
-/** What the daemon counts since it started, for its status and the metrics. */
-export interface Counts {
-  uploadedPaths: number;
-  uploadedNarBytes: number;
-  uploadedFileBytes: number;
-  /** failed upload attempts of queued paths, and those of them that went back to pending */
-  failedAttempts: number;
-  retries: number;
-  /** over the last minute */
-  pathsPerSecond: number;
-  narBytesPerSecond: number;
-}
+/** What the daemon counts since it started (the rates over the last minute), as its status reports it. */
+export type Counts = Pick<
+  DaemonStatus,
+  | 'uploadedPaths'
+  | 'uploadedNarBytes'
+  | 'uploadedFileBytes'
+  | 'failedAttempts'
+  | 'retries'
+  | 'pathsPerSecond'
+  | 'narBytesPerSecond'
+>;
 
 /** The daemon's counters and its upload rate over the last minute. */
 export class Counters {

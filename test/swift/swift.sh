@@ -23,7 +23,8 @@ stop() {
 install_swift() {
   command -v swift-proxy-server >/dev/null && command -v memcached >/dev/null && return
   if [ "$(id -u)" -ne 0 ]; then
-    echo "test/swift/swift.sh: Swift is missing; run as root, or: sudo apt-get install --no-install-recommends swift-proxy swift-account swift-container swift-object memcached" >&2
+    echo "test/swift/swift.sh: Swift is missing; run as root, or: sudo apt-get install --no-install-recommends" \
+      "swift-proxy swift-account swift-container swift-object memcached" >&2
     exit 1
   fi
   echo "installing Swift from Debian (about 70 packages)"
@@ -110,7 +111,8 @@ start() {
     echo $! >"run/$name.pid"
   done
   for _ in $(seq 1 100); do
-    if python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=2)" "http://127.0.0.1:$SWIFT_PORT/healthcheck" 2>/dev/null; then
+    if python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=2)" \
+      "http://127.0.0.1:$SWIFT_PORT/healthcheck" 2>/dev/null; then
       echo "swift s3api on http://127.0.0.1:$SWIFT_PORT"
       return
     fi

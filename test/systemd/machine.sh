@@ -21,7 +21,8 @@ say() { printf 'machine.sh [%s] %s\n' "$(date +%T.%3N)" "$*" >&2; }
 [ $# -eq 1 ] || die "usage: machine.sh CHECKOUT"
 checkout=$(realpath "$1")
 [ "$(id -u)" = 0 ] || die "needs root (overlay mounts, systemd-nspawn)"
-command -v systemd-nspawn >/dev/null || die "systemd-nspawn is missing: run bash test/setup.sh (installs systemd-container)"
+command -v systemd-nspawn >/dev/null ||
+  die "systemd-nspawn is missing: run bash test/setup.sh (installs systemd-container)"
 [ -f "$checkout/dist/src/bin/cachectl.js" ] || die "$checkout is not built: run npm ci && npm run build there"
 
 prefix=/tmp/cachectl-machine.
@@ -55,9 +56,12 @@ cleanup() {
     kill -KILL "$nspawn_pid" 2>/dev/null
     wait "$nspawn_pid" 2>/dev/null
   fi
-  for ((i = ${#chroot_binds[@]} - 1; i >= 0; i--)); do umount "${chroot_binds[$i]}" 2>/dev/null || umount -l "${chroot_binds[$i]}"; done
+  for ((i = ${#chroot_binds[@]} - 1; i >= 0; i--)); do
+    umount "${chroot_binds[$i]}" 2>/dev/null || umount -l "${chroot_binds[$i]}"
+  done
   if mountpoint -q "$root"; then
-    umount "$root" 2>/dev/null || { sleep 1; umount "$root" 2>/dev/null; } || { say "overlay busy: detaching it lazily"; umount -l "$root"; }
+    umount "$root" 2>/dev/null || { sleep 1; umount "$root" 2>/dev/null; } ||
+      { say "overlay busy: detaching it lazily"; umount -l "$root"; }
   fi
   rm -rf "$work"
   if [ -e "$work" ]; then say "could not remove $work"; else say "overlay unmounted and removed"; fi
@@ -71,7 +75,8 @@ trap 'exit 130' INT TERM
 # holds this overlay); no units enabled on this machine; no global npm packages of this machine; an empty
 # /var/log/journal makes the container's journal persistent.
 mkdir -p "$work"/{upper,work,root}
-opaque=(dev run tmp var/tmp nix etc/nix etc/cachectl etc/systemd/system var/lib/cachectl var/cache/cachectl var/log/journal
+opaque=(dev run tmp var/tmp nix etc/nix etc/cachectl etc/systemd/system var/lib/cachectl var/cache/cachectl
+  var/log/journal
   usr/local/lib/node_modules srv)
 for dir in "${opaque[@]}"; do
   mkdir -p "$work/upper/$dir"
@@ -85,11 +90,13 @@ say "overlay mounted at $root"
 for dir in proc sys dev; do mount --bind "/$dir" "$root/$dir"; chroot_binds+=("$root/$dir"); done
 printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d" && chmod 755 "$root/usr/sbin/policy-rc.d"
 apt_install() {
-  DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 nix-setup-systemd
+  DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -q --no-install-recommends \
+    -o DPkg::Lock::Timeout=600 nix-setup-systemd
 }
 if ! apt_install >"$work/apt.log" 2>&1; then
   chroot "$root" apt-get update -q >>"$work/apt.log" 2>&1 || true
-  apt_install >>"$work/apt.log" 2>&1 || { tail -n 20 "$work/apt.log" >&2; die "apt-get install nix-setup-systemd failed in the overlay"; }
+  apt_install >>"$work/apt.log" 2>&1 ||
+    { tail -n 20 "$work/apt.log" >&2; die "apt-get install nix-setup-systemd failed in the overlay"; }
 fi
 rm -f "$root/usr/sbin/policy-rc.d"
 for ((i = ${#chroot_binds[@]} - 1; i >= 0; i--)); do umount "${chroot_binds[$i]}"; done
@@ -127,7 +134,8 @@ boot() {
   # PID 1 of the container: the child of nspawn that is pid 1 in its own namespace.
   local leader='' deadline=$((SECONDS + 60))
   while [ -z "$leader" ]; do
-    kill -0 "$nspawn_pid" 2>/dev/null || { cat "$work/console-boot$boots.log" >&2; die "systemd-nspawn exited during boot $boots"; }
+    kill -0 "$nspawn_pid" 2>/dev/null ||
+      { cat "$work/console-boot$boots.log" >&2; die "systemd-nspawn exited during boot $boots"; }
     [ $SECONDS -lt $deadline ] || die "no PID 1 in the container after 60 s"
     for pid in $(pgrep -P "$nspawn_pid" || true); do
       grep -qE '^NSpid:\s+[0-9]+\s+1$' "/proc/$pid/status" 2>/dev/null && leader=$pid
@@ -137,7 +145,8 @@ boot() {
   # is-system-running --wait returns once start-up is over: running, or degraded when a unit failed.
   until state=$(nsenter --target "$leader" --all --root --wd -- systemctl is-system-running --wait 2>/dev/null) ||
     [ "$state" = degraded ]; do
-    [ $SECONDS -lt $deadline ] || die "systemd in the container did not finish starting in 60 s (state: ${state:-unknown})"
+    [ $SECONDS -lt $deadline ] ||
+      die "systemd in the container did not finish starting in 60 s (state: ${state:-unknown})"
     sleep 0.1
   done
   say "boot $boots: system $state"
@@ -147,7 +156,8 @@ boot() {
 wait_off() {
   local deadline=$((SECONDS + 60))
   while kill -0 "$nspawn_pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.05; done
-  kill -0 "$nspawn_pid" 2>/dev/null && { say "the machine did not power off in 60 s: killing it"; kill -KILL "$nspawn_pid"; }
+  kill -0 "$nspawn_pid" 2>/dev/null &&
+    { say "the machine did not power off in 60 s: killing it"; kill -KILL "$nspawn_pid"; }
   local rc=0
   wait "$nspawn_pid" || rc=$?
   nspawn_pid=

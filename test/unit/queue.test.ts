@@ -160,33 +160,36 @@ describe('queue', () => {
     assert.equal(row(file, P1)?.state, 'pending');
   });
 
-  it('retries a retryable failure after a capped, jittered, growing backoff, then dead-letters it with its error', () => {
-    const { queue, clock, file } = newQueue({ maxAttempts: 3 });
-    queue.paths.add([{ storePath: P1, source: 'hook', enqueuedAt: clock.now }]);
-    const waits: number[] = [];
-    for (let attempt = 1; attempt <= 3; attempt++) {
-      assert.deepEqual(queue.paths.claim(1, 5000), [P1], `attempt ${attempt}`);
-      const state = queue.paths.fail(P1, { code: 'CACHE_WRITE_FAILED', message: 'flaky' }, true);
-      if (attempt < 3) {
-        assert.equal(state, 'pending');
-        const next = row(file, P1)?.next_attempt_at ?? 0;
-        waits.push(next - clock.now);
-        assert.deepEqual(queue.paths.claim(1, 5000), [], 'not due before its backoff');
-        clock.now = next;
-      } else {
-        assert.equal(state, 'failed');
+  it(
+    'retries a retryable failure after a capped, jittered, growing backoff, then dead-letters it ' + 'with its error',
+    () => {
+      const { queue, clock, file } = newQueue({ maxAttempts: 3 });
+      queue.paths.add([{ storePath: P1, source: 'hook', enqueuedAt: clock.now }]);
+      const waits: number[] = [];
+      for (let attempt = 1; attempt <= 3; attempt++) {
+        assert.deepEqual(queue.paths.claim(1, 5000), [P1], `attempt ${attempt}`);
+        const state = queue.paths.fail(P1, { code: 'CACHE_WRITE_FAILED', message: 'flaky' }, true);
+        if (attempt < 3) {
+          assert.equal(state, 'pending');
+          const next = row(file, P1)?.next_attempt_at ?? 0;
+          waits.push(next - clock.now);
+          assert.deepEqual(queue.paths.claim(1, 5000), [], 'not due before its backoff');
+          clock.now = next;
+        } else {
+          assert.equal(state, 'failed');
+        }
       }
-    }
-    // random 0.5: three quarters of 1 s, then of 2 s
-    assert.deepEqual(waits, [750, 1500]);
-    const failed = row(file, P1);
-    assert.equal(failed?.state, 'failed');
-    assert.equal(failed?.last_error, 'CACHE_WRITE_FAILED: flaky (gave up after 3 attempts)');
-    assert.deepEqual(
-      queue.paths.failedPaths(10).map((f) => [f.storePath, f.attempts]),
-      [[P1, 3]],
-    );
-  });
+      // random 0.5: three quarters of 1 s, then of 2 s
+      assert.deepEqual(waits, [750, 1500]);
+      const failed = row(file, P1);
+      assert.equal(failed?.state, 'failed');
+      assert.equal(failed?.last_error, 'CACHE_WRITE_FAILED: flaky (gave up after 3 attempts)');
+      assert.deepEqual(
+        queue.paths.failedPaths(10).map((f) => [f.storePath, f.attempts]),
+        [[P1, 3]],
+      );
+    },
+  );
 
   it('fails a path at once when trying again cannot help, and retry gives it fresh attempts', () => {
     const { queue, clock, file } = newQueue();
