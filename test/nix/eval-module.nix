@@ -34,7 +34,9 @@ let
   module = import ../../nixos-module.nix { inherit lib pkgs config; };
   settings = builtins.fromJSON settingsJson;
   withSettings = options: values: builtins.mapAttrs
-    (name: declared: if (declared._type or null) == "option" then values.${name} or declared.default else withSettings declared (values.${name} or { }))
+    (name: declared:
+      if (declared._type or null) == "option" then values.${name} or declared.default
+      else withSettings declared (values.${name} or { }))
     options;
   config = {
     services.cachectl = withSettings module.options.services.cachectl settings;
@@ -42,11 +44,14 @@ let
   };
   resolve = value:
     if builtins.isAttrs value then
-      (if (value._type or null) == "if" then (if value.condition then resolve value.content else null) else builtins.mapAttrs (_: resolve) value)
+      (if (value._type or null) == "if" then (if value.condition then resolve value.content else null)
+       else builtins.mapAttrs (_: resolve) value)
     else if builtins.isList value then map resolve value
     else value;
   optionPaths = prefix: options: builtins.concatLists (map
-    (name: if (options.${name}._type or null) == "option" then [ "${prefix}${name}" ] else optionPaths "${prefix}${name}." options.${name})
+    (name:
+      if (options.${name}._type or null) == "option" then [ "${prefix}${name}" ]
+      else optionPaths "${prefix}${name}." options.${name})
     (builtins.attrNames options));
 in
 {
