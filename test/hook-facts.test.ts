@@ -5,14 +5,16 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { parseStorePath } from '../src/core/store-path.js';
 import { LocalStore } from '../src/nix/local-store.js';
-import { HOOK_INBOXES } from '../src/queue/schema.js';
-import { readSpool } from '../src/queue/spool.js';
+import { resolveConfig } from '../src/core/config.js';
+import { DEFAULT_QUEUE, ENV_NAMES } from '../src/core/options.js';
+import { HOOK_INBOXES, hookInboxFiles } from '../src/queue/schema.js';
+import { readSpool, spoolDirOf } from '../src/queue/spool.js';
 import { HOOK } from './helpers/daemon.js';
 import { runHook } from './helpers/hook.js';
 import { buildFixtures, requireNix, run, tempDir, testEnv } from './helpers/nix.js';
 
-// hook/post-build-hook is shell, and copies four facts from the TypeScript: the number of inbox files, the
-// store path grammar, the query for a derivation's outputs and the spool's line format. These tests run the
+// hook/post-build-hook is shell, and copies facts from the TypeScript: the queue's files and environment, the
+// number of inbox files, the store path grammar, the query for a derivation's outputs and the spool's lines. These tests run the
 // hook's own code against the TypeScript's, so a change to one side that the other lacks fails here.
 const hookSource = readFileSync(HOOK, 'utf8');
 
@@ -71,6 +73,20 @@ describe("the hook's copies of the TypeScript's facts", () => {
   it('picks one of HOOK_INBOXES inbox files by its pid', () => {
     const pick = hookPart(/^inbox=\$queue\.inbox\/\$\(\(\$\$ % (\d+)\)\)\.db$/m);
     assert.equal(Number(/% (\d+)/.exec(pick)?.[1]), HOOK_INBOXES);
+  });
+
+  it('reads the queue and the GC roots from the environment names and defaults the TypeScript uses', () => {
+    const queue = hookPart(/^queue=\$\{(\w+):-([^}]+)\}$/m);
+    assert.equal(queue, `queue=\${${ENV_NAMES.queue}:-${DEFAULT_QUEUE}}`);
+    const roots = hookPart(/^gc_roots=\$\{(\w+):-([^}]+)\}$/m);
+    assert.equal(roots, `gc_roots=\${${ENV_NAMES.gcRoots}:-$state/gcroots/cachectl}`);
+    assert.equal(hookPart(/^state=.*$/m), 'state=${NIX_STATE_DIR:-/nix/var/nix}');
+    assert.equal(resolveConfig({}, { NIX_STATE_DIR: '/state' }).gcRoots, '/state/gcroots/cachectl');
+    assert.equal(resolveConfig({}, {}).gcRoots, '/nix/var/nix/gcroots/cachectl');
+    // The spool and the inbox files beside the queue, named as the daemon names them.
+    assert.equal(hookPart(/^spool=.*$/m), 'spool=$queue.spool');
+    assert.equal(spoolDirOf('Q'), 'Q.spool');
+    assert.ok(hookInboxFiles('Q').every((file, n) => file === `Q.inbox/${n}.db`));
   });
 
   it('accepts exactly the store paths parseStorePath accepts', () => {
@@ -132,7 +148,7 @@ describe("the hook's copies of the TypeScript's facts", () => {
     const drv = `${STORE}/${HASH.replace('0', '1')}-unknown.drv`;
     assert.equal((await runHook(env, { OUT_PATHS: out })).code, 0);
     assert.equal((await runHook(env, { DRV_PATH: drv })).code, 0);
-    const spool = readSpool(`${queue}.spool`);
+    const spool = readSpool(spoolDirOf(queue));
     assert.deepEqual(spool.problems, []);
     assert.deepEqual(spool.entries.map((entry) => `${entry.kind} ${entry.path}`).sort(), [`drv ${drv}`, `out ${out}`]);
   });
