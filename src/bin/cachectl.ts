@@ -46,8 +46,13 @@ function withSettings(command: Command, keys: readonly OptionKey[]): Command {
 
 /** The settings among commander's values, by their keys in core/options.ts. */
 function settingsOf(flags: CommonFlags): ConfigFlags {
-  const settings: Record<string, unknown> = {};
-  for (const [key, spec] of Object.entries(OPTIONS)) settings[key] = flags[new Option(spec.flag).attributeName()];
+  const settings: Record<string, string | string[]> = {};
+  for (const [key, spec] of Object.entries(OPTIONS)) {
+    // A string, or a list for a repeatable flag (collect): what commander holds for a flag given.
+    const value = flags[new Option(spec.flag).attributeName()];
+    if (typeof value === 'string') settings[key] = value;
+    else if (Array.isArray(value)) settings[key] = value.map(String);
+  }
   return settings;
 }
 
