@@ -14,8 +14,9 @@ import { runHook } from './helpers/hook.js';
 import { buildFixtures, requireNix, run, tempDir, testEnv } from './helpers/nix.js';
 
 // hook/post-build-hook is shell, and copies facts from the TypeScript: the queue's files and environment, the
-// number of inbox files, the store path grammar, the query for a derivation's outputs and the spool's lines. These tests run the
-// hook's own code against the TypeScript's, so a change to one side that the other lacks fails here.
+// number of inbox files, the store path grammar, the query for a derivation's outputs and the spool's lines.
+// These tests run the hook's own code against the TypeScript's, so a change to one side that the other lacks
+// fails here.
 const hookSource = readFileSync(HOOK, 'utf8');
 
 /** A part of the hook's source, found by a pattern that must match exactly once. */

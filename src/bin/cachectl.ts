@@ -169,9 +169,8 @@ withSettings(
     .description(
       'Run the uploader: take the paths the post-build hook (or cachectl enqueue) queues and upload their closures, ' +
         'retrying failures, pausing while the cache is down or throttling. Logs JSON lines to stdout; speaks ' +
-        'sd_notify ' +
-        'under systemd (Type=notify). SIGTERM drains: uploads in flight finish (or go back to the queue), then it ' +
-        'exits 0.',
+        'sd_notify under systemd (Type=notify). SIGTERM drains: uploads in flight finish (or go back to the queue), ' +
+        'then it exits 0.',
     ),
   [...PUSH_SETTINGS, 'queue', 'gcRoots', 'metricsListen'],
 )
@@ -296,14 +295,11 @@ withSettings(
   program
     .command('gc')
     .description(
-      'Delete from the cache what nothing needs any more: narinfos outside the closures of the pins, of ' +
-        'recent uploads ' +
-        'and of what writers are uploading now, their NARs, orphaned NARs and logs. Safe while daemons and ' +
-        'pushes keep ' +
-        'uploading. An unreachable object is first marked, and deleted by a later run once marked for the ' +
-        'grace period. ' +
-        'When this machine has a queue (--queue), the summary of the run is kept there for cachectl status and the ' +
-        'metrics.',
+      'Delete from the cache what nothing needs any more: narinfos outside the closures of the pins, of recent ' +
+        'uploads and of what writers are uploading now, their NARs, orphaned NARs and logs. Safe while daemons and ' +
+        'pushes keep uploading. An unreachable object is first marked, and deleted by a later run once marked for ' +
+        'the grace period. When this machine has a queue (--queue), the summary of the run is kept there for ' +
+        'cachectl status and the metrics.',
     ),
   ['to', 'olderThan', 'grace', 'jobs', 'metadataCache', 'queue', 'config'],
 )

@@ -148,9 +148,8 @@ export class FileBackend implements CacheBackend {
       return new CachectlError(
         'CACHE_WRITE_FAILED',
         `cache ${this.displayUrl} is not writable here (${key}: ${(err as Error).message}); under ` +
-          `systemd/cachectl.service, a ` +
-          `file:// cache outside /var/lib/cachectl must exist and be named in a drop-in: ` +
-          `ReadWritePaths=${this.root} (docs/operating.md: Quick start on Debian)`,
+          `systemd/cachectl.service, a file:// cache outside /var/lib/cachectl must exist and be named in a ` +
+          `drop-in: ReadWritePaths=${this.root} (docs/operating.md: Quick start on Debian)`,
         { cause: err },
       );
     }

@@ -17,8 +17,7 @@ export function progressLine(progress: PushProgress, elapsedMs: number): string 
   const rate = elapsedMs > 0 ? (progress.narBytesDone / elapsedMs) * 1000 : 0;
   return (
     `paths ${progress.pathsDone}/${progress.pathsTotal}  ` +
-    `${formatBytes(progress.narBytesDone)}/${formatBytes(progress.narBytesTotal)}  ` +
-    `${formatBytes(rate)}/s`
+    `${formatBytes(progress.narBytesDone)}/${formatBytes(progress.narBytesTotal)}  ${formatBytes(rate)}/s`
   );
 }
 

@@ -48,9 +48,8 @@ export class Heartbeat {
     const rate = `${status.pathsPerSecond.toFixed(1)} paths/s`;
     const paused = status.pausedUntil !== undefined ? `; paused: ${status.pauseReason ?? ''}` : '';
     return (
-      `${status.state}: ${counts.pending + counts.inbox} pending, ${counts.uploading} uploading, ` +
-      `${counts.done} done, ` +
-      `${counts.failed} failed; ${rate}${paused}`
+      `${status.state}: ${counts.pending + counts.inbox} pending, ${counts.uploading} uploading, ${counts.done} ` +
+      `done, ${counts.failed} failed; ${rate}${paused}`
     );
   }
 }

@@ -81,9 +81,8 @@ export class LocalStore {
       if (typeof code !== 'string' || !code.startsWith('SQLITE_')) throw err;
       // A WAL database that no process has open has no -wal and -shm; even a read-only reader must create them.
       const fix = /^SQLITE_(CANTOPEN|READONLY)/.test(code)
-        ? `; while no Nix process has it open, reading it means creating ${this.dbPath}-wal and -shm: cachectl ` +
-          `needs write ` +
-          `access to ${dirname(this.dbPath)} (under systemd: ReadWritePaths=-${dirname(this.dbPath)}, as ` +
+        ? `; while no Nix process has it open, reading it means creating ${this.dbPath}-wal and -shm: cachectl needs ` +
+          `write access to ${dirname(this.dbPath)} (under systemd: ReadWritePaths=-${dirname(this.dbPath)}, as ` +
           `systemd/cachectl.service has)`
         : '';
       throw new CachectlError(

@@ -20,7 +20,7 @@ function newQueue(clock: { now: number }) {
 }
 
 describe('intake', () => {
-  it('takes the inbox and the spool in: built paths, derivations by their outputs, and says why it skips a line', () => {
+  it('takes the inbox and the spool in: built paths, derivations by their outputs, the rest skipped with why', () => {
     const clock = { now: 1_000 };
     const queue = newQueue(clock);
     const drv = path(3, 'app.drv');
