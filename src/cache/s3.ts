@@ -147,9 +147,9 @@ export class S3Backend implements CacheBackend {
   }
 
   /**
-   * Small objects (narinfos, small NARs) go out as one signed HTTP PUT, not through the SDK's middleware
-   * stack: that stack costs more CPU than the request itself, and a push is thousands of small PUTs. The
-   * credentials still come from the SDK's provider chain.
+   * Small objects (narinfos, small NARs) go out as one HTTP PUT, signed by the SDK's own signer
+   * (cache/put-signer.ts) but not sent through the SDK's middleware stack: that stack costs more CPU than the
+   * request itself, and a push is thousands of small PUTs. The credentials come from the SDK's provider chain.
    */
   async put(key: string, body: Buffer, contentType: string): Promise<void> {
     const url = new URL(`${this.objectBase}/${encodeKeyPath(this.key(key))}`);
