@@ -8,6 +8,7 @@ import {
   DEFAULT_JOBS,
   DEFAULT_OLDER_THAN,
   DEFAULT_QUEUE,
+  flagName,
   OPTIONS,
   type ConfigFlags,
   type OptionKey,
@@ -122,7 +123,7 @@ export function resolveConfig(
   };
   const duration = (key: 'olderThan' | 'grace', defaultText: string): number => {
     try {
-      return parseDuration(text(key) ?? defaultText, OPTIONS[key].flag.split(' ')[0] ?? key);
+      return parseDuration(text(key) ?? defaultText, flagName(OPTIONS[key]));
     } catch (err) {
       problems.push((err as Error).message);
       return 0;
