@@ -1,4 +1,5 @@
 import { setMaxListeners } from 'node:events';
+import { whenAborted } from '../core/abort.js';
 
 /** One object of the bucket, as a listing reports it. */
 export interface ObjectEntry {
@@ -36,24 +37,17 @@ export function requestSignal(signal: AbortSignal | undefined): AbortSignal {
  */
 export async function* untilAborted(body: AsyncIterable<Buffer>, signal: AbortSignal): AsyncGenerator<Buffer> {
   const iterator = body[Symbol.asyncIterator]();
-  let onAbort: () => void = () => undefined;
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => {
-      const reason: unknown = signal.reason;
-      reject(reason instanceof Error ? reason : new Error(String(reason)));
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-  aborted.catch(() => undefined);
+  const { aborted, dispose } = whenAborted(signal);
   try {
     for (;;) {
+      // Checked each time too: a body whose chunks are ready at once would win every race.
       signal.throwIfAborted();
       const next = await Promise.race([iterator.next(), aborted]);
       if (next.done === true) return;
       yield next.value;
     }
   } finally {
-    signal.removeEventListener('abort', onAbort);
+    dispose();
     // Not awaited: a stalled body may never answer.
     void iterator.return?.().catch(() => undefined);
   }

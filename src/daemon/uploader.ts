@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { whenAborted } from '../core/abort.js';
 import { CachectlError, errorText } from '../core/errors.js';
 import type { DaemonState } from '../queue/daemon-record.js';
 import { isDiskTrouble } from '../queue/database.js';
@@ -173,17 +174,15 @@ export class Uploader<Outcome extends BatchOutcome> {
     this.setState('uploading');
     const { signal, log } = this.options;
     const uploading = this.work.upload(roots, this.pause.jobs, signal);
-    const abandoned = new Promise<undefined>((resolve) => {
-      if (signal.aborted) resolve(undefined);
-      signal.addEventListener(
-        'abort',
-        () => {
-          resolve(undefined);
-        },
-        { once: true },
-      );
-    });
-    const outcome = await Promise.race([uploading, abandoned]);
+    const { aborted, dispose } = whenAborted(signal);
+    let outcome: Outcome | undefined;
+    try {
+      outcome = await Promise.race([uploading, aborted]);
+    } catch (err) {
+      if (!signal.aborted) throw err;
+    } finally {
+      dispose();
+    }
     if (outcome === undefined || signal.aborted) {
       // The abandoned uploads stop on the signal; whatever they still do is not waited for.
       uploading.catch(() => undefined);

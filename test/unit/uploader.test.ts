@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { getEventListeners } from 'node:events';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { CachectlError } from '../../src/core/errors.js';
@@ -155,6 +156,8 @@ describe('uploader loop', () => {
     ]);
     assert.deepEqual(h.states, ['idle', 'uploading', 'idle', 'draining']);
     assert.deepEqual(h.released, []);
+    // The signal lives as long as the daemon: a finished batch leaves no listener on it.
+    assert.equal(getEventListeners(h.controller.signal, 'abort').length, 0);
   });
 
   it('pauses on shared trouble: records the roots with the time it resumes, sleeps it out, then goes on', async () => {
