@@ -34,7 +34,7 @@ export class Heartbeat {
     } catch (err) {
       this.options.log.error({ err }, 'cannot write the heartbeat');
     }
-    const text = this.statusText();
+    const text = this.statusText(status);
     if (text !== this.lastStatusText && status.state !== 'starting') {
       this.lastStatusText = text;
       this.options.notifier?.notify({ STATUS: text });
@@ -42,9 +42,8 @@ export class Heartbeat {
   }
 
   /** One line for systemd's STATUS=: counts and rate. */
-  statusText(): string {
+  statusText(status: DaemonStatus = this.status()): string {
     const counts = this.queue.paths.counts();
-    const status = this.status();
     const rate = `${status.pathsPerSecond.toFixed(1)} paths/s`;
     const paused = status.pausedUntil !== undefined ? `; paused: ${status.pauseReason ?? ''}` : '';
     return (
