@@ -13,7 +13,8 @@ import { parseArgs } from 'node:util';
 import { Queue } from '../src/queue/queue.js';
 import { HOOK_INBOXES } from '../src/queue/schema.js';
 import { HOOK } from '../test/helpers/daemon.js';
-import { execFileAsync, tempDir, testEnv } from '../test/helpers/nix.js';
+import { tempDir, testEnv } from '../test/helpers/nix.js';
+import { buildTinyPaths } from './measure.js';
 import { quantile, renderHook, thisRun, writeResults, type HookResults } from './tables.js';
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '100' } } });
@@ -57,14 +58,9 @@ async function timeMany(
 async function main(): Promise<void> {
   const env = testEnv();
   // Distinct real outputs for the runs: input-addressed derivations, built once.
-  const expr = `builtins.genList (i: derivation { name = "cachectl-bench-hook-\${toString i}";
-    system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo \${toString i} > $out" ]; }) ${RUNS}`;
-  const outs = (await execFileAsync('nix-build', ['--no-out-link', '-E', expr], { env, maxBuffer: 1 << 24 })).stdout
-    .trim()
-    .split('\n');
-  const drvs = (await execFileAsync('nix-store', ['-q', '--deriver', ...outs], { env, maxBuffer: 1 << 24 })).stdout
-    .trim()
-    .split('\n');
+  const built = await buildTinyPaths('cachectl-bench-hook', RUNS);
+  const outs = built.map((path) => path.out);
+  const drvs = built.map((path) => path.drv);
 
   const rows: { case: string; concurrency: number; medianMs: number; p99Ms: number }[] = [];
   const record = (name: string, concurrency: number, times: number[]) => {

@@ -16,7 +16,7 @@ import { parseArgs } from 'node:util';
 import { HOOK, queueEnv, startDaemon, waitFor, type DaemonProcess } from '../test/helpers/daemon.js';
 import { CACHECTL, execFileAsync, REPO, tempDir, testEnv } from '../test/helpers/nix.js';
 import { startS3rver, type S3rver } from '../test/helpers/s3rver.js';
-import { measure, peakRssMb } from './measure.js';
+import { buildTinyPaths, measure, peakRssMb } from './measure.js';
 import { quantile, renderLatency, thisRun, writeResults, type LatencyResults } from './tables.js';
 
 const { values } = parseArgs({
@@ -44,18 +44,8 @@ function runHook(env: NodeJS.ProcessEnv, drvPath: string): Promise<void> {
 }
 
 /** `n` fresh tiny paths (and their derivations), built now. */
-async function buildTiny(n: number): Promise<{ out: string; drv: string }[]> {
-  const env = testEnv();
-  const nonce = `${Date.now()}-${Math.random().toString(36).slice(2)}`;
-  const expr = `builtins.genList (i: derivation { name = "cachectl-bench-latency-${nonce}-\${toString i}";
-    system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo \${toString i} > $out" ]; }) ${n}`;
-  const outs = (await execFileAsync('nix-build', ['--no-out-link', '-E', expr], { env, maxBuffer: 1 << 24 })).stdout
-    .trim()
-    .split('\n');
-  const drvs = (await execFileAsync('nix-store', ['-q', '--deriver', ...outs], { env, maxBuffer: 1 << 24 })).stdout
-    .trim()
-    .split('\n');
-  return outs.map((out, i) => ({ out, drv: drvs[i] as string }));
+function buildTiny(n: number): Promise<{ out: string; drv: string }[]> {
+  return buildTinyPaths(`cachectl-bench-latency-${Date.now()}-${Math.random().toString(36).slice(2)}`, n);
 }
 
 interface Target {

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { execFileAsync, testEnv } from '../test/helpers/nix.js';
 
 /** Peak RSS (VmHWM) of a running process, MB. */
 export function peakRssMb(pid: number): number {
@@ -38,4 +39,21 @@ export async function measure(
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   if (code !== 0) throw new Error(`${command} ${args.join(' ')} exited ${code}: ${stderr}`);
   return { seconds, peakRssMb: peak, stdout };
+}
+
+/**
+ * `n` tiny store paths built now, named `<name>-0` … (input-addressed: the same name builds the same paths
+ * again, a fresh one new paths), with their derivations.
+ */
+export async function buildTinyPaths(name: string, n: number): Promise<{ out: string; drv: string }[]> {
+  const env = testEnv();
+  const expr = `builtins.genList (i: derivation { name = "${name}-\${toString i}";
+    system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo \${toString i} > $out" ]; }) ${n}`;
+  const outs = (await execFileAsync('nix-build', ['--no-out-link', '-E', expr], { env, maxBuffer: 1 << 24 })).stdout
+    .trim()
+    .split('\n');
+  const drvs = (await execFileAsync('nix-store', ['-q', '--deriver', ...outs], { env, maxBuffer: 1 << 24 })).stdout
+    .trim()
+    .split('\n');
+  return outs.map((out, i) => ({ out, drv: drvs[i] ?? '' }));
 }
