@@ -21,7 +21,7 @@ let
 
   # What the daemon, the GC and pin read: cachectl's config keys.
   configFile = pkgs.writeText "cachectl.json" (builtins.toJSON ({
-    inherit (cfg) to jobs compression skipSignedBy;
+    inherit (cfg) to jobs compression narListing skipSignedBy;
     inherit (cfg.gc) olderThan grace;
     inherit queue gcRoots;
   } // (if cfg.metricsListen == null then { } else { inherit (cfg) metricsListen; })));
@@ -118,6 +118,12 @@ in
       type = types.enum [ "zstd" "xz" "none" ];
       default = "zstd";
       description = "NAR compression.";
+    };
+
+    narListing = mkOption {
+      type = types.bool;
+      default = true;
+      description = "Write each NAR's listing (<hash>.ls), which `nix store ls --store` reads.";
     };
 
     skipSignedBy = mkOption {

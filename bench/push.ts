@@ -30,16 +30,30 @@ const measure = async (command: string, args: string[], runEnv: NodeJS.ProcessEn
   return { seconds, peakRssMb };
 };
 
-/** The median of `RUNS` runs (by time), each with a fresh target from `prepare`. */
-async function median(prepare: () => string, run: (target: string) => Promise<Measurement>): Promise<Measurement> {
-  const results: Measurement[] = [];
+/**
+ * The median of `RUNS` runs (by time) of each of `runs`, each run with a fresh target from `prepare`. The runs
+ * alternate, so a change in the machine's speed meets them all alike.
+ */
+async function medians(
+  prepare: () => string,
+  runs: readonly ((target: string) => Promise<Measurement>)[],
+): Promise<Measurement[]> {
+  const results: Measurement[][] = runs.map(() => []);
   for (let i = 0; i < RUNS; i++) {
-    const target = prepare();
-    results.push(await run(target));
-    rmSync(target, { recursive: true, force: true });
+    for (const [which, run] of runs.entries()) {
+      const target = prepare();
+      results[which]?.push(await run(target));
+      rmSync(target, { recursive: true, force: true });
+    }
   }
-  results.sort((a, b) => a.seconds - b.seconds);
-  return results[Math.floor(results.length / 2)] as Measurement;
+  return results.map((measured) => {
+    measured.sort((a, b) => a.seconds - b.seconds);
+    return measured[Math.floor(measured.length / 2)] as Measurement;
+  });
+}
+
+async function median(prepare: () => string, run: (target: string) => Promise<Measurement>): Promise<Measurement> {
+  return (await medians(prepare, [run]))[0] as Measurement;
 }
 
 const freshDir = () => tempDir('bench');
@@ -76,9 +90,11 @@ async function main(): Promise<void> {
   const nixCopy = await median(freshDir, (dir) =>
     measure('nix', ['copy', '--to', `file://${dir}?compression=zstd`, bulk]),
   );
-  const push = await median(freshDir, (dir) =>
-    measure(process.execPath, [CACHECTL, 'push', '--to', `file://${dir}`, bulk]),
-  );
+  // With and without the NAR listing (made on the same pass over the files), alternately.
+  const [push, pushNoListing] = (await medians(freshDir, [
+    (dir) => measure(process.execPath, [CACHECTL, 'push', '--to', `file://${dir}`, bulk]),
+    (dir) => measure(process.execPath, [CACHECTL, 'push', '--nar-listing', 'false', '--to', `file://${dir}`, bulk]),
+  ])) as [Measurement, Measurement];
   rows.push({
     case: `big path (${(narSize / 1e6).toFixed(0)} MB NAR) to file://`,
     tool: 'floor: nix-store --dump, zstd -3 -T2, sha256sum (piped)',
@@ -88,14 +104,16 @@ async function main(): Promise<void> {
   });
   rows.push({ case: '', tool: 'nix copy (compression=zstd)', ...nixCopy, rate: mbPerS(nixCopy) });
   rows.push({ case: '', tool: 'cachectl push', ...push, rate: mbPerS(push) });
+  rows.push({ case: '', tool: 'cachectl push --nar-listing false', ...pushNoListing, rate: mbPerS(pushNoListing) });
 
   process.stderr.write('tiny paths: nix copy and cachectl to file://, cachectl to s3rver...\n');
   const tinyNix = await median(freshDir, (dir) =>
     measure('nix', ['copy', '--to', `file://${dir}?compression=zstd`, ...tiny]),
   );
-  const tinyFile = await median(freshDir, (dir) =>
-    measure(process.execPath, [CACHECTL, 'push', '--to', `file://${dir}`, ...tiny]),
-  );
+  const [tinyFile, tinyFileNoListing] = (await medians(freshDir, [
+    (dir) => measure(process.execPath, [CACHECTL, 'push', '--to', `file://${dir}`, ...tiny]),
+    (dir) => measure(process.execPath, [CACHECTL, 'push', '--nar-listing', 'false', '--to', `file://${dir}`, ...tiny]),
+  ])) as [Measurement, Measurement];
   const s3 = await startS3rver();
   // One untimed push first: s3rver's own JIT warm-up is not cachectl's cost (a real S3 is always warm).
   await measure(
@@ -172,6 +190,12 @@ async function main(): Promise<void> {
   rows.push({ case: '', tool: 'cachectl push to file://', ...tinyFile, rate: pathsPerS(tinyFile) });
   rows.push({
     case: '',
+    tool: 'cachectl push to file:// --nar-listing false',
+    ...tinyFileNoListing,
+    rate: pathsPerS(tinyFileNoListing),
+  });
+  rows.push({
+    case: '',
     tool:
       `cachectl push to s3rver (--jobs 16; s3rver used ` +
       `${Math.min(...serverCpu).toFixed(1)}-${Math.max(...serverCpu).toFixed(1)} CPU s)`,
@@ -182,6 +206,8 @@ async function main(): Promise<void> {
   const ratios = {
     bigVsNixCopy: nixCopy.seconds / push.seconds,
     bigVsFloor: push.seconds / floor.seconds,
+    bigListingCost: push.seconds / pushNoListing.seconds - 1,
+    tinyListingCost: tinyFile.seconds / tinyFileNoListing.seconds - 1,
     tinyS3PathsPerSecond: tiny.length / tinyS3.seconds,
     peakRssMb: Math.max(push.peakRssMb, tinyFile.peakRssMb, tinyS3.peakRssMb, bigFile.peakRssMb, bigS3.peakRssMb),
   };

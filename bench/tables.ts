@@ -20,7 +20,15 @@ export interface PushResults {
   narSize: number;
   runs: number;
   rows: { case: string; tool: string; seconds: number; rate: string; peakRssMb: number }[];
-  ratios: { bigVsNixCopy: number; bigVsFloor: number; tinyS3PathsPerSecond: number; peakRssMb: number };
+  ratios: {
+    bigVsNixCopy: number;
+    bigVsFloor: number;
+    /** the time the NAR listing adds, as a fraction of the time without it (absent from runs before listings) */
+    bigListingCost?: number;
+    tinyListingCost?: number;
+    tinyS3PathsPerSecond: number;
+    peakRssMb: number;
+  };
 }
 
 export interface GcRun {
@@ -81,6 +89,8 @@ const table = (head: string[], align: string[], rows: string[][]): string =>
 const ranOn = (r: { date: string; machine: Machine }) =>
   `Run ${r.date.slice(0, 10)} on ${r.machine.cpus} cores, Node ${r.machine.node}.`;
 
+const percent = (fraction: number) => `${(fraction * 100).toFixed(1)} %`;
+
 export function renderPush(r: PushResults): string {
   const rows = r.rows.map((row) => [
     row.case,
@@ -99,7 +109,11 @@ export function renderPush(r: PushResults): string {
     `${ranOn(r)} The big path: ${r.ratios.bigVsNixCopy.toFixed(2)}× faster than \`nix copy\` (target ≥ 1.5×) and ` +
       `${r.ratios.bigVsFloor.toFixed(2)}× the floor's time (target ≤ 1.25×); tiny paths to s3rver: ` +
       `${r.ratios.tinyS3PathsPerSecond.toFixed(0)} paths/s; cachectl's peak RSS: ${r.ratios.peakRssMb.toFixed(0)} ` +
-      `MB (target ≤ 200 MB).`,
+      `MB (target ≤ 200 MB).` +
+      (r.ratios.bigListingCost === undefined || r.ratios.tinyListingCost === undefined
+        ? ''
+        : ` NAR listings add ${percent(r.ratios.bigListingCost)} to the big path's time (target ≤ 5 %) and ` +
+          `${percent(r.ratios.tinyListingCost)} to the tiny paths'.`),
   ].join('\n');
 }
 

@@ -546,6 +546,7 @@ describe('operations: nixos-module.nix and default.nix', () => {
       credentialsFile: '/etc/cachectl/aws.env',
       jobs: 3,
       compression: 'xz',
+      narListing: false,
       skipSignedBy: ['cache.nixos.org-1'],
       metricsListen: '127.0.0.1:9108',
       gc: { enable: true, olderThan: '100h', grace: '2h', schedule: 'weekly', randomizedDelaySec: '30min' },

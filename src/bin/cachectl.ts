@@ -31,7 +31,15 @@ function collect(value: string, previous: string[] | undefined): string[] {
 }
 
 /** The settings each command takes, declared in core/options.ts. */
-const PUSH_SETTINGS: readonly OptionKey[] = ['to', 'secretKeyFiles', 'jobs', 'compression', 'skipSignedBy', 'config'];
+const PUSH_SETTINGS: readonly OptionKey[] = [
+  'to',
+  'secretKeyFiles',
+  'jobs',
+  'compression',
+  'narListing',
+  'skipSignedBy',
+  'config',
+];
 const QUEUE_SETTINGS: readonly OptionKey[] = ['queue', 'gcRoots', 'config'];
 const CACHE_SETTINGS: readonly OptionKey[] = ['to', 'config'];
 

@@ -84,4 +84,5 @@ export const CONTENT_TYPES = {
   nar: 'application/x-nix-nar',
   cacheInfo: 'text/x-nix-cache-info',
   log: 'text/plain; charset=utf-8',
+  listing: 'application/json',
 } as const;

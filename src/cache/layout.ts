@@ -4,9 +4,20 @@ import type { Compression } from '../core/narinfo.js';
 /** The bucket layout of DESIGN.md section 4. Keys derive only from validated hashes, never from names. */
 export const CACHE_INFO_KEY = 'nix-cache-info';
 export const NARINFO_SUFFIX = '.narinfo';
+export const LISTING_SUFFIX = '.ls';
 
 export function narInfoKey(hashPart: string): string {
   return `${hashPart}${NARINFO_SUFFIX}`;
+}
+
+/** The NAR listing of a path, beside its narinfo. */
+export function narListingKey(hashPart: string): string {
+  return `${hashPart}${LISTING_SUFFIX}`;
+}
+
+/** The build log of a derivation: `log/<drv base name>`, where `nix log --store` looks. */
+export function logKey(drvPath: string): string {
+  return `${LOG_PREFIX}${drvPath.slice(drvPath.lastIndexOf('/') + 1)}`;
 }
 
 export function narFileExtension(compression: Compression): string {
@@ -40,6 +51,7 @@ export const MARKS_KEY = 'cachectl/gc/marks';
 
 const NIX32 = '[0123456789abcdfghijklmnpqrsvwxyz]';
 const NARINFO_KEY = new RegExp(`^(${NIX32}{32})\\.narinfo$`);
+const LISTING_KEY = new RegExp(`^(${NIX32}{32})\\.ls$`);
 const NAR_KEY = /^nar\/[0-9a-z]+\.nar(\.[a-z0-9]+)?$/;
 const LOG_KEY = new RegExp(`^log/${NIX32}{32}-[A-Za-z0-9+._?=-]+\\.drv$`);
 /** names of pins and writer ids: no slashes, nothing hidden */
@@ -48,6 +60,11 @@ export const NAME_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
 /** The hash part a narinfo key is for, or undefined if the key is not a narinfo's. */
 export function narInfoHashPart(key: string): string | undefined {
   return NARINFO_KEY.exec(key)?.[1];
+}
+
+/** The hash part a listing key is for, or undefined if the key is not a listing's. */
+export function listingHashPart(key: string): string | undefined {
+  return LISTING_KEY.exec(key)?.[1];
 }
 
 export function isNarKey(key: string): boolean {

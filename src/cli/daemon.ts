@@ -24,7 +24,7 @@ export async function openDaemon(
 ): Promise<{ daemon: Daemon; close: () => void }> {
   const cacheUrl = requiredCacheUrl(config);
   const keys = await loadSecretKeys(config.secretKeyFiles);
-  const store = new LocalStore({ dbPath: config.nixDb });
+  const store = new LocalStore({ dbPath: config.nixDb, logDir: config.nixLogDir });
   const queue = Queue.open(config.queue);
   const backend = await openCache(cacheUrl, abandon);
   const notifier = systemdNotifier(env, (err) => {
@@ -38,6 +38,7 @@ export async function openDaemon(
     store,
     keys,
     compression: config.compression,
+    narListing: config.narListing,
     jobs: config.jobs,
     skipSignedBy: config.skipSignedBy,
     log,

@@ -7,7 +7,7 @@ import { Queue } from '../queue/queue.js';
 
 /** `cachectl enqueue PATH…`: what the hook does, for scripts and people. Returns the store paths queued. */
 export async function enqueueCommand(args: readonly string[], config: Config): Promise<string[]> {
-  const store = new LocalStore({ dbPath: config.nixDb });
+  const store = new LocalStore({ dbPath: config.nixDb, logDir: config.nixLogDir });
   try {
     const paths: string[] = [];
     for (const arg of args) paths.push(await resolveStorePath(arg, store.storeDir));

@@ -7,10 +7,13 @@ import { errorText } from '../core/errors.js';
 import { formatDuration } from '../core/duration.js';
 import { openCache } from '../cache/open.js';
 import { collectGarbage, type GcReport, type Tally } from '../gc/gc.js';
+import { KINDS, type ByKind } from '../gc/plan.js';
 import { MetaCache } from '../gc/meta-cache.js';
 import { Queue } from '../queue/queue.js';
 import type { GcRun } from '../queue/gc-runs.js';
 import { formatBytes } from './progress.js';
+
+const KIND_NAMES: ByKind<string> = { narinfos: 'narinfos', nars: 'NARs', logs: 'logs', listings: 'listings' };
 
 /** Where the parsed narinfos of a cache are kept between runs: one file per cache URL. */
 export function defaultMetadataCache(displayUrl: string, env: Readonly<Record<string, string | undefined>>): string {
@@ -60,7 +63,7 @@ export async function gcCommand(
       jobs: Math.max(config.jobs, 16),
       ...(onProgress === undefined ? {} : { onProgress }),
     });
-    const deleted = [report.deleted.narinfos, report.deleted.nars, report.deleted.logs];
+    const deleted = KINDS.map((kind) => report.deleted[kind]);
     onRun?.({
       cache: backend.displayUrl,
       finishedAt: Date.now(),
@@ -94,24 +97,19 @@ export async function gcCommand(
 
 export function formatGcReport(report: GcReport & { olderThan: string; grace: string }): string {
   const show = (tally: Tally, what: string) => `${tally.count} ${what} (${formatBytes(tally.bytes)})`;
+  const showAll = (tallies: ByKind<Tally>) => KINDS.map((kind) => show(tallies[kind], KIND_NAMES[kind])).join(', ');
   const { deleted, waiting } = report;
   const lines = [
-    `${report.dryRun ? 'would delete' : 'deleted'} ${show(deleted.narinfos, 'narinfos')}, ` +
-      `${show(deleted.nars, 'NARs')}, ${show(deleted.logs, 'logs')}, ` +
+    `${report.dryRun ? 'would delete' : 'deleted'} ${showAll(deleted)}, ` +
       `${deleted.leases} expired leases, ${deleted.sweepMarks} marks of stopped GCs` +
-      ` — ${formatBytes(deleted.narinfos.bytes + deleted.nars.bytes + deleted.logs.bytes)} ` +
+      ` — ${formatBytes(KINDS.reduce((sum, kind) => sum + deleted[kind].bytes, 0))} ` +
       `freed${report.dryRun ? ' (dry run: nothing deleted)' : ''}`,
     `kept ${report.reachable} of ${report.narinfos} narinfos: the closures of ${report.roots.pinned} pinned paths, ` +
       `${report.roots.recent} narinfos newer than ${report.olderThan}, ${report.roots.young} more newer than ` +
       `${report.grace} and ${report.roots.leased} paths writers hold`,
   ];
-  const waitingCount = waiting.narinfos.count + waiting.nars.count + waiting.logs.count;
-  if (waitingCount > 0) {
-    lines.push(
-      `marked, deleted once marked for ${report.grace}: ${show(waiting.narinfos, 'narinfos')}, ` +
-        `${show(waiting.nars, 'NARs')}, ${show(waiting.logs, 'logs')}`,
-    );
-  }
+  if (KINDS.some((kind) => waiting[kind].count > 0))
+    lines.push(`marked, deleted once marked for ${report.grace}: ${showAll(waiting)}`);
   if (report.young.count > 0)
     lines.push(`unreachable but younger than ${report.grace}, not marked yet: ${show(report.young, 'objects')}`);
   if (report.spared > 0)

@@ -21,7 +21,7 @@ export async function pushCommand(
   const started = Date.now();
   // Everything is checked before the first byte goes out: keys, paths, then the cache itself.
   const keys = await loadSecretKeys(config.secretKeyFiles);
-  const store = new LocalStore({ dbPath: config.nixDb });
+  const store = new LocalStore({ dbPath: config.nixDb, logDir: config.nixLogDir });
   const backend = await openCache(cacheUrl);
   const lease = new LeaseWriter(backend);
   try {
@@ -31,6 +31,7 @@ export async function pushCommand(
       backend,
       store,
       compression: config.compression,
+      narListing: config.narListing,
       keys,
       jobs: config.jobs,
       skipSignedBy: config.skipSignedBy,

@@ -17,6 +17,9 @@ import {
 
 export { CONFIG_KEYS, ENV_NAMES, type ConfigFlags } from './options.js';
 
+/** Where Nix keeps build logs unless NIX_LOG_DIR says otherwise. */
+export const DEFAULT_NIX_LOG_DIR = '/nix/var/log/nix';
+
 /** The options common to all commands, parsed once: flags, then environment, then config file, then defaults. */
 export interface Config {
   readonly cacheUrl: CacheUrl | undefined;
@@ -25,9 +28,13 @@ export interface Config {
   readonly gcRoots: string;
   /** the local store's database, where Nix keeps it: `$NIX_STATE_DIR/db/db.sqlite` */
   readonly nixDb: string;
+  /** where Nix keeps build logs: `$NIX_LOG_DIR`, or /nix/var/log/nix */
+  readonly nixLogDir: string;
   readonly secretKeyFiles: readonly string[];
   readonly jobs: number;
   readonly compression: Compression;
+  /** whether a NAR's listing (`<hash>.ls`) is written with it */
+  readonly narListing: boolean;
   /** key names whose signature marks a path as upstream's: not uploaded */
   readonly skipSignedBy: readonly string[];
   /** where the daemon serves /metrics and /healthz */
@@ -107,10 +114,10 @@ export function resolveConfig(
       return undefined;
     }
     if (spec.fileNumber === true && typeof value === 'number') return String(value);
-    if (spec.fileNumber !== true && typeof value === 'string') return value;
-    problems.push(
-      `config file ${file?.name ?? ''}: key ${key} must be a ${spec.fileNumber === true ? 'number' : 'string'}`,
-    );
+    if (spec.boolean === true && typeof value === 'boolean') return String(value);
+    if (spec.fileNumber !== true && spec.boolean !== true && typeof value === 'string') return value;
+    const type = spec.fileNumber === true ? 'number' : spec.boolean === true ? 'boolean' : 'string';
+    problems.push(`config file ${file?.name ?? ''}: key ${key} must be a ${type}`);
     return undefined;
   };
   const text = (key: OptionKey): string | undefined => {
@@ -172,6 +179,10 @@ export function resolveConfig(
     }
   }
 
+  const narListingText = text('narListing') ?? 'true';
+  if (narListingText !== 'true' && narListingText !== 'false')
+    problems.push(`nar-listing ${JSON.stringify(narListingText)} must be true or false`);
+
   const olderThanMs = duration('olderThan', DEFAULT_OLDER_THAN);
   const graceMs = duration('grace', DEFAULT_GRACE);
 
@@ -184,9 +195,11 @@ export function resolveConfig(
     queue: text('queue') ?? DEFAULT_QUEUE,
     gcRoots: text('gcRoots') ?? `${nixStateDir}/gcroots/cachectl`,
     nixDb: `${nixStateDir}/db/db.sqlite`,
+    nixLogDir: nonEmpty(env['NIX_LOG_DIR']) ?? DEFAULT_NIX_LOG_DIR,
     secretKeyFiles: Object.freeze([...keyFiles]),
     jobs,
     compression: compressionText as Compression,
+    narListing: narListingText !== 'false',
     skipSignedBy: Object.freeze([...skipSignedBy]),
     metricsListen,
     olderThanMs,

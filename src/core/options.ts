@@ -14,6 +14,8 @@ export interface OptionSpec {
   readonly listSeparator?: ':' | ' ';
   /** the config file may give it as a JSON number */
   readonly fileNumber?: true;
+  /** true or false; the config file may give it as a JSON boolean */
+  readonly boolean?: true;
   /** not a key of the config file (it names the file) */
   readonly notInFile?: true;
 }
@@ -65,6 +67,13 @@ export const OPTIONS = {
     env: 'CACHECTL_COMPRESSION',
     help: 'NAR compression: zstd, xz or none',
     defaultText: 'zstd',
+  },
+  narListing: {
+    flag: '--nar-listing <bool>',
+    env: 'CACHECTL_NAR_LISTING',
+    help: "write each NAR's listing (<hash>.ls, as nix copy's write-nar-listing=true), read by nix store ls: true or false",
+    defaultText: 'true',
+    boolean: true,
   },
   skipSignedBy: {
     flag: '--skip-signed-by <keyname>',

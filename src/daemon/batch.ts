@@ -49,6 +49,7 @@ export interface BatchWorkOptions {
   lease: LeaseWriter;
   keys: readonly SecretKey[];
   compression: Compression;
+  narListing: boolean;
   skipSignedBy: readonly string[];
   /** how long a claim holds before another start may take the path back */
   leaseMs: number;
@@ -155,11 +156,12 @@ async function pushBatch(
         options.log.warn({ storePath: root, err }, 'could not mark an uploaded path done yet');
       }
     };
-    const { backend, store, compression, keys, skipSignedBy, lease } = options;
+    const { backend, store, compression, narListing, keys, skipSignedBy, lease } = options;
     const push = await pushClosures(validRoots, {
       backend,
       store,
       compression,
+      narListing,
       keys,
       skipSignedBy,
       jobs,

@@ -29,6 +29,8 @@ export interface DaemonOptions {
   store: LocalStore;
   keys: readonly SecretKey[];
   compression: Compression;
+  /** whether NAR listings are written */
+  narListing: boolean;
   jobs: number;
   skipSignedBy: readonly string[];
   log: Logger;
@@ -73,6 +75,7 @@ export class Daemon {
       store,
       keys: options.keys,
       compression: options.compression,
+      narListing: options.narListing,
       skipSignedBy: options.skipSignedBy,
       log,
       paths: queue.paths,

@@ -1,11 +1,20 @@
 import { performance } from 'node:perf_hooks';
 import { mapLimit } from '../core/limit.js';
 import type { CacheBackend, ObjectEntry } from '../cache/backend.js';
-import { LEASES_PREFIX, LOG_PREFIX, MARKS_KEY, NAR_PREFIX, narInfoHashPart, SWEEPS_PREFIX } from '../cache/layout.js';
+import {
+  LEASES_PREFIX,
+  listingHashPart,
+  LOG_PREFIX,
+  MARKS_KEY,
+  NAR_PREFIX,
+  narInfoHashPart,
+  SWEEPS_PREFIX,
+} from '../cache/layout.js';
 import { leaseIsLive } from './lease.js';
 import type { MetaCache, NarInfoMeta } from './meta-cache.js';
 import {
   addTo,
+  byKind,
   countBroken,
   derivationOfLogKey,
   extendClosure,
@@ -20,6 +29,7 @@ import {
   sortListing,
   stillNeeded,
   tally,
+  type ByKind,
   type Tally,
 } from './plan.js';
 import { listAll, RootReader } from './roots.js';
@@ -55,9 +65,9 @@ export interface GcReport {
   /** narinfos in the closure of the roots */
   reachable: number;
   /** deleted, or with --dry-run what would be */
-  deleted: { narinfos: Tally; nars: Tally; logs: Tally; leases: number; sweepMarks: number };
+  deleted: ByKind<Tally> & { leases: number; sweepMarks: number };
   /** unreachable, marked, and waiting out the grace */
-  waiting: { narinfos: Tally; nars: Tally; logs: Tally };
+  waiting: ByKind<Tally>;
   /** unreachable but younger than the grace: not marked yet */
   young: Tally;
   /** objects that were to go but were protected again at the last check (a new lease or pin) */
@@ -145,10 +155,9 @@ export async function collectGarbage(options: GcOptions): Promise<GcReport> {
   }
   await writeMarks(backend, plan.marks, previousMarks.size > 0);
 
-  // 2. Sweep: narinfos referrers first, then the NARs and logs no narinfo left needs, then stale leases.
+  // 2. Sweep: narinfos referrers first, then the NARs, logs and listings no narinfo left needs, then stale leases.
   const { deletable } = plan;
-  const work =
-    deletable.narinfos.length + deletable.nars.length + deletable.logs.length + staleLeases.length + staleSweeps.length;
+  const work = KINDS.reduce((sum, kind) => sum + deletable[kind].length, 0) + staleLeases.length + staleSweeps.length;
   if (work === 0) return finish(report, startedAt, now);
   const sweeper = new Sweeper({ backend, protection, startedAt, listedAt, work, note });
   const deletedNarInfos = new Set<string>();
@@ -180,6 +189,16 @@ export async function collectGarbage(options: GcOptions): Promise<GcReport> {
       },
     );
     await sweeper.deleteAll(
+      deletable.listings,
+      (entry, current) => {
+        const hashPart = listingHashPart(entry.key) ?? '';
+        return needed.narInfos.has(hashPart) || current.reachable.has(hashPart);
+      },
+      (entry) => {
+        addTo(report.deleted.listings, entry);
+      },
+    );
+    await sweeper.deleteAll(
       [...staleLeases, ...staleSweeps],
       (entry, current) => (entry.key.startsWith(LEASES_PREFIX) ? current.liveLeaseKeys.has(entry.key) : false),
       (entry) =>
@@ -206,8 +225,8 @@ function emptyReport(cache: string, dryRun: boolean): GcReport {
     narinfos: 0,
     roots: { pinned: 0, recent: 0, young: 0, leased: 0 },
     reachable: 0,
-    deleted: { narinfos: tally(), nars: tally(), logs: tally(), leases: 0, sweepMarks: 0 },
-    waiting: { narinfos: tally(), nars: tally(), logs: tally() },
+    deleted: { ...byKind(tally), leases: 0, sweepMarks: 0 },
+    waiting: byKind(tally),
     young: tally(),
     spared: 0,
     brokenNarInfos: 0,

@@ -7,7 +7,15 @@ import { CachectlError, errorText } from '../core/errors.js';
 import { parseNarInfo } from '../core/narinfo.js';
 import { baseNameProblem } from '../core/store-path.js';
 import type { ObjectEntry } from '../cache/backend.js';
-import { CACHE_INFO_KEY, isLogKey, isNarKey, LOG_PREFIX, NAR_PREFIX, narInfoHashPart } from '../cache/layout.js';
+import {
+  CACHE_INFO_KEY,
+  isLogKey,
+  isNarKey,
+  listingHashPart,
+  LOG_PREFIX,
+  NAR_PREFIX,
+  narInfoHashPart,
+} from '../cache/layout.js';
 import type { NarInfoMeta } from './meta-cache.js';
 
 export interface Tally {
@@ -25,9 +33,14 @@ export function addTo(into: Tally, entry: ObjectEntry): void {
 }
 
 /** The kinds of object the GC collects. */
-export type Kind = 'narinfos' | 'nars' | 'logs';
-export const KINDS: readonly Kind[] = ['narinfos', 'nars', 'logs'];
+export type Kind = 'narinfos' | 'nars' | 'logs' | 'listings';
+export const KINDS: readonly Kind[] = ['narinfos', 'nars', 'logs', 'listings'];
 export type ByKind<T> = Record<Kind, T>;
+
+/** A value for each kind, each made anew. */
+export function byKind<T>(make: () => T): ByKind<T> {
+  return { narinfos: make(), nars: make(), logs: make(), listings: make() };
+}
 
 /** The bucket's objects by kind; keys outside the layout are foreign and never touched. */
 export interface Listing {
@@ -35,6 +48,8 @@ export interface Listing {
   narinfos: Map<string, ObjectEntry>;
   nars: ObjectEntry[];
   logs: ObjectEntry[];
+  /** NAR listings, `<hash>.ls` */
+  listings: ObjectEntry[];
   foreign: string[];
 }
 
@@ -44,10 +59,11 @@ export function sortListing(
   narList: readonly ObjectEntry[],
   logList: readonly ObjectEntry[],
 ): Listing {
-  const listing: Listing = { narinfos: new Map(), nars: [], logs: [], foreign: [] };
+  const listing: Listing = { narinfos: new Map(), nars: [], logs: [], listings: [], foreign: [] };
   for (const entry of top) {
     const hashPart = narInfoHashPart(entry.key);
     if (hashPart !== undefined) listing.narinfos.set(hashPart, entry);
+    else if (listingHashPart(entry.key) !== undefined) listing.listings.push(entry);
     else if (entry.key !== CACHE_INFO_KEY) listing.foreign.push(entry.key);
   }
   for (const entry of narList) {
@@ -165,11 +181,12 @@ export function planMarks(input: MarkInput): MarkPlan {
       (entry) => !liveNarKeys.has(entry.key) && !input.leasedNarHashes.has(narHashOfKey(entry.key)),
     ),
     logs: listing.logs.filter((entry) => !liveDerivers.has(derivationOfLogKey(entry.key))),
+    listings: listing.listings.filter((entry) => !reachable.has(listingHashPart(entry.key) ?? '')),
   };
   const plan: MarkPlan = {
     marks: new Map(),
-    deletable: { narinfos: [], nars: [], logs: [] },
-    waiting: { narinfos: tally(), nars: tally(), logs: tally() },
+    deletable: byKind(() => []),
+    waiting: byKind(tally),
     young: tally(),
   };
   for (const kind of KINDS) {
@@ -229,15 +246,16 @@ export function referrersFirst(
   return layers;
 }
 
-/** What the narinfos left after the narinfo deletes still need: their NARs and their derivers' logs. */
+/** What the narinfos left after the narinfo deletes still need: their NARs, listings and derivers' logs. */
 export function stillNeeded(
   metas: ReadonlyMap<string, NarInfoMeta>,
   deletedNarInfos: ReadonlySet<string>,
-): { narKeys: Set<string>; derivers: Set<string> } {
-  const remaining = [...metas].filter(([hashPart]) => !deletedNarInfos.has(hashPart)).map(([, meta]) => meta);
+): { narKeys: Set<string>; derivers: Set<string>; narInfos: Set<string> } {
+  const remaining = [...metas].filter(([hashPart]) => !deletedNarInfos.has(hashPart));
   return {
-    narKeys: new Set(remaining.flatMap((meta) => meta.url ?? [])),
-    derivers: new Set(remaining.flatMap((meta) => meta.deriver ?? [])),
+    narKeys: new Set(remaining.flatMap(([, meta]) => meta.url ?? [])),
+    derivers: new Set(remaining.flatMap(([, meta]) => meta.deriver ?? [])),
+    narInfos: new Set(remaining.map(([hashPart]) => hashPart)),
   };
 }
 

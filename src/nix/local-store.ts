@@ -4,6 +4,8 @@ import Database from 'better-sqlite3';
 import { CachectlError } from '../core/errors.js';
 import { parseSha256 } from '../core/hash.js';
 import { DEFAULT_STORE_DIR } from '../core/store-path.js';
+import { DEFAULT_NIX_LOG_DIR } from '../core/config.js';
+import { findBuildLog, type BuildLog } from './build-log.js';
 
 export const DEFAULT_NIX_DB = '/nix/var/nix/db/db.sqlite';
 
@@ -44,11 +46,18 @@ const CLOSURE_SQL = `
 export class LocalStore {
   readonly storeDir: string;
   private readonly dbPath: string;
+  private readonly logDir: string;
   private db: Database.Database | undefined;
 
-  constructor(options: { dbPath?: string; storeDir?: string } = {}) {
+  constructor(options: { dbPath?: string; storeDir?: string; logDir?: string } = {}) {
     this.dbPath = options.dbPath ?? DEFAULT_NIX_DB;
     this.storeDir = options.storeDir ?? DEFAULT_STORE_DIR;
+    this.logDir = options.logDir ?? DEFAULT_NIX_LOG_DIR;
+  }
+
+  /** The log Nix kept of building `drvPath`, if it kept one. */
+  buildLog(drvPath: string): BuildLog | undefined {
+    return findBuildLog(this.logDir, drvPath);
   }
 
   close(): void {

@@ -10,6 +10,7 @@ import {
   narRegularTrailer,
   narSymlink,
 } from '../core/nar.js';
+import type { NarListing } from '../core/nar-listing.js';
 
 const SLASH = Buffer.from('/');
 /** Small pieces are gathered up to this size, so hashing and compression see few large chunks. */
@@ -17,8 +18,10 @@ const CHUNK_BYTES = 256 * 1024;
 /** Files up to this size are read whole; larger ones in pieces of this size. */
 const READ_BYTES = 1024 * 1024;
 
-/** Gathers small buffers into chunks of at least CHUNK_BYTES. */
+/** Gathers small buffers into chunks of at least CHUNK_BYTES, counting every byte of the NAR. */
 class Gather {
+  /** bytes of the NAR so far, gathered or passed by */
+  offset = 0;
   private parts: Buffer[] = [];
   private size = 0;
 
@@ -26,6 +29,12 @@ class Gather {
     if (bytes.length === 0) return;
     this.parts.push(bytes);
     this.size += bytes.length;
+    this.offset += bytes.length;
+  }
+
+  /** Counts a piece that goes out on its own, after what was gathered. */
+  passBy(bytes: Buffer): void {
+    this.offset += bytes.length;
   }
 
   get full(): boolean {
@@ -49,11 +58,13 @@ class Gather {
  * based reads took 1.1-1.4 s against 0.2 s for the same reads done synchronously (each async call is a
  * thread-pool round trip). The generator yields every CHUNK_BYTES, so the event loop is held only for as long
  * as it takes to read one chunk's worth of files.
+ *
+ * With `listing`, the NAR's listing is written into it on the way (nothing is read twice).
  */
-export async function* dumpNar(path: string): AsyncGenerator<Buffer> {
+export async function* dumpNar(path: string, listing?: NarListing): AsyncGenerator<Buffer> {
   const out = new Gather();
   out.add(NAR_MAGIC);
-  yield* dumpNode(Buffer.from(path), lstatOrFail(Buffer.from(path)), out);
+  yield* dumpNode(Buffer.from(path), lstatOrFail(Buffer.from(path)), out, listing);
   const rest = out.take();
   if (rest !== undefined) yield rest;
 }
@@ -76,23 +87,33 @@ function unreadable(path: Buffer, err: unknown): CachectlError {
   });
 }
 
-async function* dumpNode(path: Buffer, stats: Stats, out: Gather): AsyncGenerator<Buffer> {
+async function* dumpNode(
+  path: Buffer,
+  stats: Stats,
+  out: Gather,
+  listing: NarListing | undefined,
+): AsyncGenerator<Buffer> {
   if (stats.isSymbolicLink()) {
-    out.add(narSymlink(attempt(path, () => readlinkSync(path, { encoding: 'buffer' }))));
+    const target = attempt(path, () => readlinkSync(path, { encoding: 'buffer' }));
+    out.add(narSymlink(target));
+    listing?.symlink(target);
   } else if (stats.isFile()) {
-    yield* dumpRegular(path, stats, out);
+    yield* dumpRegular(path, stats, out, listing);
   } else if (stats.isDirectory()) {
     out.add(NAR_DIRECTORY_OPEN);
+    listing?.openDirectory();
     const names = attempt(path, () => readdirSync(path, { encoding: 'buffer' }));
     names.sort((a, b) => Buffer.compare(a, b));
     for (const name of names) {
       const child = Buffer.concat([path, SLASH, name]);
       out.add(narEntryOpen(name));
-      yield* dumpNode(child, lstatOrFail(child), out);
+      listing?.entry(name);
+      yield* dumpNode(child, lstatOrFail(child), out, listing);
       out.add(NAR_ENTRY_CLOSE);
       if (out.full) yield out.take() as Buffer;
     }
     out.add(NAR_CLOSE);
+    listing?.closeDirectory();
   } else {
     throw new CachectlError(
       'NAR_UNREADABLE',
@@ -102,9 +123,16 @@ async function* dumpNode(path: Buffer, stats: Stats, out: Gather): AsyncGenerato
   if (out.full) yield out.take() as Buffer;
 }
 
-async function* dumpRegular(path: Buffer, stats: Stats, out: Gather): AsyncGenerator<Buffer> {
+async function* dumpRegular(
+  path: Buffer,
+  stats: Stats,
+  out: Gather,
+  listing: NarListing | undefined,
+): AsyncGenerator<Buffer> {
   const size = stats.size;
-  out.add(narRegularHeader((stats.mode & 0o100) !== 0, size));
+  const executable = (stats.mode & 0o100) !== 0;
+  out.add(narRegularHeader(executable, size));
+  listing?.regular(size, executable, out.offset);
   const fd = attempt(path, () => openSync(path, 'r'));
   try {
     let offset = 0;
@@ -119,6 +147,7 @@ async function* dumpRegular(path: Buffer, stats: Stats, out: Gather): AsyncGener
         // A large piece goes out on its own rather than being copied into a gathered chunk.
         const before = out.take();
         if (before !== undefined) yield before;
+        out.passBy(piece);
         yield piece;
       } else {
         out.add(piece);

@@ -9,6 +9,7 @@ import { CONTENT_TYPES } from '../cache/backend.js';
 import { narKey } from '../cache/layout.js';
 import type { PathInfo } from '../nix/local-store.js';
 import { dumpNar } from '../nix/nar-dump.js';
+import { NarListing } from '../core/nar-listing.js';
 import { compress } from './compress.js';
 
 /** NARs up to this size are compressed into memory and uploaded in one request. */
@@ -26,23 +27,27 @@ export interface UploadedNar {
   fileHash: Buffer;
   fileSize: number;
   narSize: number;
+  /** the NAR's listing (`<hash>.ls`), when asked for */
+  listing?: Buffer;
 }
 
 /**
  * Streams the NAR of `info.path` to `nar/<NarHash>…`: dump → sha256 → compress → sha256 → upload, never whole
  * in memory. The NarHash computed on the way must equal the store's, or the stream fails at its end and the
- * backend publishes nothing: a corrupt store path is refused, not uploaded.
+ * backend publishes nothing: a corrupt store path is refused, not uploaded. With `withListing`, the NAR's listing
+ * is made on the way.
  */
 export async function uploadNar(
   backend: CacheBackend,
   info: PathInfo,
-  compression: Compression,
-  onNarBytes: (bytes: number) => void = () => undefined,
+  options: { compression: Compression; withListing: boolean; onNarBytes?: (bytes: number) => void },
 ): Promise<UploadedNar> {
+  const { compression, onNarBytes = () => undefined } = options;
+  const listing = options.withListing ? new NarListing() : undefined;
   let narSize = 0;
   const checkedNar = async function* (): AsyncGenerator<Buffer> {
     const narHash = createHash('sha256');
-    for await (const chunk of dumpNar(info.path)) {
+    for await (const chunk of dumpNar(info.path, listing)) {
       narHash.update(chunk);
       narSize += chunk.length;
       onNarBytes(chunk.length);
@@ -78,7 +83,9 @@ export async function uploadNar(
     const sizeHint = Math.ceil(info.narSize * 1.01) + 1024 * 1024;
     await backend.putStream(key, counted(), CONTENT_TYPES.nar, sizeHint);
   }
-  return { key, compression, fileHash: fileHash.digest(), fileSize, narSize };
+  const nar: UploadedNar = { key, compression, fileHash: fileHash.digest(), fileSize, narSize };
+  if (listing !== undefined) nar.listing = listing.bytes();
+  return nar;
 }
 
 /** The narinfo for an uploaded NAR: the store's signatures, plus one per key. */

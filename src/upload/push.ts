@@ -5,9 +5,17 @@ import type { SecretKey } from '../core/signing.js';
 import { Limiter, mapLimit } from '../core/limit.js';
 import type { CacheBackend } from '../cache/backend.js';
 import { CONTENT_TYPES } from '../cache/backend.js';
-import { CACHE_INFO_KEY, cacheInfoStoreDir, narInfoKey, renderCacheInfo } from '../cache/layout.js';
+import {
+  CACHE_INFO_KEY,
+  cacheInfoStoreDir,
+  logKey,
+  narInfoKey,
+  narListingKey,
+  renderCacheInfo,
+} from '../cache/layout.js';
 import { findPresent } from '../cache/present.js';
 import { waitOutSweeps, type LeaseWriter } from '../gc/lease.js';
+import { readBuildLog } from '../nix/build-log.js';
 import type { LocalStore, PathInfo } from '../nix/local-store.js';
 import { LARGE_NAR_BYTES, makeNarInfo, uploadNar } from './pipeline.js';
 
@@ -22,6 +30,8 @@ export interface PushOptions {
   backend: CacheBackend;
   store: LocalStore;
   compression: Compression;
+  /** whether each NAR's listing (`<hash>.ls`) goes up with it, before its narinfo */
+  narListing: boolean;
   keys: readonly SecretKey[];
   /** NARs uploaded at once */
   jobs: number;
@@ -74,6 +84,8 @@ export interface PushResult {
   failed: PushFailure[];
   narBytes: number;
   fileBytes: number;
+  /** build logs uploaded (`log/<drv>`), one per derivation whose log Nix kept */
+  logs: number;
 }
 
 export function newProgress(): PushProgress {
@@ -131,6 +143,7 @@ export async function pushClosures(roots: readonly string[], options: PushOption
       failed: [],
       narBytes: 0,
       fileBytes: 0,
+      logs: 0,
     };
     const rootSet = new Set(roots);
     // A root's narinfo goes up after those of its whole closure. Without a sweep seen since the lease was written
@@ -192,12 +205,33 @@ async function publishPaths(
   const largeLimiter = new Limiter(LARGE_NARS_AT_ONCE);
   let cacheFailure: CachectlError | undefined;
   const publishing = new Map<string, Promise<void>>();
+  // Outputs of one derivation share its log: it goes up once.
+  const logsUploading = new Map<string, Promise<void>>();
+  const uploadLog = (drvPath: string): Promise<void> => {
+    let uploading = logsUploading.get(drvPath);
+    if (uploading === undefined) {
+      uploading = uploadBuildLog(options, drvPath, result);
+      logsUploading.set(drvPath, uploading);
+    }
+    return uploading;
+  };
   const publish = async (info: PathInfo): Promise<void> => {
     const upload = () =>
       limiter.run(async () => {
         if (cacheFailure !== undefined) throw cacheFailure;
         options.signal?.throwIfAborted();
-        return uploadNar(backend, info, options.compression, (bytes) => (progress.narBytesDone += bytes));
+        const nar = await uploadNar(backend, info, {
+          compression: options.compression,
+          withListing: options.narListing,
+          onNarBytes: (bytes) => (progress.narBytesDone += bytes),
+        });
+        // The listing and the log, like the NAR, go up before the narinfo that makes the path visible.
+        const extras: Promise<void>[] = [];
+        if (nar.listing !== undefined)
+          extras.push(backend.put(narListingKey(hashPartOf(info.path)), nar.listing, CONTENT_TYPES.listing));
+        if (info.deriver !== undefined) extras.push(uploadLog(info.deriver));
+        await Promise.all(extras);
+        return nar;
       });
     // A large NAR waits for a large slot before it takes a job slot, so small NARs are never held up by it.
     const nar = await (info.narSize > LARGE_NAR_BYTES ? largeLimiter.run(upload) : upload());
@@ -232,6 +266,16 @@ async function publishPaths(
   }
   await Promise.allSettled(publishing.values());
   return narKeys;
+}
+
+/** Uploads the log Nix kept of building `drvPath` to `log/<drv base name>`, if it kept one. */
+async function uploadBuildLog(options: PushOptions, drvPath: string, result: PushResult): Promise<void> {
+  const log = options.store.buildLog(drvPath);
+  if (log === undefined) return;
+  // Stored as plain text: Nix reads a file:// log as it is, and an HTTP one through its Content-Type alone.
+  const sizeHint = log.compressed ? log.fileBytes * 20 : log.fileBytes;
+  await options.backend.putStream(logKey(drvPath), readBuildLog(log), CONTENT_TYPES.log, sizeHint);
+  result.logs += 1;
 }
 
 /** The report of `path` failing with `err` itself (not through a reference). */

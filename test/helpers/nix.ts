@@ -88,7 +88,18 @@ export function requireNix(): void {
 }
 
 export type Fixture =
-  'tiny' | 'lib' | 'app' | 'top' | 'multi.out' | 'multi.dev' | 'tree' | 'symroot' | 'execroot' | 'big' | 'chain';
+  | 'tiny'
+  | 'lib'
+  | 'app'
+  | 'top'
+  | 'multi.out'
+  | 'multi.dev'
+  | 'tree'
+  | 'listed'
+  | 'symroot'
+  | 'execroot'
+  | 'big'
+  | 'chain';
 
 /** Builds fixtures (test/fixtures/closures.nix) and returns their store paths. A nonce gives fresh paths. */
 export async function buildFixtures<T extends Fixture>(

@@ -341,6 +341,7 @@ describe('configuration', () => {
       secretKeyFiles: ['/k'],
       jobs: 2,
       compression: 'none',
+      narListing: false,
       skipSignedBy: ['cache.nixos.org-1'],
       metricsListen: '9108',
       olderThan: '1h',
@@ -356,12 +357,21 @@ describe('configuration', () => {
         config.secretKeyFiles,
         config.jobs,
         config.compression,
+        config.narListing,
         config.skipSignedBy,
         config.metricsListen?.port,
         config.metadataCache,
       ],
-      ['/q.db', '/r', ['/k'], 2, 'none', ['cache.nixos.org-1'], 9108, '/m.db'],
+      ['/q.db', '/r', ['/k'], 2, 'none', false, ['cache.nixos.org-1'], 9108, '/m.db'],
     );
+  });
+  it('takes a true or false: from a flag, the environment, or a JSON boolean in the file', () => {
+    assert.equal(resolveConfig({}, {}).narListing, true);
+    assert.equal(resolveConfig({ narListing: 'false' }, {}).narListing, false);
+    assert.equal(resolveConfig({}, { CACHECTL_NAR_LISTING: 'false' }).narListing, false);
+    assertCode(() => resolveConfig({ narListing: 'no' }, {}), 'CONFIG_INVALID', /nar-listing "no" must be true or/);
+    const file = { name: 'c.json', text: JSON.stringify({ narListing: 'false' }) };
+    assertCode(() => resolveConfig({}, {}, file), 'CONFIG_INVALID', /key narListing must be a boolean/);
   });
   it('rejects job counts outside 1..256', () => {
     for (const jobs of ['0', '-1', '1.5', 'x', '257'])

@@ -42,9 +42,13 @@ function narKey(name: string): string {
   return `nar/${name.repeat(52)}.nar.zst`;
 }
 
-/** A bucket of narinfos, their NARs and logs, as the GC lists and reads it. */
-function bucket(paths: Record<string, PathSpec>, extra: { logs?: Record<string, number>; foreign?: string[] } = {}) {
+/** A bucket of narinfos, their NARs, logs and listings (by path name), as the GC lists and reads it. */
+function bucket(
+  paths: Record<string, PathSpec>,
+  extra: { logs?: Record<string, number>; listings?: Record<string, number>; foreign?: string[] } = {},
+) {
   const top: ObjectEntry[] = [entry('nix-cache-info', 2000)];
+  for (const [name, age] of Object.entries(extra.listings ?? {})) top.push(entry(`${hashOf(name)}.ls`, age));
   const nars: ObjectEntry[] = [];
   const logs: ObjectEntry[] = Object.entries(extra.logs ?? {}).map(([drv, age]) => entry(`log/${drv}`, age));
   const metas = new Map<string, NarInfoMeta>();
@@ -82,9 +86,10 @@ function plan(
     leasedNars?: string[];
     marked?: Record<string, number>;
     logs?: Record<string, number>;
+    listings?: Record<string, number>;
   } = {},
 ) {
-  const { listing, metas } = bucket(paths, { logs: options.logs ?? {} });
+  const { listing, metas } = bucket(paths, { logs: options.logs ?? {}, listings: options.listings ?? {} });
   const graceStart = NOW - GRACE;
   const fixed = fixedRoots(listing.narinfos, metas, { olderThan: NOW - OLDER_THAN, graceStart });
   const reachable = new Set<string>();
@@ -296,7 +301,7 @@ describe('GC plan', () => {
       });
     }
 
-    it('keeps the NARs and logs of the narinfos left, and only those', () => {
+    it('keeps the NARs, logs and listings of the narinfos left, and only those', () => {
       const metas = new Map<string, NarInfoMeta>([
         [hashOf('a'), { references: [], url: narKey('a'), deriver: 'a.drv' }],
         [hashOf('b'), { references: [], url: narKey('b'), deriver: 'b.drv' }],
@@ -304,6 +309,26 @@ describe('GC plan', () => {
       const needed = stillNeeded(metas, new Set([hashOf('b')]));
       assert.deepEqual([...needed.narKeys], [narKey('a')]);
       assert.deepEqual([...needed.derivers], ['a.drv']);
+      assert.deepEqual([...needed.narInfos], [hashOf('a')]);
+    });
+
+    it('marks a listing with its narinfo, orphan listings too, and keeps those of reachable paths', () => {
+      const result = plan(
+        { a: { age: 1, refs: ['b'] }, b: { age: 800 }, c: { age: 800 } },
+        {
+          listings: { a: 1, b: 800, c: 800, d: 800, e: 800 },
+          leased: ['e'],
+          marked: Object.fromEntries(['a', 'b', 'c', 'd', 'e'].map((name) => [`${hashOf(name)}.ls`, 700])),
+        },
+      );
+      // a is recent and reaches b; c's narinfo is not reachable; d has no narinfo; e is leased (not published yet)
+      assert.equal(keyNames(result.deletable.listings), 'c d');
+      assert.equal(
+        result.deletable.listings.every((e) => e.key.endsWith('.ls')),
+        true,
+      );
+      assert.equal(keyNames(result.deletable.narinfos), '');
+      assert.equal(result.waiting.narinfos.count, 1, "c's narinfo, marked only now");
     });
   });
 
@@ -314,6 +339,12 @@ describe('GC plan', () => {
       assert.equal(listing.nars.length, 1);
       assert.equal(listing.logs.length, 1);
       assert.deepEqual(listing.foreign.sort(), ['index.html', 'nar/README']);
+      const withListings = bucket({}, { listings: { a: 1 }, foreign: [`${hashOf('b')}.ls.tmp`, 'x.ls'] }).listing;
+      assert.deepEqual(
+        withListings.listings.map((e) => e.key),
+        [`${hashOf('a')}.ls`],
+      );
+      assert.deepEqual(withListings.foreign.sort(), [`${hashOf('b')}.ls.tmp`, 'x.ls']);
       assert.deepEqual(sortListing([], [], [entry('log/x.txt', 1)]).foreign, ['log/x.txt']);
       const withStrayNar = sortListing([], [entry('nar/README', 1)], []);
       assert.deepEqual(withStrayNar.foreign, ['nar/README']);
