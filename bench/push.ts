@@ -1,7 +1,8 @@
 /**
  * bench/push: `cachectl push` against `nix copy` and against the floor `nix-store --dump | zstd -3 -T2 |
  * sha256sum`, in the same run on the same machine, for a ~300 MB store path of real files and for 1,000 tiny
- * paths (file:// and s3rver). Prints a table and writes bench/results/push.json.
+ * paths (file:// and s3rver), each with and without NAR listings. Prints a table and writes
+ * bench/results/push.json.
  *
  *   npm run bench:push [-- --mb 300 --tiny 1000 --runs 3]
  */
@@ -107,9 +108,10 @@ async function main(): Promise<void> {
   rows.push({ case: '', tool: 'cachectl push --nar-listing false', ...pushNoListing, rate: mbPerS(pushNoListing) });
 
   process.stderr.write('tiny paths: nix copy and cachectl to file://, cachectl to s3rver...\n');
-  const tinyNix = await median(freshDir, (dir) =>
-    measure('nix', ['copy', '--to', `file://${dir}?compression=zstd`, ...tiny]),
-  );
+  const [tinyNix, tinyNixListing] = (await medians(freshDir, [
+    (dir) => measure('nix', ['copy', '--to', `file://${dir}?compression=zstd`, ...tiny]),
+    (dir) => measure('nix', ['copy', '--to', `file://${dir}?compression=zstd&write-nar-listing=true`, ...tiny]),
+  ])) as [Measurement, Measurement];
   const [tinyFile, tinyFileNoListing] = (await medians(freshDir, [
     (dir) => measure(process.execPath, [CACHECTL, 'push', '--to', `file://${dir}`, ...tiny]),
     (dir) => measure(process.execPath, [CACHECTL, 'push', '--nar-listing', 'false', '--to', `file://${dir}`, ...tiny]),
@@ -187,6 +189,12 @@ async function main(): Promise<void> {
   await s3.stop();
 
   rows.push({ case: `${tiny.length} tiny paths`, tool: 'nix copy to file://', ...tinyNix, rate: pathsPerS(tinyNix) });
+  rows.push({
+    case: '',
+    tool: 'nix copy to file:// (write-nar-listing=true)',
+    ...tinyNixListing,
+    rate: pathsPerS(tinyNixListing),
+  });
   rows.push({ case: '', tool: 'cachectl push to file://', ...tinyFile, rate: pathsPerS(tinyFile) });
   rows.push({
     case: '',

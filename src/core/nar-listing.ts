@@ -9,60 +9,53 @@
  * contents start in the NAR.
  */
 export class NarListing {
-  private readonly parts: Buffer[] = [Buffer.from('{"version":1,"root":')];
+  /** the listing so far, one character per byte (latin1), so names of any encoding pass through unchanged */
+  private readonly parts: string[] = ['{"version":1,"root":'];
   /** per open directory: whether an entry was written yet (for the commas) */
   private readonly openDirectories: boolean[] = [];
 
   regular(size: number, executable: boolean, narOffset: number): void {
     const mode = executable ? ',"executable":true' : '';
-    this.parts.push(Buffer.from(`{"type":"regular","size":${size}${mode},"narOffset":${narOffset}}`));
+    this.parts.push(`{"type":"regular","size":${size}${mode},"narOffset":${narOffset}}`);
   }
 
   symlink(target: Buffer): void {
-    this.parts.push(Buffer.from('{"type":"symlink","target":'), jsonString(target), Buffer.from('}'));
+    this.parts.push(`{"type":"symlink","target":${jsonString(target)}}`);
   }
 
   openDirectory(): void {
-    this.parts.push(Buffer.from('{"type":"directory","entries":{'));
+    this.parts.push('{"type":"directory","entries":{');
     this.openDirectories.push(false);
   }
 
   /** Starts the entry `name` of the directory opened last; its node follows. */
   entry(name: Buffer): void {
     const last = this.openDirectories.length - 1;
-    if (this.openDirectories[last] === true) this.parts.push(Buffer.from(','));
+    if (this.openDirectories[last] === true) this.parts.push(',');
     this.openDirectories[last] = true;
-    this.parts.push(jsonString(name), Buffer.from(':'));
+    this.parts.push(`${jsonString(name)}:`);
   }
 
   closeDirectory(): void {
     this.openDirectories.pop();
-    this.parts.push(Buffer.from('}}'));
+    this.parts.push('}}');
   }
 
   /** The whole listing, once the NAR is done. */
   bytes(): Buffer {
-    return Buffer.concat([...this.parts, Buffer.from('}')]);
+    return Buffer.from(`${this.parts.join('')}}`, 'latin1');
   }
 }
 
-const QUOTE = Buffer.from('"');
-const HEX = '0123456789abcdef';
-const SHORT_ESCAPES: Readonly<Record<number, string>> = { 0x0a: '\\n', 0x0d: '\\r', 0x09: '\\t' };
+const ESCAPES: Readonly<Record<string, string>> = { '"': '\\"', '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
 
-/** A JSON string of `bytes` as nix::toJSON writes it. */
-export function jsonString(bytes: Buffer): Buffer {
-  if (!bytes.some((byte) => byte < 0x20 || byte === 0x22 || byte === 0x5c)) {
-    return Buffer.concat([QUOTE, bytes, QUOTE]);
-  }
-  const out: number[] = [0x22];
-  for (const byte of bytes) {
-    const short = SHORT_ESCAPES[byte];
-    if (byte === 0x22 || byte === 0x5c) out.push(0x5c, byte);
-    else if (short !== undefined) for (const char of short) out.push(char.charCodeAt(0));
-    else if (byte < 0x20) for (const char of `\\u00${HEX[byte >> 4]}${HEX[byte & 15]}`) out.push(char.charCodeAt(0));
-    else out.push(byte);
-  }
-  out.push(0x22);
-  return Buffer.from(out);
+/** A JSON string of `bytes` as nix::toJSON writes it, one character per byte (latin1). */
+export function jsonString(bytes: Buffer): string {
+  const text = bytes.toString('latin1');
+  // eslint-disable-next-line no-control-regex -- control characters are what this escapes
+  const escaped = text.replace(
+    /["\\\x00-\x1f]/g,
+    (char) => ESCAPES[char] ?? `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+  return `"${escaped}"`;
 }
