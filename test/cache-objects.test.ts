@@ -1,13 +1,15 @@
 /**
  * What Nix writes to a binary cache besides NARs and narinfos, read back by Nix's own tools: build logs
- * (`nix log --store`), NAR listings (`nix store ls --store`, and byte for byte what `nix copy` writes), on file://
+ * (`nix log --store`), NAR listings (`nix store ls --store`, and byte for byte what `nix copy` writes) and the
+ * realisations of content-addressed derivations (a fresh store substitutes them with --max-jobs 0), on file://
  * and on s3rver read over HTTP, through push and through the hook and daemon; and the GC collecting them.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parseCacheUrl } from '../src/core/cache-url.js';
+import { parsePublicKey, verifySignature } from '../src/core/signing.js';
 import type { CacheBackend } from '../src/cache/backend.js';
 import { openCache } from '../src/cache/open.js';
 import { allKeys, dropLeases } from './helpers/cache.js';
@@ -26,13 +28,19 @@ import {
 import { startTestS3, useS3Here, type S3Server } from './helpers/s3rver.js';
 
 const FIXTURES = new URL('../../test/fixtures/closures.nix', import.meta.url).pathname;
+const CA_FIXTURES = new URL('../../test/fixtures/content-addressed.nix', import.meta.url).pathname;
+
+/** The test environment with content-addressed derivations enabled (a later line of NIX_CONFIG wins). */
+function withCa(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return { ...env, NIX_CONFIG: `${env['NIX_CONFIG'] ?? ''}\nexperimental-features = nix-command ca-derivations` };
+}
 
 const hashPartOf = (path: string) => path.slice('/nix/store/'.length, '/nix/store/'.length + 32);
 
 async function push(args: string[], env: NodeJS.ProcessEnv) {
   const result = await cachectl(['push', '--json', ...args], env);
   assert.equal(result.code, 0, `push failed: ${result.stderr}`);
-  return JSON.parse(result.stdout) as { uploaded: string[]; failed: unknown[]; logs: number };
+  return JSON.parse(result.stdout) as { uploaded: string[]; failed: unknown[]; logs: number; realisations: number };
 }
 
 /** What Nix prints for `nix log` of `path` from `store` (the local store when not given). */
@@ -192,6 +200,184 @@ for (const target of ['file', 's3'] as const) {
       assert.equal(report.deleted['listings']?.count, before.listings, gc.stdout);
       assert.equal(report.deleted['logs']?.count, before.logs);
       assert.deepEqual(kinds(await allKeys(backend)), { listings: 0, logs: 0, narinfos: 0 });
+    });
+  });
+}
+
+for (const target of ['file', 's3'] as const) {
+  describe(`realisations of content-addressed derivations on ${target}://`, () => {
+    let s3: S3Server | undefined;
+    let key: Key;
+    let cacheUrl = '';
+    let nixUrl = '';
+    let env: NodeJS.ProcessEnv = {};
+    let backend: CacheBackend;
+
+    before(async () => {
+      requireNix();
+      key = await newKey(`cachectl-ca-${target}-1`);
+      if (target === 's3') {
+        s3 = await startTestS3();
+        useS3Here(s3);
+        cacheUrl = s3.cacheUrl();
+        nixUrl = s3.httpUrl;
+        env = withCa(testEnv(s3.env));
+      } else {
+        cacheUrl = `file://${tempDir('ca-cache')}`;
+        nixUrl = cacheUrl;
+        env = withCa(testEnv());
+      }
+      backend = await openCache(parseCacheUrl(cacheUrl));
+    });
+    after(async () => {
+      backend.close();
+      await s3?.stop();
+    });
+
+    /** Builds `top` of the content-addressed fixtures: its derivation and its output. */
+    async function buildTop(nonce: string, extra: string[] = [], buildEnv = env) {
+      const build = await run(
+        'nix-build',
+        [CA_FIXTURES, '--no-out-link', '--argstr', 'nonce', nonce, '-A', 'top', ...extra],
+        buildEnv,
+      );
+      assert.equal(build.code, 0, build.stderr);
+      const drv = await run('nix-instantiate', [CA_FIXTURES, '--argstr', 'nonce', nonce, '-A', 'top'], buildEnv);
+      return { out: build.stdout.trim(), drv: drv.stdout.trim(), stderr: build.stderr };
+    }
+
+    /** Substitutes `top` into a fresh store with --max-jobs 0: only from the cache, nothing built. */
+    function substituteTop(nonce: string) {
+      return run(
+        'nix-build',
+        [
+          CA_FIXTURES,
+          '--no-out-link',
+          '--argstr',
+          'nonce',
+          nonce,
+          '-A',
+          'top',
+          '--store',
+          tempDir('ca-fresh-store'),
+          '--max-jobs',
+          '0',
+          '--option',
+          'substituters',
+          nixUrl,
+          '--option',
+          'trusted-public-keys',
+          key.publicKey,
+        ],
+        { ...env, XDG_CACHE_HOME: tempDir('xdg') },
+      );
+    }
+
+    it('push of a .drv uploads its realisations after the narinfos: a fresh store substitutes it', async () => {
+      const nonce = `ca-push-${target}-${Date.now()}`;
+      const { out, drv } = await buildTop(nonce);
+      const before = await substituteTop(nonce);
+      assert.notEqual(before.code, 0, 'nothing to substitute yet');
+      assert.match(before.stderr, /unable to start any build/);
+
+      const result = await push(['--to', cacheUrl, '--secret-key-file', key.secretFile, drv], env);
+      assert.deepEqual(result.failed, []);
+      assert.ok(result.uploaded.includes(out), JSON.stringify(result.uploaded));
+      // top and dep, each for the derivation as written and as resolved (Nix records both)
+      assert.ok(result.realisations >= 2, `${result.realisations} realisations`);
+      const info = await run('nix', ['realisation', 'info', drv], env);
+      const id = info.stdout.split(' ')[0] ?? '';
+      const doi = await backend.get(`realisations/${id}.doi`);
+      assert.ok(doi !== undefined, `realisations/${id}.doi`);
+      assert.equal((JSON.parse(doi.toString()) as { outPath: string }).outPath, out.slice('/nix/store/'.length));
+
+      const substituted = await substituteTop(nonce);
+      assert.equal(substituted.code, 0, substituted.stderr);
+      assert.equal(substituted.stdout.trim(), out);
+      assert.match(substituted.stderr, new RegExp(`copying path '${out}' from`));
+      // Nix 2.8 trusts content-addressed paths by their content and does not check a realisation's signatures,
+      // so the signature is checked here: over Nix's own bytes of the realisation, less its signatures field.
+      const dir = tempDir('ca-nix-copy');
+      const copy = await run(
+        'nix',
+        ['copy', '--to', `file://${dir}`, '-f', CA_FIXTURES, 'top', '--argstr', 'nonce', nonce],
+        env,
+      );
+      assert.equal(copy.code, 0, copy.stderr);
+      const nixText = readFileSync(join(dir, 'realisations', `${id}.doi`), 'utf8');
+      assert.ok(nixText.endsWith(',"signatures":[]}'), nixText);
+      const fingerprint = `${nixText.slice(0, -',"signatures":[]}'.length)}}`;
+      const { signatures } = JSON.parse(doi.toString()) as { signatures: string[] };
+      assert.equal(signatures.length, 1);
+      assert.equal(verifySignature([parsePublicKey(key.publicKey)], fingerprint, signatures[0] ?? ''), true);
+    });
+
+    it('writes each realisation byte for byte as nix copy of the derivation does', async () => {
+      const nonce = `ca-bytes-${target}-${Date.now()}`;
+      const { out } = await buildTop(nonce);
+      const dir = tempDir('ca-nix-copy');
+      const copy = await run(
+        'nix',
+        ['copy', '--to', `file://${dir}`, '-f', CA_FIXTURES, 'top', '--argstr', 'nonce', nonce],
+        env,
+      );
+      assert.equal(copy.code, 0, copy.stderr);
+      // pushed by output path, unsigned, as nix copy leaves them
+      const result = await push(['--to', cacheUrl, out], env);
+      assert.deepEqual(result.failed, []);
+      const written = readdirSync(join(dir, 'realisations'));
+      assert.equal(written.length, 2, 'top and dep');
+      for (const name of written) {
+        assert.deepEqual(
+          await backend.get(`realisations/${name}`),
+          readFileSync(join(dir, 'realisations', name)),
+          name,
+        );
+      }
+    });
+
+    it('the daemon uploads the realisations of what the hook queued', async () => {
+      const nonce = `ca-hook-${target}-${Date.now()}`;
+      const queue = withCa(queueEnv(s3?.env ?? {}));
+      const daemon = startDaemon(['--to', cacheUrl, '--secret-key-file', key.secretFile], queue);
+      await daemon.waitForLog('ready');
+      try {
+        const { out, stderr: buildStderr } = await buildTop(nonce, ['--post-build-hook', HOOK], queue);
+        // fixed, dep, build-only and top; Nix 2.8 gives the hook only DRV_PATH for dep, build-only and top's
+        // resolved derivation (their outputs are known only through realisations), and no word is said about it
+        const report = await settled(queue, 4);
+        assert.deepEqual([report.counts.done, report.counts.failed], [4, 0]);
+        assert.doesNotMatch(buildStderr, /cachectl post-build-hook:/);
+        const substituted = await substituteTop(nonce);
+        assert.equal(substituted.code, 0, substituted.stderr);
+        assert.equal(substituted.stdout.trim(), out);
+      } finally {
+        await stopDaemon(daemon);
+      }
+    });
+
+    it('the GC keeps a realisation while its narinfo is kept, and collects it after', async () => {
+      const broken = `realisations/sha256:${'0'.repeat(64)}!out.doi`;
+      await backend.put(broken, Buffer.from('{"id": 1}'), 'application/json');
+      await dropLeases(backend);
+      const realisations = async () => (await allKeys(backend)).filter((k) => k.startsWith('realisations/'));
+      const count = (await realisations()).length;
+      assert.ok(count >= 5, `${count} realisations`);
+      const gc = async (olderThan: string) => {
+        const args = ['gc', '--to', cacheUrl, '--older-than', olderThan, '--grace', '0s', '--json'];
+        const result = await cachectl(args, env);
+        assert.equal(result.code, 0, result.stderr);
+        return JSON.parse(result.stdout) as { deleted: { realisations: { count: number } }; problems: string[] };
+      };
+      const kept = await gc('1h');
+      assert.equal(kept.deleted.realisations.count, 0);
+      assert.ok(
+        kept.problems.some((problem) => problem.startsWith(`${broken}: realisation`)),
+        kept.problems.join('\n'),
+      );
+      const collected = await gc('0s');
+      assert.equal(collected.deleted.realisations.count, count - 1);
+      assert.deepEqual(await realisations(), [broken]);
     });
   });
 }

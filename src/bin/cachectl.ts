@@ -114,7 +114,7 @@ withSettings(
       'Upload the closures of store paths to the cache now, in the foreground, like `nix copy --to` but in parallel. ' +
         'Paths the cache already has are skipped; each narinfo is published only after its NAR and its references.',
     )
-    .argument('<paths...>', 'store paths, or links to them such as ./result'),
+    .argument('<paths...>', 'store paths, or links to them such as ./result; a .drv stands for its outputs'),
   PUSH_SETTINGS,
 )
   .option('--json', 'print the result as JSON')

@@ -85,4 +85,5 @@ export const CONTENT_TYPES = {
   cacheInfo: 'text/x-nix-cache-info',
   log: 'text/plain; charset=utf-8',
   listing: 'application/json',
+  realisation: 'application/json',
 } as const;

@@ -15,6 +15,11 @@ export function narListingKey(hashPart: string): string {
   return `${hashPart}${LISTING_SUFFIX}`;
 }
 
+/** The realisation of a derivation output, by its id (`sha256:<hex>!<output>`). */
+export function realisationKey(id: string): string {
+  return `${REALISATIONS_PREFIX}${id}.doi`;
+}
+
 /** The build log of a derivation: `log/<drv base name>`, where `nix log --store` looks. */
 export function logKey(drvPath: string): string {
   return `${LOG_PREFIX}${drvPath.slice(drvPath.lastIndexOf('/') + 1)}`;
@@ -40,6 +45,7 @@ export function cacheInfoStoreDir(text: string): string | undefined {
 
 export const NAR_PREFIX = 'nar/';
 export const LOG_PREFIX = 'log/';
+export const REALISATIONS_PREFIX = 'realisations/';
 /** pins: `gcroots/<name>`, one store path per line */
 export const PINS_PREFIX = 'gcroots/';
 /** writers' leases: `cachectl/leases/<writer-id>` */
@@ -52,6 +58,7 @@ export const MARKS_KEY = 'cachectl/gc/marks';
 const NIX32 = '[0123456789abcdfghijklmnpqrsvwxyz]';
 const NARINFO_KEY = new RegExp(`^(${NIX32}{32})\\.narinfo$`);
 const LISTING_KEY = new RegExp(`^(${NIX32}{32})\\.ls$`);
+const REALISATION_KEY = /^realisations\/sha256:[0-9a-f]{64}![A-Za-z0-9+._?=-]+\.doi$/;
 const NAR_KEY = /^nar\/[0-9a-z]+\.nar(\.[a-z0-9]+)?$/;
 const LOG_KEY = new RegExp(`^log/${NIX32}{32}-[A-Za-z0-9+._?=-]+\\.drv$`);
 /** names of pins and writer ids: no slashes, nothing hidden */
@@ -65,6 +72,10 @@ export function narInfoHashPart(key: string): string | undefined {
 /** The hash part a listing key is for, or undefined if the key is not a listing's. */
 export function listingHashPart(key: string): string | undefined {
   return LISTING_KEY.exec(key)?.[1];
+}
+
+export function isRealisationKey(key: string): boolean {
+  return REALISATION_KEY.test(key);
 }
 
 export function isNarKey(key: string): boolean {

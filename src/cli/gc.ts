@@ -13,7 +13,13 @@ import { Queue } from '../queue/queue.js';
 import type { GcRun } from '../queue/gc-runs.js';
 import { formatBytes } from './progress.js';
 
-const KIND_NAMES: ByKind<string> = { narinfos: 'narinfos', nars: 'NARs', logs: 'logs', listings: 'listings' };
+const KIND_NAMES: ByKind<string> = {
+  narinfos: 'narinfos',
+  nars: 'NARs',
+  logs: 'logs',
+  listings: 'listings',
+  realisations: 'realisations',
+};
 
 /** Where the parsed narinfos of a cache are kept between runs: one file per cache URL. */
 export function defaultMetadataCache(displayUrl: string, env: Readonly<Record<string, string | undefined>>): string {

@@ -49,12 +49,14 @@ export class NarListing {
 
 const ESCAPES: Readonly<Record<string, string>> = { '"': '\\"', '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
 
+// eslint-disable-next-line no-control-regex -- control characters are what it escapes
+const ESCAPED = /["\\\x00-\x1f]/g;
+
 /** A JSON string of `bytes` as nix::toJSON writes it, one character per byte (latin1). */
 export function jsonString(bytes: Buffer): string {
   const text = bytes.toString('latin1');
-  // eslint-disable-next-line no-control-regex -- control characters are what this escapes
   const escaped = text.replace(
-    /["\\\x00-\x1f]/g,
+    ESCAPED,
     (char) => ESCAPES[char] ?? `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`,
   );
   return `"${escaped}"`;

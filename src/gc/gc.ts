@@ -8,8 +8,11 @@ import {
   MARKS_KEY,
   NAR_PREFIX,
   narInfoHashPart,
+  REALISATIONS_PREFIX,
   SWEEPS_PREFIX,
 } from '../cache/layout.js';
+import { errorText } from '../core/errors.js';
+import { parseRealisation } from '../core/realisation.js';
 import { leaseIsLive } from './lease.js';
 import type { MetaCache, NarInfoMeta } from './meta-cache.js';
 import {
@@ -99,10 +102,10 @@ export async function collectGarbage(options: GcOptions): Promise<GcReport> {
   // List the bucket and read its narinfos.
   note('listing the cache');
   const listedAt = performance.now();
-  const [top, narList, logList, sweepList] = await Promise.all(
-    ['', NAR_PREFIX, LOG_PREFIX, SWEEPS_PREFIX].map((prefix) => listAll(backend, prefix)),
+  const [top, narList, logList, realisationList, sweepList] = await Promise.all(
+    ['', NAR_PREFIX, LOG_PREFIX, REALISATIONS_PREFIX, SWEEPS_PREFIX].map((prefix) => listAll(backend, prefix)),
   );
-  const listing = sortListing(top ?? [], narList ?? [], logList ?? []);
+  const listing = sortListing(top ?? [], narList ?? [], logList ?? [], realisationList ?? []);
   report.foreign = listing.foreign;
   report.narinfos = listing.narinfos.size;
   const metas = await readNarInfos(backend, listing.narinfos, options, note);
@@ -110,6 +113,7 @@ export async function collectGarbage(options: GcOptions): Promise<GcReport> {
     if (meta.problem !== undefined)
       report.problems.push(`${listing.narinfos.get(hashPart)?.key}: ${meta.problem}; kept`);
   }
+  const realisationOutputs = await readRealisations(backend, listing.realisations, options.jobs, report.problems);
   report.brokenNarInfos = countBroken(metas);
 
   // Roots, and what they reach. What the roots reach only grows during a run: a pin or lease that goes away
@@ -139,6 +143,7 @@ export async function collectGarbage(options: GcOptions): Promise<GcReport> {
     metas,
     reachable,
     leasedNarHashes: first.narHashes,
+    realisationOutputs,
     previousMarks,
     startedAt,
     graceStart,
@@ -162,6 +167,14 @@ export async function collectGarbage(options: GcOptions): Promise<GcReport> {
   const sweeper = new Sweeper({ backend, protection, startedAt, listedAt, work, note });
   const deletedNarInfos = new Set<string>();
   try {
+    // A realisation goes before its output's narinfo: none is left naming a path the cache lost.
+    await sweeper.deleteAll(
+      deletable.realisations,
+      (entry, current) => current.reachable.has(realisationOutputs.get(entry.key) ?? ''),
+      (entry) => {
+        addTo(report.deleted.realisations, entry);
+      },
+    );
     for (const layer of referrersFirst(deletable.narinfos, metas)) {
       await sweeper.deleteAll(
         layer,
@@ -238,6 +251,29 @@ function emptyReport(cache: string, dryRun: boolean): GcReport {
 async function writeMarks(backend: CacheBackend, marks: Map<string, number>, existed: boolean): Promise<void> {
   if (marks.size > 0) await backend.put(MARKS_KEY, Buffer.from(renderMarks(marks)), 'text/plain; charset=utf-8');
   else if (existed) await backend.delete([MARKS_KEY]);
+}
+
+/**
+ * The hash part of each realisation's output, read from the cache (realisations are few: one per output of
+ * a content-addressed derivation). One that does not parse is reported and left out, and so kept.
+ */
+async function readRealisations(
+  backend: CacheBackend,
+  entries: readonly ObjectEntry[],
+  jobs: number,
+  problems: string[],
+): Promise<Map<string, string>> {
+  const outputs = new Map<string, string>();
+  await mapLimit(entries, jobs, async (entry) => {
+    const body = await backend.get(entry.key);
+    if (body === undefined) return; // deleted since the listing
+    try {
+      outputs.set(entry.key, parseRealisation(body.toString('utf8'), entry.key).outPath.slice(0, 32));
+    } catch (err) {
+      problems.push(`${entry.key}: ${errorText(err)}; kept`);
+    }
+  });
+  return outputs;
 }
 
 /** The parsed narinfos, from the metadata cache where the ETag still matches, read from the cache otherwise. */

@@ -11,6 +11,7 @@ import {
   CACHE_INFO_KEY,
   isLogKey,
   isNarKey,
+  isRealisationKey,
   listingHashPart,
   LOG_PREFIX,
   NAR_PREFIX,
@@ -33,13 +34,13 @@ export function addTo(into: Tally, entry: ObjectEntry): void {
 }
 
 /** The kinds of object the GC collects. */
-export type Kind = 'narinfos' | 'nars' | 'logs' | 'listings';
-export const KINDS: readonly Kind[] = ['narinfos', 'nars', 'logs', 'listings'];
+export type Kind = 'narinfos' | 'nars' | 'logs' | 'listings' | 'realisations';
+export const KINDS: readonly Kind[] = ['narinfos', 'nars', 'logs', 'listings', 'realisations'];
 export type ByKind<T> = Record<Kind, T>;
 
 /** A value for each kind, each made anew. */
 export function byKind<T>(make: () => T): ByKind<T> {
-  return { narinfos: make(), nars: make(), logs: make(), listings: make() };
+  return { narinfos: make(), nars: make(), logs: make(), listings: make(), realisations: make() };
 }
 
 /** The bucket's objects by kind; keys outside the layout are foreign and never touched. */
@@ -50,16 +51,19 @@ export interface Listing {
   logs: ObjectEntry[];
   /** NAR listings, `<hash>.ls` */
   listings: ObjectEntry[];
+  /** `realisations/<id>.doi` */
+  realisations: ObjectEntry[];
   foreign: string[];
 }
 
-/** Sorts the listings of the top level, `nar/` and `log/` into the layout's kinds. */
+/** Sorts the listings of the top level, `nar/`, `log/` and `realisations/` into the layout's kinds. */
 export function sortListing(
   top: readonly ObjectEntry[],
   narList: readonly ObjectEntry[],
   logList: readonly ObjectEntry[],
+  realisationList: readonly ObjectEntry[] = [],
 ): Listing {
-  const listing: Listing = { narinfos: new Map(), nars: [], logs: [], listings: [], foreign: [] };
+  const listing: Listing = { narinfos: new Map(), nars: [], logs: [], listings: [], realisations: [], foreign: [] };
   for (const entry of top) {
     const hashPart = narInfoHashPart(entry.key);
     if (hashPart !== undefined) listing.narinfos.set(hashPart, entry);
@@ -72,6 +76,10 @@ export function sortListing(
   }
   for (const entry of logList) {
     if (isLogKey(entry.key)) listing.logs.push(entry);
+    else listing.foreign.push(entry.key);
+  }
+  for (const entry of realisationList) {
+    if (isRealisationKey(entry.key)) listing.realisations.push(entry);
     else listing.foreign.push(entry.key);
   }
   return listing;
@@ -152,6 +160,8 @@ export interface MarkInput {
   reachable: ReadonlySet<string>;
   /** NAR hashes named by live leases: NARs whose narinfo may not be written yet */
   leasedNarHashes: ReadonlySet<string>;
+  /** the hash part of each realisation's output, by key; a realisation that did not parse is absent, and kept */
+  realisationOutputs: ReadonlyMap<string, string>;
   /** when each key was first marked, from earlier runs */
   previousMarks: ReadonlyMap<string, number>;
   startedAt: number;
@@ -182,6 +192,10 @@ export function planMarks(input: MarkInput): MarkPlan {
     ),
     logs: listing.logs.filter((entry) => !liveDerivers.has(derivationOfLogKey(entry.key))),
     listings: listing.listings.filter((entry) => !reachable.has(listingHashPart(entry.key) ?? '')),
+    realisations: listing.realisations.filter((entry) => {
+      const output = input.realisationOutputs.get(entry.key);
+      return output !== undefined && !reachable.has(output);
+    }),
   };
   const plan: MarkPlan = {
     marks: new Map(),

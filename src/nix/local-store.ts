@@ -1,11 +1,13 @@
 import { existsSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { basename, dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { CachectlError } from '../core/errors.js';
 import { parseSha256 } from '../core/hash.js';
 import { DEFAULT_STORE_DIR } from '../core/store-path.js';
 import { DEFAULT_NIX_LOG_DIR } from '../core/config.js';
+import type { Realisation } from '../core/realisation.js';
 import { findBuildLog, type BuildLog } from './build-log.js';
+import { realisationIds } from './derivation.js';
 
 export const DEFAULT_NIX_DB = '/nix/var/nix/db/db.sqlite';
 
@@ -127,9 +129,13 @@ export class LocalStore {
     return this.toInfos(rows, refs);
   }
 
-  /** The valid outputs of a derivation (what the hook queues when Nix gives it only DRV_PATH). */
+  /**
+   * The valid outputs of a derivation (what the hook queues when Nix gives it only DRV_PATH): those Nix knows
+   * from the derivation itself, and for a content-addressed one those its realisations name, found by the ids
+   * computed from the `.drv` and its inputs (which must still be in the store).
+   */
   queryDerivationOutputs(drvPath: string): string[] {
-    return this.read((db) =>
+    const known = this.read((db) =>
       db
         .prepare<[string], { path: string }>(
           `SELECT o.path FROM DerivationOutputs o JOIN ValidPaths d ON d.id = o.drv JOIN ValidPaths v ON v.path = o.path
@@ -138,6 +144,59 @@ export class LocalStore {
         .all(drvPath)
         .map((row) => row.path),
     );
+    if (known.length > 0 || !this.read((db) => hasRealisations(db))) return known;
+    let ids: string[];
+    try {
+      ids = [...realisationIds(drvPath).values()];
+    } catch {
+      return known; // the .drv (or one of its inputs) is gone or not a derivation: no outputs to find
+    }
+    return this.read((db) =>
+      db
+        .prepare<[string], { path: string }>(
+          `SELECT DISTINCT v.path FROM Realisations r JOIN ValidPaths v ON v.id = r.outputPath
+           WHERE r.drvPath || '!' || r.outputName IN (SELECT value FROM json_each(?)) ORDER BY v.path`,
+        )
+        .all(JSON.stringify(ids))
+        .map((row) => row.path),
+    );
+  }
+
+  /**
+   * The realisations whose output is one of `paths`, each with its dependent realisations: what Nix keeps for
+   * content-addressed derivations (and, with ca-derivations on, for every build) in its Realisations table.
+   * None when the table does not exist (ca-derivations never enabled).
+   */
+  queryRealisations(paths: readonly string[]): Realisation[] {
+    return this.read((db) => {
+      if (!hasRealisations(db)) return [];
+      const rows = db
+        .prepare<
+          [string],
+          { id: number; drvHash: string; outputName: string; path: string; signatures: string | null }
+        >(
+          `SELECT r.id, r.drvPath AS drvHash, r.outputName, v.path, r.signatures FROM Realisations r
+           JOIN ValidPaths v ON v.id = r.outputPath WHERE v.path IN (SELECT value FROM json_each(?))`,
+        )
+        .all(JSON.stringify(paths));
+      const dependents = db
+        .prepare<[string], { referrer: number; drvHash: string; outputName: string; path: string }>(
+          `SELECT rr.referrer, d.drvPath AS drvHash, d.outputName, v.path FROM RealisationsRefs rr
+           JOIN Realisations d ON d.id = rr.realisationReference JOIN ValidPaths v ON v.id = d.outputPath
+           WHERE rr.referrer IN (SELECT value FROM json_each(?))`,
+        )
+        .all(JSON.stringify(rows.map((row) => row.id)));
+      return rows.map((row) => ({
+        id: `${row.drvHash}!${row.outputName}`,
+        outPath: basename(row.path),
+        signatures: row.signatures === null || row.signatures === '' ? [] : row.signatures.split(' '),
+        dependentRealisations: new Map(
+          dependents
+            .filter((dep) => dep.referrer === row.id)
+            .map((dep) => [`${dep.drvHash}!${dep.outputName}`, basename(dep.path)]),
+        ),
+      }));
+    });
   }
 
   /**
@@ -204,4 +263,11 @@ export class LocalStore {
     }
     return infos;
   }
+}
+
+/** Whether Nix made its Realisations table here (it does once ca-derivations has been enabled). */
+function hasRealisations(db: Database.Database): boolean {
+  return (
+    db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'RealisationsRefs'").get() !== undefined
+  );
 }

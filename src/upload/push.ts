@@ -11,10 +11,12 @@ import {
   logKey,
   narInfoKey,
   narListingKey,
+  realisationKey,
   renderCacheInfo,
 } from '../cache/layout.js';
 import { findPresent } from '../cache/present.js';
 import { waitOutSweeps, type LeaseWriter } from '../gc/lease.js';
+import { renderRealisation, signRealisation, type Realisation } from '../core/realisation.js';
 import { readBuildLog } from '../nix/build-log.js';
 import type { LocalStore, PathInfo } from '../nix/local-store.js';
 import { LARGE_NAR_BYTES, makeNarInfo, uploadNar } from './pipeline.js';
@@ -86,6 +88,8 @@ export interface PushResult {
   fileBytes: number;
   /** build logs uploaded (`log/<drv>`), one per derivation whose log Nix kept */
   logs: number;
+  /** realisations uploaded (`realisations/<id>.doi`) */
+  realisations: number;
 }
 
 export function newProgress(): PushProgress {
@@ -126,7 +130,11 @@ function isCacheWide(err: unknown): err is CachectlError {
 export async function pushClosures(roots: readonly string[], options: PushOptions): Promise<PushResult> {
   const { backend, store } = options;
   const progress = options.progress ?? newProgress();
-  const infos = withoutSignedBy(store.queryClosure(roots), options.skipSignedBy ?? []);
+  const closure = closureWithRealisations(store, roots);
+  const infos = withoutSignedBy(closure.infos, options.skipSignedBy ?? []);
+  const realisations = closure.realisations.filter((r) => infos.has(`${store.storeDir}/${r.outPath}`));
+  // A root with realisations is whole once they are up too.
+  const realised = new Set(realisations.map((r) => `${store.storeDir}/${r.outPath}`));
   await ensureCacheInfo(backend, store.storeDir);
   const hold = await options.lease?.hold([...infos.values()]);
   try {
@@ -144,12 +152,13 @@ export async function pushClosures(roots: readonly string[], options: PushOption
       narBytes: 0,
       fileBytes: 0,
       logs: 0,
+      realisations: 0,
     };
     const rootSet = new Set(roots);
     // A root's narinfo goes up after those of its whole closure. Without a sweep seen since the lease was written
     // (no re-check pending), a GC that runs later sees the lease or the root's fresh narinfo: the root is safe.
     const rootPublished = (path: string) => {
-      if (rootSet.has(path) && hold?.mustRecheck() !== true) options.onRootPublished?.(path);
+      if (rootSet.has(path) && !realised.has(path) && hold?.mustRecheck() !== true) options.onRootPublished?.(path);
     };
     const narKeys = await publishPaths(missing, options, progress, result, result.uploaded, rootPublished);
     if (hold?.mustRecheck()) {
@@ -165,6 +174,12 @@ export async function pushClosures(roots: readonly string[], options: PushOption
       );
       await publishPaths(deleted, options, newProgress(), result, result.repaired);
     }
+    const inCache = new Set([...infos.keys()].filter((path) => present.has(hashPartOf(path))));
+    await publishRealisations(realisations, options, result, inCache);
+    const failed = new Set(result.failed.map((failure) => failure.path));
+    for (const root of roots) {
+      if (realised.has(root) && !failed.has(root) && hold?.mustRecheck() !== true) options.onRootPublished?.(root);
+    }
     return result;
   } finally {
     hold?.release();
@@ -172,6 +187,83 @@ export async function pushClosures(roots: readonly string[], options: PushOption
 }
 
 const hashPartOf = (path: string): string => basename(path).slice(0, 32);
+
+/**
+ * The closures of `roots` with the realisations of their paths, and the closures of those realisations'
+ * dependent realisations' outputs (a client substituting a realisation substitutes its dependents too, as
+ * `nix copy` of a derivation copies them).
+ */
+function closureWithRealisations(
+  store: LocalStore,
+  roots: readonly string[],
+): { infos: Map<string, PathInfo>; realisations: Realisation[] } {
+  const infos = store.queryClosure(roots);
+  for (;;) {
+    const realisations = store.queryRealisations([...infos.keys()]);
+    const outside = new Set(
+      realisations
+        .flatMap((r) => [...r.dependentRealisations.values()])
+        .map((baseName) => `${store.storeDir}/${baseName}`)
+        .filter((path) => !infos.has(path)),
+    );
+    const valid = [...store.queryPathInfos([...outside]).keys()];
+    if (valid.length === 0) return { infos, realisations };
+    for (const [path, info] of store.queryClosure(valid)) infos.set(path, info);
+  }
+}
+
+/**
+ * Uploads each realisation once its output's narinfo is in the cache and its dependent realisations are
+ * up, signed with each key (Nix's Realisation::sign). A realisation whose output failed is left out, and so
+ * are those that depend on it; one whose output was already in the cache goes up only if it is missing.
+ */
+async function publishRealisations(
+  realisations: readonly Realisation[],
+  options: PushOptions,
+  result: PushResult,
+  alreadyInCache: ReadonlySet<string>,
+): Promise<void> {
+  const { backend, store } = options;
+  const published = new Set([...result.uploaded, ...result.repaired]);
+  const failedPaths = new Set(result.failed.map((failure) => failure.path));
+  const byId = new Map(realisations.map((r) => [r.id, r]));
+  const uploads = new Map<string, Promise<void>>();
+  const limiter = new Limiter(options.jobs);
+  const upload = (realisation: Realisation): Promise<void> => {
+    let uploading = uploads.get(realisation.id);
+    if (uploading !== undefined) return uploading;
+    uploading = (async () => {
+      const outPath = `${store.storeDir}/${realisation.outPath}`;
+      if (failedPaths.has(outPath)) throw new Error(`its output ${outPath} failed`);
+      for (const depId of realisation.dependentRealisations.keys()) {
+        const dep = byId.get(depId);
+        if (dep !== undefined && depId !== realisation.id) await upload(dep);
+      }
+      const key = realisationKey(realisation.id);
+      await limiter.run(async () => {
+        if (!published.has(outPath) && alreadyInCache.has(outPath) && (await backend.exists(key))) return;
+        const signed = signRealisation(realisation, options.keys);
+        await backend.put(key, Buffer.from(renderRealisation(signed)), CONTENT_TYPES.realisation);
+        result.realisations += 1;
+      });
+    })();
+    uploads.set(realisation.id, uploading);
+    return uploading;
+  };
+  await Promise.all(
+    realisations.map((realisation) =>
+      upload(realisation).catch((err: unknown) => {
+        const path = `${store.storeDir}/${realisation.outPath}`;
+        if (failedPaths.has(path)) return;
+        failedPaths.add(path);
+        result.failed.push({
+          ...failureOf(path, err),
+          message: `the realisation ${realisation.id} of ${path} was not uploaded: ${errorText(err)}`,
+        });
+      }),
+    ),
+  );
+}
 
 /**
  * The closure without the paths signed by one of `keyNames` (upstream's, which clients substitute from there);

@@ -38,6 +38,11 @@ function entry(key: string, ageHours: number): ObjectEntry {
   return { key, sizeBytes: 100, lastModified: new Date(NOW - ageHours * HOUR), etag: key };
 }
 
+/** The realisation of the output named `name` (its drv hash made of the name too). */
+function realisationKeyOf(name: string): string {
+  return `realisations/sha256:${name.charCodeAt(0).toString(16).repeat(32)}!out.doi`;
+}
+
 function narKey(name: string): string {
   return `nar/${name.repeat(52)}.nar.zst`;
 }
@@ -87,9 +92,24 @@ function plan(
     marked?: Record<string, number>;
     logs?: Record<string, number>;
     listings?: Record<string, number>;
+    /** a realisation of each named output, with its age; `broken` ones do not parse */
+    realisations?: Record<string, number>;
+    broken?: string[];
   } = {},
 ) {
-  const { listing, metas } = bucket(paths, { logs: options.logs ?? {}, listings: options.listings ?? {} });
+  const { listing: bucketListing, metas } = bucket(paths, {
+    logs: options.logs ?? {},
+    listings: options.listings ?? {},
+  });
+  const realisationEntries = Object.entries(options.realisations ?? {}).map(([name, age]) =>
+    entry(realisationKeyOf(name), age),
+  );
+  const listing = { ...bucketListing, realisations: realisationEntries };
+  const realisationOutputs = new Map(
+    Object.keys(options.realisations ?? {})
+      .filter((name) => !(options.broken ?? []).includes(name))
+      .map((name) => [realisationKeyOf(name), hashOf(name)]),
+  );
   const graceStart = NOW - GRACE;
   const fixed = fixedRoots(listing.narinfos, metas, { olderThan: NOW - OLDER_THAN, graceStart });
   const reachable = new Set<string>();
@@ -106,7 +126,16 @@ function plan(
     fixed,
     reachable,
     metas,
-    ...planMarks({ listing, metas, reachable, leasedNarHashes, previousMarks, startedAt: NOW, graceStart }),
+    ...planMarks({
+      listing,
+      metas,
+      reachable,
+      leasedNarHashes,
+      realisationOutputs,
+      previousMarks,
+      startedAt: NOW,
+      graceStart,
+    }),
   };
 }
 
@@ -310,6 +339,23 @@ describe('GC plan', () => {
       assert.deepEqual([...needed.narKeys], [narKey('a')]);
       assert.deepEqual([...needed.derivers], ['a.drv']);
       assert.deepEqual([...needed.narInfos], [hashOf('a')]);
+    });
+
+    it("marks a realisation with its output's narinfo, and keeps one that does not parse", () => {
+      const names = ['a', 'b', 'c', 'd'];
+      const result = plan(
+        { a: { age: 1 }, b: { age: 800 }, c: { age: 800 } },
+        {
+          realisations: { a: 800, b: 800, c: 800, d: 800 },
+          broken: ['c'],
+          marked: Object.fromEntries(names.map((name) => [realisationKeyOf(name), 700])),
+        },
+      );
+      // a is recent; b's narinfo is unreachable; c does not parse; d's output has no narinfo
+      assert.deepEqual(
+        result.deletable.realisations.map((e) => e.key),
+        [realisationKeyOf('b'), realisationKeyOf('d')],
+      );
     });
 
     it('marks a listing with its narinfo, orphan listings too, and keeps those of reachable paths', () => {

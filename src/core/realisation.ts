@@ -1,0 +1,93 @@
+import { CachectlError } from './errors.js';
+import { sign, type SecretKey } from './signing.js';
+import { baseNameProblem } from './store-path.js';
+
+/**
+ * A realisation: which store path a content-addressed derivation's output turned out to be, as Nix 2.8 keeps it
+ * (`realisations/<id>.doi` in a binary cache). Ids are `sha256:<hex>!<output name>`.
+ */
+export interface Realisation {
+  id: string;
+  /** base name of the output's store path */
+  outPath: string;
+  signatures: string[];
+  /** the realisations of the input derivations' outputs it was built from: id → out path base name */
+  dependentRealisations: Map<string, string>;
+}
+
+const ID = /^sha256:[0-9a-f]{64}![A-Za-z0-9+._?=-]+$/;
+
+export function isRealisationId(id: string): boolean {
+  return ID.test(id);
+}
+
+/** A JSON object with its keys in byte order, as nlohmann::json (a std::map) writes it. */
+function sortedObject(entries: Iterable<[string, string]>): string {
+  const sorted = [...entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return `{${sorted.map(([key, value]) => `${JSON.stringify(key)}:${value}`).join(',')}}`;
+}
+
+function withoutSignatures(realisation: Realisation): [string, string][] {
+  const dependents = sortedObject(
+    [...realisation.dependentRealisations].map(([id, path]) => [id, JSON.stringify(path)]),
+  );
+  return [
+    ['dependentRealisations', dependents],
+    ['id', JSON.stringify(realisation.id)],
+    ['outPath', JSON.stringify(realisation.outPath)],
+  ];
+}
+
+/** What a realisation's signatures sign: its JSON without `signatures` (Nix's Realisation::fingerprint). */
+export function realisationFingerprint(realisation: Realisation): string {
+  return sortedObject(withoutSignatures(realisation));
+}
+
+/** The `.doi` file byte for byte as Nix writes it: nlohmann's dump, keys in order, signatures as a set. */
+export function renderRealisation(realisation: Realisation): string {
+  const signatures = JSON.stringify([...new Set(realisation.signatures)].sort());
+  return sortedObject([...withoutSignatures(realisation), ['signatures', signatures]]);
+}
+
+/** The realisation with a signature by each of `keys` added. */
+export function signRealisation(realisation: Realisation, keys: readonly SecretKey[]): Realisation {
+  const fingerprint = realisationFingerprint(realisation);
+  return { ...realisation, signatures: [...realisation.signatures, ...keys.map((key) => sign(key, fingerprint))] };
+}
+
+/** Parses a `.doi` file the way Nix's Realisation::fromJSON reads it; `source` names it in errors. */
+export function parseRealisation(text: string, source: string): Realisation {
+  const fail = (why: string): never => {
+    throw new CachectlError('REALISATION_INVALID', `realisation ${source} is malformed: ${why}`);
+  };
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    fail((err as Error).message);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) return fail('it is not a JSON object');
+  const fields = json as Record<string, unknown>;
+  const field = (name: string): string => {
+    const value = fields[name];
+    return typeof value === 'string' ? value : fail(`it has no string ${name}`);
+  };
+  const id = field('id');
+  if (!isRealisationId(id)) fail(`id ${JSON.stringify(id)} is not sha256:<hex>!<output>`);
+  const outPath = field('outPath');
+  const problem = baseNameProblem(outPath);
+  if (problem !== undefined) fail(`outPath ${JSON.stringify(outPath)} is not a store path base name: ${problem}`);
+  const signatures: unknown = fields['signatures'] ?? [];
+  if (!Array.isArray(signatures) || !signatures.every((sig) => typeof sig === 'string'))
+    fail('signatures is not a list of strings');
+  const dependents: unknown = fields['dependentRealisations'] ?? {};
+  if (typeof dependents !== 'object' || dependents === null || Array.isArray(dependents))
+    fail('dependentRealisations is not an object');
+  const dependentRealisations = new Map<string, string>();
+  for (const [depId, depPath] of Object.entries(dependents as Record<string, unknown>)) {
+    if (!isRealisationId(depId) || typeof depPath !== 'string' || baseNameProblem(depPath) !== undefined)
+      fail(`dependentRealisations has ${JSON.stringify(depId)}: ${JSON.stringify(depPath)}`);
+    dependentRealisations.set(depId, depPath as string);
+  }
+  return { id, outPath, signatures: signatures as string[], dependentRealisations };
+}
