@@ -300,7 +300,7 @@ describe('the catalogue of bad input: each gets its exact error, and nothing is 
       await refusedLosingNothing(
         () => push(['--config', file, paths.tiny]),
         `config file ${file} has the unknown key "colour" (known: to, queue, gcRoots, secretKeyFiles, jobs, ` +
-          `compression, skipSignedBy, metricsListen, olderThan, grace, metadataCache)\n` +
+          `compression, narListing, skipSignedBy, metricsListen, olderThan, grace, metadataCache)\n` +
           `cachectl: config file ${file}: key jobs must be a number`,
       );
     });

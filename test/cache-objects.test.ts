@@ -56,9 +56,51 @@ async function nixCopyListing(path: string): Promise<Buffer> {
   return readFileSync(join(dir, `${hashPartOf(path)}.ls`));
 }
 
+/** A fresh cache on `target` for one suite: its URLs for cachectl and for Nix, a backend on it, a signing key. */
+interface TargetCache {
+  cacheUrl: string;
+  nixUrl: string;
+  env: NodeJS.ProcessEnv;
+  /** the S3 credentials, for environments made otherwise (empty on file://) */
+  s3Env: Record<string, string>;
+  backend: CacheBackend;
+  key: Key;
+  close(): Promise<void>;
+}
+
+async function openTarget(target: 'file' | 's3', name: string): Promise<TargetCache> {
+  requireNix();
+  const key = await newKey(`cachectl-${name}-${target}-1`);
+  let s3: S3Server | undefined;
+  let cacheUrl: string;
+  let nixUrl: string;
+  if (target === 's3') {
+    s3 = await startTestS3();
+    useS3Here(s3);
+    cacheUrl = s3.cacheUrl();
+    nixUrl = s3.httpUrl;
+  } else {
+    cacheUrl = `file://${tempDir(`${name}-cache`)}`;
+    nixUrl = cacheUrl;
+  }
+  const backend = await openCache(parseCacheUrl(cacheUrl));
+  return {
+    cacheUrl,
+    nixUrl,
+    env: testEnv(s3?.env ?? {}),
+    s3Env: s3?.env ?? {},
+    backend,
+    key,
+    close: async () => {
+      backend.close();
+      await s3?.stop();
+    },
+  };
+}
+
 for (const target of ['file', 's3'] as const) {
   describe(`build logs and NAR listings on ${target}://`, () => {
-    let s3: S3Server | undefined;
+    let cache: TargetCache;
     let key: Key;
     let cacheUrl = '';
     let nixUrl = '';
@@ -66,25 +108,10 @@ for (const target of ['file', 's3'] as const) {
     let backend: CacheBackend;
 
     before(async () => {
-      requireNix();
-      key = await newKey(`cachectl-objects-${target}-1`);
-      if (target === 's3') {
-        s3 = await startTestS3();
-        useS3Here(s3);
-        cacheUrl = s3.cacheUrl();
-        nixUrl = s3.httpUrl;
-        env = testEnv(s3.env);
-      } else {
-        cacheUrl = `file://${tempDir('objects-cache')}`;
-        nixUrl = cacheUrl;
-        env = testEnv();
-      }
-      backend = await openCache(parseCacheUrl(cacheUrl));
+      cache = await openTarget(target, 'objects');
+      ({ key, cacheUrl, nixUrl, env, backend } = cache);
     });
-    after(async () => {
-      backend.close();
-      await s3?.stop();
-    });
+    after(() => cache.close());
 
     it('push uploads the build log and the listing: nix log and nix store ls read them', async () => {
       const { listed } = await buildFixtures(['listed'], { nonce: `objects-${target}-${Date.now()}` });
@@ -162,7 +189,7 @@ for (const target of ['file', 's3'] as const) {
 
     it('the daemon uploads the log and listing of what the hook queued', async () => {
       const nonce = `objects-hook-${target}-${Date.now()}`;
-      const queue = queueEnv(s3?.env ?? {});
+      const queue = queueEnv(cache.s3Env);
       const daemon = startDaemon(['--to', cacheUrl], queue);
       await daemon.waitForLog('ready');
       try {
@@ -206,7 +233,7 @@ for (const target of ['file', 's3'] as const) {
 
 for (const target of ['file', 's3'] as const) {
   describe(`realisations of content-addressed derivations on ${target}://`, () => {
-    let s3: S3Server | undefined;
+    let cache: TargetCache;
     let key: Key;
     let cacheUrl = '';
     let nixUrl = '';
@@ -214,25 +241,11 @@ for (const target of ['file', 's3'] as const) {
     let backend: CacheBackend;
 
     before(async () => {
-      requireNix();
-      key = await newKey(`cachectl-ca-${target}-1`);
-      if (target === 's3') {
-        s3 = await startTestS3();
-        useS3Here(s3);
-        cacheUrl = s3.cacheUrl();
-        nixUrl = s3.httpUrl;
-        env = withCa(testEnv(s3.env));
-      } else {
-        cacheUrl = `file://${tempDir('ca-cache')}`;
-        nixUrl = cacheUrl;
-        env = withCa(testEnv());
-      }
-      backend = await openCache(parseCacheUrl(cacheUrl));
+      cache = await openTarget(target, 'ca');
+      ({ key, cacheUrl, nixUrl, backend } = cache);
+      env = withCa(cache.env);
     });
-    after(async () => {
-      backend.close();
-      await s3?.stop();
-    });
+    after(() => cache.close());
 
     /** Builds `top` of the content-addressed fixtures: its derivation and its output. */
     async function buildTop(nonce: string, extra: string[] = [], buildEnv = env) {
@@ -338,7 +351,7 @@ for (const target of ['file', 's3'] as const) {
 
     it('the daemon uploads the realisations of what the hook queued', async () => {
       const nonce = `ca-hook-${target}-${Date.now()}`;
-      const queue = withCa(queueEnv(s3?.env ?? {}));
+      const queue = withCa(queueEnv(cache.s3Env));
       const daemon = startDaemon(['--to', cacheUrl, '--secret-key-file', key.secretFile], queue);
       await daemon.waitForLog('ready');
       try {

@@ -238,7 +238,7 @@ withSettings(
     .description(
       'Queue store paths for the daemon to upload, as the post-build hook does; they stay GC roots until uploaded.',
     )
-    .argument('<paths...>', 'store paths, or links to them such as ./result'),
+    .argument('<paths...>', 'store paths, or links to them such as ./result; a .drv stands for its outputs'),
   QUEUE_SETTINGS,
 ).action(async (paths: string[], flags: CommonFlags) => {
   try {

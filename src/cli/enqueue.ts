@@ -2,15 +2,14 @@ import { CachectlError } from '../core/errors.js';
 import type { Config } from '../core/config.js';
 import { addGcRoots } from '../nix/gc-roots.js';
 import { LocalStore } from '../nix/local-store.js';
-import { resolveStorePath } from '../nix/resolve.js';
+import { resolveArguments } from '../nix/resolve.js';
 import { Queue } from '../queue/queue.js';
 
 /** `cachectl enqueue PATH…`: what the hook does, for scripts and people. Returns the store paths queued. */
 export async function enqueueCommand(args: readonly string[], config: Config): Promise<string[]> {
   const store = new LocalStore({ dbPath: config.nixDb, logDir: config.nixLogDir });
   try {
-    const paths: string[] = [];
-    for (const arg of args) paths.push(await resolveStorePath(arg, store.storeDir));
+    const paths = await resolveArguments(args, store);
     const valid = store.queryPathInfos(paths);
     const invalid = paths.filter((path) => !valid.has(path));
     if (invalid.length > 0) {

@@ -1,28 +1,14 @@
 import { type Config, requiredCacheUrl } from '../core/config.js';
-import { CachectlError } from '../core/errors.js';
 import { openCache } from '../cache/open.js';
 import { LeaseWriter } from '../gc/lease.js';
 import { LocalStore } from '../nix/local-store.js';
-import { resolveStorePath } from '../nix/resolve.js';
+import { resolveArguments } from '../nix/resolve.js';
 import { loadSecretKeys } from '../upload/secret-keys.js';
 import { pushClosures, type PushProgress, type PushResult } from '../upload/push.js';
 
 export interface PushCommandResult extends PushResult {
   cache: string;
   seconds: number;
-}
-
-/** A derivation stands for its outputs, as it does for `nix copy` and `nix build`; any other path for itself. */
-function outputsOf(path: string, store: LocalStore): string[] {
-  if (!path.endsWith('.drv')) return [path];
-  const outputs = store.queryDerivationOutputs(path);
-  if (outputs.length === 0) {
-    throw new CachectlError(
-      'PATH_NOT_VALID',
-      `the derivation ${path} has no valid outputs in the local Nix store; build it first (nix-build ${path})`,
-    );
-  }
-  return outputs;
 }
 
 /** `cachectl push PATH…`: uploads the closures of PATHs now, in the foreground. */
@@ -39,8 +25,7 @@ export async function pushCommand(
   const backend = await openCache(cacheUrl);
   const lease = new LeaseWriter(backend);
   try {
-    const roots: string[] = [];
-    for (const arg of args) roots.push(...outputsOf(await resolveStorePath(arg, store.storeDir), store));
+    const roots = await resolveArguments(args, store);
     const result = await pushClosures(roots, {
       backend,
       store,

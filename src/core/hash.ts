@@ -1,29 +1,75 @@
-import { nix32Decode, nix32Encode } from './nix32.js';
+import { nix32Decode, nix32Encode, nix32Length } from './nix32.js';
 
 /**
- * SHA-256 digests as Nix writes them. Three encodings meet here: narinfo `sha256:<nix32>`, the store DB
- * `sha256:<hex>`, and `nix path-info --json` SRI `sha256-<base64>`.
+ * Hashes as Nix reads and writes them (its hash.cc). Three encodings meet here: narinfo `sha256:<nix32>`, the
+ * store DB `sha256:<hex>`, and SRI `sha256-<base64>`; narinfos written by other tools may use other algorithms.
  */
-const SHA256_BYTES = 32;
+export type HashAlgorithm = 'md5' | 'sha1' | 'sha256' | 'sha512';
+const HASH_BYTES: Readonly<Record<HashAlgorithm, number>> = { md5: 16, sha1: 20, sha256: 32, sha512: 64 };
 
-/** Parses a SHA-256 hash in any of Nix's encodings; undefined when it is none of them. */
+export interface Hash {
+  algorithm: HashAlgorithm;
+  digest: Buffer;
+}
+
+function isAlgorithm(name: string): name is HashAlgorithm {
+  return Object.hasOwn(HASH_BYTES, name);
+}
+
+/**
+ * A hash with its algorithm in front, as Nix's Hash::parseAnyPrefixed reads it: `<algo>:<body>` with the body in
+ * hex (either case), nix32 or base64, told apart by their exact lengths; or SRI, `<algo>-<base64>`, read as
+ * Nix's base64 decoder does (it stops at the first `=`, so padding may be missing or extra). Undefined when it
+ * is none of these.
+ */
+export function parseHash(text: string): Hash | undefined {
+  const colon = text.indexOf(':');
+  if (colon >= 0) {
+    const algorithm = text.slice(0, colon);
+    if (!isAlgorithm(algorithm)) return undefined;
+    const digest = parseHashBody(text.slice(colon + 1), algorithm);
+    return digest === undefined ? undefined : { algorithm, digest };
+  }
+  const dash = text.indexOf('-');
+  const algorithm = text.slice(0, dash);
+  if (dash < 0 || !isAlgorithm(algorithm)) return undefined;
+  const digest = decodeBase64(text.slice(dash + 1));
+  return digest?.length === HASH_BYTES[algorithm] ? { algorithm, digest } : undefined;
+}
+
+/** The body of a hash without prefix (Nix's parseNonSRIUnprefixed): hex, nix32 or base64 by exact length. */
+export function parseHashBody(body: string, algorithm: HashAlgorithm): Buffer | undefined {
+  const bytes = HASH_BYTES[algorithm];
+  if (body.length === bytes * 2) return /^[0-9a-fA-F]*$/.test(body) ? Buffer.from(body, 'hex') : undefined;
+  if (body.length === nix32Length(bytes)) return nix32Decode(body);
+  if (body.length === ((Math.floor((4 * bytes) / 3) + 3) & ~3)) {
+    const digest = decodeBase64(body);
+    return digest?.length === bytes ? digest : undefined;
+  }
+  return undefined;
+}
+
+const BASE64_DIGITS = /^[A-Za-z0-9+/\n]*$/;
+
+/** Nix's base64 decoder: up to the first `=`, newlines skipped, any other character outside the alphabet fatal. */
+export function decodeBase64(text: string): Buffer | undefined {
+  const end = text.indexOf('=');
+  const body = end < 0 ? text : text.slice(0, end);
+  if (!BASE64_DIGITS.test(body)) return undefined;
+  return Buffer.from(body.replace(/\n/g, ''), 'base64');
+}
+
+/** A SHA-256 digest from any of Nix's encodings; undefined for anything else. */
 export function parseSha256(text: string): Buffer | undefined {
-  let body: string;
-  if (text.startsWith('sha256:')) body = text.slice('sha256:'.length);
-  else if (text.startsWith('sha256-')) return decodeBase64Exact(text.slice('sha256-'.length));
-  else return undefined;
-  if (/^[0-9a-f]{64}$/.test(body)) return Buffer.from(body, 'hex');
-  if (body.length === 52) return nix32Decode(body);
-  return decodeBase64Exact(body);
+  const hash = parseHash(text);
+  return hash?.algorithm === 'sha256' ? hash.digest : undefined;
 }
 
-function decodeBase64Exact(body: string): Buffer | undefined {
-  if (!/^[A-Za-z0-9+/]{43}=$/.test(body)) return undefined;
-  const bytes = Buffer.from(body, 'base64');
-  return bytes.length === SHA256_BYTES ? bytes : undefined;
+/** `<algo>:<nix32>`, the form narinfos and fingerprints use. */
+export function formatHash(hash: Hash): string {
+  return `${hash.algorithm}:${nix32Encode(hash.digest)}`;
 }
 
-/** `sha256:<nix32>`, the form narinfos and fingerprints use. */
 export function formatSha256(digest: Uint8Array): string {
-  return `sha256:${nix32Encode(digest)}`;
+  return formatHash({ algorithm: 'sha256', digest: Buffer.from(digest) });
 }

@@ -1,5 +1,6 @@
 import { CachectlError } from './errors.js';
-import { formatSha256, parseSha256 } from './hash.js';
+import { posix } from 'node:path';
+import { decodeBase64, formatHash, parseHash, type Hash } from './hash.js';
 import { baseNameProblem, DEFAULT_STORE_DIR, parseStorePath } from './store-path.js';
 
 export type Compression = 'zstd' | 'xz' | 'none';
@@ -10,9 +11,9 @@ export interface NarInfo {
   storePath: string;
   url: string;
   compression: string;
-  fileHash?: Buffer;
+  fileHash?: Hash;
   fileSize?: number;
-  narHash: Buffer;
+  narHash: Hash;
   narSize: number;
   /** base names, as the narinfo lists them */
   references: string[];
@@ -30,9 +31,9 @@ export function renderNarInfo(info: NarInfo): string {
   let text = `StorePath: ${info.storePath}\n`;
   text += `URL: ${info.url}\n`;
   text += `Compression: ${info.compression}\n`;
-  if (info.fileHash !== undefined) text += `FileHash: ${formatSha256(info.fileHash)}\n`;
+  if (info.fileHash !== undefined) text += `FileHash: ${formatHash(info.fileHash)}\n`;
   if (info.fileSize !== undefined) text += `FileSize: ${info.fileSize}\n`;
-  text += `NarHash: ${formatSha256(info.narHash)}\n`;
+  text += `NarHash: ${formatHash(info.narHash)}\n`;
   text += `NarSize: ${info.narSize}\n`;
   text += `References: ${[...new Set(info.references)].sort().join(' ')}\n`;
   if (info.deriver !== undefined) text += `Deriver: ${info.deriver}\n`;
@@ -41,66 +42,116 @@ export function renderNarInfo(info: NarInfo): string {
   return text;
 }
 
+/** The compressions Nix names (its compression.cc: its own, and libarchive's filters); empty means bzip2. */
+const NIX_COMPRESSIONS = new Set([
+  'none',
+  'br',
+  'bzip2',
+  'compress',
+  'grzip',
+  'gzip',
+  'lrzip',
+  'lz4',
+  'lzip',
+  'lzma',
+  'lzop',
+  'xz',
+  'zstd',
+]);
+const SIGNATURE_BYTES = 64;
+
 /**
- * Parses a narinfo the way Nix does (`Name: value` lines, unknown names ignored), checking what cachectl
- * relies on: a valid StorePath, a URL inside the cache, a SHA-256 NarHash, a positive NarSize and valid
- * reference base names. `source` names the object in errors.
+ * Parses a narinfo by Nix's own rules (NarInfo's constructor in nar-info.cc), rejecting what Nix rejects: each
+ * line `Name: value` (the character after the colon skipped, unknown names ignored), StorePath in the store
+ * (normalised as Nix's canonPath does), a hash in any algorithm and encoding Nix reads, sizes as whole numbers,
+ * references split on runs of spaces with no second non-empty References line, a valid Deriver, signatures
+ * `name:base64` of an Ed25519 signature, at most one non-empty CA that parses, a compression Nix knows (empty
+ * or none given means bzip2), and StorePath, URL, NarHash and a non-zero NarSize present. Beyond Nix, for the
+ * GC's sake, the URL must be a key under `nar/`. `source` names the object in errors.
  */
 export function parseNarInfo(text: string, source: string, storeDir = DEFAULT_STORE_DIR): NarInfo {
+  let line = 1;
   const fail = (why: string): never => {
-    throw new CachectlError('NARINFO_INVALID', `narinfo ${source} is malformed: ${why}`);
+    throw new CachectlError('NARINFO_INVALID', `narinfo ${source} is malformed: ${why} (line ${line})`);
   };
-  if (!text.endsWith('\n')) fail('the last line does not end in a newline');
-  const fields = new Map<string, string>();
+  const size = (name: string, value: string): number =>
+    /^[0-9]{1,15}$/.test(value) ? Number(value) : fail(`${name} ${JSON.stringify(value)} is not a size`);
+  const hash = (name: string, value: string): Hash =>
+    parseHash(value) ?? fail(`${name} ${JSON.stringify(value)} is not a hash Nix reads`);
+  const baseName = (what: string, value: string): string => {
+    const problem = baseNameProblem(value);
+    return problem === undefined ? value : fail(`${what} ${JSON.stringify(value)} is not a store path: ${problem}`);
+  };
+  let storePath: string | undefined;
+  let url = '';
+  let compression = '';
+  let narHash: Hash | undefined;
+  let narSize = 0;
+  let references: string[] = [];
   const sigs: string[] = [];
-  for (const line of text.slice(0, -1).split('\n')) {
-    const colon = line.indexOf(': ');
-    if (colon <= 0) fail(`line ${JSON.stringify(line)} is not "Name: value"`);
-    const name = line.slice(0, colon);
-    const value = line.slice(colon + 2);
-    if (name === 'Sig') sigs.push(value);
-    else fields.set(name, value);
+  const info: Partial<NarInfo> = {};
+  for (let at = 0; at < text.length; line++) {
+    const colon = text.indexOf(':', at);
+    if (colon < 0) fail("expecting ':'");
+    const eol = text.indexOf('\n', colon + 2);
+    if (eol < 0) fail('the last line does not end in a newline');
+    const name = text.slice(at, colon);
+    const value = text.slice(colon + 2, eol);
+    at = eol + 1;
+    if (name === 'StorePath') {
+      const canonical = posix.normalize(value).replace(/(.)\/$/, '$1');
+      try {
+        storePath = parseStorePath(canonical, storeDir).path;
+      } catch (err) {
+        fail(`StorePath: ${(err as Error).message}`);
+      }
+    } else if (name === 'URL') url = value;
+    else if (name === 'Compression') compression = value;
+    else if (name === 'FileHash') info.fileHash = hash(name, value);
+    else if (name === 'FileSize') info.fileSize = size(name, value);
+    else if (name === 'NarHash') narHash = hash(name, value);
+    else if (name === 'NarSize') narSize = size(name, value);
+    else if (name === 'References') {
+      if (references.length > 0) fail('a second References line');
+      references = value
+        .split(' ')
+        .filter((ref) => ref !== '')
+        .map((ref) => baseName('reference', ref));
+    } else if (name === 'Deriver') {
+      if (value !== 'unknown-deriver') info.deriver = baseName('Deriver', value);
+    } else if (name === 'Sig') sigs.push(signature(value) ?? fail(`Sig ${JSON.stringify(value)} is not name:base64`));
+    else if (name === 'CA') {
+      if (info.ca !== undefined) fail('a second CA line');
+      if (value !== '') info.ca = isContentAddress(value) ? value : fail(`CA ${JSON.stringify(value)} does not parse`);
+    }
   }
-  const required = (name: string): string => fields.get(name) ?? fail(`it has no ${name}`);
-  const sizeField = (name: string, value: string): number => {
-    if (!/^[0-9]{1,15}$/.test(value)) fail(`${name} ${JSON.stringify(value)} is not a size`);
-    return Number(value);
-  };
-  const hashField = (name: string, value: string): Buffer =>
-    parseSha256(value) ?? fail(`${name} ${JSON.stringify(value)} is not a sha256 hash`);
-
-  const storePath = required('StorePath');
-  try {
-    parseStorePath(storePath, storeDir);
-  } catch (err) {
-    fail((err as Error).message);
-  }
-  const url = required('URL');
+  line = 0;
+  if (storePath === undefined) return fail('it has no StorePath');
+  if (narHash === undefined) return fail('it has no NarHash');
+  if (url === '') return fail('it has no URL');
+  if (narSize === 0) return fail('its NarSize is missing or 0');
   if (!/^nar\/[0-9a-z]+\.nar(\.[a-z0-9]+)?$/.test(url)) fail(`URL ${JSON.stringify(url)} is not a nar/ key`);
-  const narSize = sizeField('NarSize', required('NarSize'));
-  if (narSize === 0) fail('NarSize is 0');
-  const referencesText = fields.get('References') ?? '';
-  const references = referencesText === '' ? [] : referencesText.split(' ');
-  for (const ref of references) {
-    const problem = baseNameProblem(ref);
-    if (problem !== undefined) fail(`reference ${JSON.stringify(ref)} is not a store path base name: ${problem}`);
-  }
-  const info: NarInfo = {
-    storePath,
-    url,
-    compression: fields.get('Compression') ?? 'bzip2',
-    narHash: hashField('NarHash', required('NarHash')),
-    narSize,
-    references,
-    sigs,
-  };
-  const fileHash = fields.get('FileHash');
-  if (fileHash !== undefined) info.fileHash = hashField('FileHash', fileHash);
-  const fileSize = fields.get('FileSize');
-  if (fileSize !== undefined) info.fileSize = sizeField('FileSize', fileSize);
-  const deriver = fields.get('Deriver');
-  if (deriver !== undefined && deriver !== 'unknown-deriver') info.deriver = deriver;
-  const ca = fields.get('CA');
-  if (ca !== undefined) info.ca = ca;
-  return info;
+  if (compression === '') compression = 'bzip2';
+  if (!NIX_COMPRESSIONS.has(compression)) fail(`Compression ${JSON.stringify(compression)} is not one Nix knows`);
+  return { ...info, storePath, url, compression, narHash, narSize, references, sigs: [...new Set(sigs)] };
+}
+
+/** A signature as Nix's Signature::parse takes it: a key name, a colon, base64 of an Ed25519 signature. */
+function signature(text: string): string | undefined {
+  const colon = text.indexOf(':');
+  if (colon <= 0) return undefined;
+  return decodeBase64(text.slice(colon + 1))?.length === SIGNATURE_BYTES ? text : undefined;
+}
+
+/**
+ * Whether `text` is a content address as Nix's ContentAddress::parse reads one: `text:sha256:<hash>`, or
+ * `fixed:[r:]<algo>:<hash>`, the hash without prefix in hex, nix32 or base64.
+ */
+export function isContentAddress(text: string): boolean {
+  const match = /^(text|fixed):(r:)?([a-z0-9]+):(.*)$/.exec(text);
+  if (match === null) return false;
+  const [, method, recursive, algorithm, body] = match;
+  if (method === 'text' && (recursive !== undefined || algorithm !== 'sha256')) return false;
+  const parsed = parseHash(`${algorithm ?? ''}:${body ?? ''}`);
+  return parsed !== undefined;
 }

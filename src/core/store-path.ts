@@ -25,7 +25,8 @@ export function baseNameProblem(baseName: string): string | undefined {
   const name = baseName.slice(HASH_CHARS + 1);
   if (name.length > MAX_NAME_CHARS) return `its name is longer than ${MAX_NAME_CHARS} characters`;
   if (!NAME_PATTERN.test(name)) return 'its name has characters other than letters, digits and +-._?=';
-  if (name.startsWith('.')) return 'its name starts with a period';
+  // Since Nix 2.21 a name may start with a period, but its first dash-separated part may not be . or ..
+  if (/^\.\.?(-|$)/.test(name)) return 'its name is . or .., or starts with .- or ..-';
   return undefined;
 }
 

@@ -21,6 +21,10 @@ import { readBuildLog } from '../nix/build-log.js';
 import type { LocalStore, PathInfo } from '../nix/local-store.js';
 import { LARGE_NAR_BYTES, makeNarInfo, uploadNar } from './pipeline.js';
 
+/** Logs up to this size go up whole from memory; bzip2 logs by their compressed size (text compresses ~10-20×). */
+const SMALL_LOG_BYTES = 1024 * 1024;
+const SMALL_COMPRESSED_LOG_BYTES = 64 * 1024;
+
 /**
  * Large NARs streamed at once, whatever --jobs says: what keeps a push's memory bounded. One is enough to keep
  * both cores busy (its zstd has two worker threads); measured on six 60 MiB NARs, two at once were 20-30 %
@@ -365,8 +369,16 @@ async function uploadBuildLog(options: PushOptions, drvPath: string, result: Pus
   const log = options.store.buildLog(drvPath);
   if (log === undefined) return;
   // Stored as plain text: Nix reads a file:// log as it is, and an HTTP one through its Content-Type alone.
-  const sizeHint = log.compressed ? log.fileBytes * 20 : log.fileBytes;
-  await options.backend.putStream(logKey(drvPath), readBuildLog(log), CONTENT_TYPES.log, sizeHint);
+  const key = logKey(drvPath);
+  if (log.fileBytes <= (log.compressed ? SMALL_COMPRESSED_LOG_BYTES : SMALL_LOG_BYTES)) {
+    // Most logs: read whole and sent in one request, which the backend retries (a stream it cannot).
+    const chunks: Buffer[] = [];
+    for await (const chunk of readBuildLog(log)) chunks.push(chunk);
+    await options.backend.put(key, Buffer.concat(chunks), CONTENT_TYPES.log);
+  } else {
+    const sizeHint = log.compressed ? log.fileBytes * 20 : log.fileBytes;
+    await options.backend.putStream(key, readBuildLog(log), CONTENT_TYPES.log, sizeHint);
+  }
   result.logs += 1;
 }
 

@@ -16,6 +16,7 @@ import { formatSha256, parseSha256 } from '../../src/core/hash.js';
 import { narString } from '../../src/core/nar.js';
 import { parseNarInfo, renderNarInfo } from '../../src/core/narinfo.js';
 import { nix32Decode, nix32Encode } from '../../src/core/nix32.js';
+import { NIX_NARINFO, NIX_NARINFO_NO_REFS, NIX_PUBLIC_KEY } from '../fixtures/narinfos.js';
 import {
   fingerprint,
   formatPublicKey,
@@ -93,7 +94,7 @@ describe('store paths', () => {
     ['nix/store/x', 'PATH_NOT_IN_STORE', /not in the Nix store/],
     [`/nix/store/${hash}`, 'STORE_PATH_INVALID', /<32-character hash>-<name>/],
     [`/nix/store/${'e'.repeat(32)}-x`, 'STORE_PATH_INVALID', /not nix32/],
-    [`/nix/store/${hash}-.hidden`, 'STORE_PATH_INVALID', /starts with a period/],
+    [`/nix/store/${hash}-..`, 'STORE_PATH_INVALID', /is \. or \.\./],
     [`/nix/store/${hash}-a b`, 'STORE_PATH_INVALID', /characters other than/],
     [`/nix/store/${hash}-ü`, 'STORE_PATH_INVALID', /characters other than/],
     [`/nix/store/${hash}-${'a'.repeat(212)}`, 'STORE_PATH_INVALID', /longer than 211/],
@@ -117,32 +118,6 @@ describe('NAR framing', () => {
   });
 });
 
-// Written by `nix copy --to file://…?compression=zstd` (Nix 2.8) for a path with references and a deriver.
-const NIX_NARINFO = `StorePath: /nix/store/yrz6dw5nnz86xas3wq4dl2xz14dwrfbc-fixture-app
-URL: nar/0d3lb4ks1p3qnmk25ydrdgk908l3wq5md6am87w0czyi1jcybw5h.nar.zst
-Compression: zstd
-FileHash: sha256:0d3lb4ks1p3qnmk25ydrdgk908l3wq5md6am87w0czyi1jcybw5h
-FileSize: 403
-NarHash: sha256:09vj8kmr521w01nzqjya8xgv11172l4455znyl6vvjmc83w4afdh
-NarSize: 1704
-References: ms9gx7bx74vq2c5fhvc948q04shp5g11-fixture-lib yrz6dw5nnz86xas3wq4dl2xz14dwrfbc-fixture-app
-Deriver: cn5c2mfjsd5wa6gqdxz6f0nx9l7y4arz-fixture-app.drv
-Sig: example-cache-1:yV6yJ5bCaPgK51bKE9uT+9DzXxNjNr7WFQi3+W1ixzqG3y+TWJoxn8/b3TldvG4+11mDGK2bq4wdUwgcAzShCQ==
-`;
-const NIX_NARINFO_NO_REFS = `StorePath: /nix/store/i85rfilzsgspjaa5inp5ha889yixqq4k-fixture-tiny
-URL: nar/10j8ap4wvp51lgz4zvhzsz0v5y4s39al9cxajqy1rybx5lc6aqhj.nar.zst
-Compression: zstd
-FileHash: sha256:10j8ap4wvp51lgz4zvhzsz0v5y4s39al9cxajqy1rybx5lc6aqhj
-FileSize: 100
-NarHash: sha256:14g806w4wx51iz0r5md0hdh6mcl0pf56fpxzd7vsh9qj5lkc22z1
-NarSize: 128
-References: 
-Deriver: 0qvjsklnmqgnglqq0c8x56zh0dfbhqqb-fixture-tiny.drv
-Sig: example-cache-1:yJQOgvoUtvgaUbfzKGUPI1u2OUqEcmMhACPx2uAKsPIyZNVVc2tVwjo/V54fqKpT3R8BXnwZ6lmGsfIrUpYyCQ==
-`;
-// The public key of the (test-only) key that signed both.
-const NIX_PUBLIC_KEY = 'example-cache-1:uKj67C0jikDZ257kAxiJ0GHGhhhMtKOBtzOJkDQNW8s=';
-
 describe('narinfo', () => {
   for (const [name, text] of [
     ['with references', NIX_NARINFO],
@@ -165,12 +140,12 @@ describe('narinfo', () => {
   });
   const malformed: [string, string, RegExp][] = [
     ['no final newline', NIX_NARINFO.trimEnd(), /newline/],
-    ['no NarHash', NIX_NARINFO.replace(/^NarHash.*\n/m, ''), /no NarHash/],
+    ['no NarHash', NIX_NARINFO.replace(/^NarHash.*\n/m, ''), /has no NarHash/],
     ['a bad store path', NIX_NARINFO.replace('/nix/store/yrz6', '/nix/store/../'), /StorePath|store path/],
     ['a URL outside nar/', NIX_NARINFO.replace('URL: nar/', 'URL: ../../'), /URL/],
     ['a reference with ..', NIX_NARINFO.replace('References: ms9g', 'References: ../g'), /reference/],
-    ['NarSize 0', NIX_NARINFO.replace('NarSize: 1704', 'NarSize: 0'), /NarSize is 0/],
-    ['garbage', 'hello\n', /not "Name: value"/],
+    ['NarSize 0', NIX_NARINFO.replace('NarSize: 1704', 'NarSize: 0'), /NarSize is missing or 0/],
+    ['garbage', 'hello\n', /expecting ':'/],
   ];
   for (const [name, text, pattern] of malformed) {
     it(`refuses a narinfo with ${name}`, () => {
@@ -185,7 +160,7 @@ describe('signing', () => {
     for (const text of [NIX_NARINFO, NIX_NARINFO_NO_REFS]) {
       const info = parseNarInfo(text, 'golden');
       const refs = info.references.map((ref) => `/nix/store/${ref}`);
-      const fp = fingerprint(info.storePath, info.narHash, info.narSize, refs);
+      const fp = fingerprint(info.storePath, info.narHash.digest, info.narSize, refs);
       assert.ok(verifySignature([key], fp, info.sigs[0] as string), fp);
       assert.ok(
         !verifySignature([key], fp.replace(`;${info.narSize};`, `;${info.narSize + 1};`), info.sigs[0] as string),
