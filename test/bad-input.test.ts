@@ -670,7 +670,7 @@ describe('the catalogue of bad input: each gets its exact error, and nothing is 
             `"nar/../../other-${prefix}/nar/victim.nar" is not a nar/ key; kept`,
           `${'3'.repeat(32)}.narinfo: narinfo ${'3'.repeat(32)}.narinfo is malformed: reference ` +
             `"../../${prefix}-sibling" is not a store path base name: it does not have the form <32-character ` +
-            `hash>-<name>; kept`,
+            `hash>-<name> (line 3); kept`,
         ]);
         assert.equal(report.deleted.narinfos.count, 0);
         assert.deepEqual(await objectsUnder(s3, ''), before, 'GC deleted or changed something');

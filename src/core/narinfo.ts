@@ -72,7 +72,8 @@ const SIGNATURE_BYTES = 64;
 export function parseNarInfo(text: string, source: string, storeDir = DEFAULT_STORE_DIR): NarInfo {
   let line = 1;
   const fail = (why: string): never => {
-    throw new CachectlError('NARINFO_INVALID', `narinfo ${source} is malformed: ${why} (line ${line})`);
+    const where = line > 0 ? ` (line ${line})` : '';
+    throw new CachectlError('NARINFO_INVALID', `narinfo ${source} is malformed: ${why}${where}`);
   };
   const size = (name: string, value: string): number =>
     /^[0-9]{1,15}$/.test(value) ? Number(value) : fail(`${name} ${JSON.stringify(value)} is not a size`);
@@ -80,7 +81,9 @@ export function parseNarInfo(text: string, source: string, storeDir = DEFAULT_ST
     parseHash(value) ?? fail(`${name} ${JSON.stringify(value)} is not a hash Nix reads`);
   const baseName = (what: string, value: string): string => {
     const problem = baseNameProblem(value);
-    return problem === undefined ? value : fail(`${what} ${JSON.stringify(value)} is not a store path: ${problem}`);
+    return problem === undefined
+      ? value
+      : fail(`${what} ${JSON.stringify(value)} is not a store path base name: ${problem}`);
   };
   let storePath: string | undefined;
   let url = '';

@@ -30,8 +30,6 @@ export interface PushOutcome extends BatchOutcome {
   failures: ReadonlyMap<string, RootFailure>;
   /** the push of the roots still in the local store, when it ran */
   push?: PushResult;
-  /** the roots the push uploaded */
-  uploadedRoots: readonly string[];
   /** roots handed to the push (those still in the local store) */
   pushedRoots: number;
   /** why the batch failed as a whole, when it did */

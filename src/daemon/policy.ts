@@ -57,12 +57,14 @@ export function pausingTrouble<T extends Trouble>(failures: readonly T[]): T | u
 
 /**
  * Shared trouble: wait, longer each time (at least what the server asked); throttling also halves the uploads at
- * once. A pause never ends sooner than one already running.
+ * once. A pause never ends sooner than one already running. A batch that still got some paths through met a flaky
+ * cache, not a down one: its pause stays at the first step.
  */
-export function pauseFor(state: PauseState, trouble: Trouble, now: number): PauseState {
-  const waitMs = Math.max(trouble.retryAfterMs ?? 0, backoffMs(state.level + 1, PAUSE_BACKOFF, 0.5));
+export function pauseFor(state: PauseState, trouble: Trouble, now: number, madeProgress = false): PauseState {
+  const level = madeProgress ? 1 : state.level + 1;
+  const waitMs = Math.max(trouble.retryAfterMs ?? 0, backoffMs(level, PAUSE_BACKOFF, 0.5));
   return {
-    level: state.level + 1,
+    level,
     pausedUntil: Math.max(state.pausedUntil, now + waitMs),
     reason: `${trouble.code}: ${trouble.message}`,
     jobs: trouble.code === 'CACHE_THROTTLED' ? Math.max(1, Math.floor(state.jobs / 2)) : state.jobs,

@@ -23,6 +23,8 @@ export interface BatchOutcome {
   failures: ReadonlyMap<string, Trouble>;
   /** false when the batch failed as a whole before anything was uploaded */
   completed: boolean;
+  /** the roots the batch uploaded */
+  uploadedRoots: readonly string[];
 }
 
 /** The uploader's work, handed to it: the queue and the push behind plain functions. */
@@ -191,7 +193,8 @@ export class Uploader<Outcome extends BatchOutcome> {
       return;
     }
     const trouble = pausingTrouble([...outcome.failures.values()]);
-    if (trouble !== undefined) this.pause = pauseFor(this.pause, trouble, this.options.now());
+    if (trouble !== undefined)
+      this.pause = pauseFor(this.pause, trouble, this.options.now(), outcome.uploadedRoots.length > 0);
     this.work.record(roots, outcome, trouble === undefined ? undefined : this.pause.pausedUntil);
     if (trouble !== undefined) {
       const waitMs = this.pause.pausedUntil - this.options.now();

@@ -38,6 +38,15 @@ describe('pause policy', () => {
     assert.equal(longer.pausedUntil, 5_000_000);
   });
 
+  it('keeps the pause at its first step after a batch that still got paths through: a flaky cache, not a down one', () => {
+    let state = initialPause(8);
+    for (let i = 0; i < 6; i++) state = pauseFor(state, unreachable, 0);
+    assert.equal(state.pausedUntil, 24_000);
+    const flaky = pauseFor({ ...state, pausedUntil: 0 }, unreachable, 100_000, true);
+    assert.deepEqual([flaky.level, flaky.pausedUntil - 100_000], [1, 750]);
+    assert.equal(pauseFor(flaky, unreachable, 200_000).pausedUntil - 200_000, 1500, 'escalating again from there');
+  });
+
   it('waits at least what the server asked for', () => {
     const state = pauseFor(initialPause(8), { ...throttled, retryAfterMs: 30_000 }, 0);
     assert.equal(state.pausedUntil, 30_000);
@@ -136,12 +145,17 @@ function harness(options: {
   return { uploader, clock, recorded, released, states, jobsSeen, controller };
 }
 
-const allDone = (): BatchOutcome => ({ failures: new Map(), completed: true });
+const allDone = (roots: readonly string[]): BatchOutcome => ({
+  failures: new Map(),
+  completed: true,
+  uploadedRoots: roots,
+});
 const allFail =
   (trouble: Trouble) =>
   (roots: readonly string[]): BatchOutcome => ({
     failures: new Map(roots.map((root) => [root, trouble])),
     completed: true,
+    uploadedRoots: [],
   });
 
 describe('uploader loop', () => {
