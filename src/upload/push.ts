@@ -117,7 +117,10 @@ export async function ensureCacheInfo(backend: CacheBackend, storeDir: string): 
   }
 }
 
-/** A failure of the cache itself (access, bucket, network) dooms every path: stop starting new ones. */
+/** Cache-wide failures in a row that mean the cache is down, not flaky. */
+const CACHE_DOWN_FAILURES = 3;
+
+/** A failure of the cache itself (access, bucket, network), as opposed to one path's. */
 function isCacheWide(err: unknown): err is CachectlError {
   return err instanceof CachectlError && err.code.startsWith('CACHE_');
 }
@@ -299,7 +302,10 @@ async function publishPaths(
   const narKeys = new Map<string, string>();
   const limiter = new Limiter(options.jobs);
   const largeLimiter = new Limiter(LARGE_NARS_AT_ONCE);
+  // A cache that is down fails every path: after a few cache-wide failures in a row, with none published in
+  // between, no new path starts. A flaky one fails some, and the paths in between go on.
   let cacheFailure: CachectlError | undefined;
+  let cacheFailuresInARow = 0;
   const publishing = new Map<string, Promise<void>>();
   // Outputs of one derivation share its log: it goes up once.
   const logsUploading = new Map<string, Promise<void>>();
@@ -340,11 +346,12 @@ async function publishPaths(
     published.push(info.path);
     result.narBytes += nar.narSize;
     result.fileBytes += nar.fileSize;
+    cacheFailuresInARow = 0;
     onPublished(info.path);
   };
   for (const info of [...paths].sort((a, b) => b.narSize - a.narSize)) {
     const done = publish(info).catch((err: unknown) => {
-      if (isCacheWide(err)) cacheFailure ??= err;
+      if (isCacheWide(err) && (cacheFailuresInARow += 1) >= CACHE_DOWN_FAILURES) cacheFailure ??= err;
       const failure: PushFailure =
         err instanceof DependencyFailed
           ? {
