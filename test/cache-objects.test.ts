@@ -56,7 +56,10 @@ async function nixCopyListing(path: string): Promise<Buffer> {
   return readFileSync(join(dir, `${hashPartOf(path)}.ls`));
 }
 
-/** A fresh cache on `target` for one suite: its URLs for cachectl and for Nix, a backend on it, a signing key. */
+/**
+ * A fresh cache on `target` for one suite: its URLs for cachectl and for Nix, a backend on it, a signing key, and
+ * the test environment made by `environment`.
+ */
 interface TargetCache {
   cacheUrl: string;
   nixUrl: string;
@@ -68,7 +71,11 @@ interface TargetCache {
   close(): Promise<void>;
 }
 
-async function openTarget(target: 'file' | 's3', name: string): Promise<TargetCache> {
+async function openTarget(
+  target: 'file' | 's3',
+  name: string,
+  environment: (env: NodeJS.ProcessEnv) => NodeJS.ProcessEnv = (env) => env,
+): Promise<TargetCache> {
   requireNix();
   const key = await newKey(`cachectl-${name}-${target}-1`);
   let s3: S3Server | undefined;
@@ -87,7 +94,7 @@ async function openTarget(target: 'file' | 's3', name: string): Promise<TargetCa
   return {
     cacheUrl,
     nixUrl,
-    env: testEnv(s3?.env ?? {}),
+    env: environment(testEnv(s3?.env ?? {})),
     s3Env: s3?.env ?? {},
     backend,
     key,
@@ -101,45 +108,38 @@ async function openTarget(target: 'file' | 's3', name: string): Promise<TargetCa
 for (const target of ['file', 's3'] as const) {
   describe(`build logs and NAR listings on ${target}://`, () => {
     let cache: TargetCache;
-    let key: Key;
-    let cacheUrl = '';
-    let nixUrl = '';
-    let env: NodeJS.ProcessEnv = {};
-    let backend: CacheBackend;
-
     before(async () => {
       cache = await openTarget(target, 'objects');
-      ({ key, cacheUrl, nixUrl, env, backend } = cache);
     });
     after(() => cache.close());
 
     it('push uploads the build log and the listing: nix log and nix store ls read them', async () => {
       const { listed } = await buildFixtures(['listed'], { nonce: `objects-${target}-${Date.now()}` });
-      const result = await push(['--to', cacheUrl, '--secret-key-file', key.secretFile, listed], env);
+      const result = await push(['--to', cache.cacheUrl, '--secret-key-file', cache.key.secretFile, listed], cache.env);
       assert.deepEqual(result.uploaded, [listed]);
       assert.equal(result.logs, 1);
 
       const local = await nixLog(listed);
       assert.match(local.stdout, /building listed: stdout\nbuilding listed: stderr\nno newline at the end$/);
-      const fromCache = await nixLog(listed, nixUrl);
+      const fromCache = await nixLog(listed, cache.nixUrl);
       assert.equal(fromCache.code, 0, fromCache.stderr);
       assert.equal(fromCache.stdout, local.stdout);
 
-      assert.deepEqual(await backend.get(`${hashPartOf(listed)}.ls`), await nixCopyListing(listed));
-      const ls = await run('nix', ['store', 'ls', '--store', nixUrl, '-R', '-l', listed]);
+      assert.deepEqual(await cache.backend.get(`${hashPartOf(listed)}.ls`), await nixCopyListing(listed));
+      const ls = await run('nix', ['store', 'ls', '--store', cache.nixUrl, '-R', '-l', listed]);
       assert.equal(ls.code, 0, ls.stderr);
       const localLs = await run('nix', ['store', 'ls', '-R', '-l', listed]);
       assert.equal(ls.stdout, localLs.stdout);
       assert.match(ls.stdout, /names\/"quoted"/);
 
-      const verify = await nixVerify(nixUrl, key.publicKey, [listed]);
+      const verify = await nixVerify(cache.nixUrl, cache.key.publicKey, [listed]);
       assert.equal(verify.code, 0, verify.stderr);
       if (target === 's3') {
         const drv = (await run('nix-store', ['-q', '--deriver', listed])).stdout.trim();
-        const log = await fetch(`${nixUrl}/log/${drv.slice('/nix/store/'.length)}`);
+        const log = await fetch(`${cache.nixUrl}/log/${drv.slice('/nix/store/'.length)}`);
         assert.equal(log.headers.get('content-type'), 'text/plain; charset=utf-8');
         assert.equal(log.headers.get('content-encoding'), null);
-        const listing = await fetch(`${nixUrl}/${hashPartOf(listed)}.ls`);
+        const listing = await fetch(`${cache.nixUrl}/${hashPartOf(listed)}.ls`);
         assert.equal(listing.headers.get('content-type'), 'application/json');
       }
     });
@@ -149,16 +149,16 @@ for (const target of ['file', 's3'] as const) {
       const build = await run(
         'nix-build',
         [FIXTURES, '--no-out-link', '--argstr', 'nonce', nonce, '-A', 'tiny', '--option', 'keep-build-log', 'false'],
-        env,
+        cache.env,
       );
       assert.equal(build.code, 0, build.stderr);
       const tiny = build.stdout.trim();
       assert.equal((await nixLog(tiny)).code, 1, 'Nix kept no log');
-      const result = await push(['--to', cacheUrl, '--nar-listing', 'false', tiny], env);
+      const result = await push(['--to', cache.cacheUrl, '--nar-listing', 'false', tiny], cache.env);
       assert.deepEqual([result.uploaded, result.logs], [[tiny], 0]);
-      assert.equal(await backend.exists(`${hashPartOf(tiny)}.narinfo`), true);
-      assert.equal(await backend.exists(`${hashPartOf(tiny)}.ls`), false);
-      const fromCache = await nixLog(tiny, nixUrl);
+      assert.equal(await cache.backend.exists(`${hashPartOf(tiny)}.narinfo`), true);
+      assert.equal(await cache.backend.exists(`${hashPartOf(tiny)}.ls`), false);
+      const fromCache = await nixLog(tiny, cache.nixUrl);
       assert.match(fromCache.stderr, /build log of .* is not available/);
     });
 
@@ -169,8 +169,8 @@ for (const target of ['file', 's3'] as const) {
       const file = join(logDir, 'drvs', drv.slice(0, 2), drv.slice(2));
       mkdirSync(dirname(file), { recursive: true });
       writeFileSync(`${file}.bz2`, 'not bzip2 at all');
-      const withLogDir = { ...env, NIX_LOG_DIR: logDir };
-      const bad = await cachectl(['push', '--json', '--to', cacheUrl, listed], withLogDir);
+      const withLogDir = { ...cache.env, NIX_LOG_DIR: logDir };
+      const bad = await cachectl(['push', '--json', '--to', cache.cacheUrl, listed], withLogDir);
       assert.equal(bad.code, 1, bad.stderr);
       const failed = (JSON.parse(bad.stdout) as { failed: { code: string; message: string }[] }).failed;
       assert.deepEqual(
@@ -178,19 +178,19 @@ for (const target of ['file', 's3'] as const) {
         ['BUILD_LOG_UNREADABLE'],
       );
       assert.ok(failed[0]?.message.includes(`${file}.bz2`), failed[0]?.message);
-      assert.equal(await backend.exists(`${hashPartOf(listed)}.narinfo`), false);
+      assert.equal(await cache.backend.exists(`${hashPartOf(listed)}.narinfo`), false);
 
       rmSync(`${file}.bz2`);
       writeFileSync(file, 'a plain log\n');
-      const result = await push(['--to', cacheUrl, listed], withLogDir);
+      const result = await push(['--to', cache.cacheUrl, listed], withLogDir);
       assert.deepEqual([result.uploaded, result.logs], [[listed], 1]);
-      assert.equal((await nixLog(listed, nixUrl)).stdout, 'a plain log\n');
+      assert.equal((await nixLog(listed, cache.nixUrl)).stdout, 'a plain log\n');
     });
 
     it('the daemon uploads the log and listing of what the hook queued', async () => {
       const nonce = `objects-hook-${target}-${Date.now()}`;
       const queue = queueEnv(cache.s3Env);
-      const daemon = startDaemon(['--to', cacheUrl], queue);
+      const daemon = startDaemon(['--to', cache.cacheUrl], queue);
       await daemon.waitForLog('ready');
       try {
         const build = await run(
@@ -201,10 +201,10 @@ for (const target of ['file', 's3'] as const) {
         assert.equal(build.code, 0, build.stderr);
         const listed = build.stdout.trim();
         await settled(queue, 1);
-        const fromCache = await nixLog(listed, nixUrl);
+        const fromCache = await nixLog(listed, cache.nixUrl);
         assert.equal(fromCache.stdout, (await nixLog(listed)).stdout);
         assert.match(fromCache.stdout, /building listed: stdout/);
-        assert.deepEqual(await backend.get(`${hashPartOf(listed)}.ls`), await nixCopyListing(listed));
+        assert.deepEqual(await cache.backend.get(`${hashPartOf(listed)}.ls`), await nixCopyListing(listed));
       } finally {
         await stopDaemon(daemon);
       }
@@ -212,21 +212,28 @@ for (const target of ['file', 's3'] as const) {
 
     it('the GC collects logs and listings with their narinfos, and orphan listings', async () => {
       const orphan = `${'0'.repeat(32)}.ls`;
-      await backend.put(orphan, Buffer.from('{"version":1,"root":{"type":"regular","size":0,"narOffset":96}}'), 'x');
+      await cache.backend.put(
+        orphan,
+        Buffer.from('{"version":1,"root":{"type":"regular","size":0,"narOffset":96}}'),
+        'x',
+      );
       const kinds = (keys: string[]) => ({
         listings: keys.filter((k) => k.endsWith('.ls')).length,
         logs: keys.filter((k) => k.startsWith('log/')).length,
         narinfos: keys.filter((k) => k.endsWith('.narinfo')).length,
       });
-      const before = kinds(await allKeys(backend));
+      const before = kinds(await allKeys(cache.backend));
       assert.ok(before.listings >= 3 && before.logs >= 2, JSON.stringify(before));
-      await dropLeases(backend);
-      const gc = await cachectl(['gc', '--to', cacheUrl, '--older-than', '0s', '--grace', '0s', '--json'], env);
+      await dropLeases(cache.backend);
+      const gc = await cachectl(
+        ['gc', '--to', cache.cacheUrl, '--older-than', '0s', '--grace', '0s', '--json'],
+        cache.env,
+      );
       assert.equal(gc.code, 0, gc.stderr);
       const report = JSON.parse(gc.stdout) as { deleted: Record<string, { count: number }> };
       assert.equal(report.deleted['listings']?.count, before.listings, gc.stdout);
       assert.equal(report.deleted['logs']?.count, before.logs);
-      assert.deepEqual(kinds(await allKeys(backend)), { listings: 0, logs: 0, narinfos: 0 });
+      assert.deepEqual(kinds(await allKeys(cache.backend)), { listings: 0, logs: 0, narinfos: 0 });
     });
   });
 }
@@ -234,21 +241,13 @@ for (const target of ['file', 's3'] as const) {
 for (const target of ['file', 's3'] as const) {
   describe(`realisations of content-addressed derivations on ${target}://`, () => {
     let cache: TargetCache;
-    let key: Key;
-    let cacheUrl = '';
-    let nixUrl = '';
-    let env: NodeJS.ProcessEnv = {};
-    let backend: CacheBackend;
-
     before(async () => {
-      cache = await openTarget(target, 'ca');
-      ({ key, cacheUrl, nixUrl, backend } = cache);
-      env = withCa(cache.env);
+      cache = await openTarget(target, 'ca', withCa);
     });
     after(() => cache.close());
 
     /** Builds `top` of the content-addressed fixtures: its derivation and its output. */
-    async function buildTop(nonce: string, extra: string[] = [], buildEnv = env) {
+    async function buildTop(nonce: string, extra: string[] = [], buildEnv = cache.env) {
       const build = await run(
         'nix-build',
         [CA_FIXTURES, '--no-out-link', '--argstr', 'nonce', nonce, '-A', 'top', ...extra],
@@ -277,12 +276,12 @@ for (const target of ['file', 's3'] as const) {
           '0',
           '--option',
           'substituters',
-          nixUrl,
+          cache.nixUrl,
           '--option',
           'trusted-public-keys',
-          key.publicKey,
+          cache.key.publicKey,
         ],
-        { ...env, XDG_CACHE_HOME: tempDir('xdg') },
+        { ...cache.env, XDG_CACHE_HOME: tempDir('xdg') },
       );
     }
 
@@ -293,14 +292,14 @@ for (const target of ['file', 's3'] as const) {
       assert.notEqual(before.code, 0, 'nothing to substitute yet');
       assert.match(before.stderr, /unable to start any build/);
 
-      const result = await push(['--to', cacheUrl, '--secret-key-file', key.secretFile, drv], env);
+      const result = await push(['--to', cache.cacheUrl, '--secret-key-file', cache.key.secretFile, drv], cache.env);
       assert.deepEqual(result.failed, []);
       assert.ok(result.uploaded.includes(out), JSON.stringify(result.uploaded));
       // top and dep, each for the derivation as written and as resolved (Nix records both)
       assert.ok(result.realisations >= 2, `${result.realisations} realisations`);
-      const info = await run('nix', ['realisation', 'info', drv], env);
+      const info = await run('nix', ['realisation', 'info', drv], cache.env);
       const id = info.stdout.split(' ')[0] ?? '';
-      const doi = await backend.get(`realisations/${id}.doi`);
+      const doi = await cache.backend.get(`realisations/${id}.doi`);
       assert.ok(doi !== undefined, `realisations/${id}.doi`);
       assert.equal((JSON.parse(doi.toString()) as { outPath: string }).outPath, out.slice('/nix/store/'.length));
 
@@ -314,7 +313,7 @@ for (const target of ['file', 's3'] as const) {
       const copy = await run(
         'nix',
         ['copy', '--to', `file://${dir}`, '-f', CA_FIXTURES, 'top', '--argstr', 'nonce', nonce],
-        env,
+        cache.env,
       );
       assert.equal(copy.code, 0, copy.stderr);
       const nixText = readFileSync(join(dir, 'realisations', `${id}.doi`), 'utf8');
@@ -322,7 +321,7 @@ for (const target of ['file', 's3'] as const) {
       const fingerprint = `${nixText.slice(0, -',"signatures":[]}'.length)}}`;
       const { signatures } = JSON.parse(doi.toString()) as { signatures: string[] };
       assert.equal(signatures.length, 1);
-      assert.equal(verifySignature([parsePublicKey(key.publicKey)], fingerprint, signatures[0] ?? ''), true);
+      assert.equal(verifySignature([parsePublicKey(cache.key.publicKey)], fingerprint, signatures[0] ?? ''), true);
     });
 
     it('writes each realisation byte for byte as nix copy of the derivation does', async () => {
@@ -332,17 +331,17 @@ for (const target of ['file', 's3'] as const) {
       const copy = await run(
         'nix',
         ['copy', '--to', `file://${dir}`, '-f', CA_FIXTURES, 'top', '--argstr', 'nonce', nonce],
-        env,
+        cache.env,
       );
       assert.equal(copy.code, 0, copy.stderr);
       // pushed by output path, unsigned, as nix copy leaves them
-      const result = await push(['--to', cacheUrl, out], env);
+      const result = await push(['--to', cache.cacheUrl, out], cache.env);
       assert.deepEqual(result.failed, []);
       const written = readdirSync(join(dir, 'realisations'));
       assert.equal(written.length, 2, 'top and dep');
       for (const name of written) {
         assert.deepEqual(
-          await backend.get(`realisations/${name}`),
+          await cache.backend.get(`realisations/${name}`),
           readFileSync(join(dir, 'realisations', name)),
           name,
         );
@@ -352,7 +351,7 @@ for (const target of ['file', 's3'] as const) {
     it('the daemon uploads the realisations of what the hook queued', async () => {
       const nonce = `ca-hook-${target}-${Date.now()}`;
       const queue = withCa(queueEnv(cache.s3Env));
-      const daemon = startDaemon(['--to', cacheUrl, '--secret-key-file', key.secretFile], queue);
+      const daemon = startDaemon(['--to', cache.cacheUrl, '--secret-key-file', cache.key.secretFile], queue);
       await daemon.waitForLog('ready');
       try {
         const { out, stderr: buildStderr } = await buildTop(nonce, ['--post-build-hook', HOOK], queue);
@@ -371,14 +370,14 @@ for (const target of ['file', 's3'] as const) {
 
     it('the GC keeps a realisation while its narinfo is kept, and collects it after', async () => {
       const broken = `realisations/sha256:${'0'.repeat(64)}!out.doi`;
-      await backend.put(broken, Buffer.from('{"id": 1}'), 'application/json');
-      await dropLeases(backend);
-      const realisations = async () => (await allKeys(backend)).filter((k) => k.startsWith('realisations/'));
+      await cache.backend.put(broken, Buffer.from('{"id": 1}'), 'application/json');
+      await dropLeases(cache.backend);
+      const realisations = async () => (await allKeys(cache.backend)).filter((k) => k.startsWith('realisations/'));
       const count = (await realisations()).length;
       assert.ok(count >= 5, `${count} realisations`);
       const gc = async (olderThan: string) => {
-        const args = ['gc', '--to', cacheUrl, '--older-than', olderThan, '--grace', '0s', '--json'];
-        const result = await cachectl(args, env);
+        const args = ['gc', '--to', cache.cacheUrl, '--older-than', olderThan, '--grace', '0s', '--json'];
+        const result = await cachectl(args, cache.env);
         assert.equal(result.code, 0, result.stderr);
         return JSON.parse(result.stdout) as { deleted: { realisations: { count: number } }; problems: string[] };
       };
