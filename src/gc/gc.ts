@@ -160,7 +160,8 @@ export async function collectGarbage(options: GcOptions): Promise<GcReport> {
   }
   await writeMarks(backend, plan.marks, previousMarks.size > 0);
 
-  // 2. Sweep: narinfos referrers first, then the NARs, logs and listings no narinfo left needs, then stale leases.
+  // 2. Sweep: realisations, narinfos referrers first, then the NARs, logs and listings no narinfo left needs, then
+  // stale leases.
   const { deletable } = plan;
   const work = KINDS.reduce((sum, kind) => sum + deletable[kind].length, 0) + staleLeases.length + staleSweeps.length;
   if (work === 0) return finish(report, startedAt, now);
