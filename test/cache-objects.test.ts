@@ -50,10 +50,16 @@ async function nixLog(path: string, store?: string) {
 
 /** The listing `nix copy` writes for `path`, from a cache of its own. */
 async function nixCopyListing(path: string): Promise<Buffer> {
-  const dir = tempDir('nix-copy-cache');
-  const copy = await run('nix', ['copy', '--to', `file://${dir}?compression=zstd&write-nar-listing=true`, path]);
-  assert.equal(copy.code, 0, copy.stderr);
+  const dir = await nixCopyCache('?compression=zstd&write-nar-listing=true', [path]);
   return readFileSync(join(dir, `${hashPartOf(path)}.ls`));
+}
+
+/** A file:// cache of its own, with `query` as its store settings, written by `nix copy` of `installables`. */
+async function nixCopyCache(query: string, installables: string[], env?: NodeJS.ProcessEnv): Promise<string> {
+  const dir = tempDir('nix-copy-cache');
+  const copy = await run('nix', ['copy', '--to', `file://${dir}${query}`, ...installables], env);
+  assert.equal(copy.code, 0, copy.stderr);
+  return dir;
 }
 
 /**
@@ -309,13 +315,7 @@ for (const target of ['file', 's3'] as const) {
       assert.match(substituted.stderr, new RegExp(`copying path '${out}' from`));
       // Nix 2.8 trusts content-addressed paths by their content and does not check a realisation's signatures,
       // so the signature is checked here: over Nix's own bytes of the realisation, less its signatures field.
-      const dir = tempDir('ca-nix-copy');
-      const copy = await run(
-        'nix',
-        ['copy', '--to', `file://${dir}`, '-f', CA_FIXTURES, 'top', '--argstr', 'nonce', nonce],
-        cache.env,
-      );
-      assert.equal(copy.code, 0, copy.stderr);
+      const dir = await nixCopyCache('', ['-f', CA_FIXTURES, 'top', '--argstr', 'nonce', nonce], cache.env);
       const nixText = readFileSync(join(dir, 'realisations', `${id}.doi`), 'utf8');
       assert.ok(nixText.endsWith(',"signatures":[]}'), nixText);
       const fingerprint = `${nixText.slice(0, -',"signatures":[]}'.length)}}`;
@@ -327,13 +327,7 @@ for (const target of ['file', 's3'] as const) {
     it('writes each realisation byte for byte as nix copy of the derivation does', async () => {
       const nonce = `ca-bytes-${target}-${Date.now()}`;
       const { out } = await buildTop(nonce);
-      const dir = tempDir('ca-nix-copy');
-      const copy = await run(
-        'nix',
-        ['copy', '--to', `file://${dir}`, '-f', CA_FIXTURES, 'top', '--argstr', 'nonce', nonce],
-        cache.env,
-      );
-      assert.equal(copy.code, 0, copy.stderr);
+      const dir = await nixCopyCache('', ['-f', CA_FIXTURES, 'top', '--argstr', 'nonce', nonce], cache.env);
       // pushed by output path, unsigned, as nix copy leaves them
       const result = await push(['--to', cache.cacheUrl, out], cache.env);
       assert.deepEqual(result.failed, []);
