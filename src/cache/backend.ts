@@ -1,5 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { whenAborted } from '../core/abort.js';
+import { NIX32_ALPHABET } from '../core/nix32.js';
 
 /** One object of the bucket, as a listing reports it. */
 export interface ObjectEntry {
@@ -69,6 +70,11 @@ export interface CacheBackend {
   put(key: string, body: Buffer, contentType: string): Promise<void>;
   /** Streams `body` to `key`; `sizeHintBytes` bounds the size, for choosing multipart part sizes. */
   putStream(key: string, body: AsyncIterable<Buffer>, contentType: string, sizeHintBytes: number): Promise<void>;
+  /**
+   * Whether a listing split into key ranges may run them at once (an S3 endpoint far away answers each page
+   * after a round trip; a directory is read whole on every call, so file:// says no).
+   */
+  readonly listsInParallel: boolean;
   /** Keys directly under `prefix` (one level, like a directory), in byte order, a page at a time. */
   list(prefix: string, options?: { startAfter?: string }): AsyncIterable<ObjectEntry[]>;
   /**
@@ -87,3 +93,55 @@ export const CONTENT_TYPES = {
   listing: 'application/json',
   realisation: 'application/json',
 } as const;
+
+/**
+ * Where a listing is split: before each character of the nix32 alphabet, in which the keys of narinfos, NARs,
+ * listings and logs begin. 33 ranges, each listed on its own, so that a bucket of 100k narinfos takes a few
+ * round trips rather than a hundred one after another.
+ */
+const RANGE_STARTS = Array.from(NIX32_ALPHABET);
+
+/**
+ * Calls `onPage` with every key directly under `prefix`, a page at a time: in byte order on a backend that
+ * does not list in parallel, else as the ranges' pages come (each range in order).
+ */
+export async function listEach(
+  backend: CacheBackend,
+  prefix: string,
+  onPage: (page: ObjectEntry[]) => void,
+): Promise<void> {
+  if (!backend.listsInParallel) {
+    for await (const page of backend.list(prefix)) onPage(page);
+    return;
+  }
+  const bounds = [undefined, ...RANGE_STARTS.map((start) => `${prefix}${start}`), undefined];
+  await Promise.all(
+    bounds.slice(0, -1).map(async (from, i) => {
+      const to = bounds[i + 1];
+      const startAfter = from === undefined ? undefined : justBefore(from);
+      for await (const page of backend.list(prefix, startAfter === undefined ? {} : { startAfter })) {
+        const inRange = page.filter(
+          (entry) => (from === undefined || entry.key >= from) && (to === undefined || entry.key < to),
+        );
+        if (inRange.length > 0) onPage(inRange);
+        if (to !== undefined && page.some((entry) => entry.key >= to)) return;
+      }
+    }),
+  );
+}
+
+/**
+ * A key below `bound` and above nearly every key below it: the character before its last, then U+10FFFF. Before
+ * `0` comes `/`, which no key has there (a segment is never empty), so `.` stands in for it.
+ */
+function justBefore(bound: string): string {
+  const previous = String.fromCharCode(bound.charCodeAt(bound.length - 1) - 1);
+  return `${bound.slice(0, -1)}${previous === '/' ? '.' : previous}\u{10ffff}`;
+}
+
+/** Every key directly under `prefix` (see listEach). */
+export async function listAll(backend: CacheBackend, prefix: string): Promise<ObjectEntry[]> {
+  const entries: ObjectEntry[] = [];
+  await listEach(backend, prefix, (page) => entries.push(...page));
+  return entries;
+}

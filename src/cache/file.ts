@@ -1,16 +1,20 @@
-import { accessSync, constants, existsSync } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { accessSync, constants, existsSync, readFileSync, stat as statCallback, statSync } from 'node:fs';
+import { mkdir, open, readdir, rename, unlink, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { dirname, join } from 'node:path';
 import { CachectlError } from '../core/errors.js';
 import { containedKey, requestSignal, untilAborted, type CacheBackend, type ObjectEntry } from './backend.js';
 
 const LIST_PAGE = 1000;
+// The callback form: a third of the time of fs/promises' stat.
+const stat = promisify(statCallback);
 /** Prefix of files still being written; never a key of the layout, so readers and listings skip them. */
 export const TEMP_PREFIX = '.cachectl-tmp-';
 
 /** A cache in a local directory (`file:///DIR`), written with temp file + rename so readers see whole files. */
 export class FileBackend implements CacheBackend {
   readonly displayUrl: string;
+  readonly listsInParallel = false;
   /** directories known to exist, so that a thousand small writes do not each ask */
   private readonly directories = new Set<string>();
   private writes = 0;
@@ -29,9 +33,15 @@ export class FileBackend implements CacheBackend {
     return join(this.root, containedKey(key));
   }
 
+  /**
+   * Read synchronously, after a turn of the event loop: what is read whole is small (narinfos, pins, leases, the
+   * GC's marks), and an async read costs four trips through the thread pool, which made a GC reading a million
+   * narinfos twice as slow.
+   */
   async get(key: string): Promise<Buffer | undefined> {
+    await new Promise(setImmediate);
     try {
-      return await readFile(this.path(key));
+      return readFileSync(this.path(key));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw this.failure(key, err);
@@ -78,20 +88,34 @@ export class FileBackend implements CacheBackend {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
       throw this.failure(prefix, err);
     }
-    const keys = names
-      .filter((name) => !name.startsWith(TEMP_PREFIX))
-      .map((name) => `${prefix}${name}`)
-      .filter((key) => options.startAfter === undefined || key > options.startAfter)
-      .sort();
-    for (let start = 0; start < keys.length; start += LIST_PAGE) {
-      const slice = keys.slice(start, start + LIST_PAGE);
-      const infos = await Promise.all(slice.map((key) => stat(this.path(key)).catch(() => undefined)));
-      yield slice.flatMap((key, i) => {
-        const info = infos[i];
-        return info?.isFile()
-          ? [{ key, sizeBytes: info.size, lastModified: info.mtime, etag: `${info.size}-${info.mtimeMs}-${info.ino}` }]
-          : [];
-      });
+    // Sorted in place, and keys made a page at a time: a directory may hold a million names.
+    names.sort();
+    const after = options.startAfter ?? '';
+    // Every key starts with `prefix`: one after it that does not start so is after all of them or none.
+    let next = after.startsWith(prefix)
+      ? firstAfter(names, after.slice(prefix.length))
+      : after < prefix
+        ? 0
+        : names.length;
+    while (next < names.length) {
+      const page: ObjectEntry[] = [];
+      for (; next < names.length && page.length < LIST_PAGE; next += 1) {
+        const name = names[next] as string;
+        if (name.startsWith(TEMP_PREFIX)) continue;
+        // statSync, a page at a time between yields: a million async stats cost three times as long, and their
+        // promises outlive the young generation, so the heap grew by hundreds of MB.
+        const key = `${prefix}${name}`;
+        const info = statSync(this.path(key), { throwIfNoEntry: false });
+        if (info?.isFile() === true)
+          page.push({
+            key,
+            sizeBytes: info.size,
+            lastModified: info.mtime,
+            etag: `${info.size}-${info.mtimeMs}-${info.ino}`,
+          });
+      }
+      if (page.length > 0) yield page;
+      await new Promise(setImmediate);
     }
   }
 
@@ -157,4 +181,16 @@ export class FileBackend implements CacheBackend {
       cause: err,
     });
   }
+}
+
+/** The index of the first of the sorted `names` after `name`. */
+function firstAfter(names: readonly string[], name: string): number {
+  let low = 0;
+  let high = names.length;
+  while (low < high) {
+    const middle = (low + high) >> 1;
+    if ((names[middle] as string) <= name) low = middle + 1;
+    else high = middle;
+  }
+  return low;
 }

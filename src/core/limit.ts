@@ -1,7 +1,9 @@
 /** Runs at most `limit` tasks at once, in the order they were queued. */
 export class Limiter {
   private running = 0;
-  private readonly waiting: (() => void)[] = [];
+  // A queue read from `head`: Array#shift copies the whole array, which a million waiting tasks make quadratic.
+  private waiting: (() => void)[] = [];
+  private head = 0;
 
   constructor(private readonly limit: number) {}
 
@@ -11,18 +13,58 @@ export class Limiter {
     try {
       return await task();
     } finally {
-      const next = this.waiting.shift();
-      if (next !== undefined) next();
-      else this.running -= 1;
+      this.next();
     }
   }
+
+  private next(): void {
+    const resume = this.waiting[this.head];
+    if (resume === undefined) {
+      this.running -= 1;
+      return;
+    }
+    this.head += 1;
+    if (this.head === this.waiting.length) {
+      this.waiting = [];
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.waiting.length) {
+      this.waiting = this.waiting.slice(this.head);
+      this.head = 0;
+    }
+    resume();
+  }
+}
+
+/**
+ * Applies `task` to every index below `count`, at most `limit` at once, in order; rejects with the first failure
+ * after all settle. Only `limit` promises exist at a time, however large `count` is.
+ */
+export async function forEachLimit(
+  count: number,
+  limit: number,
+  task: (index: number) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  let failure: { reason: unknown } | undefined;
+  const worker = async () => {
+    while (next < count) {
+      const index = next++;
+      try {
+        await task(index);
+      } catch (err) {
+        failure ??= { reason: err };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, count) }, worker));
+  if (failure !== undefined) throw failure.reason;
 }
 
 /** Applies `task` to every item, at most `limit` at once; rejects with the first failure after all settle. */
 export async function mapLimit<T, R>(items: readonly T[], limit: number, task: (item: T) => Promise<R>): Promise<R[]> {
-  const limiter = new Limiter(limit);
-  const settled = await Promise.allSettled(items.map((item) => limiter.run(() => task(item))));
-  const failed = settled.find((result) => result.status === 'rejected');
-  if (failed !== undefined) throw failed.reason;
-  return settled.map((result) => (result as PromiseFulfilledResult<R>).value);
+  const results = new Array<R>(items.length);
+  await forEachLimit(items.length, limit, async (index) => {
+    results[index] = await task(items[index] as T);
+  });
+  return results;
 }

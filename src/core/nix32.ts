@@ -4,7 +4,13 @@
  */
 export const NIX32_ALPHABET = '0123456789abcdfghijklmnpqrsvwxyz';
 
-const DIGIT_OF = new Map<string, number>(Array.from(NIX32_ALPHABET, (c, i) => [c, i]));
+/** The digit of each character code below 128, -1 for characters outside the alphabet (a table: hot in the GC). */
+const DIGIT_OF = new Int8Array(128).fill(-1);
+for (let i = 0; i < NIX32_ALPHABET.length; i++) DIGIT_OF[NIX32_ALPHABET.charCodeAt(i)] = i;
+
+function digitOf(code: number): number {
+  return code < 128 ? (DIGIT_OF[code] as number) : -1;
+}
 
 export function nix32Length(byteLength: number): number {
   return Math.ceil((byteLength * 8) / 5);
@@ -30,8 +36,8 @@ export function nix32Decode(text: string): Buffer | undefined {
   if (nix32Length(size) !== text.length) return undefined;
   const bytes = Buffer.alloc(size);
   for (let n = 0; n < text.length; n++) {
-    const digit = DIGIT_OF.get(text[text.length - n - 1] as string);
-    if (digit === undefined) return undefined;
+    const digit = digitOf(text.charCodeAt(text.length - n - 1));
+    if (digit < 0) return undefined;
     const bit = n * 5;
     const i = bit >> 3;
     const j = bit & 7;
@@ -44,6 +50,6 @@ export function nix32Decode(text: string): Buffer | undefined {
 }
 
 export function isNix32(text: string): boolean {
-  for (const c of text) if (!DIGIT_OF.has(c)) return false;
+  for (let i = 0; i < text.length; i++) if (digitOf(text.charCodeAt(i)) < 0) return false;
   return true;
 }

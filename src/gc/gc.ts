@@ -1,9 +1,8 @@
 import { performance } from 'node:perf_hooks';
-import { mapLimit } from '../core/limit.js';
-import type { CacheBackend, ObjectEntry } from '../cache/backend.js';
+import { forEachLimit } from '../core/limit.js';
+import { listAll, listEach, type CacheBackend } from '../cache/backend.js';
 import {
   LEASES_PREFIX,
-  listingHashPart,
   LOG_PREFIX,
   MARKS_KEY,
   NAR_PREFIX,
@@ -13,13 +12,14 @@ import {
 } from '../cache/layout.js';
 import { errorText } from '../core/errors.js';
 import { parseRealisation } from '../core/realisation.js';
+import { Inventory, ObjectTable, PathSet } from './inventory.js';
 import { leaseIsLive } from './lease.js';
 import type { MetaCache, NarInfoMeta } from './meta-cache.js';
 import {
   addTo,
   byKind,
   countBroken,
-  derivationOfLogKey,
+  countMarks,
   extendClosure,
   fixedRoots,
   KINDS,
@@ -29,13 +29,13 @@ import {
   planMarks,
   referrersFirst,
   renderMarks,
-  sortListing,
   stillNeeded,
   tally,
   type ByKind,
+  type Marks,
   type Tally,
 } from './plan.js';
-import { listAll, RootReader } from './roots.js';
+import { RootReader } from './roots.js';
 import { StopSweep, Sweeper, type Protection } from './sweep.js';
 
 export type { Tally } from './plan.js';
@@ -85,8 +85,6 @@ export interface GcReport {
   stopped?: string;
 }
 
-const FOREIGN_SHOWN = 20;
-
 /**
  * The garbage collector of DESIGN.md section 5. Lists the bucket, marks what the roots (pins, recent
  * narinfos, leases) do not reach, and deletes what has been marked for `graceMs`: narinfos before the NARs,
@@ -102,32 +100,37 @@ export async function collectGarbage(options: GcOptions): Promise<GcReport> {
   // List the bucket and read its narinfos.
   note('listing the cache');
   const listedAt = performance.now();
-  const [top, narList, logList, realisationList, sweepList] = await Promise.all(
-    ['', NAR_PREFIX, LOG_PREFIX, REALISATIONS_PREFIX, SWEEPS_PREFIX].map((prefix) => listAll(backend, prefix)),
-  );
-  const listing = sortListing(top ?? [], narList ?? [], logList ?? [], realisationList ?? []);
-  report.foreign = listing.foreign;
-  report.narinfos = listing.narinfos.size;
-  const metas = await readNarInfos(backend, listing.narinfos, options, note);
-  for (const [hashPart, meta] of metas) {
-    if (meta.problem !== undefined)
-      report.problems.push(`${listing.narinfos.get(hashPart)?.key}: ${meta.problem}; kept`);
-  }
-  const realisationOutputs = await readRealisations(backend, listing.realisations, options.jobs, report.problems);
-  report.brokenNarInfos = countBroken(metas);
+  const inventory = new Inventory();
+  // One prefix after another: a file:// listing holds all the names of a directory at once.
+  for (const prefix of ['', NAR_PREFIX, LOG_PREFIX, REALISATIONS_PREFIX])
+    await listEach(backend, prefix, (page) => {
+      inventory.addListed(prefix, page);
+    });
+  const sweepList = await listAll(backend, SWEEPS_PREFIX);
+  inventory.completeListing();
+  report.foreign = inventory.foreign;
+  if (inventory.foreignCount > inventory.foreign.length)
+    report.foreign.push(`… and ${inventory.foreignCount - inventory.foreign.length} more`);
+  report.narinfos = inventory.narinfos.length;
+  await readNarInfos(backend, inventory, options, note);
+  for (const [id, problem] of inventory.problems)
+    report.problems.push(`${inventory.narinfos.key(id)}: ${problem}; kept`);
+  await readRealisations(backend, inventory, options.jobs, report.problems);
+  report.brokenNarInfos = countBroken(inventory);
 
   // Roots, and what they reach. What the roots reach only grows during a run: a pin or lease that goes away
   // spares its closure until the next run, which is safe.
   const graceStart = startedAt - options.graceMs;
-  const fixed = fixedRoots(listing.narinfos, metas, { olderThan: startedAt - options.olderThanMs, graceStart });
+  const fixed = fixedRoots(inventory, { olderThan: startedAt - options.olderThanMs, graceStart });
   report.roots.recent = fixed.recent;
   report.roots.young = fixed.young;
-  const reachable = new Set<string>();
-  extendClosure(reachable, fixed.hashParts, metas);
+  const reachable = new PathSet();
+  extendClosure(reachable, fixed.ids, inventory);
   const rootReader = new RootReader(backend);
   const protection = async (): Promise<Protection> => {
     const roots = await rootReader.read(now());
-    extendClosure(reachable, [...roots.pinned, ...roots.leased], metas);
+    const ids = [...roots.pinned, ...roots.leased].map((hashPart) => inventory.pathId(hashPart));
+    extendClosure(reachable, ids, inventory);
     return { ...roots, reachable };
   };
   const first = await protection();
@@ -137,86 +140,84 @@ export async function collectGarbage(options: GcOptions): Promise<GcReport> {
   report.reachable = reachable.size;
 
   // 1. Mark.
-  const previousMarks = parseMarks((await backend.get(MARKS_KEY))?.toString('utf8') ?? '');
+  const marksText = await backend.get(MARKS_KEY);
+  const previousMarks = parseMarks(marksText ?? Buffer.alloc(0), inventory);
   const plan = planMarks({
-    listing,
-    metas,
+    inventory,
     reachable,
     leasedNarHashes: first.narHashes,
-    realisationOutputs,
     previousMarks,
     startedAt,
     graceStart,
   });
   report.waiting = plan.waiting;
   report.young = plan.young;
-  const staleLeases = first.staleLeases;
-  const staleSweeps = sweepList?.filter((entry) => !leaseIsLive(entry, startedAt)) ?? [];
+  const { tables } = inventory;
+  const { deletable } = plan;
+  const stale = new ObjectTable();
+  for (const entry of [...first.staleLeases, ...sweepList.filter((e) => !leaseIsLive(e, startedAt))]) stale.add(entry);
+  const isLease = (index: number) => stale.key(index).startsWith(LEASES_PREFIX);
   if (options.dryRun) {
-    for (const kind of KINDS) for (const entry of plan.deletable[kind]) addTo(report.deleted[kind], entry);
-    report.deleted.leases = staleLeases.length;
-    report.deleted.sweepMarks = staleSweeps.length;
+    for (const kind of KINDS) for (const i of deletable[kind]) addTo(report.deleted[kind], tables[kind].sizes.at(i));
+    report.deleted.leases = first.staleLeases.length;
+    report.deleted.sweepMarks = stale.length - first.staleLeases.length;
     return finish(report, startedAt, now);
   }
-  await writeMarks(backend, plan.marks, previousMarks.size > 0);
+  await writeMarks(backend, plan.marks, inventory, marksText !== undefined);
 
   // 2. Sweep: realisations, narinfos referrers first, then the NARs, logs and listings no narinfo left needs, then
   // stale leases.
-  const { deletable } = plan;
-  const work = KINDS.reduce((sum, kind) => sum + deletable[kind].length, 0) + staleLeases.length + staleSweeps.length;
+  const work = KINDS.reduce((sum, kind) => sum + deletable[kind].length, 0) + stale.length;
   if (work === 0) return finish(report, startedAt, now);
   const sweeper = new Sweeper({ backend, protection, startedAt, listedAt, work, note });
-  const deletedNarInfos = new Set<string>();
+  const deletedNarInfos = new PathSet();
+  const deleted = (kind: keyof typeof tables, also?: (index: number) => void) => (index: number) => {
+    addTo(report.deleted[kind], tables[kind].sizes.at(index));
+    // What is gone needs no mark (the next run would drop them anyway; an emptied cache keeps none).
+    plan.marks[kind][index] = 0;
+    also?.(index);
+  };
   try {
     // A realisation goes before its output's narinfo: none is left naming a path the cache lost.
     await sweeper.deleteAll(
+      tables.realisations,
       deletable.realisations,
-      (entry, current) => current.reachable.has(realisationOutputs.get(entry.key) ?? ''),
-      (entry) => {
-        addTo(report.deleted.realisations, entry);
-      },
+      (i, current) => current.reachable.has(inventory.realisationPaths[i] as number),
+      deleted('realisations'),
     );
-    for (const layer of referrersFirst(deletable.narinfos, metas)) {
+    for (const layer of referrersFirst(deletable.narinfos, inventory)) {
       await sweeper.deleteAll(
+        tables.narinfos,
         layer,
-        (entry, current) => current.reachable.has(narInfoHashPart(entry.key) ?? ''),
-        (entry) => {
-          deletedNarInfos.add(narInfoHashPart(entry.key) ?? '');
-          addTo(report.deleted.narinfos, entry);
-        },
+        (id, current) => current.reachable.has(id),
+        deleted('narinfos', (id) => {
+          deletedNarInfos.add(id);
+        }),
       );
     }
     // A NAR or log goes only when no narinfo left in the cache (or new, under a lease) needs it.
-    const needed = stillNeeded(metas, deletedNarInfos);
+    const needed = stillNeeded(inventory, deletedNarInfos);
     await sweeper.deleteAll(
+      tables.nars,
       deletable.nars,
-      (entry, current) => needed.narKeys.has(entry.key) || current.narHashes.has(narHashOfKey(entry.key)),
-      (entry) => {
-        addTo(report.deleted.nars, entry);
-      },
+      (i, current) => needed.nars[i] === 1 || current.narHashes.has(narHashOfKey(tables.nars.key(i))),
+      deleted('nars'),
     );
+    await sweeper.deleteAll(tables.logs, deletable.logs, (i) => needed.logs[i] === 1, deleted('logs'));
     await sweeper.deleteAll(
-      deletable.logs,
-      (entry) => needed.derivers.has(derivationOfLogKey(entry.key)),
-      (entry) => {
-        addTo(report.deleted.logs, entry);
-      },
-    );
-    await sweeper.deleteAll(
+      tables.listings,
       deletable.listings,
-      (entry, current) => {
-        const hashPart = listingHashPart(entry.key) ?? '';
-        return needed.narInfos.has(hashPart) || current.reachable.has(hashPart);
+      (i, current) => {
+        const id = inventory.listingPaths[i] as number;
+        return needed.narInfos.has(id) || current.reachable.has(id);
       },
-      (entry) => {
-        addTo(report.deleted.listings, entry);
-      },
+      deleted('listings'),
     );
     await sweeper.deleteAll(
-      [...staleLeases, ...staleSweeps],
-      (entry, current) => (entry.key.startsWith(LEASES_PREFIX) ? current.liveLeaseKeys.has(entry.key) : false),
-      (entry) =>
-        entry.key.startsWith(LEASES_PREFIX) ? (report.deleted.leases += 1) : (report.deleted.sweepMarks += 1),
+      stale,
+      Array.from({ length: stale.length }, (_, i) => i),
+      (i, current) => isLease(i) && current.liveLeaseKeys.has(stale.key(i)),
+      (i) => (isLease(i) ? (report.deleted.leases += 1) : (report.deleted.sweepMarks += 1)),
     );
   } catch (err) {
     if (!(err instanceof StopSweep)) throw err;
@@ -225,9 +226,7 @@ export async function collectGarbage(options: GcOptions): Promise<GcReport> {
     await sweeper.end();
   }
   report.spared = sweeper.spared;
-  // What is gone needs no mark (the next run would drop them anyway; an emptied cache keeps none).
-  for (const key of sweeper.deletedKeys) plan.marks.delete(key);
-  await writeMarks(backend, plan.marks, true);
+  await writeMarks(backend, plan.marks, inventory, true);
   return finish(report, startedAt, now);
 }
 
@@ -249,77 +248,85 @@ function emptyReport(cache: string, dryRun: boolean): GcReport {
   };
 }
 
-async function writeMarks(backend: CacheBackend, marks: Map<string, number>, existed: boolean): Promise<void> {
-  if (marks.size > 0) await backend.put(MARKS_KEY, Buffer.from(renderMarks(marks)), 'text/plain; charset=utf-8');
+async function writeMarks(backend: CacheBackend, marks: Marks, inventory: Inventory, existed: boolean): Promise<void> {
+  const count = countMarks(marks);
+  // about 100 bytes a line: the size hint only chooses multipart part sizes
+  const chunks = async function* () {
+    yield* renderMarks(marks, inventory);
+  };
+  if (count > 0) await backend.putStream(MARKS_KEY, chunks(), 'text/plain; charset=utf-8', count * 128);
   else if (existed) await backend.delete([MARKS_KEY]);
 }
 
 /**
- * The hash part of each realisation's output, read from the cache (realisations are few: one per output of
- * a content-addressed derivation). One that does not parse is reported and left out, and so kept.
+ * The path id of each realisation's output, read from the cache (realisations are few: one per output of a
+ * content-addressed derivation). One that does not parse is reported and left at -1, and so kept.
  */
 async function readRealisations(
   backend: CacheBackend,
-  entries: readonly ObjectEntry[],
+  inventory: Inventory,
   jobs: number,
   problems: string[],
-): Promise<Map<string, string>> {
-  const outputs = new Map<string, string>();
-  await mapLimit(entries, jobs, async (entry) => {
-    const body = await backend.get(entry.key);
+): Promise<void> {
+  const table = inventory.tables.realisations;
+  await forEachLimit(table.length, jobs, async (i) => {
+    const key = table.key(i);
+    const body = await backend.get(key);
     if (body === undefined) return; // deleted since the listing
     try {
-      outputs.set(entry.key, parseRealisation(body.toString('utf8'), entry.key).outPath.slice(0, 32));
+      const output = parseRealisation(body.toString('utf8'), key).outPath.slice(0, 32);
+      inventory.realisationPaths[i] = inventory.pathId(output);
     } catch (err) {
-      problems.push(`${entry.key}: ${errorText(err)}; kept`);
+      problems.push(`${key}: ${errorText(err)}; kept`);
     }
   });
-  return outputs;
 }
 
-/** The parsed narinfos, from the metadata cache where the ETag still matches, read from the cache otherwise. */
+/** Narinfos read from the cache between writes to the metadata cache. */
+const META_BATCH = 1000;
+
+/** Parses every listed narinfo: from the metadata cache where the ETag still matches, read from the cache otherwise. */
 async function readNarInfos(
   backend: CacheBackend,
-  entries: Map<string, ObjectEntry>,
+  inventory: Inventory,
   options: GcOptions,
   note: (text: string) => void,
-): Promise<Map<string, NarInfoMeta>> {
-  const cached = options.metaCache?.all() ?? new Map<string, { etag: string; meta: NarInfoMeta }>();
-  const metas = new Map<string, NarInfoMeta>();
-  const toRead: [string, ObjectEntry][] = [];
-  for (const [hashPart, entry] of entries) {
-    const hit = cached.get(entry.key);
-    if (hit !== undefined && hit.etag === entry.etag) metas.set(hashPart, hit.meta);
-    else toRead.push([hashPart, entry]);
-  }
-  const read: { key: string; etag: string; meta: NarInfoMeta }[] = [];
+): Promise<void> {
+  const listed = inventory.narinfos.length;
+  const gone: string[] = [];
+  options.metaCache?.forEach((key, etag, meta) => {
+    const hashPart = narInfoHashPart(key);
+    const id = hashPart === undefined ? undefined : inventory.knownPathId(hashPart);
+    if (id === undefined || id >= listed) gone.push(key);
+    else if (inventory.hasEtag(id, etag)) inventory.setMeta(id, meta);
+  });
+  options.metaCache?.update([], gone);
+  const toRead: number[] = [];
+  for (let id = 0; id < listed; id += 1) if (!inventory.isRead(id)) toRead.push(id);
+  let read: { key: string; etag: string; meta: NarInfoMeta }[] = [];
   let count = 0;
-  await mapLimit(toRead, options.jobs, async ([hashPart, entry]) => {
-    const body = await backend.get(entry.key);
+  await forEachLimit(toRead.length, options.jobs, async (i) => {
+    const id = toRead[i] as number;
+    const key = inventory.narinfos.key(id);
+    const body = await backend.get(key);
     count += 1;
     if (count % 1000 === 0) note(`read ${count} of ${toRead.length} narinfos`);
     if (body === undefined) {
-      // deleted since the listing: nothing to keep or delete
-      entries.delete(hashPart);
+      inventory.setGone(id);
       return;
     }
-    const meta = narInfoMeta(body.toString('utf8'), entry.key, hashPart);
-    metas.set(hashPart, meta);
-    read.push({ key: entry.key, etag: entry.etag, meta });
+    const meta = narInfoMeta(body.toString('utf8'), key, inventory.hashPart(id));
+    inventory.setMeta(id, meta);
+    read.push({ key, etag: inventory.etag(id), meta });
+    if (read.length >= META_BATCH) {
+      options.metaCache?.update(read, []);
+      read = [];
+    }
   });
-  const listed = new Set([...entries.values()].map((entry) => entry.key));
-  options.metaCache?.update(
-    read,
-    [...cached.keys()].filter((key) => !listed.has(key)),
-  );
-  return metas;
+  options.metaCache?.update(read, []);
 }
 
 function finish(report: GcReport, startedAt: number, now: () => number): GcReport {
   report.seconds = (now() - startedAt) / 1000;
-  if (report.foreign.length > FOREIGN_SHOWN) {
-    const more = `… and ${report.foreign.length - FOREIGN_SHOWN} more`;
-    report.foreign = [...report.foreign.slice(0, FOREIGN_SHOWN), more];
-  }
   return report;
 }

@@ -42,12 +42,12 @@ export class MetaCache {
     }
   }
 
-  /** Everything cached, by key. */
-  all(): Map<string, { etag: string; meta: NarInfoMeta }> {
+  /** Calls `visit` with each cached narinfo, a row at a time (a million of them do not fit in memory at once). */
+  forEach(visit: (key: string, etag: string, meta: NarInfoMeta) => void): void {
     const rows = this.db
       .prepare<[], { key: string; etag: string; meta: string }>('SELECT key, etag, meta FROM narinfos')
-      .all();
-    return new Map(rows.map((row) => [row.key, { etag: row.etag, meta: JSON.parse(row.meta) as NarInfoMeta }]));
+      .iterate();
+    for (const row of rows) visit(row.key, row.etag, JSON.parse(row.meta) as NarInfoMeta);
   }
 
   /** Stores what was read, and forgets the keys no longer in the bucket. */

@@ -1,23 +1,16 @@
 /**
- * The GC's decisions, without I/O (DESIGN.md section 5): from a listing of the bucket, the parsed narinfos, the
- * roots and the marks of earlier runs, what is reachable, what is marked, what may go and in what order. gc.ts
- * reads the bucket and carries the plan out; sweep.ts deletes.
+ * The GC's decisions, without I/O (DESIGN.md section 5): from the inventory of the bucket (its listing and parsed
+ * narinfos), the roots and the marks of earlier runs, what is reachable, what is marked, what may go and in what
+ * order. gc.ts reads the bucket and carries the plan out; sweep.ts deletes.
  */
 import { CachectlError, errorText } from '../core/errors.js';
 import { parseNarInfo } from '../core/narinfo.js';
 import { baseNameProblem } from '../core/store-path.js';
-import type { ObjectEntry } from '../cache/backend.js';
-import {
-  CACHE_INFO_KEY,
-  isLogKey,
-  isNarKey,
-  isRealisationKey,
-  listingHashPart,
-  LOG_PREFIX,
-  NAR_PREFIX,
-  narInfoHashPart,
-} from '../cache/layout.js';
+import { isNarKey, NAR_PREFIX } from '../cache/layout.js';
+import { byKind, KINDS, PathSet, type ByKind, type Inventory } from './inventory.js';
 import type { NarInfoMeta } from './meta-cache.js';
+
+export { byKind, KINDS, type ByKind, type Kind } from './inventory.js';
 
 export interface Tally {
   count: number;
@@ -28,61 +21,9 @@ export function tally(): Tally {
   return { count: 0, bytes: 0 };
 }
 
-export function addTo(into: Tally, entry: ObjectEntry): void {
+export function addTo(into: Tally, sizeBytes: number): void {
   into.count += 1;
-  into.bytes += entry.sizeBytes;
-}
-
-/** The kinds of object the GC collects. */
-export type Kind = 'narinfos' | 'nars' | 'logs' | 'listings' | 'realisations';
-export const KINDS: readonly Kind[] = ['narinfos', 'nars', 'logs', 'listings', 'realisations'];
-export type ByKind<T> = Record<Kind, T>;
-
-/** A value for each kind, each made anew. */
-export function byKind<T>(make: () => T): ByKind<T> {
-  return { narinfos: make(), nars: make(), logs: make(), listings: make(), realisations: make() };
-}
-
-/** The bucket's objects by kind; keys outside the layout are foreign and never touched. */
-export interface Listing {
-  /** by hash part */
-  narinfos: Map<string, ObjectEntry>;
-  nars: ObjectEntry[];
-  logs: ObjectEntry[];
-  /** NAR listings, `<hash>.ls` */
-  listings: ObjectEntry[];
-  /** `realisations/<id>.doi` */
-  realisations: ObjectEntry[];
-  foreign: string[];
-}
-
-/** Sorts the listings of the top level, `nar/`, `log/` and `realisations/` into the layout's kinds. */
-export function sortListing(
-  top: readonly ObjectEntry[],
-  narList: readonly ObjectEntry[],
-  logList: readonly ObjectEntry[],
-  realisationList: readonly ObjectEntry[] = [],
-): Listing {
-  const listing: Listing = { narinfos: new Map(), nars: [], logs: [], listings: [], realisations: [], foreign: [] };
-  for (const entry of top) {
-    const hashPart = narInfoHashPart(entry.key);
-    if (hashPart !== undefined) listing.narinfos.set(hashPart, entry);
-    else if (listingHashPart(entry.key) !== undefined) listing.listings.push(entry);
-    else if (entry.key !== CACHE_INFO_KEY) listing.foreign.push(entry.key);
-  }
-  for (const entry of narList) {
-    if (isNarKey(entry.key)) listing.nars.push(entry);
-    else listing.foreign.push(entry.key);
-  }
-  for (const entry of logList) {
-    if (isLogKey(entry.key)) listing.logs.push(entry);
-    else listing.foreign.push(entry.key);
-  }
-  for (const entry of realisationList) {
-    if (isRealisationKey(entry.key)) listing.realisations.push(entry);
-    else listing.foreign.push(entry.key);
-  }
-  return listing;
+  into.bytes += sizeBytes;
 }
 
 /** What the GC needs from a narinfo's text; for a malformed one, what it seems to refer to. */
@@ -112,9 +53,11 @@ export function narInfoMeta(text: string, key: string, hashPart: string): NarInf
 }
 
 /** Narinfos whose references are not all in the cache. */
-export function countBroken(metas: ReadonlyMap<string, NarInfoMeta>): number {
+export function countBroken(inventory: Inventory): number {
   let broken = 0;
-  for (const meta of metas.values()) if (meta.references.some((ref) => !metas.has(ref))) broken += 1;
+  for (let id = 0; id < inventory.narinfos.length; id += 1) {
+    if (inventory.someReference(id, (ref) => !inventory.hasNarInfo(ref))) broken += 1;
+  }
   return broken;
 }
 
@@ -124,46 +67,50 @@ export function countBroken(metas: ReadonlyMap<string, NarInfoMeta>): number {
  * what they seem to refer to.
  */
 export function fixedRoots(
-  narinfos: ReadonlyMap<string, ObjectEntry>,
-  metas: ReadonlyMap<string, NarInfoMeta>,
+  inventory: Inventory,
   times: { olderThan: number; graceStart: number },
-): { hashParts: string[]; recent: number; young: number } {
-  const roots = { hashParts: [] as string[], recent: 0, young: 0 };
-  for (const [hashPart, entry] of narinfos) {
-    const modified = entry.lastModified.getTime();
-    if (modified >= times.olderThan) roots.recent += 1;
-    else if (modified > times.graceStart) roots.young += 1;
-    else if (metas.get(hashPart)?.problem === undefined) continue;
-    roots.hashParts.push(hashPart);
+): { ids: number[]; recent: number; young: number } {
+  const roots = { ids: [] as number[], recent: 0, young: 0 };
+  const { modified } = inventory.narinfos;
+  for (let id = 0; id < inventory.narinfos.length; id += 1) {
+    if (!inventory.hasNarInfo(id)) continue;
+    const at = modified.at(id);
+    if (at >= times.olderThan) roots.recent += 1;
+    else if (at > times.graceStart) roots.young += 1;
+    else if (!inventory.problems.has(id)) continue;
+    roots.ids.push(id);
   }
   return roots;
 }
 
-/** Adds to `reached` every narinfo `roots` reach through References (roots without a narinfo included). */
-export function extendClosure(
-  reached: Set<string>,
-  roots: Iterable<string>,
-  metas: ReadonlyMap<string, NarInfoMeta>,
-): void {
-  const todo = [...roots].filter((hashPart) => !reached.has(hashPart));
-  for (let hashPart = todo.pop(); hashPart !== undefined; hashPart = todo.pop()) {
-    if (reached.has(hashPart)) continue;
-    reached.add(hashPart);
-    for (const ref of metas.get(hashPart)?.references ?? []) if (!reached.has(ref)) todo.push(ref);
+/** Adds to `reached` every path `roots` reach through References (roots without a narinfo included). */
+export function extendClosure(reached: PathSet, roots: Iterable<number>, inventory: Inventory): void {
+  const todo = [...roots].filter((id) => !reached.has(id));
+  const visit = (ref: number) => {
+    if (!reached.has(ref)) todo.push(ref);
+  };
+  for (let id = todo.pop(); id !== undefined; id = todo.pop()) {
+    if (reached.has(id)) continue;
+    reached.add(id);
+    inventory.forEachReference(id, visit);
   }
 }
 
+/** When each object was first marked, by kind and index; 0 for one not marked. */
+export type Marks = ByKind<Float64Array>;
+
+export function noMarks(inventory: Inventory): Marks {
+  return byKind((kind) => new Float64Array(inventory.tables[kind].length));
+}
+
 export interface MarkInput {
-  listing: Listing;
-  metas: ReadonlyMap<string, NarInfoMeta>;
-  /** narinfos the roots reach */
-  reachable: ReadonlySet<string>;
+  inventory: Inventory;
+  /** paths the roots reach */
+  reachable: PathSet;
   /** NAR hashes named by live leases: NARs whose narinfo may not be written yet */
   leasedNarHashes: ReadonlySet<string>;
-  /** the hash part of each realisation's output, by key; a realisation that did not parse is absent, and kept */
-  realisationOutputs: ReadonlyMap<string, string>;
-  /** when each key was first marked, from earlier runs */
-  previousMarks: ReadonlyMap<string, number>;
+  /** from earlier runs */
+  previousMarks: Marks;
   startedAt: number;
   /** objects modified after this are too young to mark */
   graceStart: number;
@@ -171,9 +118,9 @@ export interface MarkInput {
 
 export interface MarkPlan {
   /** the marks to keep in the bucket: every unreachable object old enough, with when it was first marked */
-  marks: Map<string, number>;
-  /** marked for the whole grace: deleted by this run, unless protected again at the last check */
-  deletable: ByKind<ObjectEntry[]>;
+  marks: Marks;
+  /** indexes of what was marked for the whole grace: deleted by this run, unless protected again at the last check */
+  deletable: ByKind<number[]>;
   /** marked, waiting out the grace */
   waiting: ByKind<Tally>;
   /** unreachable but younger than the grace: not marked yet */
@@ -182,95 +129,106 @@ export interface MarkPlan {
 
 /** Marks what the roots do not reach and is old enough, and picks what has been marked long enough to go. */
 export function planMarks(input: MarkInput): MarkPlan {
-  const { listing, metas, reachable } = input;
-  const liveNarKeys = new Set([...reachable].flatMap((hashPart) => metas.get(hashPart)?.url ?? []));
-  const liveDerivers = new Set([...reachable].flatMap((hashPart) => metas.get(hashPart)?.deriver ?? []));
-  const unreachable: ByKind<ObjectEntry[]> = {
-    narinfos: [...listing.narinfos].filter(([hashPart]) => !reachable.has(hashPart)).map(([, entry]) => entry),
-    nars: listing.nars.filter(
-      (entry) => !liveNarKeys.has(entry.key) && !input.leasedNarHashes.has(narHashOfKey(entry.key)),
-    ),
-    logs: listing.logs.filter((entry) => !liveDerivers.has(derivationOfLogKey(entry.key))),
-    listings: listing.listings.filter((entry) => !reachable.has(listingHashPart(entry.key) ?? '')),
-    realisations: listing.realisations.filter((entry) => {
-      const output = input.realisationOutputs.get(entry.key);
-      return output !== undefined && !reachable.has(output);
-    }),
+  const { inventory, reachable } = input;
+  const { tables } = inventory;
+  const liveNars = new Uint8Array(tables.nars.length);
+  const liveLogs = new Uint8Array(tables.logs.length);
+  for (let id = 0; id < inventory.narinfos.length; id += 1) {
+    if (!reachable.has(id)) continue;
+    const nar = inventory.narOfNarInfo(id);
+    if (nar >= 0) liveNars[nar] = 1;
+    const log = inventory.logOfNarInfo(id);
+    if (log >= 0) liveLogs[log] = 1;
+  }
+  const unreachable: ByKind<(index: number) => boolean> = {
+    narinfos: (id) => inventory.hasNarInfo(id) && !reachable.has(id),
+    nars: (i) => liveNars[i] === 0 && !input.leasedNarHashes.has(narHashOfKey(tables.nars.key(i))),
+    logs: (i) => liveLogs[i] === 0,
+    listings: (i) => !reachable.has(inventory.listingPaths[i] as number),
+    realisations: (i) => {
+      const output = inventory.realisationPaths[i] as number;
+      return output >= 0 && !reachable.has(output);
+    },
   };
   const plan: MarkPlan = {
-    marks: new Map(),
+    marks: noMarks(inventory),
     deletable: byKind(() => []),
     waiting: byKind(tally),
     young: tally(),
   };
   for (const kind of KINDS) {
-    for (const entry of unreachable[kind]) {
-      if (entry.lastModified.getTime() > input.graceStart) {
-        addTo(plan.young, entry);
+    const table = tables[kind];
+    for (let i = 0; i < table.length; i += 1) {
+      if (!unreachable[kind](i)) continue;
+      const size = table.sizes.at(i);
+      if (table.modified.at(i) > input.graceStart) {
+        addTo(plan.young, size);
         continue;
       }
-      const markedAt = input.previousMarks.get(entry.key) ?? input.startedAt;
-      plan.marks.set(entry.key, markedAt);
-      if (markedAt <= input.graceStart) plan.deletable[kind].push(entry);
-      else addTo(plan.waiting[kind], entry);
+      const markedAt = input.previousMarks[kind][i] || input.startedAt;
+      plan.marks[kind][i] = markedAt;
+      if (markedAt <= input.graceStart) plan.deletable[kind].push(i);
+      else addTo(plan.waiting[kind], size);
     }
   }
   return plan;
 }
 
 /**
- * Layers of `narinfos` such that nothing in a layer is referred to by a later one: deleting them in order,
- * no narinfo left in the cache ever refers to a deleted one.
+ * Layers of the narinfos `ids` such that nothing in a layer is referred to by a later one: deleting them in
+ * order, no narinfo left in the cache ever refers to a deleted one.
  */
-export function referrersFirst(
-  narinfos: readonly ObjectEntry[],
-  metas: ReadonlyMap<string, NarInfoMeta>,
-): ObjectEntry[][] {
-  const byHash = new Map(
-    narinfos.flatMap((entry) => {
-      const hashPart = narInfoHashPart(entry.key);
-      return hashPart === undefined ? [] : [[hashPart, entry] as const];
-    }),
-  );
-  const referrers = new Map<string, number>();
-  for (const hashPart of byHash.keys()) {
-    for (const ref of metas.get(hashPart)?.references ?? [])
-      if (byHash.has(ref)) referrers.set(ref, (referrers.get(ref) ?? 0) + 1);
+export function referrersFirst(ids: readonly number[], inventory: Inventory): number[][] {
+  const inSet = new PathSet();
+  for (const id of ids) inSet.add(id);
+  const referrers = new Int32Array(inventory.pathCount);
+  for (const id of ids) {
+    inventory.forEachReference(id, (ref) => {
+      if (inSet.has(ref)) referrers[ref] = (referrers[ref] ?? 0) + 1;
+    });
   }
-  const layers: ObjectEntry[][] = [];
-  let layer = [...byHash.keys()].filter((hashPart) => (referrers.get(hashPart) ?? 0) === 0);
-  const placed = new Set<string>();
+  const layers: number[][] = [];
+  const placed = new PathSet();
+  let layer = ids.filter((id) => referrers[id] === 0);
   while (layer.length > 0) {
-    layers.push(layer.flatMap((hashPart) => byHash.get(hashPart) ?? []));
-    const next: string[] = [];
-    for (const hashPart of layer) {
-      placed.add(hashPart);
-      for (const ref of metas.get(hashPart)?.references ?? []) {
-        if (!byHash.has(ref)) continue;
-        const left = (referrers.get(ref) ?? 0) - 1;
-        referrers.set(ref, left);
+    layers.push(layer);
+    const next: number[] = [];
+    for (const id of layer) {
+      placed.add(id);
+      inventory.forEachReference(id, (ref) => {
+        if (!inSet.has(ref)) return;
+        const left = (referrers[ref] ?? 0) - 1;
+        referrers[ref] = left;
         if (left === 0) next.push(ref);
-      }
+      });
     }
     layer = next;
   }
   // A reference cycle cannot come from Nix; if a bucket has one anyway, its members go last, together.
-  const rest = [...byHash].filter(([hashPart]) => !placed.has(hashPart)).map(([, entry]) => entry);
+  const rest = ids.filter((id) => !placed.has(id));
   if (rest.length > 0) layers.push(rest);
   return layers;
 }
 
-/** What the narinfos left after the narinfo deletes still need: their NARs, listings and derivers' logs. */
+/** What the narinfos left after the narinfo deletes still need: their NARs, logs and listings. */
 export function stillNeeded(
-  metas: ReadonlyMap<string, NarInfoMeta>,
-  deletedNarInfos: ReadonlySet<string>,
-): { narKeys: Set<string>; derivers: Set<string>; narInfos: Set<string> } {
-  const remaining = [...metas].filter(([hashPart]) => !deletedNarInfos.has(hashPart));
-  return {
-    narKeys: new Set(remaining.flatMap(([, meta]) => meta.url ?? [])),
-    derivers: new Set(remaining.flatMap(([, meta]) => meta.deriver ?? [])),
-    narInfos: new Set(remaining.map(([hashPart]) => hashPart)),
+  inventory: Inventory,
+  deletedNarInfos: PathSet,
+): { nars: Uint8Array; logs: Uint8Array; narInfos: PathSet } {
+  const needed = {
+    nars: new Uint8Array(inventory.tables.nars.length),
+    logs: new Uint8Array(inventory.tables.logs.length),
+    narInfos: new PathSet(),
   };
+  for (let id = 0; id < inventory.narinfos.length; id += 1) {
+    if (!inventory.hasNarInfo(id) || deletedNarInfos.has(id)) continue;
+    needed.narInfos.add(id);
+    const nar = inventory.narOfNarInfo(id);
+    if (nar >= 0) needed.nars[nar] = 1;
+    const log = inventory.logOfNarInfo(id);
+    if (log >= 0) needed.logs[log] = 1;
+  }
+  return needed;
 }
 
 /** `nar/<hash>.nar.zst` → `<hash>`. */
@@ -278,21 +236,45 @@ export function narHashOfKey(key: string): string {
   return key.slice(NAR_PREFIX.length).split('.')[0] ?? '';
 }
 
-/** `log/<drv base name>` → the derivation's base name. */
-export function derivationOfLogKey(key: string): string {
-  return key.slice(LOG_PREFIX.length);
-}
-
-/** Marks: one line per object, `<first marked, ms since the epoch> <key>`. */
-export function parseMarks(text: string): Map<string, number> {
-  const marks = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    const match = /^(\d+) (\S+)$/.exec(line);
-    if (match?.[2] !== undefined) marks.set(match[2], Number(match[1]));
+/**
+ * Marks: one line per object, `<first marked, ms since the epoch> <key>`. Marks of objects no longer listed
+ * are dropped. Read line by line: at a million marks the text is a hundred MB.
+ */
+export function parseMarks(text: Buffer, inventory: Inventory): Marks {
+  const marks = noMarks(inventory);
+  for (let start = 0; start < text.length;) {
+    let end = text.indexOf(10, start);
+    if (end < 0) end = text.length;
+    const match = /^(\d+) (\S+)$/.exec(text.toString('utf8', start, end));
+    start = end + 1;
+    if (match?.[2] === undefined) continue;
+    const found = inventory.find(match[2]);
+    if (found !== undefined) marks[found.kind][found.index] = Number(match[1]);
   }
   return marks;
 }
 
-export function renderMarks(marks: ReadonlyMap<string, number>): string {
-  return [...marks].map(([key, at]) => `${at} ${key}\n`).join('');
+/** Counts the marks. */
+export function countMarks(marks: Marks): number {
+  let count = 0;
+  for (const kind of KINDS) for (const at of marks[kind]) if (at > 0) count += 1;
+  return count;
+}
+
+/** The marks as text, in chunks of a few thousand lines. */
+export function* renderMarks(marks: Marks, inventory: Inventory): Generator<Buffer> {
+  let lines: string[] = [];
+  for (const kind of KINDS) {
+    const table = inventory.tables[kind];
+    const atOf = marks[kind];
+    for (let i = 0; i < atOf.length; i += 1) {
+      const at = atOf[i] as number;
+      if (at > 0) lines.push(`${at} ${table.key(i)}\n`);
+      if (lines.length >= 4096) {
+        yield Buffer.from(lines.join(''));
+        lines = [];
+      }
+    }
+  }
+  if (lines.length > 0) yield Buffer.from(lines.join(''));
 }

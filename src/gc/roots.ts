@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { mapLimit } from '../core/limit.js';
 import { baseNameProblem } from '../core/store-path.js';
-import type { CacheBackend, ObjectEntry } from '../cache/backend.js';
+import { listAll, type CacheBackend, type ObjectEntry } from '../cache/backend.js';
 import { LEASES_PREFIX, PINS_PREFIX } from '../cache/layout.js';
 import { leaseIsLive, parseLease } from './lease.js';
 import { parsePin } from './pins.js';
@@ -77,10 +77,4 @@ export class RootReader {
     this.texts.set(entry.key, { etag: entry.etag, text });
     return text;
   }
-}
-
-export async function listAll(backend: CacheBackend, prefix: string): Promise<ObjectEntry[]> {
-  const entries: ObjectEntry[] = [];
-  for await (const page of backend.list(prefix)) entries.push(...page);
-  return entries;
 }

@@ -1,13 +1,14 @@
 import { performance } from 'node:perf_hooks';
 import { errorText } from '../core/errors.js';
-import { DELETE_BATCH_KEYS, type CacheBackend, type ObjectEntry } from '../cache/backend.js';
+import { DELETE_BATCH_KEYS, type CacheBackend } from '../cache/backend.js';
 import { SWEEPS_PREFIX } from '../cache/layout.js';
 import { instanceId, LEASE_LINGER_MS, SWEEP_WINDOW_MS } from './lease.js';
+import type { ObjectTable, PathSet } from './inventory.js';
 import type { ChangingRoots } from './roots.js';
 
 /** The roots as read again before a delete, with what they reach. */
 export interface Protection extends ChangingRoots {
-  reachable: ReadonlySet<string>;
+  reachable: PathSet;
 }
 
 /** Ends the sweep early, safely: the next run goes on from where this one stopped. */
@@ -34,7 +35,6 @@ export interface SweepOptions {
 export class Sweeper {
   /** objects that were to go but were protected again at the last check (a new lease or pin) */
   spared = 0;
-  readonly deletedKeys = new Set<string>();
   private readonly options: SweepOptions;
   private readonly sweepKey = `${SWEEPS_PREFIX}${instanceId()}`;
   private done = 0;
@@ -47,18 +47,19 @@ export class Sweeper {
     this.options = options;
   }
 
-  /** Deletes `entries` except those `keep` protects at the check before their batch. */
+  /** Deletes the objects `indexes` of `table`, except those `keep` protects at the check before their batch. */
   async deleteAll(
-    entries: readonly ObjectEntry[],
-    keep: (entry: ObjectEntry, current: Protection) => boolean,
-    onDeleted: (entry: ObjectEntry) => void,
+    table: ObjectTable,
+    indexes: readonly number[],
+    keep: (index: number, current: Protection) => boolean,
+    onDeleted: (index: number) => void,
   ): Promise<void> {
     let timeouts = 0;
-    for (let start = 0; start < entries.length;) {
+    for (let start = 0; start < indexes.length;) {
       const size = this.batchKeys;
       const started = performance.now();
       try {
-        await this.deleteBatch(entries.slice(start, start + size), keep, onDeleted);
+        await this.deleteBatch(table, indexes.slice(start, start + size), keep, onDeleted);
         timeouts = 0;
       } catch (err) {
         // Too slow for the window: the same keys again, in smaller batches, after a new check.
@@ -80,9 +81,10 @@ export class Sweeper {
   }
 
   private async deleteBatch(
-    entries: readonly ObjectEntry[],
-    keep: (entry: ObjectEntry, current: Protection) => boolean,
-    onDeleted: (entry: ObjectEntry) => void,
+    table: ObjectTable,
+    indexes: readonly number[],
+    keep: (index: number, current: Protection) => boolean,
+    onDeleted: (index: number) => void,
   ): Promise<void> {
     const { backend } = this.options;
     if (performance.now() - this.options.listedAt > LEASE_LINGER_MS / 2) {
@@ -102,8 +104,8 @@ export class Sweeper {
         `the live leases ${current.unreadableLeases.join(', ')} cannot be read, so what they protect is unknown`,
       );
     }
-    const batch = entries.filter((entry) => !keep(entry, current));
-    this.spared += entries.length - batch.length;
+    const batch = indexes.filter((index) => !keep(index, current));
+    this.spared += indexes.length - batch.length;
     const timeoutMs = current.leasesListedAt + SWEEP_WINDOW_MS - performance.now();
     if (timeoutMs < SWEEP_WINDOW_MS / 2)
       throw new StopSweep('reading the leases took too long to delete safely after it');
@@ -111,7 +113,7 @@ export class Sweeper {
       const sentAt = performance.now();
       try {
         await backend.delete(
-          batch.map((entry) => entry.key),
+          batch.map((index) => table.key(index)),
           { timeoutMs },
         );
       } catch (err) {
@@ -121,11 +123,8 @@ export class Sweeper {
         );
       }
     }
-    for (const entry of batch) {
-      this.deletedKeys.add(entry.key);
-      onDeleted(entry);
-    }
-    this.done += entries.length;
+    for (const index of batch) onDeleted(index);
+    this.done += indexes.length;
     this.options.note(`deleted ${this.done} of ${this.options.work} objects`);
   }
 }

@@ -1,18 +1,22 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { ObjectEntry } from '../../src/cache/backend.js';
+import { Column, PackedStrings } from '../../src/gc/columns.js';
+import { Inventory, PathSet, type ObjectTable } from '../../src/gc/inventory.js';
 import type { NarInfoMeta } from '../../src/gc/meta-cache.js';
 import {
   countBroken,
   extendClosure,
   fixedRoots,
+  KINDS,
   narInfoMeta,
+  noMarks,
   parseMarks,
   planMarks,
   referrersFirst,
   renderMarks,
-  sortListing,
   stillNeeded,
+  type ByKind,
 } from '../../src/gc/plan.js';
 
 // The GC's decisions on small buckets, no server: each path is a letter, its hash part 32 copies of it.
@@ -47,15 +51,35 @@ function narKey(name: string): string {
   return `nar/${name.repeat(52)}.nar.zst`;
 }
 
-/** A bucket of narinfos, their NARs, logs and listings (by path name), as the GC lists and reads it. */
+/** An inventory of the listed keys by prefix, with the narinfos read as `metas` says. */
+function inventoryOf(listed: Record<string, ObjectEntry[]>, metas: ReadonlyMap<string, NarInfoMeta>): Inventory {
+  const inventory = new Inventory();
+  for (const [prefix, entries] of Object.entries(listed)) inventory.addListed(prefix, entries);
+  inventory.completeListing();
+  for (const [hashPart, meta] of metas) {
+    const id = inventory.knownPathId(hashPart);
+    if (id !== undefined && id < inventory.narinfos.length) inventory.setMeta(id, meta);
+  }
+  return inventory;
+}
+
+/** A bucket of narinfos, their NARs, logs, listings and realisations (by path name), as the GC lists and reads it. */
 function bucket(
   paths: Record<string, PathSpec>,
-  extra: { logs?: Record<string, number>; listings?: Record<string, number>; foreign?: string[] } = {},
+  extra: {
+    logs?: Record<string, number>;
+    listings?: Record<string, number>;
+    realisations?: Record<string, number>;
+    foreign?: string[];
+  } = {},
 ) {
   const top: ObjectEntry[] = [entry('nix-cache-info', 2000)];
   for (const [name, age] of Object.entries(extra.listings ?? {})) top.push(entry(`${hashOf(name)}.ls`, age));
   const nars: ObjectEntry[] = [];
   const logs: ObjectEntry[] = Object.entries(extra.logs ?? {}).map(([drv, age]) => entry(`log/${drv}`, age));
+  const realisations = Object.entries(extra.realisations ?? {}).map(([name, age]) =>
+    entry(realisationKeyOf(name), age),
+  );
   const metas = new Map<string, NarInfoMeta>();
   for (const [name, spec] of Object.entries(paths)) {
     top.push(entry(`${hashOf(name)}.narinfo`, spec.age));
@@ -68,21 +92,25 @@ function bucket(
     });
   }
   for (const key of extra.foreign ?? []) top.push(entry(key, 1));
-  return { listing: sortListing(top, nars, logs), metas };
+  return inventoryOf({ '': top, 'nar/': nars, 'log/': logs, 'realisations/': realisations }, metas);
 }
 
-const names = (hashParts: Iterable<string>) =>
-  [...hashParts]
-    .map((hashPart) => hashPart[0])
+const keysOf = (table: ObjectTable) => Array.from({ length: table.length }, (_, i) => table.key(i));
+
+/** The names of the paths in `set`. */
+const namesIn = (inventory: Inventory, set: PathSet) =>
+  Array.from({ length: inventory.pathCount }, (_, id) => id)
+    .filter((id) => set.has(id))
+    .map((id) => inventory.hashPart(id)[0])
     .sort()
     .join('');
-const keyNames = (entries: readonly ObjectEntry[]) =>
+const keyNames = (entries: readonly { key: string }[]) =>
   entries
     .map((e) => (e.key.startsWith('log/') ? e.key : e.key.startsWith('nar/') ? `nar:${e.key[4]}` : (e.key[0] ?? '')))
     .sort()
     .join(' ');
 
-/** Marks and picks for a bucket, given the changing roots and earlier marks. */
+/** Marks and picks for a bucket, given the changing roots and earlier marks; by key, for the assertions. */
 function plan(
   paths: Record<string, PathSpec>,
   options: {
@@ -97,46 +125,36 @@ function plan(
     broken?: string[];
   } = {},
 ) {
-  const { listing: bucketListing, metas } = bucket(paths, {
+  const inventory = bucket(paths, {
     logs: options.logs ?? {},
     listings: options.listings ?? {},
+    realisations: options.realisations ?? {},
   });
-  const realisationEntries = Object.entries(options.realisations ?? {}).map(([name, age]) =>
-    entry(realisationKeyOf(name), age),
-  );
-  const listing = { ...bucketListing, realisations: realisationEntries };
-  const realisationOutputs = new Map(
-    Object.keys(options.realisations ?? {})
-      .filter((name) => !(options.broken ?? []).includes(name))
-      .map((name) => [realisationKeyOf(name), hashOf(name)]),
-  );
+  Object.keys(options.realisations ?? {}).forEach((name, i) => {
+    if (!(options.broken ?? []).includes(name)) inventory.realisationPaths[i] = inventory.pathId(hashOf(name));
+  });
   const graceStart = NOW - GRACE;
-  const fixed = fixedRoots(listing.narinfos, metas, { olderThan: NOW - OLDER_THAN, graceStart });
-  const reachable = new Set<string>();
-  extendClosure(
-    reachable,
-    [...fixed.hashParts, ...(options.pinned ?? []).map(hashOf), ...(options.leased ?? []).map(hashOf)],
-    metas,
-  );
-  const previousMarks = new Map(
-    Object.entries(options.marked ?? {}).map(([key, hoursAgo]) => [key, NOW - hoursAgo * HOUR]),
-  );
+  const fixed = fixedRoots(inventory, { olderThan: NOW - OLDER_THAN, graceStart });
+  const reachable = new PathSet();
+  const changing = [...(options.pinned ?? []), ...(options.leased ?? [])].map((name) => inventory.pathId(hashOf(name)));
+  extendClosure(reachable, [...fixed.ids, ...changing], inventory);
+  const previousMarks = noMarks(inventory);
+  for (const [key, hoursAgo] of Object.entries(options.marked ?? {})) {
+    const found = inventory.find(key);
+    if (found !== undefined) previousMarks[found.kind][found.index] = NOW - hoursAgo * HOUR;
+  }
   const leasedNarHashes = new Set((options.leasedNars ?? []).map((name) => name.repeat(52)));
-  return {
-    fixed,
-    reachable,
-    metas,
-    ...planMarks({
-      listing,
-      metas,
-      reachable,
-      leasedNarHashes,
-      realisationOutputs,
-      previousMarks,
-      startedAt: NOW,
-      graceStart,
-    }),
-  };
+  const result = planMarks({ inventory, reachable, leasedNarHashes, previousMarks, startedAt: NOW, graceStart });
+  const marks = new Map<string, number>();
+  const deletable = {} as ByKind<{ key: string }[]>;
+  for (const kind of KINDS) {
+    const table = inventory.tables[kind];
+    result.marks[kind].forEach((at, i) => {
+      if (at > 0) marks.set(table.key(i), at);
+    });
+    deletable[kind] = result.deletable[kind].map((i) => ({ key: table.key(i) }));
+  }
+  return { fixed, reachable: namesIn(inventory, reachable), ...result, marks, deletable };
 }
 
 describe('GC plan', () => {
@@ -186,15 +204,17 @@ describe('GC plan', () => {
     for (const c of cases) {
       it(c.name, () => {
         const result = plan(c.paths, { pinned: c.pinned ?? [], leased: c.leased ?? [] });
-        assert.equal(names(result.reachable), c.reachable);
+        assert.equal(result.reachable, c.reachable);
       });
     }
 
     it('counts the recent roots, and the young ones when --older-than is shorter than the grace', () => {
-      const { listing, metas } = bucket({ a: { age: 0.5 }, b: { age: 3 }, c: { age: 5 }, d: { age: 8 } });
-      const roots = fixedRoots(listing.narinfos, metas, { olderThan: NOW - HOUR, graceStart: NOW - GRACE });
+      const inventory = bucket({ a: { age: 0.5 }, b: { age: 3 }, c: { age: 5 }, d: { age: 8 } });
+      const roots = fixedRoots(inventory, { olderThan: NOW - HOUR, graceStart: NOW - GRACE });
+      const rootSet = new PathSet();
+      for (const id of roots.ids) rootSet.add(id);
       assert.deepEqual(
-        { recent: roots.recent, young: roots.young, roots: names(roots.hashParts) },
+        { recent: roots.recent, young: roots.young, roots: namesIn(inventory, rootSet) },
         { recent: 1, young: 2, roots: 'abc' },
       );
     });
@@ -320,25 +340,42 @@ describe('GC plan', () => {
         const metas = new Map(
           Object.entries(c.refs).map(([name, refs]) => [hashOf(name), { references: refs.map(hashOf) }]),
         );
-        const narinfos = Object.keys(c.refs).map((name) => entry(`${hashOf(name)}.narinfo`, 800));
+        const inventory = inventoryOf(
+          { '': Object.keys(c.refs).map((name) => entry(`${hashOf(name)}.narinfo`, 800)) },
+          metas,
+        );
+        const ids = Object.keys(c.refs).map((name) => inventory.pathId(hashOf(name)));
         assert.deepEqual(
-          referrersFirst(narinfos, metas)
-            .map(keyNames)
-            .map((layer) => layer.replaceAll(' ', '')),
+          referrersFirst(ids, inventory).map((layer) =>
+            layer
+              .map((id) => inventory.hashPart(id)[0])
+              .sort()
+              .join(''),
+          ),
           c.layers,
         );
       });
     }
 
     it('keeps the NARs, logs and listings of the narinfos left, and only those', () => {
-      const metas = new Map<string, NarInfoMeta>([
-        [hashOf('a'), { references: [], url: narKey('a'), deriver: 'a.drv' }],
-        [hashOf('b'), { references: [], url: narKey('b'), deriver: 'b.drv' }],
-      ]);
-      const needed = stillNeeded(metas, new Set([hashOf('b')]));
-      assert.deepEqual([...needed.narKeys], [narKey('a')]);
-      assert.deepEqual([...needed.derivers], ['a.drv']);
-      assert.deepEqual([...needed.narInfos], [hashOf('a')]);
+      const inventory = inventoryOf(
+        {
+          '': [entry(`${hashOf('a')}.narinfo`, 1), entry(`${hashOf('b')}.narinfo`, 1)],
+          'nar/': [entry(narKey('a'), 1), entry(narKey('b'), 1)],
+          'log/': [entry(`log/${drv('a')}`, 1), entry(`log/${drv('b')}`, 1)],
+        },
+        new Map<string, NarInfoMeta>([
+          [hashOf('a'), { references: [], url: narKey('a'), deriver: drv('a') }],
+          [hashOf('b'), { references: [], url: narKey('b'), deriver: drv('b') }],
+        ]),
+      );
+      const deleted = new PathSet();
+      deleted.add(inventory.pathId(hashOf('b')));
+      const needed = stillNeeded(inventory, deleted);
+      const kept = (flags: Uint8Array, table: ObjectTable) => keysOf(table).filter((_, i) => flags[i] === 1);
+      assert.deepEqual(kept(needed.nars, inventory.tables.nars), [narKey('a')]);
+      assert.deepEqual(kept(needed.logs, inventory.tables.logs), [`log/${drv('a')}`]);
+      assert.equal(namesIn(inventory, needed.narInfos), 'a');
     });
 
     it("marks a realisation with its output's narinfo, and keeps one that does not parse", () => {
@@ -380,25 +417,28 @@ describe('GC plan', () => {
 
   describe('the bucket as listed', () => {
     it('sorts keys into kinds and leaves foreign ones alone', () => {
-      const { listing } = bucket({ a: { age: 1 } }, { logs: { [drv('x')]: 1 }, foreign: ['index.html', 'nar/README'] });
-      assert.deepEqual([...listing.narinfos.keys()], [hashOf('a')]);
-      assert.equal(listing.nars.length, 1);
-      assert.equal(listing.logs.length, 1);
-      assert.deepEqual(listing.foreign.sort(), ['index.html', 'nar/README']);
-      const withListings = bucket({}, { listings: { a: 1 }, foreign: [`${hashOf('b')}.ls.tmp`, 'x.ls'] }).listing;
-      assert.deepEqual(
-        withListings.listings.map((e) => e.key),
-        [`${hashOf('a')}.ls`],
-      );
+      const inventory = bucket({ a: { age: 1 } }, { logs: { [drv('x')]: 1 }, foreign: ['index.html', 'nar/README'] });
+      assert.deepEqual(keysOf(inventory.narinfos), [`${hashOf('a')}.narinfo`]);
+      assert.equal(inventory.tables.nars.length, 1);
+      assert.equal(inventory.tables.logs.length, 1);
+      assert.deepEqual(inventory.foreign.sort(), ['index.html', 'nar/README']);
+      const withListings = bucket({}, { listings: { a: 1 }, foreign: [`${hashOf('b')}.ls.tmp`, 'x.ls'] });
+      assert.deepEqual(keysOf(withListings.tables.listings), [`${hashOf('a')}.ls`]);
       assert.deepEqual(withListings.foreign.sort(), [`${hashOf('b')}.ls.tmp`, 'x.ls']);
-      assert.deepEqual(sortListing([], [], [entry('log/x.txt', 1)]).foreign, ['log/x.txt']);
-      const withStrayNar = sortListing([], [entry('nar/README', 1)], []);
-      assert.deepEqual(withStrayNar.foreign, ['nar/README']);
+      assert.deepEqual(inventoryOf({ 'log/': [entry('log/x.txt', 1)] }, new Map()).foreign, ['log/x.txt']);
+      assert.deepEqual(inventoryOf({ 'nar/': [entry('nar/README', 1)] }, new Map()).foreign, ['nar/README']);
+    });
+
+    it('shows the first 20 foreign keys and counts them all', () => {
+      const foreign = Array.from({ length: 25 }, (_, i) => `notes-${i}.txt`);
+      const inventory = bucket({}, { foreign });
+      assert.deepEqual(inventory.foreign, foreign.slice(0, 20));
+      assert.equal(inventory.foreignCount, 25);
     });
 
     it('counts narinfos whose references are missing', () => {
-      const { metas } = bucket({ a: { age: 1, refs: ['b'] }, b: { age: 1 }, c: { age: 1, refs: ['z'] } });
-      assert.equal(countBroken(metas), 1);
+      const inventory = bucket({ a: { age: 1, refs: ['b'] }, b: { age: 1 }, c: { age: 1, refs: ['z'] } });
+      assert.equal(countBroken(inventory), 1);
     });
 
     it('reads what a malformed narinfo seems to refer to, and says why it is malformed', () => {
@@ -411,13 +451,70 @@ describe('GC plan', () => {
       assert.match(meta.problem ?? '', /NarHash|no /);
     });
 
-    it('reads back the marks it wrote, and ignores lines that are not marks', () => {
-      const marks = new Map([
-        ['nar/x.nar.zst', 5],
-        [`${hashOf('a')}.narinfo`, 1_700_000_000_000],
-      ]);
-      assert.deepEqual(parseMarks(renderMarks(marks)), marks);
-      assert.deepEqual(parseMarks('garbage\n12 two words\n7 ok\n'), new Map([['ok', 7]]));
+    it('reads back the marks it wrote, and ignores lines that are not marks or not of listed objects', () => {
+      const inventory = bucket({ a: { age: 800 } }, { logs: { [drv('x')]: 800 } });
+      const marks = noMarks(inventory);
+      marks.nars[0] = 5;
+      marks.narinfos[0] = 1_700_000_000_000;
+      const text = Buffer.concat([...renderMarks(marks, inventory)]);
+      assert.equal(text.toString(), `1700000000000 ${hashOf('a')}.narinfo\n5 ${narKey('a')}\n`);
+      assert.deepEqual(parseMarks(text, inventory), marks);
+      const other = parseMarks(
+        Buffer.from(`garbage\n12 two words\n7 log/${drv('x')}\n9 ${hashOf('z')}.narinfo\n8 nar/gone.nar.zst\n`),
+        inventory,
+      );
+      assert.deepEqual(
+        KINDS.map((kind) => [...other[kind]]),
+        [[0], [0], [7], [], []],
+      );
+    });
+
+    it('writes many marks in chunks, all of them', () => {
+      const NIX32 = '0123456789abcdfghijklmnpqrsvwxyz';
+      const hashParts = Array.from({ length: 5000 }, (_, i) =>
+        Array.from(i.toString(32).padStart(32, '0'), (digit) => NIX32[parseInt(digit, 32)]).join(''),
+      );
+      const inventory = inventoryOf({ '': hashParts.map((hashPart) => entry(`${hashPart}.narinfo`, 800)) }, new Map());
+      const marks = noMarks(inventory);
+      marks.narinfos.fill(1);
+      const chunks = [...renderMarks(marks, inventory)];
+      assert.ok(chunks.length > 1, `${chunks.length} chunks`);
+      const text = Buffer.concat(chunks);
+      assert.equal(text.toString().split('\n').filter(Boolean).length, 5000);
+      assert.deepEqual(parseMarks(text, inventory), marks);
+    });
+  });
+
+  describe('packed columns', () => {
+    it('finds each of many strings again, across growth, and not what was never added', () => {
+      const strings = new PackedStrings(true);
+      const texts = Array.from({ length: 20_000 }, (_, i) => `key-${i * 7919}`);
+      texts.forEach((text, i) => {
+        assert.equal(strings.add(text), i);
+      });
+      assert.equal(strings.length, texts.length);
+      texts.forEach((text, i) => {
+        assert.equal(strings.indexOf(text), i);
+        assert.equal(strings.at(i), text);
+      });
+      assert.equal(strings.indexOf('key-1'), -1);
+      assert.equal(strings.indexOf(''), -1);
+      assert.equal(strings.add(''), texts.length);
+      assert.equal(strings.indexOf(''), texts.length);
+    });
+
+    it('stores a character above U+00FF unfaithfully: such an ETag compares unequal, and its narinfo is read again', () => {
+      const strings = new PackedStrings();
+      strings.add('"etag-\u0101"');
+      assert.notEqual(strings.at(0), '"etag-\u0101"');
+    });
+
+    it('grows a column, keeping every value', () => {
+      const column = new Column((size) => new Float64Array(size));
+      for (let i = 0; i < 5000; i += 1) column.push(i * 1.5);
+      assert.equal(column.length, 5000);
+      assert.equal(column.at(4999), 4999 * 1.5);
+      assert.equal(column.at(0), 0);
     });
   });
 });
