@@ -6,8 +6,9 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseCacheUrl } from '../src/core/cache-url.js';
 import { parseDuration } from '../src/core/duration.js';
-import type { CacheBackend } from '../src/cache/backend.js';
+import { listAll, type CacheBackend } from '../src/cache/backend.js';
 import { MARKS_KEY } from '../src/cache/layout.js';
+import { SWEEP_WINDOW_MS } from '../src/gc/lease.js';
 import { openCache } from '../src/cache/open.js';
 import { allKeys, cacheProblems, dropLeases, putNarInfoChain } from './helpers/cache.js';
 import { waitFor } from './helpers/daemon.js';
@@ -333,15 +334,17 @@ for (const target of ['file', 's3'] as const) {
         }),
     );
 
-    it('a writer that saw a sweep checks its closure again once the sweep is past, and uploads what it deleted', () =>
+    it('a writer that sees a sweep looks at the cache only once the sweep cannot delete what it needs', () =>
       withFreshCache(async (cache, backend) => {
-        const { bases, leaves } = await buildShared(`repair-${target}-${Date.now()}`, 1);
+        const { bases, leaves } = await buildShared(`wait-${target}-${Date.now()}`, 1);
         const leaf = leaves[0] as string;
         const used = [bases[0] as string, bases[1] as string];
         await push(cache.url, used);
         // A GC is sweeping, and its batch was allowed before the writer's lease was there: it deletes the bases
-        // the writer has just found present.
+        // while the writer waits out the sweep window, before the writer's first look at the cache.
         await backend.put('cachectl/gc/sweeping/test-gc', Buffer.from('{}\n'), 'application/json');
+        const leasesBefore = (await listAll(backend, 'cachectl/leases/')).length;
+        const started = performance.now();
         const child = spawn(
           process.execPath,
           [CACHECTL, 'push', '--json', '--to', cache.url, '--secret-key-file', key.secretFile, leaf],
@@ -349,9 +352,8 @@ for (const target of ['file', 's3'] as const) {
         );
         let stdout = '';
         child.stdout.on('data', (data: Buffer) => (stdout += data.toString()));
-        const leafKey = `${leaf.slice(11, 43)}.narinfo`;
-        for (let tries = 0; !(await backend.exists(leafKey)); tries++) {
-          assert.ok(tries < 500, 'the leaf was not published');
+        for (let tries = 0; (await listAll(backend, 'cachectl/leases/')).length === leasesBefore; tries++) {
+          assert.ok(tries < 500, 'the writer wrote no lease');
           await sleep(20);
         }
         const narKeys = await Promise.all(
@@ -365,9 +367,10 @@ for (const target of ['file', 's3'] as const) {
         await backend.delete([...used.map((path) => `${path.slice(11, 43)}.narinfo`), ...narKeys]);
         const code = await new Promise((resolve) => child.once('exit', resolve));
         assert.equal(code, 0);
+        assert.ok(performance.now() - started >= SWEEP_WINDOW_MS, 'the writer did not wait out the window');
         const result = JSON.parse(stdout) as { uploaded: string[]; repaired: string[] };
-        assert.deepEqual(result.uploaded, [leaf]);
-        assert.deepEqual([...result.repaired].sort(), [...used].sort());
+        assert.deepEqual([...result.uploaded].sort(), [leaf, ...used].sort());
+        assert.deepEqual(result.repaired, []);
         assert.deepEqual((await cacheProblems(backend)).problems, []);
         const verify = await nixVerify(cache.nixUrl, key.publicKey, [leaf]);
         assert.equal(verify.code, 0, verify.stderr);

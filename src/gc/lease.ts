@@ -13,9 +13,14 @@ import { LEASES_PREFIX, SWEEPS_PREFIX } from '../cache/layout.js';
  * A writer puts a lease naming its whole closure (paths and NAR hashes) before it looks at what the cache
  * has. A GC reads the leases just before each delete batch, keeps whatever a lease names, and has the batch
  * done within SWEEP_WINDOW_MS of that read. So a writer whose lease the GC missed wrote it after the read,
- * and a re-check SWEEP_WINDOW_MS after writing the lease sees every delete such a batch made. A GC marks
- * itself under SWEEPS_PREFIX before its first read and unmarks when done: a writer that finds no mark right
- * after writing its lease needs no re-check (any earlier sweep was over before its first look).
+ * and SWEEP_WINDOW_MS after writing the lease every delete such a batch made has taken effect. A GC marks
+ * itself under SWEEPS_PREFIX before its first read and unmarks when done. A writer that finds a mark right
+ * after writing its lease waits out the window before its first look at the cache; one that finds none need
+ * not wait (any earlier sweep was over before its first look).
+ *
+ * Looking first and checking again after the window is not enough: a writer may publish a narinfo over a NAR a
+ * late batch deletes, and a second writer, seeing that narinfo, be done before the first repairs it.
+ * test/unit/lease-protocol.test.ts explores every interleaving of two writers and a GC, and finds that.
  *
  * Finished closures stay in the lease for LEASE_LINGER_MS: a GC whose listing of narinfos is younger than
  * that sees either the lease or the closure's narinfos.
@@ -89,7 +94,10 @@ export function instanceId(): string {
 
 /** A closure a writer holds: release it once published. */
 export interface LeaseHold {
-  /** whether the writer must re-check its closure SWEEP_WINDOW_MS after `heldAt` */
+  /**
+   * whether the writer must check its closure again: a refresh of the lease failed while it held it, so the
+   * lease may have lapsed, and a GC deleted what it names
+   */
   mustRecheck(): boolean;
   /** performance.now() when the lease was in the bucket */
   readonly heldAt: number;
@@ -123,7 +131,8 @@ export class LeaseWriter {
 
   /**
    * Adds a closure to the lease and writes it, before the writer checks what the cache has. Resolves once the
-   * lease is in the bucket.
+   * lease is in the bucket and no sweep can still delete what it names without having seen it: at once, or
+   * SWEEP_WINDOW_MS after the lease was written when a GC is sweeping.
    */
   async hold(closure: readonly { path: string; narHash: Uint8Array }[]): Promise<LeaseHold> {
     const claim: Claim = {
@@ -143,10 +152,10 @@ export class LeaseWriter {
     }
     const heldAt = performance.now();
     const failuresBefore = this.failedRefreshes;
-    const sweeping = await gcSweeping(this.backend);
+    if (await gcSweeping(this.backend)) await waitOutSweeps(heldAt);
     return {
       heldAt,
-      mustRecheck: () => sweeping || this.failedRefreshes !== failuresBefore,
+      mustRecheck: () => this.failedRefreshes !== failuresBefore,
       release: () => {
         claim.releasedAt = this.now();
       },

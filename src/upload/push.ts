@@ -130,9 +130,9 @@ function isCacheWide(err: unknown): err is CachectlError {
  * published only after its NAR and the narinfos of all its references. A path that fails takes the paths that
  * reference it with it, so a reader never sees a narinfo whose NAR or references are missing.
  *
- * With a lease, the closure is leased before the cache is asked what it has, and when a GC was sweeping, the
- * closure is checked again once the sweep can no longer delete what the lease came too late for, and what it
- * deleted is uploaded again (see gc/lease.ts).
+ * With a lease, the closure is leased before the cache is asked what it has, after a sweep can no longer delete
+ * what the lease came too late for (see gc/lease.ts). When the lease may have lapsed (a refresh failed), the
+ * closure is checked again at the end, and what a GC deleted is uploaded again.
  */
 export async function pushClosures(roots: readonly string[], options: PushOptions): Promise<PushResult> {
   const { backend, store } = options;
@@ -162,8 +162,8 @@ export async function pushClosures(roots: readonly string[], options: PushOption
       realisations: 0,
     };
     const rootSet = new Set(roots);
-    // A root's narinfo goes up after those of its whole closure. Without a sweep seen since the lease was written
-    // (no re-check pending), a GC that runs later sees the lease or the root's fresh narinfo: the root is safe.
+    // A root's narinfo goes up after those of its whole closure. With the lease held all along (no re-check
+    // pending), a GC that runs later sees the lease or the root's fresh narinfo: the root is safe.
     const rootPublished = (path: string) => {
       if (rootSet.has(path) && !realised.has(path) && hold?.mustRecheck() !== true) options.onRootPublished?.(path);
     };
