@@ -94,40 +94,68 @@ export const CONTENT_TYPES = {
   realisation: 'application/json',
 } as const;
 
-/**
- * Where a listing is split: before each character of the nix32 alphabet, in which the keys of narinfos, NARs,
- * listings and logs begin. 33 ranges, each listed on its own, so that a bucket of 100k narinfos takes a few
- * round trips rather than a hundred one after another.
- */
-const RANGE_STARTS = Array.from(NIX32_ALPHABET);
+/** Ranges of a listing listed at once at most, and the pages each should have for a split to pay. */
+const MAX_RANGES = 32;
+const PAGES_PER_RANGE = 3;
 
 /**
- * Calls `onPage` with every key directly under `prefix`, a page at a time: in byte order on a backend that
- * does not list in parallel, else as the ranges' pages come (each range in order).
+ * Calls `onPage` with every key directly under `prefix`, a page at a time. A backend that lists in parallel,
+ * when the first page shows that many pages follow, lists the rest in key ranges at once (each range in
+ * order), so that 100k narinfos far away take a few round trips rather than a hundred one after another.
  */
 export async function listEach(
   backend: CacheBackend,
   prefix: string,
   onPage: (page: ObjectEntry[]) => void,
 ): Promise<void> {
-  if (!backend.listsInParallel) {
-    for await (const page of backend.list(prefix)) onPage(page);
+  const pages = backend.list(prefix)[Symbol.asyncIterator]();
+  const first = await pages.next();
+  if (first.done === true) return;
+  onPage(first.value);
+  const last = first.value.at(-1)?.key;
+  const ranges = backend.listsInParallel && last !== undefined ? listRanges(prefix, last) : [];
+  if (ranges.length === 0) {
+    for (let next = await pages.next(); next.done !== true; next = await pages.next()) onPage(next.value);
     return;
   }
-  const bounds = [undefined, ...RANGE_STARTS.map((start) => `${prefix}${start}`), undefined];
+  await pages.return?.();
   await Promise.all(
-    bounds.slice(0, -1).map(async (from, i) => {
-      const to = bounds[i + 1];
-      const startAfter = from === undefined ? undefined : justBefore(from);
-      for await (const page of backend.list(prefix, startAfter === undefined ? {} : { startAfter })) {
+    ranges.map(async ({ startAfter, from, to }) => {
+      for await (const page of backend.list(prefix, { startAfter })) {
         const inRange = page.filter(
-          (entry) => (from === undefined || entry.key >= from) && (to === undefined || entry.key < to),
+          (entry) => entry.key > startAfter && entry.key >= from && (to === undefined || entry.key < to),
         );
         if (inRange.length > 0) onPage(inRange);
         if (to !== undefined && page.some((entry) => entry.key >= to)) return;
       }
     }),
   );
+}
+
+/**
+ * How to list what follows `last`, the last key of a listing's first page, in ranges (the keys from `from` up
+ * to `to`, listed after `startAfter`), or none when too few pages follow to pay for a request per range. Keys
+ * of narinfos, NARs and listings begin with nix32 hashes, evenly spread: how far into the 1,024 two-character
+ * cells of nix32 the first page reached tells how many pages follow.
+ */
+export function listRanges(prefix: string, last: string): { startAfter: string; from: string; to?: string }[] {
+  const cell = (at: number) => {
+    const char = last.charAt(prefix.length + at);
+    const digit = NIX32_ALPHABET.indexOf(char);
+    return digit >= 0 ? digit : char < '0' ? 0 : 31;
+  };
+  const reached = cell(0) * 32 + cell(1) + 1;
+  const count = Math.min(MAX_RANGES, Math.floor((1024 / reached - 1) / PAGES_PER_RANGE), 1024 - reached);
+  if (count < 2) return [];
+  const bounds = Array.from({ length: count - 1 }, (_, j) => {
+    const at = reached + Math.round(((j + 1) * (1024 - reached)) / count);
+    return `${prefix}${NIX32_ALPHABET.charAt(at >> 5)}${NIX32_ALPHABET.charAt(at & 31)}`;
+  });
+  return Array.from({ length: count }, (_, j) => {
+    const from = j === 0 ? last : (bounds[j - 1] as string);
+    const to = bounds[j];
+    return { startAfter: j === 0 ? last : justBefore(from), from, ...(to === undefined ? {} : { to }) };
+  });
 }
 
 /**

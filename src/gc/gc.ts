@@ -127,9 +127,16 @@ export async function collectGarbage(options: GcOptions): Promise<GcReport> {
   const reachable = new PathSet();
   extendClosure(reachable, fixed.ids, inventory);
   const rootReader = new RootReader(backend);
+  // Read again before every batch: only roots not seen before are looked up (a pin may name thousands).
+  const extended = new Set<string>();
   const protection = async (): Promise<Protection> => {
     const roots = await rootReader.read(now());
-    const ids = [...roots.pinned, ...roots.leased].map((hashPart) => inventory.pathId(hashPart));
+    const ids: number[] = [];
+    for (const hashPart of [...roots.pinned, ...roots.leased]) {
+      if (extended.has(hashPart)) continue;
+      extended.add(hashPart);
+      ids.push(inventory.pathId(hashPart));
+    }
     extendClosure(reachable, ids, inventory);
     return { ...roots, reachable };
   };

@@ -3,7 +3,7 @@ import { mapLimit } from '../core/limit.js';
 import { baseNameProblem } from '../core/store-path.js';
 import { listAll, type CacheBackend, type ObjectEntry } from '../cache/backend.js';
 import { LEASES_PREFIX, PINS_PREFIX } from '../cache/layout.js';
-import { leaseIsLive, parseLease } from './lease.js';
+import { leaseIsLive, parseLease, type LeaseContent } from './lease.js';
 import { parsePin } from './pins.js';
 
 /** The roots that change while a GC runs, as read from the bucket at one moment. */
@@ -23,16 +23,22 @@ export interface ChangingRoots {
   problems: string[];
 }
 
-/** Reads the pins and the live leases; GETs only the objects whose ETag changed since its last read. */
+/**
+ * Reads the pins and the live leases; GETs and parses only the objects whose ETag changed since its last read
+ * (a sweep reads them before each of its batches, and a pin may name thousands of paths).
+ */
 export class RootReader {
-  private readonly texts = new Map<string, { etag: string; text: string | undefined }>();
+  private readonly pins = new Cache<ReturnType<typeof parsePin>>();
+  private readonly leases = new Cache<LeaseContent | 'unreadable'>();
 
   constructor(private readonly backend: CacheBackend) {}
 
   async read(now: number): Promise<ChangingRoots> {
     // Pins first: only the leases have to be fresh when a delete goes out (pin waits out a sweep by itself).
     const pinList = await listAll(this.backend, PINS_PREFIX);
-    const pinTexts = await mapLimit(pinList, 16, (entry) => this.text(entry));
+    const pins = await mapLimit(pinList, 16, (entry) =>
+      this.pins.read(this.backend, entry, (text) => parsePin(text, entry.key)),
+    );
     const leasesListedAt = performance.now();
     const leaseList = await listAll(this.backend, LEASES_PREFIX);
     const roots: ChangingRoots = {
@@ -46,20 +52,19 @@ export class RootReader {
       problems: [],
     };
     const live = leaseList.filter((entry) => leaseIsLive(entry, now));
-    const leaseTexts = await mapLimit(live, 16, (entry) => this.text(entry));
-    pinList.forEach((entry, i) => {
-      const text = pinTexts[i];
-      if (text === undefined) return; // unpinned meanwhile
-      const pin = parsePin(text, entry.key);
+    const leases = await mapLimit(live, 16, (entry) =>
+      this.leases.read(this.backend, entry, (text) => parseLease(text) ?? 'unreadable'),
+    );
+    for (const pin of pins) {
+      if (pin === undefined) continue; // unpinned meanwhile
       roots.problems.push(...pin.problems);
       for (const hashPart of pin.hashParts) roots.pinned.add(hashPart);
-    });
+    }
     live.forEach((entry, i) => {
-      const text = leaseTexts[i];
-      if (text === undefined) return; // its writer is done with it
+      const lease = leases[i];
+      if (lease === undefined) return; // its writer is done with it
       roots.liveLeaseKeys.add(entry.key);
-      const lease = parseLease(text);
-      if (lease === undefined) {
+      if (lease === 'unreadable') {
         roots.unreadableLeases.push(entry.key);
         roots.problems.push(`${entry.key} is not a cachectl lease; nothing is deleted while it is live`);
         return;
@@ -69,12 +74,19 @@ export class RootReader {
     });
     return roots;
   }
+}
 
-  private async text(entry: ObjectEntry): Promise<string | undefined> {
-    const cached = this.texts.get(entry.key);
-    if (cached?.etag === entry.etag) return cached.text;
-    const text = (await this.backend.get(entry.key))?.toString('utf8');
-    this.texts.set(entry.key, { etag: entry.etag, text });
-    return text;
+/** Objects read and parsed, by key, while their ETag stays the same. */
+class Cache<T> {
+  private readonly entries = new Map<string, { etag: string; value: T | undefined }>();
+
+  /** The parsed object, or undefined when it is gone since the listing. */
+  async read(backend: CacheBackend, entry: ObjectEntry, parse: (text: string) => T): Promise<T | undefined> {
+    const cached = this.entries.get(entry.key);
+    if (cached?.etag === entry.etag) return cached.value;
+    const text = (await backend.get(entry.key))?.toString('utf8');
+    const value = text === undefined ? undefined : parse(text);
+    this.entries.set(entry.key, { etag: entry.etag, value });
+    return value;
   }
 }
