@@ -27,7 +27,7 @@ function counting(backend: CacheBackend): CacheBackend {
     listsInParallel: backend.listsInParallel,
     get: (key) => ((requests.get += 1), backend.get(key)),
     exists: (key) => ((requests.head += 1), backend.exists(key)),
-    put: (key, body, type) => ((requests.put += 1), backend.put(key, body, type)),
+    put: (key, body, type, options) => ((requests.put += 1), backend.put(key, body, type, options)),
     putStream: (key, body, type, size) => ((requests.put += 1), backend.putStream(key, body, type, size)),
     delete: (keys, options) => ((requests.delete += 1), backend.delete(keys, options)),
     async *list(prefix, options) {

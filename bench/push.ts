@@ -1,16 +1,19 @@
 /**
  * bench/push: `cachectl push` against `nix copy` and against the floor `nix-store --dump | zstd -3 -T2 |
- * sha256sum`, in the same run on the same machine, for a ~300 MB store path of real files and for 1,000 tiny
- * paths (file:// and s3rver), each with and without NAR listings. Prints a table and writes
- * bench/results/push.json.
+ * sha256sum`, in the same run on the same machine, for a ~300 MB store path of real files, for 1,000 tiny
+ * paths (file:// and s3rver), each with and without NAR listings, and for a chain of 1,000 tiny paths each
+ * referring to the one before (file://). Then a closure shaped like real software (bench/wan-closure.nix: 400
+ * paths, 110 MB) to s3rver through a proxy adding 0, 20, 30 and 50 ms to every request, against `nix copy` to
+ * the same server over HTTP. Prints a table and writes bench/results/push.json.
  *
- *   npm run bench:push [-- --mb 300 --tiny 1000 --runs 3]
+ *   npm run bench:push [-- --mb 300 --tiny 1000 --chain 1000 --wan-paths 400 --runs 3]
  */
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CACHECTL, REPO, execFileAsync, testEnv, tempDir } from '../test/helpers/nix.js';
-import { startS3rver } from '../test/helpers/s3rver.js';
+import { startLatencyProxy } from '../test/helpers/latency-proxy.js';
+import { startS3rver, type S3rver } from '../test/helpers/s3rver.js';
 import { measure as measureCommand, type Measurement } from './measure.js';
 import { LocalStore } from '../src/nix/local-store.js';
 import { renderPush, thisRun, writeResults, type PushResults } from './tables.js';
@@ -19,6 +22,8 @@ const { values } = parseArgs({
   options: {
     mb: { type: 'string', default: '300' },
     tiny: { type: 'string', default: '1000' },
+    chain: { type: 'string', default: '1000' },
+    'wan-paths': { type: 'string', default: '400' },
     runs: { type: 'string', default: '3' },
   },
 });
@@ -186,7 +191,6 @@ async function main(): Promise<void> {
     rate: mbPerSOf(bigFile),
   });
   rows.push({ case: '', tool: 'cachectl push to s3rver (multipart)', ...bigS3, rate: mbPerSOf(bigS3) });
-  await s3.stop();
 
   rows.push({ case: `${tiny.length} tiny paths`, tool: 'nix copy to file://', ...tinyNix, rate: pathsPerS(tinyNix) });
   rows.push({
@@ -211,17 +215,131 @@ async function main(): Promise<void> {
     rate: pathsPerS(tinyS3),
   });
 
+  process.stderr.write(`a chain of ${values.chain} tiny paths: nix copy and cachectl to file://...\n`);
+  const chainTop = (
+    await execFileAsync(
+      'nix-instantiate',
+      ['--read-write-mode', '--eval', join(REPO, 'bench/chain.nix'), '--argstr', 'length', values.chain],
+      { env },
+    )
+  ).stdout
+    .trim()
+    .replaceAll('"', '');
+  const chainLength = Number(values.chain);
+  const perPath = (m: Measurement) => `${(chainLength / m.seconds).toFixed(0)} paths/s`;
+  const [chainNix, chainNixListing, chainPush, chainPushNoListing] = (await medians(freshDir, [
+    (dir) => measure('nix', ['copy', '--to', `file://${dir}?compression=zstd`, chainTop]),
+    (dir) => measure('nix', ['copy', '--to', `file://${dir}?compression=zstd&write-nar-listing=true`, chainTop]),
+    (dir) => measure(process.execPath, [CACHECTL, 'push', '--to', `file://${dir}`, chainTop]),
+    (dir) => measure(process.execPath, [CACHECTL, 'push', '--nar-listing', 'false', '--to', `file://${dir}`, chainTop]),
+  ])) as [Measurement, Measurement, Measurement, Measurement];
+  rows.push({
+    case: `a chain of ${chainLength} tiny paths`,
+    tool: 'nix copy to file://',
+    ...chainNix,
+    rate: perPath(chainNix),
+  });
+  rows.push({
+    case: '',
+    tool: 'nix copy to file:// (write-nar-listing=true)',
+    ...chainNixListing,
+    rate: perPath(chainNixListing),
+  });
+  rows.push({ case: '', tool: 'cachectl push to file://', ...chainPush, rate: perPath(chainPush) });
+  rows.push({
+    case: '',
+    tool: 'cachectl push to file:// --nar-listing false',
+    ...chainPushNoListing,
+    rate: perPath(chainPushNoListing),
+  });
+
+  const wan = await farAway(s3);
+  rows.push(...wan.rows);
+  await s3.stop();
+
   const ratios = {
     bigVsNixCopy: nixCopy.seconds / push.seconds,
     bigVsFloor: push.seconds / floor.seconds,
     bigListingCost: push.seconds / pushNoListing.seconds - 1,
     tinyListingCost: tinyFile.seconds / tinyFileNoListing.seconds - 1,
     tinyS3PathsPerSecond: tiny.length / tinyS3.seconds,
+    chainVsNixCopy: chainNix.seconds / chainPushNoListing.seconds,
+    chainWithListingsVsNixCopy: chainNixListing.seconds / chainPush.seconds,
+    wan: wan.ratios,
     peakRssMb: Math.max(push.peakRssMb, tinyFile.peakRssMb, tinyS3.peakRssMb, bigFile.peakRssMb, bigS3.peakRssMb),
   };
   const results: PushResults = { ...thisRun(), narSize, runs: RUNS, rows, ratios };
   process.stdout.write(`\n${renderPush(results)}\n`);
   writeResults('push.json', results);
+}
+
+/** The round trips the far-away case is run at, ms. */
+const DELAYS_MS = [0, 20, 30, 50];
+
+/**
+ * The closure of bench/wan-closure.nix pushed to s3rver through the latency proxy, by cachectl (s3://) and by
+ * `nix copy` (http://, plain PUTs), at each of DELAYS_MS; each run into a fresh prefix of the bucket.
+ */
+async function farAway(
+  s3: S3rver,
+): Promise<{ rows: PushResults['rows']; ratios: NonNullable<PushResults['ratios']['wan']> }> {
+  process.stderr.write(`building the ${values['wan-paths']}-path closure for the far-away case...\n`);
+  const { stdout } = await execFileAsync(
+    'nix-build',
+    [join(REPO, 'bench/wan-closure.nix'), '--no-out-link', '--argstr', 'paths', values['wan-paths']],
+    { env, maxBuffer: 1 << 24 },
+  );
+  const paths = stdout.trim().split('\n');
+  const bytes = Number(
+    (await execFileAsync('nix', ['path-info', '--json', ...paths], { env, maxBuffer: 1 << 26 })).stdout
+      .match(/"narSize":\d+/g)
+      ?.reduce((sum, field) => sum + Number(field.slice(10)), 0),
+  );
+  const proxy = await startLatencyProxy(s3.port, { delayMs: 0 });
+  const rows: PushResults['rows'] = [];
+  const seconds = new Map<string, number>();
+  let prefixes = 0;
+  try {
+    for (const delayMs of DELAYS_MS) {
+      process.stderr.write(`far away: ${delayMs} ms a request...\n`);
+      proxy.delayMs = delayMs;
+      const [nixCopy, push] = (await medians(
+        () => `wan${prefixes++}`,
+        [
+          (prefix) =>
+            measure('nix', ['copy', '--to', `${proxy.endpoint}/${s3.bucket}/${prefix}?compression=zstd`, ...paths]),
+          (prefix) =>
+            measure(
+              process.execPath,
+              [
+                CACHECTL,
+                'push',
+                '--to',
+                `s3://${s3.bucket}?endpoint=${encodeURIComponent(proxy.endpoint)}&region=us-east-1&prefix=${prefix}`,
+                ...paths,
+              ],
+              testEnv(s3.env),
+            ),
+        ],
+      )) as [Measurement, Measurement];
+      const rate = (m: Measurement) => `${(bytes / 1e6 / m.seconds).toFixed(1)} MB/s`;
+      const label = `${paths.length} paths, ${(bytes / 1e6).toFixed(0)} MB, ${delayMs} ms a request`;
+      rows.push({ case: label, tool: 'nix copy to http:// (s3rver)', ...nixCopy, peakRssMb: 0, rate: rate(nixCopy) });
+      rows.push({ case: '', tool: 'cachectl push to s3://', ...push, rate: rate(push) });
+      seconds.set(`nix ${delayMs}`, nixCopy.seconds);
+      seconds.set(`push ${delayMs}`, push.seconds);
+    }
+  } finally {
+    await proxy.stop();
+  }
+  const at = (key: string) => seconds.get(key) ?? Number.NaN;
+  return {
+    rows,
+    ratios: {
+      vsNixCopyAt30ms: at('nix 30') / at('push 30'),
+      at50msVs0ms: at('push 50') / at('push 0'),
+    },
+  };
 }
 
 await main();

@@ -28,6 +28,14 @@ export interface PushResults {
     tinyListingCost?: number;
     tinyS3PathsPerSecond: number;
     peakRssMb: number;
+    /**
+     * `nix copy`'s time over cachectl's for the chain of tiny paths, without listings and with them on both sides
+     * (absent from runs before the chain)
+     */
+    chainVsNixCopy?: number;
+    chainWithListingsVsNixCopy?: number;
+    /** the far-away closure: `nix copy`'s time over cachectl's at 30 ms, and cachectl's at 50 ms over 0 ms */
+    wan?: { vsNixCopyAt30ms: number; at50msVs0ms: number };
   };
 }
 
@@ -47,6 +55,16 @@ export interface GcResults {
   date: string;
   machine: Machine;
   rows: { target: string; narinfos: number; run: string; result: GcRun }[];
+  /** the bare listing of the narinfos and NARs through the latency proxy (absent from runs before it) */
+  listings?: {
+    target: string;
+    narinfos: number;
+    delayMs: number;
+    mode: string;
+    seconds: number;
+    keys: number;
+    requests: number;
+  }[];
 }
 
 export interface HookResults {
@@ -65,6 +83,25 @@ export interface LatencyResults {
   bigMb: number;
   latency: { target: 'file' | 's3'; situation: string; samples: number; p50Ms: number; p95Ms: number; maxMs: number }[];
   big: { case: string; seconds: number; peakRssMb: number }[];
+}
+
+export interface FloodResults {
+  date: string;
+  machine: Machine;
+  paths: number;
+  hooksAtOnce: number;
+  /** the burst of hooks that queued the paths */
+  hookSeconds: number;
+  /** the daemon, started on the full queue, until the last path was done */
+  drain: { seconds: number; peakRssMb: number };
+  nixCopy: { seconds: number; peakRssMb: number };
+  status: {
+    rows: number;
+    runs: number;
+    text: { seconds: number };
+    json: { seconds: number };
+    node: { seconds: number };
+  };
 }
 
 /** When and where a benchmark ran, for its results file. */
@@ -113,7 +150,59 @@ export function renderPush(r: PushResults): string {
       (r.ratios.bigListingCost === undefined || r.ratios.tinyListingCost === undefined
         ? ''
         : ` NAR listings add ${percent(r.ratios.bigListingCost)} to the big path's time (target ≤ 5 %) and ` +
-          `${percent(r.ratios.tinyListingCost)} to the tiny paths'.`),
+          `${percent(r.ratios.tinyListingCost)} to the tiny paths'.`) +
+      (r.ratios.chainVsNixCopy === undefined
+        ? ''
+        : ` The chain: ${r.ratios.chainVsNixCopy.toFixed(2)}× \`nix copy\`'s speed (target ≥ 1×), ` +
+          `${(r.ratios.chainWithListingsVsNixCopy ?? Number.NaN).toFixed(2)}× with NAR listings on both sides.`) +
+      (r.ratios.wan === undefined
+        ? ''
+        : ` Far away: ${r.ratios.wan.vsNixCopyAt30ms.toFixed(1)}× faster than \`nix copy\` at 30 ms a request ` +
+          `(target ≥ 5×); at 50 ms, ${r.ratios.wan.at50msVs0ms.toFixed(2)}× the time at 0 ms (target ≤ 1.5×).`),
+  ].join('\n');
+}
+
+export function renderFlood(r: FloodResults): string {
+  const perSecond = (seconds: number) => `${(r.paths / seconds).toFixed(0)} paths/s`;
+  const ms = (m: { seconds: number }) => `${(m.seconds * 1000).toFixed(0)} ms`;
+  return [
+    table(
+      ['what', 'time', 'rate', 'peak RSS'],
+      ['---', '---:', '---:', '---:'],
+      [
+        [
+          `${thousands(r.paths)} hooks, ${r.hooksAtOnce} at a time`,
+          `${r.hookSeconds.toFixed(1)} s`,
+          perSecond(r.hookSeconds),
+          '—',
+        ],
+        [
+          'the daemon drains them to file://',
+          `${r.drain.seconds.toFixed(1)} s`,
+          perSecond(r.drain.seconds),
+          `${r.drain.peakRssMb.toFixed(0)} MB`,
+        ],
+        [
+          '`nix copy` of the same paths to file://',
+          `${r.nixCopy.seconds.toFixed(1)} s`,
+          perSecond(r.nixCopy.seconds),
+          `${r.nixCopy.peakRssMb.toFixed(0)} MB`,
+        ],
+      ],
+    ),
+    '',
+    table(
+      [`with ${thousands(r.status.rows)} rows in the queue (median of ${r.status.runs})`, 'time'],
+      ['---', '---:'],
+      [
+        ['`cachectl status`', ms(r.status.text)],
+        ['`cachectl status --json`', ms(r.status.json)],
+        ['`node -e 0`', ms(r.status.node)],
+      ],
+    ),
+    '',
+    `${ranOn(r)} The drain: ${perSecond(r.drain.seconds)} (target ≥ 500) at a peak RSS of ` +
+      `${r.drain.peakRssMb.toFixed(0)} MB (target ≤ 250 MB); \`status\` ${ms(r.status.text)} (target < 200 ms).`,
   ].join('\n');
 }
 
@@ -133,8 +222,24 @@ export function renderGc(r: GcResults): string {
       thousands(result.report.deleted.nars.count) +
       (result.report.stopped === undefined ? '' : ` (stopped: ${result.report.stopped})`),
   ]);
-  const warm = r.rows.filter((row) => row.target === 'file://' && row.run.startsWith('warm, --dry-run'));
-  return [
+  const fileRow = (narinfos: number, run: string) =>
+    r.rows.find((row) => row.target === 'file://' && row.narinfos === narinfos && row.run === run)?.result;
+  const fileSizes = [...new Set(r.rows.filter((row) => row.target === 'file://').map((row) => row.narinfos))];
+  const summary = fileSizes.map((narinfos) => {
+    const warm = fileRow(narinfos, 'warm, --dry-run');
+    const cold = fileRow(narinfos, 'cold, --dry-run');
+    if (warm === undefined || cold === undefined) return `${thousands(narinfos)}: incomplete`;
+    const peak = Math.max(
+      ...r.rows
+        .filter((row) => row.target === 'file://' && row.narinfos === narinfos)
+        .map((row) => row.result.peakRssMb),
+    );
+    return (
+      `${thousands(narinfos)}: warm ${warm.seconds.toFixed(1)} s, cold ${(cold.seconds / warm.seconds).toFixed(1)}× ` +
+      `warm, peak RSS ${peak.toFixed(0)} MB`
+    );
+  });
+  const lines = [
     table(
       [
         'cache',
@@ -153,10 +258,38 @@ export function renderGc(r: GcResults): string {
       rows,
     ),
     '',
-    `${ranOn(r)} Warm \`--dry-run\` on file://: ` +
-      warm.map((row) => `${row.result.seconds.toFixed(1)} s for ${thousands(row.narinfos)}`).join(', ') +
-      ' (target ≤ 30 s for 100,000).',
-  ].join('\n');
+    `${ranOn(r)} On file://, ${summary.join('; ')} (targets at 1,000,000: warm ≤ 60 s, peak RSS ≤ 1 GB, cold ≤ 3× ` +
+      'warm).',
+  ];
+  const listed = r.listings ?? [];
+  if (listed.length > 0) {
+    lines.push(
+      '',
+      table(
+        ['cache', 'narinfos', 'round trip', 'listing', 'time', 'LIST requests', 'keys'],
+        ['---', '---:', '---:', '---', '---:', '---:', '---:'],
+        listed.map((row) => [
+          row.target,
+          thousands(row.narinfos),
+          `${row.delayMs} ms`,
+          row.mode,
+          `${row.seconds.toFixed(1)} s`,
+          thousands(row.requests),
+          thousands(row.keys),
+        ]),
+      ),
+    );
+    const near = listed.find((row) => row.delayMs === 0 && row.mode === '33 ranges at once');
+    const far = listed.find((row) => row.delayMs > 0 && row.mode === '33 ranges at once');
+    if (near !== undefined && far !== undefined) {
+      lines.push(
+        '',
+        `Listed in ranges, ${thousands(far.narinfos)} narinfos ${far.delayMs} ms away take ` +
+          `${(far.seconds / near.seconds).toFixed(2)}× the time at 0 ms (target ≤ 3×).`,
+      );
+    }
+  }
+  return lines.join('\n');
 }
 
 export function renderHook(r: HookResults): string {
@@ -224,7 +357,62 @@ export const RENDERERS = {
   'gc.json': (r: unknown) => renderGc(r as GcResults),
   'hook.json': (r: unknown) => renderHook(r as HookResults),
   'latency.json': (r: unknown) => renderLatency(r as LatencyResults),
+  'flood.json': (r: unknown) => renderFlood(r as FloodResults),
 } as const;
+
+/**
+ * The README's few figures, from the same results as docs/benchmarks.md: one line each, the peer named, the
+ * run's date given.
+ */
+export function renderHeadline(results: ReadonlyMap<string, unknown>): string {
+  const push = results.get('push.json') as PushResults | undefined;
+  const gc = results.get('gc.json') as GcResults | undefined;
+  const hook = results.get('hook.json') as HookResults | undefined;
+  const flood = results.get('flood.json') as FloodResults | undefined;
+  const lines: string[] = [];
+  if (push !== undefined) {
+    lines.push(
+      `- A 300 MB path to file://: ${push.ratios.bigVsNixCopy.toFixed(1)}× as fast as \`nix copy\` ` +
+        `(${push.date.slice(0, 10)}).`,
+    );
+    if (push.ratios.wan !== undefined) {
+      lines.push(
+        `- A 400-path, 110 MB closure to an S3 endpoint 30 ms away: ${push.ratios.wan.vsNixCopyAt30ms.toFixed(1)}× ` +
+          `as fast as \`nix copy\` to the same server; 50 ms away takes ${push.ratios.wan.at50msVs0ms.toFixed(2)}× ` +
+          'the time at 0 ms.',
+      );
+    }
+  }
+  if (hook !== undefined) {
+    const alone = hook.rows.find((row) => row.case.startsWith('hook') && row.concurrency === 1);
+    if (alone !== undefined)
+      lines.push(
+        `- The post-build hook holds a build up for ${alone.medianMs.toFixed(0)} ms (median, ${hook.date.slice(0, 10)}).`,
+      );
+  }
+  if (flood !== undefined) {
+    lines.push(
+      `- ${thousands(flood.paths)} paths queued at once drain at ` +
+        `${(flood.paths / flood.drain.seconds).toFixed(0)} paths/s (file://, peak RSS ` +
+        `${flood.drain.peakRssMb.toFixed(0)} MB); \`cachectl status\` answers in ` +
+        `${(flood.status.text.seconds * 1000).toFixed(0)} ms with ${thousands(flood.status.rows)} queued rows.`,
+    );
+  }
+  const million = gc?.rows.filter((row) => row.target === 'file://' && row.narinfos >= 1_000_000) ?? [];
+  const warm = million.find((row) => row.run === 'warm, --dry-run');
+  if (warm !== undefined) {
+    const peak = Math.max(...million.map((row) => row.result.peakRssMb));
+    lines.push(
+      `- The GC over ${thousands(warm.narinfos)} narinfos: ${warm.result.seconds.toFixed(0)} s for a run with the ` +
+        `metadata cache warm, at most ${peak.toFixed(0)} MB of memory.`,
+    );
+  }
+  return [
+    ...lines,
+    '',
+    'How these were measured, with the peers in the same runs: [Benchmarks](docs/benchmarks.md).',
+  ].join('\n');
+}
 
 /**
  * The generated blocks of docs/benchmarks.md, by source (`bench/results/NAME`). Every results file must be

@@ -4,7 +4,7 @@
  * writes them (docs/generate.ts) and test/unit/docs.test.ts fails when a page differs.
  */
 import { join } from 'node:path';
-import { benchBlocks, readResults } from '../bench/tables.js';
+import { benchBlocks, readResults, renderHeadline } from '../bench/tables.js';
 import { OPTIONS, type OptionKey, type OptionSpec } from '../src/core/options.js';
 import { REPO } from '../test/helpers/nix.js';
 
@@ -14,6 +14,10 @@ const end = (source: string) => `<!-- end of ${source} -->`;
 /** Each page with generated parts, and what its blocks are now, by source. */
 export const GENERATED_PAGES: readonly { page: string; blocks: () => Map<string, string> }[] = [
   { page: 'docs/benchmarks.md', blocks: () => benchBlocks(readResults(join(REPO, 'bench/results'))) },
+  {
+    page: 'README.md',
+    blocks: () => new Map([['bench/results', renderHeadline(readResults(join(REPO, 'bench/results')))]]),
+  },
   { page: 'docs/configuration.md', blocks: () => new Map([['src/core/options.ts', settingsTable()]]) },
 ];
 

@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { parseCacheUrl } from '../src/core/cache-url.js';
 import { openCache } from '../src/cache/open.js';
+import { mapLimit } from '../src/core/limit.js';
 import { cacheProblems, observeCache } from './helpers/cache.js';
 import {
   HOOK,
@@ -34,6 +35,9 @@ import { regex } from './helpers/regex.js';
 import { startS3rver, startTestS3, useS3Here, type S3Server } from './helpers/s3rver.js';
 
 const FIXTURES = new URL('../../test/fixtures/closures.nix', import.meta.url).pathname;
+
+/** Paths hooks queue while the cache is down, in the outage test. */
+const OUTAGE_PATHS = 1000;
 
 describe('cachectl daemon', () => {
   let key: Key;
@@ -260,13 +264,22 @@ describe('cachectl daemon', () => {
     },
   );
 
-  it('waits out an S3 outage without using up attempts, then uploads', async () => {
+  it('waits out an S3 outage without using up attempts, then uploads the 1,000 paths hooks queued meanwhile', async () => {
     const server = await startS3rver();
     const port = server.port;
     const dataDir = server.dir;
     let restarted: S3Server | undefined;
     try {
       const paths = await buildFixtures(['top'], { nonce: `daemon-outage-${Date.now()}` });
+      const dir = tempDir('outage-paths');
+      const files = Array.from({ length: OUTAGE_PATHS }, (_, i) => {
+        const file = join(dir, `cachectl-outage-${i}`);
+        writeFileSync(file, `queued while the cache was down: ${i} ${Date.now()}\n`);
+        return file;
+      });
+      const tiny = (await execFileAsync('nix-store', ['--add', ...files], { maxBuffer: 1 << 24 })).stdout
+        .trim()
+        .split('\n');
       const env = queueEnv(server.env);
       const daemon = startDaemon(['--to', server.cacheUrl(), '--secret-key-file', key.secretFile], env);
       await daemon.waitForLog('ready');
@@ -280,16 +293,22 @@ describe('cachectl daemon', () => {
         String(paused.daemon.status?.pauseReason),
         /^CACHE_UNREACHABLE: .*127\.0\.0\.1.* is the endpoint right and the server up\?/,
       );
-      await sleep(3000);
+      // Builds go on while the cache is down: a hook for each path, 8 at a time.
+      await mapLimit(tiny, 8, async (path) => {
+        const queued = await run(HOOK, [], { ...env, OUT_PATHS: path });
+        assert.equal(queued.code, 0, queued.stderr);
+      });
       const during = await status(env);
       assert.equal(during.counts.failed, 0);
-      assert.equal(during.counts.pending + during.counts.uploading, 1);
+      assert.equal(during.counts.done, 0);
+      const { pending, uploading, inbox, spoolFiles } = during.counts;
+      assert.equal(pending + uploading + inbox + spoolFiles, OUTAGE_PATHS + 1);
 
       restarted = await startS3rver('nix-cache', { port, dir: dataDir });
-      await settled(env, 1, 120_000);
-      assert.equal((await status(env)).counts.done, 1);
+      const after = await settled(env, OUTAGE_PATHS + 1, 300_000);
+      assert.deepEqual({ done: after.counts.done, failed: after.counts.failed }, { done: OUTAGE_PATHS + 1, failed: 0 });
       await daemon.waitForLog('trouble over: uploading again');
-      const verify = await nixVerify(server.httpUrl, key.publicKey, [paths.top]);
+      const verify = await nixVerify(server.httpUrl, key.publicKey, [paths.top, ...tiny]);
       assert.equal(verify.code, 0, verify.stderr);
       await stopDaemon(daemon);
     } finally {

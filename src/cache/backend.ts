@@ -67,7 +67,11 @@ export interface CacheBackend {
   readonly displayUrl: string;
   get(key: string): Promise<Buffer | undefined>;
   exists(key: string): Promise<boolean>;
-  put(key: string, body: Buffer, contentType: string): Promise<void>;
+  /**
+   * Writes `body` to `key`. With `after`, the object appears only once `after` resolves, and not at all if it
+   * rejects (the put then rejects with its reason): file:// writes meanwhile, an S3 PUT waits to be sent.
+   */
+  put(key: string, body: Buffer, contentType: string, options?: { after?: Promise<unknown> }): Promise<void>;
   /** Streams `body` to `key`; `sizeHintBytes` bounds the size, for choosing multipart part sizes. */
   putStream(key: string, body: AsyncIterable<Buffer>, contentType: string, sizeHintBytes: number): Promise<void>;
   /**

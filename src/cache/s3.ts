@@ -152,7 +152,8 @@ export class S3Backend implements CacheBackend {
    * (cache/put-signer.ts) but not sent through the SDK's middleware stack: that stack costs more CPU than the
    * request itself, and a push is thousands of small PUTs. The credentials come from the SDK's provider chain.
    */
-  async put(key: string, body: Buffer, contentType: string): Promise<void> {
+  async put(key: string, body: Buffer, contentType: string, options: { after?: Promise<unknown> } = {}): Promise<void> {
+    await options.after;
     const url = new URL(`${this.objectBase}/${encodeKeyPath(this.key(key))}`);
     for (let attempt = 1; ; attempt++) {
       let failure: unknown;

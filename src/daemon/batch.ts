@@ -21,6 +21,8 @@ import type { BatchOutcome, UploaderWork } from './uploader.js';
 
 /** Root paths claimed at once; their closures upload together. */
 const BATCH_PATHS = 64;
+/** How long a published root may wait to be marked done with others (a crash meanwhile only uploads it again). */
+const COMPLETE_EVERY_MS = 100;
 
 export interface RootFailure extends Trouble {
   retryable: boolean;
@@ -144,15 +146,23 @@ async function pushBatch(
     const validRoots = roots.filter((r) => valid.has(r));
     if (validRoots.length === 0)
       return { failures, completed: false, uploadedRoots: [], pushedRoots: 0, ms: now() - started };
-    // Done as soon as published: a root that waited for the rest of its batch would be blamed for a crash after it.
-    const onRootPublished = (root: string) => {
+    // Done soon after it is published (a root that waited for the rest of its batch would be blamed for a crash
+    // after it); those published within COMPLETE_EVERY_MS in one transaction, as each commit waits for the disk.
+    let published: string[] = [];
+    const completePublished = () => {
+      const done = published;
+      published = [];
+      if (done.length === 0) return;
       try {
-        paths.complete([root]);
-        options.localRoots.release([root]);
+        paths.complete(done);
+        options.localRoots.release(done);
       } catch (err) {
-        // the end of the batch completes it again, or the loop's disk-trouble pause takes over
-        options.log.warn({ storePath: root, err }, 'could not mark an uploaded path done yet');
+        // the end of the batch completes them again, or the loop's disk-trouble pause takes over
+        options.log.warn({ storePaths: done, err }, 'could not mark uploaded paths done yet');
       }
+    };
+    const onRootPublished = (root: string) => {
+      if (published.push(root) === 1) setTimeout(completePublished, COMPLETE_EVERY_MS);
     };
     const { backend, store, compression, narListing, keys, skipSignedBy, lease } = options;
     const push = await pushClosures(validRoots, {
@@ -168,6 +178,7 @@ async function pushBatch(
       onRootPublished,
       signal,
     });
+    completePublished();
     const byPath = new Map(push.failed.map((failure) => [failure.path, failure]));
     for (const root of validRoots) {
       const failure = byPath.get(root);

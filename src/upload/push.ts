@@ -337,11 +337,15 @@ async function publishPaths(
       });
     // A large NAR waits for a large slot before it takes a job slot, so small NARs are never held up by it.
     const nar = await (info.narSize > LARGE_NAR_BYTES ? largeLimiter.run(upload) : upload());
-    for (const ref of info.references) {
-      if (ref !== info.path) await publishing.get(ref);
-    }
+    // Published once its references are (written meanwhile on file://: a chain then waits on renames alone).
+    const referencesPublished = Promise.all(
+      info.references.filter((ref) => ref !== info.path).flatMap((ref) => publishing.get(ref) ?? []),
+    );
+    referencesPublished.catch(() => undefined); // seen by the put; not unhandled if the put fails first
     const narInfo = makeNarInfo(info, nar, options.keys);
-    await backend.put(narInfoKey(hashPartOf(info.path)), Buffer.from(renderNarInfo(narInfo)), CONTENT_TYPES.narinfo);
+    await backend.put(narInfoKey(hashPartOf(info.path)), Buffer.from(renderNarInfo(narInfo)), CONTENT_TYPES.narinfo, {
+      after: referencesPublished,
+    });
     narKeys.set(info.path, nar.key);
     published.push(info.path);
     result.narBytes += nar.narSize;

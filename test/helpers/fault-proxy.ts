@@ -1,4 +1,4 @@
-import { Agent, createServer, request, type IncomingMessage, type ServerResponse } from 'node:http';
+import { Agent, createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 
 /**
@@ -61,7 +61,6 @@ export async function startFaultProxy(
 ): Promise<FaultProxy> {
   const random = seededRandom(options.seed);
   const agent = new Agent({ keepAlive: true, maxSockets: 64 });
-  const sockets = new Set<Socket>();
   const stats = {
     requests: 0,
     byMethod: {} as Record<string, number>,
@@ -134,19 +133,35 @@ export async function startFaultProxy(
         return;
     }
   });
-  server.on('connection', (socket: Socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
+  const { port, stop } = await listenLocally(server, agent);
   const proxy: FaultProxy = {
     port,
     endpoint: `http://127.0.0.1:${port}`,
     rate: options.rate,
     faults: options.faults ?? FAULTS,
     stats,
-    async stop() {
+    stop,
+  };
+  return proxy;
+}
+
+/**
+ * Listens on a free port of 127.0.0.1. `stop` closes every connection (a client's kept-alive ones included)
+ * and the upstream `agent`, then the server.
+ */
+export async function listenLocally(
+  server: Server,
+  agent: Agent,
+): Promise<{ port: number; stop: () => Promise<void> }> {
+  const sockets = new Set<Socket>();
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as { port: number }).port,
+    stop: async () => {
       for (const socket of sockets) socket.destroy();
       agent.destroy();
       await new Promise<void>((resolve) =>
@@ -156,5 +171,4 @@ export async function startFaultProxy(
       );
     },
   };
-  return proxy;
 }

@@ -1,5 +1,5 @@
 import { Agent, createServer, request } from 'node:http';
-import type { Socket } from 'node:net';
+import { listenLocally } from './fault-proxy.js';
 
 export interface LatencyProxy {
   port: number;
@@ -19,7 +19,6 @@ export interface LatencyProxy {
  */
 export async function startLatencyProxy(upstreamPort: number, options: { delayMs: number }): Promise<LatencyProxy> {
   const agent = new Agent({ keepAlive: true, maxSockets: 256 });
-  const sockets = new Set<Socket>();
   const stats = { requests: 0, byMethod: {} as Record<string, number> };
   const server = createServer((req, res) => {
     stats.requests += 1;
@@ -38,26 +37,7 @@ export async function startLatencyProxy(upstreamPort: number, options: { delayMs
       req.pipe(upstream);
     }, proxy.delayMs);
   });
-  server.on('connection', (socket: Socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  const proxy: LatencyProxy = {
-    port,
-    endpoint: `http://127.0.0.1:${port}`,
-    delayMs: options.delayMs,
-    stats,
-    async stop() {
-      for (const socket of sockets) socket.destroy();
-      agent.destroy();
-      await new Promise<void>((resolve) =>
-        server.close(() => {
-          resolve();
-        }),
-      );
-    },
-  };
+  const { port, stop } = await listenLocally(server, agent);
+  const proxy: LatencyProxy = { port, endpoint: `http://127.0.0.1:${port}`, delayMs: options.delayMs, stats, stop };
   return proxy;
 }
