@@ -2,7 +2,7 @@
  * bench/push: `cachectl push` against `nix copy` and against the floor `nix-store --dump | zstd -3 -T2 |
  * sha256sum`, in the same run on the same machine, for a ~300 MB store path of real files, for 1,000 tiny
  * paths (file:// and s3rver), each with and without NAR listings, and for a chain of 1,000 tiny paths each
- * referring to the one before (file://). Then a closure shaped like real software (bench/wan-closure.nix: 400
+ * referring to the one before (file://). Then a closure of mixed sizes, 400 deep (bench/wan-closure.nix: 400
  * paths, 110 MB) to s3rver through a proxy adding 0, 20, 30 and 50 ms to every request, against `nix copy` to
  * the same server over HTTP. Prints a table and writes bench/results/push.json.
  *

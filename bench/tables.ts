@@ -279,8 +279,8 @@ export function renderGc(r: GcResults): string {
         ]),
       ),
     );
-    const near = listed.find((row) => row.delayMs === 0 && row.mode === '33 ranges at once');
-    const far = listed.find((row) => row.delayMs > 0 && row.mode === '33 ranges at once');
+    const near = listed.find((row) => row.delayMs === 0 && row.mode === 'in ranges, as the GC lists');
+    const far = listed.find((row) => row.delayMs > 0 && row.mode === 'in ranges, as the GC lists');
     if (near !== undefined && far !== undefined) {
       lines.push(
         '',
@@ -377,7 +377,7 @@ export function renderHeadline(results: ReadonlyMap<string, unknown>): string {
     );
     if (push.ratios.wan !== undefined) {
       lines.push(
-        `- A 400-path, 110 MB closure to an S3 endpoint 30 ms away: ${push.ratios.wan.vsNixCopyAt30ms.toFixed(1)}× ` +
+        `- A 400-path, 110 MB closure, 400 deep, to an S3 endpoint 30 ms away: ${push.ratios.wan.vsNixCopyAt30ms.toFixed(1)}× ` +
           `as fast as \`nix copy\` to the same server; 50 ms away takes ${push.ratios.wan.at50msVs0ms.toFixed(2)}× ` +
           'the time at 0 ms.',
       );

@@ -1,5 +1,6 @@
-# A closure shaped like real software, for bench/push's far-away case: `paths` store paths in layers, each
-# referring to up to three earlier ones; most a few KiB, every 25th 1.5 MiB, every 100th 20 MiB, of random
+# A closure for bench/push's far-away case: `paths` store paths, each referring to the one before it and to
+# up to two earlier ones, so 400 deep: the worst case for narinfos, which go up only after those of their
+# references, one round trip each. Most are a few KiB, every 25th 1.5 MiB, every 100th 20 MiB, of random
 # bytes (so compression does not shrink them): about 110 MB for 400 paths. `nix-build` prints every path.
 { paths ? "400" }:
 let
