@@ -197,10 +197,10 @@ export class Inventory {
 
   /** Calls `visit` with the path id of each reference of narinfo `id` (none if it is not read). */
   forEachReference(id: number, visit: (ref: number) => void): void {
-    if (this.state[id] !== READ) return;
-    const start = this.refStart[id] as number;
-    const end = start + (this.refCount[id] as number);
-    for (let i = start; i < end; i += 1) visit(this.refs.at(i));
+    this.someReference(id, (ref) => {
+      visit(ref);
+      return false;
+    });
   }
 
   /** Whether some reference of narinfo `id` passes `test`. */
