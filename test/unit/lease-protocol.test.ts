@@ -52,7 +52,6 @@ type Mutant =
 interface WriterState {
   /** its next step, an index into its WRITER_STEPS */
   pc: number;
-  leased: boolean;
   sweeping: boolean;
   /** the GC batch whose lease read came before this lease (the wait is for it), or -1 */
   blockingBatch: number;
@@ -167,14 +166,13 @@ function successors(state: State, scenario: Scenario, mutant: Mutant): [string, 
       change(s, me);
       next.push([`W${w + 1} ${label}`, s]);
     };
-    const publishing = (s: State, me: WriterState, missing: Path[]) => {
+    const publishing = (me: WriterState, missing: Path[]) => {
       me.toPut = { narinfo: [...missing], nar: [...missing] };
     };
     switch (step) {
       case 'lease':
         advance('puts its lease', (s, me) => {
           s.leases.set(w, closure);
-          me.leased = true;
           me.blockingBatch = s.gc.pending.length > 0 ? s.gc.batchId : -1;
           me.pc += 1;
         });
@@ -188,7 +186,6 @@ function successors(state: State, scenario: Scenario, mutant: Mutant): [string, 
       case 'present':
         advance('lists present narinfos', (s, me) => {
           publishing(
-            s,
             me,
             closure.filter((path) => !s.narinfos.has(path)),
           );
@@ -237,7 +234,7 @@ function successors(state: State, scenario: Scenario, mutant: Mutant): [string, 
           const gone = closure.filter(
             (path) => !s.narinfos.has(path) || (me.putNars.includes(path) && !s.nars.has(path)),
           );
-          publishing(s, me, me.sweeping ? gone : []);
+          publishing(me, me.sweeping ? gone : []);
           me.pc += 1;
         });
         break;
@@ -373,7 +370,6 @@ function initialState(scenario: Scenario): State {
     mark: false,
     writers: scenario.writers.map(() => ({
       pc: 0,
-      leased: false,
       sweeping: false,
       blockingBatch: -1,
       toPut: { narinfo: [], nar: [] },
