@@ -31,11 +31,13 @@ export class Queue {
   readonly paths: Paths;
   readonly daemon: DaemonRecords;
   readonly gcRuns: GcRuns;
+  private readonly db: Database.Database;
   private readonly dbs: Database.Database[];
 
   private constructor(file: string, db: Database.Database, hookInboxes: Database.Database[], options: QueueOptions) {
     const now = options.now ?? Date.now;
     this.file = file;
+    this.db = db;
     this.dbs = [db, ...hookInboxes];
     this.paths = new Paths(db, hookInboxes, {
       maxAttempts: options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS,
@@ -98,6 +100,14 @@ export class Queue {
     } catch (err) {
       throw queueError(file, err);
     }
+  }
+
+  /**
+   * Runs reads of the queue file in one transaction, so they see one moment: the done marks and the daemon's
+   * counters of the same heartbeat, never the marks of a batch whose counts are not written yet.
+   */
+  snapshot<T>(reads: () => T): T {
+    return this.db.transaction(reads)();
   }
 
   close(): void {

@@ -31,6 +31,10 @@ export interface StatusReport {
 
 /** The status of an open queue (the daemon's metrics read their own). */
 export function statusOf(queue: Queue, now = Date.now()): StatusReport {
+  return queue.snapshot(() => readStatus(queue, now));
+}
+
+function readStatus(queue: Queue, now: number): StatusReport {
   const oldest = queue.paths.oldestPendingAt();
   const record = queue.daemon.read();
   const heartbeatAge = record === undefined ? undefined : now - record.heartbeatAt;

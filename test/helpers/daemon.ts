@@ -139,14 +139,20 @@ export async function queueStatus(env: NodeJS.ProcessEnv): Promise<StatusReport>
   return JSON.parse(result.stdout) as StatusReport;
 }
 
-/** Waits until nothing is waiting or uploading and at least `done` paths are done or failed. */
+/**
+ * Waits until nothing is waiting or uploading, at least `done` paths are done or failed, and a running daemon has
+ * finished its batch (a root is marked done as soon as it is published, the daemon's counters once its batch ends).
+ */
 export function settled(env: NodeJS.ProcessEnv, done: number, timeoutMs = 120_000): Promise<StatusReport> {
   return waitFor(
     `${done} paths done`,
     async () => {
       const report = await queueStatus(env);
       const { pending, uploading, inbox, spoolFiles } = report.counts;
-      return pending + uploading + inbox + spoolFiles === 0 && report.counts.done + report.counts.failed >= done
+      const batchEnded = report.daemon.status?.state !== 'uploading';
+      return pending + uploading + inbox + spoolFiles === 0 &&
+        report.counts.done + report.counts.failed >= done &&
+        batchEnded
         ? report
         : undefined;
     },
