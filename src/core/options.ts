@@ -58,7 +58,7 @@ export const OPTIONS = {
   jobs: {
     flag: '--jobs <n>',
     env: 'CACHECTL_JOBS',
-    help: 'NARs uploaded in parallel; for gc, requests at once (at least 16)',
+    help: 'NARs compressed in parallel, with up to 8 times as many small ones in flight; for gc, requests at once (at least 16)',
     defaultText: String(DEFAULT_JOBS),
     fileNumber: true,
   },

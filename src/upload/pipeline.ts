@@ -5,8 +5,9 @@ import { formatSha256 } from '../core/hash.js';
 import type { Compression, NarInfo } from '../core/narinfo.js';
 import { fingerprint, sign, type SecretKey } from '../core/signing.js';
 import type { CacheBackend } from '../cache/backend.js';
+import type { Limiter } from '../core/limit.js';
 import { CONTENT_TYPES } from '../cache/backend.js';
-import { narKey } from '../cache/layout.js';
+import { narKey, narListingKey } from '../cache/layout.js';
 import type { PathInfo } from '../nix/local-store.js';
 import { dumpNar } from '../nix/nar-dump.js';
 import { NarListing } from '../core/nar-listing.js';
@@ -27,20 +28,25 @@ export interface UploadedNar {
   fileHash: Buffer;
   fileSize: number;
   narSize: number;
-  /** the NAR's listing (`<hash>.ls`), when asked for */
-  listing?: Buffer;
 }
 
 /**
  * Streams the NAR of `info.path` to `nar/<NarHash>…`: dump → sha256 → compress → sha256 → upload, never whole
  * in memory. The NarHash computed on the way must equal the store's, or the stream fails at its end and the
  * backend publishes nothing: a corrupt store path is refused, not uploaded. With `withListing`, the NAR's listing
- * is made on the way.
+ * is made on the way and goes up beside it (`<hash>.ls`). The work on the CPU takes a slot of `compressing`: a small NAR gives it back before its
+ * request goes out, so that many small requests wait out a far server's round trip at once while the CPU goes
+ * on; a streamed one holds it throughout, as it compresses while it sends.
  */
 export async function uploadNar(
   backend: CacheBackend,
   info: PathInfo,
-  options: { compression: Compression; withListing: boolean; onNarBytes?: (bytes: number) => void },
+  options: {
+    compression: Compression;
+    withListing: boolean;
+    compressing: Limiter;
+    onNarBytes?: (bytes: number) => void;
+  },
 ): Promise<UploadedNar> {
   const { compression, onNarBytes = () => undefined } = options;
   const listing = options.withListing ? new NarListing() : undefined;
@@ -73,19 +79,25 @@ export async function uploadNar(
     }
   };
   const key = narKey(info.narHash, compression);
+  const putListing = async () => {
+    if (listing !== undefined)
+      await backend.put(narListingKey(basename(info.path).slice(0, 32)), listing.bytes(), CONTENT_TYPES.listing);
+  };
   if (info.narSize !== 0 && info.narSize <= SMALL_NAR_BYTES) {
     // Small NARs (most paths) go up in one request: far cheaper than a stream for each of thousands of paths.
-    const chunks: Buffer[] = [];
-    for await (const chunk of counted()) chunks.push(chunk);
-    await backend.put(key, Buffer.concat(chunks), CONTENT_TYPES.nar);
+    const body = await options.compressing.run(async () => {
+      const chunks: Buffer[] = [];
+      for await (const chunk of counted()) chunks.push(chunk);
+      return Buffer.concat(chunks);
+    });
+    await Promise.all([backend.put(key, body, CONTENT_TYPES.nar), putListing()]);
   } else {
     // Incompressible data grows a little under compression; the hint only has to bound the size.
     const sizeHint = Math.ceil(info.narSize * 1.01) + 1024 * 1024;
-    await backend.putStream(key, counted(), CONTENT_TYPES.nar, sizeHint);
+    await options.compressing.run(() => backend.putStream(key, counted(), CONTENT_TYPES.nar, sizeHint));
+    await putListing();
   }
-  const nar: UploadedNar = { key, compression, fileHash: fileHash.digest(), fileSize, narSize };
-  if (listing !== undefined) nar.listing = listing.bytes();
-  return nar;
+  return { key, compression, fileHash: fileHash.digest(), fileSize, narSize };
 }
 
 /** The narinfo for an uploaded NAR: the store's signatures, plus one per key. */

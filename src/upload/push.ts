@@ -10,7 +10,6 @@ import {
   cacheInfoStoreDir,
   logKey,
   narInfoKey,
-  narListingKey,
   realisationKey,
   renderCacheInfo,
 } from '../cache/layout.js';
@@ -31,6 +30,12 @@ const SMALL_COMPRESSED_LOG_BYTES = 64 * 1024;
  * faster but peaked at 190 MB (file://) and 230 MB (s3) against 145 MB and 185 MB.
  */
 const LARGE_NARS_AT_ONCE = 1;
+/**
+ * Paths in flight per job: a job is the CPU's share (dump, hash, compress), and a path's requests (NAR, listing,
+ * log) wait for the server meanwhile, one round trip each, which from a far-away server is longer than the work.
+ * Bounds the small NARs held in memory (up to 1 MiB each) at jobs × 8.
+ */
+const PATHS_IN_FLIGHT_PER_JOB = 8;
 
 export interface PushOptions {
   backend: CacheBackend;
@@ -39,7 +44,7 @@ export interface PushOptions {
   /** whether each NAR's listing (`<hash>.ls`) goes up with it, before its narinfo */
   narListing: boolean;
   keys: readonly SecretKey[];
-  /** NARs uploaded at once */
+  /** NARs compressed at once; small ones are sent up to PATHS_IN_FLIGHT_PER_JOB times as many at once */
   jobs: number;
   /** counters the caller may read while the push runs (for a progress line) */
   progress?: PushProgress;
@@ -300,7 +305,8 @@ async function publishPaths(
 ): Promise<Map<string, string>> {
   const { backend } = options;
   const narKeys = new Map<string, string>();
-  const limiter = new Limiter(options.jobs);
+  const inFlight = new Limiter(options.jobs * PATHS_IN_FLIGHT_PER_JOB);
+  const compressing = new Limiter(options.jobs);
   const largeLimiter = new Limiter(LARGE_NARS_AT_ONCE);
   // A cache that is down fails every path: after a few cache-wide failures in a row, with none published in
   // between, no new path starts. A flaky one fails some, and the paths in between go on.
@@ -319,20 +325,20 @@ async function publishPaths(
   };
   const publish = async (info: PathInfo): Promise<void> => {
     const upload = () =>
-      limiter.run(async () => {
+      inFlight.run(async () => {
         if (cacheFailure !== undefined) throw cacheFailure;
         options.signal?.throwIfAborted();
-        const nar = await uploadNar(backend, info, {
-          compression: options.compression,
-          withListing: options.narListing,
-          onNarBytes: (bytes) => (progress.narBytesDone += bytes),
-        });
-        // The listing and the log, like the NAR, go up before the narinfo that makes the path visible.
-        const extras: Promise<void>[] = [];
-        if (nar.listing !== undefined)
-          extras.push(backend.put(narListingKey(hashPartOf(info.path)), nar.listing, CONTENT_TYPES.listing));
-        if (info.deriver !== undefined) extras.push(uploadLog(info.deriver));
-        await Promise.all(extras);
+        // The log and the listing, like the NAR, go up before the narinfo that makes the path visible: all
+        // three at once.
+        const [nar] = await Promise.all([
+          uploadNar(backend, info, {
+            compression: options.compression,
+            withListing: options.narListing,
+            compressing,
+            onNarBytes: (bytes) => (progress.narBytesDone += bytes),
+          }),
+          info.deriver === undefined ? undefined : uploadLog(info.deriver),
+        ]);
         return nar;
       });
     // A large NAR waits for a large slot before it takes a job slot, so small NARs are never held up by it.
