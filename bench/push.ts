@@ -2,11 +2,11 @@
  * bench/push: `cachectl push` against `nix copy` and against the floor `nix-store --dump | zstd -3 -T2 |
  * sha256sum`, in the same run on the same machine, for a ~300 MB store path of real files, for 1,000 tiny
  * paths (file:// and s3rver), each with and without NAR listings, and for a chain of 1,000 tiny paths each
- * referring to the one before (file://). Then a closure of mixed sizes, 400 deep (bench/wan-closure.nix: 400
- * paths, 110 MB) to s3rver through a proxy adding 0, 20, 30 and 50 ms to every request, against `nix copy` to
+ * referring to the one before (file://). Then a closure of mixed sizes in layers (bench/wan-closure.nix: 400
+ * paths in 25 layers, 110 MB) to s3rver through a proxy adding 0, 20, 30 and 50 ms to every request, against `nix copy` to
  * the same server over HTTP. Prints a table and writes bench/results/push.json.
  *
- *   npm run bench:push [-- --mb 300 --tiny 1000 --chain 1000 --wan-paths 400 --runs 3]
+ *   npm run bench:push [-- --mb 300 --tiny 1000 --chain 1000 --wan-paths 400 --wan-width 16 --runs 3]
  */
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -24,6 +24,7 @@ const { values } = parseArgs({
     tiny: { type: 'string', default: '1000' },
     chain: { type: 'string', default: '1000' },
     'wan-paths': { type: 'string', default: '400' },
+    'wan-width': { type: 'string', default: '16' },
     runs: { type: 'string', default: '3' },
   },
 });
@@ -286,7 +287,16 @@ async function farAway(
   process.stderr.write(`building the ${values['wan-paths']}-path closure for the far-away case...\n`);
   const { stdout } = await execFileAsync(
     'nix-build',
-    [join(REPO, 'bench/wan-closure.nix'), '--no-out-link', '--argstr', 'paths', values['wan-paths']],
+    [
+      join(REPO, 'bench/wan-closure.nix'),
+      '--no-out-link',
+      '--argstr',
+      'paths',
+      values['wan-paths'],
+      '--argstr',
+      'width',
+      values['wan-width'],
+    ],
     { env, maxBuffer: 1 << 24 },
   );
   const paths = stdout.trim().split('\n');
@@ -295,6 +305,8 @@ async function farAway(
       .match(/"narSize":\d+/g)
       ?.reduce((sum, field) => sum + Number(field.slice(10)), 0),
   );
+  const layers = Math.ceil(paths.length / Number(values['wan-width']));
+  const closure = `${paths.length} paths in ${layers} layers, ${(bytes / 1e6).toFixed(0)} MB`;
   const proxy = await startLatencyProxy(s3.port, { delayMs: 0 });
   const rows: PushResults['rows'] = [];
   const seconds = new Map<string, number>();
@@ -323,7 +335,7 @@ async function farAway(
         ],
       )) as [Measurement, Measurement];
       const rate = (m: Measurement) => `${(bytes / 1e6 / m.seconds).toFixed(1)} MB/s`;
-      const label = `${paths.length} paths, ${(bytes / 1e6).toFixed(0)} MB, ${delayMs} ms a request`;
+      const label = `${closure}, ${delayMs} ms a request`;
       rows.push({ case: label, tool: 'nix copy to http:// (s3rver)', ...nixCopy, peakRssMb: 0, rate: rate(nixCopy) });
       rows.push({ case: '', tool: 'cachectl push to s3://', ...push, rate: rate(push) });
       seconds.set(`nix ${delayMs}`, nixCopy.seconds);
@@ -338,6 +350,7 @@ async function farAway(
     ratios: {
       vsNixCopyAt30ms: at('nix 30') / at('push 30'),
       at50msVs0ms: at('push 50') / at('push 0'),
+      closure,
     },
   };
 }

@@ -35,7 +35,7 @@ export interface PushResults {
     chainVsNixCopy?: number;
     chainWithListingsVsNixCopy?: number;
     /** the far-away closure: `nix copy`'s time over cachectl's at 30 ms, and cachectl's at 50 ms over 0 ms */
-    wan?: { vsNixCopyAt30ms: number; at50msVs0ms: number };
+    wan?: { vsNixCopyAt30ms: number; at50msVs0ms: number; closure?: string };
   };
 }
 
@@ -377,7 +377,8 @@ export function renderHeadline(results: ReadonlyMap<string, unknown>): string {
     );
     if (push.ratios.wan !== undefined) {
       lines.push(
-        `- A 400-path, 110 MB closure, 400 deep, to an S3 endpoint 30 ms away: ${push.ratios.wan.vsNixCopyAt30ms.toFixed(1)}× ` +
+        `- A closure of ${push.ratios.wan.closure ?? '400 paths, 110 MB'} to an S3 endpoint 30 ms away: ` +
+          `${push.ratios.wan.vsNixCopyAt30ms.toFixed(1)}× ` +
           `as fast as \`nix copy\` to the same server; 50 ms away takes ${push.ratios.wan.at50msVs0ms.toFixed(2)}× ` +
           'the time at 0 ms.',
       );

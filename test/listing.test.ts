@@ -107,6 +107,15 @@ describe('listing in parallel ranges', () => {
     assert.deepEqual(listRanges('', '0zzzz.narinfo').length > 1, true);
     assert.deepEqual(listRanges('', 'bzzzz.narinfo'), []);
     assert.deepEqual(listRanges('nar/', 'nar/zz'), []);
+    // A NAR's hash begins with 0 or 1: a first page reaching 7 of its 64 cells means about 9 pages, not 146.
+    const narFirstPageEnd = `nar/06${'z'.repeat(50)}.nar.zst`;
+    assert.deepEqual(
+      listRanges('nar/', narFirstPageEnd).map(({ from, to }) => [from, to]),
+      [
+        [narFirstPageEnd, 'nar/14'],
+        ['nar/14', undefined],
+      ],
+    );
     const before = proxy.stats.requests;
     assert.equal((await listAll(viaProxy, 'nar/')).length, 300 + EDGE_KEYS.length);
     assert.equal(proxy.stats.requests - before, 1);

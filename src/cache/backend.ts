@@ -1,6 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { whenAborted } from '../core/abort.js';
 import { NIX32_ALPHABET } from '../core/nix32.js';
+import { firstDigitValues } from './layout.js';
 
 /** One object of the bucket, as a listing reports it. */
 export interface ObjectEntry {
@@ -139,20 +140,22 @@ export async function listEach(
 /**
  * How to list what follows `last`, the last key of a listing's first page, in ranges (the keys from `from` up
  * to `to`, listed after `startAfter`), or none when too few pages follow to pay for a request per range. Keys
- * of narinfos, NARs and listings begin with nix32 hashes, evenly spread: how far into the 1,024 two-character
- * cells of nix32 the first page reached tells how many pages follow.
+ * of narinfos, NARs and listings begin with nix32 hashes, evenly spread: how far into the two-digit cells of
+ * nix32 the first page reached tells how many pages follow (1,024 cells, or 64 for NARs, whose first digit is 0
+ * or 1).
  */
 export function listRanges(prefix: string, last: string): { startAfter: string; from: string; to?: string }[] {
-  const cell = (at: number) => {
+  const cells = firstDigitValues(prefix) * 32;
+  const cell = (at: number, top: number) => {
     const char = last.charAt(prefix.length + at);
     const digit = NIX32_ALPHABET.indexOf(char);
-    return digit >= 0 ? digit : char < '0' ? 0 : 31;
+    return Math.min(top, digit >= 0 ? digit : char < '0' ? 0 : 31);
   };
-  const reached = cell(0) * 32 + cell(1) + 1;
-  const count = Math.min(MAX_RANGES, Math.floor((1024 / reached - 1) / PAGES_PER_RANGE), 1024 - reached);
+  const reached = cell(0, cells / 32 - 1) * 32 + cell(1, 31) + 1;
+  const count = Math.min(MAX_RANGES, Math.floor((cells / reached - 1) / PAGES_PER_RANGE), cells - reached);
   if (count < 2) return [];
   const bounds = Array.from({ length: count - 1 }, (_, j) => {
-    const at = reached + Math.round(((j + 1) * (1024 - reached)) / count);
+    const at = reached + Math.round(((j + 1) * (cells - reached)) / count);
     return `${prefix}${NIX32_ALPHABET.charAt(at >> 5)}${NIX32_ALPHABET.charAt(at & 31)}`;
   });
   return Array.from({ length: count }, (_, j) => {

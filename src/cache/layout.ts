@@ -44,6 +44,13 @@ export function cacheInfoStoreDir(text: string): string | undefined {
 }
 
 export const NAR_PREFIX = 'nar/';
+/**
+ * How many values the first nix32 digit of a key under `prefix` takes: a NAR's hash (256 bits in 52 digits) puts
+ * one bit there, a hash part (160 bits in 32 digits) five. What a listing split into ranges needs to know.
+ */
+export function firstDigitValues(prefix: string): number {
+  return prefix === NAR_PREFIX ? 2 : 32;
+}
 export const LOG_PREFIX = 'log/';
 export const REALISATIONS_PREFIX = 'realisations/';
 /** pins: `gcroots/<name>`, one store path per line */

@@ -154,10 +154,12 @@ export class LocalStore {
     return this.read((db) =>
       db
         .prepare<[string], { path: string }>(
-          `SELECT DISTINCT v.path FROM Realisations r JOIN ValidPaths v ON v.id = r.outputPath
-           WHERE r.drvPath || '!' || r.outputName IN (SELECT value FROM json_each(?)) ORDER BY v.path`,
+          // Through the (drvPath, outputName) index: matching on `drvPath || '!' || outputName` read every path.
+          `SELECT DISTINCT v.path FROM json_each(?) j
+           CROSS JOIN Realisations r ON r.drvPath = j.value ->> '$[0]' AND r.outputName = j.value ->> '$[1]'
+           JOIN ValidPaths v ON v.id = r.outputPath ORDER BY v.path`,
         )
-        .all(JSON.stringify(ids))
+        .all(JSON.stringify(ids.map((id) => [id.slice(0, id.indexOf('!')), id.slice(id.indexOf('!') + 1)])))
         .map((row) => row.path),
     );
   }
@@ -227,7 +229,8 @@ export class LocalStore {
       .all(json);
     const refs = db
       .prepare<[string], { referrer: number; path: string }>(
-        `${CLOSURE_SQL} SELECT r.referrer, p.path FROM Refs r JOIN closure c ON r.referrer = c.id
+        // CROSS JOIN keeps SQLite from scanning all of Refs for a small closure (its planner's choice otherwise).
+        `${CLOSURE_SQL} SELECT r.referrer, p.path FROM closure c CROSS JOIN Refs r ON r.referrer = c.id
          JOIN ValidPaths p ON p.id = r.reference`,
       )
       .all(json);
