@@ -9,6 +9,7 @@
  *
  *   npm run bench:gc [-- --file-sizes 100000,300000,1000000 --s3-sizes 10000]
  */
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -123,6 +124,8 @@ async function main(): Promise<void> {
       process.stderr.write(`filling ${target.name} with ${n} narinfos…\n`);
       await fill(backend, n);
       backend.close();
+      // The filler's writes reach the disk first: a cold run measures the GC, not the kernel's write-back.
+      execFileSync('sync');
       const metaFile = join(tempDir('bench-gc-meta'), 'meta.db');
       const runs: [string, string, string[]][] = [
         ['cold, --dry-run', url, ['--dry-run']],
