@@ -10,6 +10,18 @@ export function peakRssMb(pid: number): number {
 export interface Measurement {
   seconds: number;
   peakRssMb: number;
+  /** CPU time (user and system) of the command and everything it waited for */
+  cpuSeconds?: number;
+}
+
+/** Clock ticks a second in /proc's CPU times (USER_HZ, 100 on Linux). */
+const CLOCK_TICKS = 100;
+
+/** CPU seconds (user and system) of this process's children that have ended and been waited for. */
+function childrenCpuSeconds(): number {
+  // proc(5): cutime and cstime are fields 16 and 17, counted here from field 3 (after the command's name)
+  const fields = (readFileSync('/proc/self/stat', 'utf8').split(') ').at(-1) ?? '').split(' ');
+  return (Number(fields[13]) + Number(fields[14])) / CLOCK_TICKS;
 }
 
 /** Runs a command, timing it and sampling its peak RSS until it exits; fails unless it exits 0. */
@@ -19,6 +31,7 @@ export async function measure(
   env: NodeJS.ProcessEnv,
 ): Promise<Measurement & { stdout: string }> {
   const started = process.hrtime.bigint();
+  const cpuBefore = childrenCpuSeconds();
   const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
@@ -38,7 +51,7 @@ export async function measure(
   clearInterval(sample);
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   if (code !== 0) throw new Error(`${command} ${args.join(' ')} exited ${code}: ${stderr}`);
-  return { seconds, peakRssMb: peak, stdout };
+  return { seconds, peakRssMb: peak, cpuSeconds: childrenCpuSeconds() - cpuBefore, stdout };
 }
 
 /**

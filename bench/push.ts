@@ -33,8 +33,8 @@ const env = testEnv();
 
 /** Runs a command (through sh for pipelines) in the bench's environment, with its time and peak RSS. */
 const measure = async (command: string, args: string[], runEnv: NodeJS.ProcessEnv = env): Promise<Measurement> => {
-  const { seconds, peakRssMb } = await measureCommand(command, args, runEnv);
-  return { seconds, peakRssMb };
+  const { seconds, peakRssMb, cpuSeconds } = await measureCommand(command, args, runEnv);
+  return { seconds, peakRssMb, ...(cpuSeconds === undefined ? {} : { cpuSeconds }) };
 };
 
 /**
@@ -91,17 +91,14 @@ async function main(): Promise<void> {
   const pathsPerS = (m: Measurement) => `${(tiny.length / m.seconds).toFixed(0)} paths/s`;
 
   process.stderr.write('big path: floor, nix copy, cachectl push...\n');
-  const floor = await median(freshDir, () =>
-    measure('sh', ['-c', `nix-store --dump '${bulk}' | zstd -3 -T2 -q | sha256sum > /dev/null`]),
-  );
-  const nixCopy = await median(freshDir, (dir) =>
-    measure('nix', ['copy', '--to', `file://${dir}?compression=zstd`, bulk]),
-  );
-  // With and without the NAR listing (made on the same pass over the files), alternately.
-  const [push, pushNoListing] = (await medians(freshDir, [
+  // All four alternately (cachectl with and without the NAR listing, made on the same pass over the files): the
+  // machine's speed drifts, and the ratios must not.
+  const [floor, nixCopy, push, pushNoListing] = (await medians(freshDir, [
+    () => measure('sh', ['-c', `nix-store --dump '${bulk}' | zstd -3 -T2 -q | sha256sum > /dev/null`]),
+    (dir) => measure('nix', ['copy', '--to', `file://${dir}?compression=zstd`, bulk]),
     (dir) => measure(process.execPath, [CACHECTL, 'push', '--to', `file://${dir}`, bulk]),
     (dir) => measure(process.execPath, [CACHECTL, 'push', '--nar-listing', 'false', '--to', `file://${dir}`, bulk]),
-  ])) as [Measurement, Measurement];
+  ])) as [Measurement, Measurement, Measurement, Measurement];
   rows.push({
     case: `big path (${(narSize / 1e6).toFixed(0)} MB NAR) to file://`,
     tool: 'floor: nix-store --dump, zstd -3 -T2, sha256sum (piped)',
@@ -261,6 +258,7 @@ async function main(): Promise<void> {
   const ratios = {
     bigVsNixCopy: nixCopy.seconds / push.seconds,
     bigVsFloor: push.seconds / floor.seconds,
+    bigCpuSeconds: { push: push.cpuSeconds ?? Number.NaN, floor: floor.cpuSeconds ?? Number.NaN },
     bigListingCost: push.seconds / pushNoListing.seconds - 1,
     tinyListingCost: tinyFile.seconds / tinyFileNoListing.seconds - 1,
     tinyS3PathsPerSecond: tiny.length / tinyS3.seconds,

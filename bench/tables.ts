@@ -19,10 +19,12 @@ export interface PushResults {
   machine: Machine;
   narSize: number;
   runs: number;
-  rows: { case: string; tool: string; seconds: number; rate: string; peakRssMb: number }[];
+  rows: { case: string; tool: string; seconds: number; rate: string; peakRssMb: number; cpuSeconds?: number }[];
   ratios: {
     bigVsNixCopy: number;
     bigVsFloor: number;
+    /** CPU seconds of the big path's push and of the floor (absent from runs before they were counted) */
+    bigCpuSeconds?: { push: number; floor: number };
     /** the time the NAR listing adds, as a fraction of the time without it (absent from runs before listings) */
     bigListingCost?: number;
     tinyListingCost?: number;
@@ -135,16 +137,22 @@ export function renderPush(r: PushResults): string {
     row.seconds.toFixed(3),
     row.rate,
     row.peakRssMb > 0 ? `${row.peakRssMb.toFixed(0)} MB` : '—',
+    row.cpuSeconds === undefined ? '—' : row.cpuSeconds.toFixed(2),
   ]);
   return [
     table(
-      ['case', 'tool', `seconds (median of ${r.runs})`, 'rate', 'peak RSS'],
-      ['---', '---', '---:', '---:', '---:'],
+      ['case', 'tool', `seconds (median of ${r.runs})`, 'rate', 'peak RSS', 'CPU s'],
+      ['---', '---', '---:', '---:', '---:', '---:'],
       rows,
     ),
     '',
     `${ranOn(r)} The big path: ${r.ratios.bigVsNixCopy.toFixed(2)}× faster than \`nix copy\` (target ≥ 1.5×) and ` +
-      `${r.ratios.bigVsFloor.toFixed(2)}× the floor's time (target ≤ 1.25×); tiny paths to s3rver: ` +
+      `at ${(1 / r.ratios.bigVsFloor).toFixed(2)}× the floor's throughput (target ≥ 0.95×)` +
+      (r.ratios.bigCpuSeconds === undefined
+        ? ''
+        : `, with ${r.ratios.bigCpuSeconds.push.toFixed(2)} CPU s against the floor's ` +
+          r.ratios.bigCpuSeconds.floor.toFixed(2)) +
+      '; tiny paths to s3rver: ' +
       `${r.ratios.tinyS3PathsPerSecond.toFixed(0)} paths/s; cachectl's peak RSS: ${r.ratios.peakRssMb.toFixed(0)} ` +
       `MB (target ≤ 200 MB).` +
       (r.ratios.bigListingCost === undefined || r.ratios.tinyListingCost === undefined

@@ -16,6 +16,11 @@ export interface StorePath {
   readonly name: string;
 }
 
+/** The hash part of a store path (or of its base name), which keys `<hashPart>.narinfo`. */
+export function hashPartOf(path: string): string {
+  return path.slice(path.lastIndexOf('/') + 1, path.lastIndexOf('/') + 1 + HASH_CHARS);
+}
+
 /** Why `baseName` is not a valid store path base name, or undefined when it is. */
 export function baseNameProblem(baseName: string): string | undefined {
   if (baseName.length < HASH_CHARS + 2 || baseName[HASH_CHARS] !== '-') {

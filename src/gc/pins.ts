@@ -1,7 +1,6 @@
 import { performance } from 'node:perf_hooks';
-import { basename } from 'node:path';
 import { CachectlError } from '../core/errors.js';
-import { parseStorePath } from '../core/store-path.js';
+import { hashPartOf, parseStorePath } from '../core/store-path.js';
 import type { CacheBackend } from '../cache/backend.js';
 import { NAME_PATTERN, PINS_PREFIX } from '../cache/layout.js';
 import { findPresent } from '../cache/present.js';
@@ -21,7 +20,7 @@ export function parsePin(text: string, key: string): { paths: string[]; hashPart
       );
     }
   }
-  return { paths, hashParts: paths.map((path) => basename(path).slice(0, 32)), problems };
+  return { paths, hashParts: paths.map(hashPartOf), problems };
 }
 
 function pinKey(name: string): string {
@@ -40,7 +39,7 @@ function pinKey(name: string): string {
  */
 export async function pin(backend: CacheBackend, name: string, paths: readonly string[]): Promise<void> {
   const key = pinKey(name);
-  const hashParts = paths.map((path) => basename(path).slice(0, 32));
+  const hashParts = paths.map(hashPartOf);
   const missing = () =>
     findPresent(backend, hashParts).then((present) => paths.filter((_, i) => !present.has(hashParts[i] as string)));
   const absent = await missing();

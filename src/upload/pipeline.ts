@@ -4,6 +4,7 @@ import { CachectlError } from '../core/errors.js';
 import { formatSha256 } from '../core/hash.js';
 import type { Compression, NarInfo } from '../core/narinfo.js';
 import { fingerprint, sign, type SecretKey } from '../core/signing.js';
+import { hashPartOf } from '../core/store-path.js';
 import type { CacheBackend } from '../cache/backend.js';
 import type { Limiter } from '../core/limit.js';
 import { CONTENT_TYPES } from '../cache/backend.js';
@@ -34,9 +35,11 @@ export interface UploadedNar {
  * Streams the NAR of `info.path` to `nar/<NarHash>…`: dump → sha256 → compress → sha256 → upload, never whole
  * in memory. The NarHash computed on the way must equal the store's, or the stream fails at its end and the
  * backend publishes nothing: a corrupt store path is refused, not uploaded. With `withListing`, the NAR's listing
- * is made on the way and goes up beside it (`<hash>.ls`). The work on the CPU takes a slot of `compressing`: a small NAR gives it back before its
- * request goes out, so that many small requests wait out a far server's round trip at once while the CPU goes
- * on; a streamed one holds it throughout, as it compresses while it sends.
+ * is made on the way and goes up beside it (`<hash>.ls`).
+ *
+ * The work on the CPU takes a slot of `compressing`: a small NAR gives it back before its request goes out, so
+ * that many small requests wait out a far server's round trip at once while the CPU goes on; a streamed one holds
+ * it throughout, as it compresses while it sends.
  */
 export async function uploadNar(
   backend: CacheBackend,
@@ -81,7 +84,7 @@ export async function uploadNar(
   const key = narKey(info.narHash, compression);
   const putListing = async () => {
     if (listing !== undefined)
-      await backend.put(narListingKey(basename(info.path).slice(0, 32)), listing.bytes(), CONTENT_TYPES.listing);
+      await backend.put(narListingKey(hashPartOf(info.path)), listing.bytes(), CONTENT_TYPES.listing);
   };
   if (info.narSize !== 0 && info.narSize <= SMALL_NAR_BYTES) {
     // Small NARs (most paths) go up in one request: far cheaper than a stream for each of thousands of paths.

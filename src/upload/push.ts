@@ -1,5 +1,5 @@
-import { basename } from 'node:path';
 import { CachectlError, errorText, type ErrorCode } from '../core/errors.js';
+import { hashPartOf } from '../core/store-path.js';
 import { renderNarInfo, type Compression } from '../core/narinfo.js';
 import type { SecretKey } from '../core/signing.js';
 import { Limiter, mapLimit } from '../core/limit.js';
@@ -197,8 +197,6 @@ export async function pushClosures(roots: readonly string[], options: PushOption
     hold?.release();
   }
 }
-
-const hashPartOf = (path: string): string => basename(path).slice(0, 32);
 
 /**
  * The closures of `roots` with the realisations of their paths, and the closures of those realisations'

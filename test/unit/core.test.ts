@@ -27,7 +27,7 @@ import {
   sign,
   verifySignature,
 } from '../../src/core/signing.js';
-import { parseStorePath } from '../../src/core/store-path.js';
+import { hashPartOf, parseStorePath } from '../../src/core/store-path.js';
 import { partSizeFor } from '../../src/cache/s3.js';
 
 const HOUR = 3600_000;
@@ -87,6 +87,8 @@ describe('store paths', () => {
       const parsed = parseStorePath(`/nix/store/${hash}-${name}`);
       assert.equal(parsed.name, name);
       assert.equal(parsed.hashPart, hash);
+      assert.equal(hashPartOf(parsed.path), hash);
+      assert.equal(hashPartOf(parsed.baseName), hash);
     }
   });
   const bad: [string, string, RegExp][] = [
