@@ -2,23 +2,13 @@
 // The cachectl command: the only place that touches argv, env, the terminal and the exit code.
 import { readFileSync, writeSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import { pino } from 'pino';
 import { resolveConfig, type Config } from '../core/config.js';
 import { ENV_NAMES, OPTIONS, optionHelp, type ConfigFlags, type OptionKey, type OptionSpec } from '../core/options.js';
 import { CachectlError, errorText } from '../core/errors.js';
 import { formatBytes, showProgress } from '../cli/progress.js';
-import { openDaemon } from '../cli/daemon.js';
-import { DRAIN_MS } from '../daemon/daemon.js';
-import { systemdNotifier } from '../daemon/notify.js';
-import { enqueueCommand } from '../cli/enqueue.js';
-import { formatGcReport, gcCommand, recordGcRun } from '../cli/gc.js';
 import type { GcRun } from '../queue/gc-runs.js';
-import { pinCommand, pinsCommand, unpinCommand } from '../cli/pins.js';
-import { keygenCommand } from '../cli/keygen.js';
-import { pushCommand } from '../cli/push.js';
-import { retryCommand } from '../cli/retry.js';
-import { formatStatus, readStatus } from '../cli/status.js';
-import { newProgress } from '../upload/push.js';
+// Each command imports its own modules when it runs (`await import`): a push does not load the daemon's, the
+// GC's and the logger's, which took a third of its start-up.
 
 /** Failures printed one by one; the rest are counted (--json lists them all). */
 const FAILURES_SHOWN = 10;
@@ -132,6 +122,8 @@ path failed; the paths that reference a failed path are not published, so the ca
   .action(async (paths: string[], flags: CommonFlags) => {
     try {
       const config = loadConfig(flags);
+      const { pushCommand } = await import('../cli/push.js');
+      const { newProgress } = await import('../upload/push.js');
       const progress = newProgress();
       const display = process.stderr.isTTY && flags.json !== true ? showProgress(process.stderr, progress) : undefined;
       let result;
@@ -195,6 +187,9 @@ Then add to nix.conf:  post-build-hook = ${new URL('../../../hook/post-build-hoo
   .action(async (flags: CommonFlags) => {
     try {
       const config = loadConfig(flags);
+      const { pino } = await import('pino');
+      const { openDaemon } = await import('../cli/daemon.js');
+      const { DRAIN_MS } = await import('../daemon/daemon.js');
       const log = pino(
         { base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime },
         pino.destination({ fd: 1, sync: true }),
@@ -225,6 +220,7 @@ Then add to nix.conf:  post-build-hook = ${new URL('../../../hook/post-build-hoo
       process.exit(0);
     } catch (err) {
       // systemctl status shows why: journald may file the stderr of a process that exits at once under no unit.
+      const { systemdNotifier } = await import('../daemon/notify.js');
       systemdNotifier(process.env, () => undefined)?.notify({
         STATUS: `failed: ${failureText(err).split('\n')[0] ?? ''}`,
       });
@@ -243,6 +239,7 @@ withSettings(
 ).action(async (paths: string[], flags: CommonFlags) => {
   try {
     const config = loadConfig(flags);
+    const { enqueueCommand } = await import('../cli/enqueue.js');
     const queued = await enqueueCommand(paths, config);
     process.stdout.write(`queued ${queued.length} paths in ${config.queue}\n`);
   } catch (err) {
@@ -264,6 +261,7 @@ withSettings(
   .action(async (flags: CommonFlags & { watch?: boolean }) => {
     try {
       const config = loadConfig(flags);
+      const { formatStatus, readStatus } = await import('../cli/status.js');
       const show = (): void => {
         const report = readStatus(config);
         if (flags.json === true) process.stdout.write(`${JSON.stringify(report)}\n`);
@@ -292,6 +290,7 @@ withSettings(
   .action(async (paths: string[], flags: CommonFlags & { all?: boolean }) => {
     try {
       const config = loadConfig(flags);
+      const { retryCommand } = await import('../cli/retry.js');
       const retried = await retryCommand(paths, flags.all === true, config);
       process.stdout.write(`retrying ${retried.length} paths\n`);
     } catch (err) {
@@ -324,6 +323,7 @@ Examples:
     try {
       const config = loadConfig(flags);
       const showNotes = process.stderr.isTTY && flags.json !== true;
+      const { formatGcReport, gcCommand, recordGcRun } = await import('../cli/gc.js');
       const onRun = (run: GcRun): void => {
         const problem = recordGcRun(config.queue, run);
         if (problem !== undefined) process.stderr.write(`cachectl: ${problem}\n`);
@@ -355,6 +355,7 @@ withSettings(
   CACHE_SETTINGS,
 ).action(async (name: string, paths: string[], flags: CommonFlags) => {
   try {
+    const { pinCommand } = await import('../cli/pins.js');
     const pinned = await pinCommand(name, paths, loadConfig(flags));
     process.stdout.write(`pinned ${pinned.length} paths as ${name}\n`);
   } catch (err) {
@@ -370,6 +371,7 @@ withSettings(
   CACHE_SETTINGS,
 ).action(async (name: string, flags: CommonFlags) => {
   try {
+    const { unpinCommand } = await import('../cli/pins.js');
     await unpinCommand(name, loadConfig(flags));
     process.stdout.write(`unpinned ${name}\n`);
   } catch (err) {
@@ -384,6 +386,7 @@ withSettings(
   .option('--json', 'print the pins as JSON')
   .action(async (flags: CommonFlags) => {
     try {
+      const { pinsCommand } = await import('../cli/pins.js');
       const pins = await pinsCommand(loadConfig(flags));
       if (flags.json === true) process.stdout.write(`${JSON.stringify(pins)}\n`);
       else
@@ -405,6 +408,7 @@ program
   .option('--public-key-file <file>', 'the public key file to create (default: the secret key file + .pub)')
   .action(async (name: string, flags: { secretKeyFile: string; publicKeyFile?: string }) => {
     try {
+      const { keygenCommand } = await import('../cli/keygen.js');
       const result = await keygenCommand(
         name,
         flags.secretKeyFile,

@@ -14,7 +14,7 @@ import type { NarListing } from '../core/nar-listing.js';
 
 const SLASH = Buffer.from('/');
 /** Small pieces are gathered up to this size, so hashing and compression see few large chunks. */
-const CHUNK_BYTES = 256 * 1024;
+const CHUNK_BYTES = 1024 * 1024;
 /** Files up to this size are read whole; larger ones in pieces of this size. */
 const READ_BYTES = 1024 * 1024;
 
