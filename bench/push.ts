@@ -3,8 +3,8 @@
  * sha256sum`, in the same run on the same machine, for a ~300 MB store path of real files, for 1,000 tiny
  * paths (file:// and s3rver), each with and without NAR listings, and for a chain of 1,000 tiny paths each
  * referring to the one before (file://). Then a closure of mixed sizes in layers (bench/wan-closure.nix: 400
- * paths in 25 layers, 110 MB) to s3rver through a proxy adding 0, 20, 30 and 50 ms to every request, against `nix copy` to
- * the same server over HTTP. Prints a table and writes bench/results/push.json.
+ * paths in 25 layers, 110 MB) to s3rver through a proxy adding 0, 20, 30 and 50 ms to every request, against
+ * `nix copy` to the same server over HTTP. Prints a table and writes bench/results/push.json.
  *
  *   npm run bench:push [-- --mb 300 --tiny 1000 --chain 1000 --wan-paths 400 --wan-width 16 --runs 3]
  */
