@@ -18,7 +18,8 @@ export interface StorePath {
 
 /** The hash part of a store path (or of its base name), which keys `<hashPart>.narinfo`. */
 export function hashPartOf(path: string): string {
-  return path.slice(path.lastIndexOf('/') + 1, path.lastIndexOf('/') + 1 + HASH_CHARS);
+  const start = path.lastIndexOf('/') + 1;
+  return path.slice(start, start + HASH_CHARS);
 }
 
 /** Why `baseName` is not a valid store path base name, or undefined when it is. */

@@ -12,6 +12,7 @@ import {
 } from '../cache/layout.js';
 import { errorText } from '../core/errors.js';
 import { parseRealisation } from '../core/realisation.js';
+import { hashPartOf } from '../core/store-path.js';
 import { Inventory, ObjectTable, PathSet } from './inventory.js';
 import { leaseIsLive } from './lease.js';
 import type { MetaCache, NarInfoMeta } from './meta-cache.js';
@@ -281,7 +282,7 @@ async function readRealisations(
     const body = await backend.get(key);
     if (body === undefined) return; // deleted since the listing
     try {
-      const output = parseRealisation(body.toString('utf8'), key).outPath.slice(0, 32);
+      const output = hashPartOf(parseRealisation(body.toString('utf8'), key).outPath);
       inventory.realisationPaths[i] = inventory.pathId(output);
     } catch (err) {
       problems.push(`${key}: ${errorText(err)}; kept`);

@@ -5,7 +5,7 @@
  */
 import { CachectlError, errorText } from '../core/errors.js';
 import { parseNarInfo } from '../core/narinfo.js';
-import { baseNameProblem } from '../core/store-path.js';
+import { baseNameProblem, hashPartOf } from '../core/store-path.js';
 import { isNarKey, NAR_PREFIX } from '../cache/layout.js';
 import { byKind, KINDS, PathSet, type ByKind, type Inventory } from './inventory.js';
 import type { NarInfoMeta } from './meta-cache.js';
@@ -29,9 +29,7 @@ export function addTo(into: Tally, sizeBytes: number): void {
 /** What the GC needs from a narinfo's text; for a malformed one, what it seems to refer to. */
 export function narInfoMeta(text: string, key: string, hashPart: string): NarInfoMeta {
   const hashParts = (baseNames: string[]) =>
-    baseNames
-      .filter((ref) => baseNameProblem(ref) === undefined && ref.slice(0, 32) !== hashPart)
-      .map((ref) => ref.slice(0, 32));
+    baseNames.filter((ref) => baseNameProblem(ref) === undefined && hashPartOf(ref) !== hashPart).map(hashPartOf);
   try {
     const info = parseNarInfo(text, key);
     if (!info.storePath.includes(`/${hashPart}-`))

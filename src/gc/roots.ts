@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { mapLimit } from '../core/limit.js';
-import { baseNameProblem } from '../core/store-path.js';
+import { baseNameProblem, hashPartOf } from '../core/store-path.js';
 import { listAll, type CacheBackend, type ObjectEntry } from '../cache/backend.js';
 import { LEASES_PREFIX, PINS_PREFIX } from '../cache/layout.js';
 import { leaseIsLive, parseLease, type LeaseContent } from './lease.js';
@@ -69,7 +69,7 @@ export class RootReader {
         roots.problems.push(`${entry.key} is not a cachectl lease; nothing is deleted while it is live`);
         return;
       }
-      for (const path of lease.paths) if (baseNameProblem(path) === undefined) roots.leased.add(path.slice(0, 32));
+      for (const path of lease.paths) if (baseNameProblem(path) === undefined) roots.leased.add(hashPartOf(path));
       for (const narHash of lease.narHashes) roots.narHashes.add(narHash);
     });
     return roots;

@@ -159,7 +159,14 @@ export class LocalStore {
            CROSS JOIN Realisations r ON r.drvPath = j.value ->> '$[0]' AND r.outputName = j.value ->> '$[1]'
            JOIN ValidPaths v ON v.id = r.outputPath ORDER BY v.path`,
         )
-        .all(JSON.stringify(ids.map((id) => [id.slice(0, id.indexOf('!')), id.slice(id.indexOf('!') + 1)])))
+        .all(
+          JSON.stringify(
+            ids.map((id) => {
+              const bang = id.indexOf('!');
+              return [id.slice(0, bang), id.slice(bang + 1)];
+            }),
+          ),
+        )
         .map((row) => row.path),
     );
   }

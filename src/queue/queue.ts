@@ -103,8 +103,8 @@ export class Queue {
   }
 
   /**
-   * Runs reads of the queue file in one transaction, so they see one moment: the done marks and the daemon's
-   * counters of the same heartbeat, never the marks of a batch whose counts are not written yet.
+   * Runs reads of the queue file in one transaction, so they see one moment: the counts of paths and the daemon's
+   * record as they stood together, not a record read before marks written after it.
    */
   snapshot<T>(reads: () => T): T {
     return this.db.transaction(reads)();

@@ -339,7 +339,7 @@ async function publishPaths(
         ]);
         return nar;
       });
-    // A large NAR waits for a large slot before it takes a job slot, so small NARs are never held up by it.
+    // A large NAR waits for a large slot before it takes an in-flight slot, so small NARs are never held up by it.
     const nar = await (info.narSize > LARGE_NAR_BYTES ? largeLimiter.run(upload) : upload());
     // Published once its references are (written meanwhile on file://: a chain then waits on renames alone).
     const referencesPublished = Promise.all(
