@@ -301,14 +301,15 @@ async function readNarInfos(
   note: (text: string) => void,
 ): Promise<void> {
   const listed = inventory.narinfos.length;
-  const gone: string[] = [];
-  options.metaCache?.forEach((key, etag, meta) => {
+  const stale: number[] = [];
+  options.metaCache?.forEach((key, etag, meta, row) => {
     const hashPart = narInfoHashPart(key);
     const id = hashPart === undefined ? undefined : inventory.knownPathId(hashPart);
-    if (id === undefined || id >= listed) gone.push(key);
-    else if (inventory.hasEtag(id, etag)) inventory.setMeta(id, meta);
+    if (id !== undefined && id < listed && inventory.hasEtag(id, etag) && !inventory.isRead(id))
+      inventory.setMeta(id, meta);
+    else stale.push(row); // gone from the bucket, rewritten since (it is read again below), or a second row
   });
-  options.metaCache?.update([], gone);
+  options.metaCache?.update([], stale);
   const toRead: number[] = [];
   for (let id = 0; id < listed; id += 1) if (!inventory.isRead(id)) toRead.push(id);
   let read: { key: string; etag: string; meta: NarInfoMeta }[] = [];

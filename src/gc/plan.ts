@@ -28,14 +28,13 @@ export function addTo(into: Tally, sizeBytes: number): void {
 
 /** What the GC needs from a narinfo's text; for a malformed one, what it seems to refer to. */
 export function narInfoMeta(text: string, key: string, hashPart: string): NarInfoMeta {
-  const hashParts = (baseNames: string[]) =>
-    baseNames.filter((ref) => baseNameProblem(ref) === undefined && hashPartOf(ref) !== hashPart).map(hashPartOf);
+  const otherHashParts = (baseNames: string[]) => baseNames.map(hashPartOf).filter((ref) => ref !== hashPart);
   try {
     const info = parseNarInfo(text, key);
     if (!info.storePath.includes(`/${hashPart}-`))
       throw new CachectlError('NARINFO_INVALID', `narinfo ${key} is for ${info.storePath}`);
     return {
-      references: hashParts(info.references),
+      references: otherHashParts(info.references), // the parser checked them
       url: info.url,
       ...(info.deriver === undefined ? {} : { deriver: info.deriver }),
     };
@@ -43,7 +42,7 @@ export function narInfoMeta(text: string, key: string, hashPart: string): NarInf
     const url = /^URL: (.*)$/m.exec(text)?.[1];
     const references = /^References: (.*)$/m.exec(text)?.[1]?.split(' ') ?? [];
     return {
-      references: hashParts(references),
+      references: otherHashParts(references.filter((ref) => baseNameProblem(ref) === undefined)),
       ...(url !== undefined && isNarKey(url) ? { url } : {}),
       problem: errorText(err),
     };
