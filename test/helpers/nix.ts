@@ -56,8 +56,11 @@ const FIXTURES = join(REPO, 'test/fixtures/closures.nix');
  * AWS_EC2_METADATA_DISABLED keeps the SDK's credential chain from probing an instance metadata address.
  */
 export function testEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  // A machine's NODE_EXTRA_CA_CERTS makes every Node start parse that bundle (50 ms here, most of a `cachectl`
+  // command's time); nothing here speaks TLS, and a systemd unit does not inherit it.
+  const { NODE_EXTRA_CA_CERTS: _certificates, ...inherited } = process.env;
   return {
-    ...process.env,
+    ...inherited,
     NIX_CONFIG: [
       'build-users-group =',
       'sandbox = false',

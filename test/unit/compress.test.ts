@@ -1,0 +1,49 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { decompress } from 'zstd-napi';
+import { compress } from '../../src/upload/compress.js';
+
+async function* chunksOf(data: Buffer, failAfter?: number): AsyncGenerator<Buffer> {
+  for (let at = 0; at < data.length; at += 1000) {
+    if (failAfter !== undefined && at >= failAfter) throw new Error('the source failed');
+    yield data.subarray(at, at + 1000);
+  }
+}
+
+async function compressed(data: Buffer, failAfter?: number): Promise<Buffer> {
+  const out: Buffer[] = [];
+  for await (const chunk of compress(chunksOf(data, failAfter), 'zstd', data.length)) out.push(chunk);
+  return Buffer.concat(out);
+}
+
+/** Text-like input of `size` bytes, different for each seed. */
+const input = (seed: number, size: number) =>
+  Buffer.from(Array.from({ length: size }, (_, i) => String.fromCharCode(97 + ((i * seed) % 26))).join(''));
+
+describe('zstd compression (contexts of small NARs are kept and reused)', () => {
+  it('each frame decompresses to its input, one after another and many at once', async () => {
+    const inputs = [1, 2, 3, 5, 7, 11, 13].map((seed) => input(seed, 300 + seed * 997));
+    for (const data of inputs) assert.deepEqual(decompress(await compressed(data)), data);
+    const frames = await Promise.all(inputs.map((data) => compressed(data)));
+    for (const [i, frame] of frames.entries()) assert.deepEqual(decompress(frame), inputs[i]);
+  });
+
+  it('a compression whose source fails leaves no half frame in the next one', async () => {
+    const data = Buffer.concat([input(3, 5000), randomBytes(5000)]);
+    for (let round = 0; round < 10; round += 1) {
+      await assert.rejects(compressed(data, 4000), /the source failed/);
+      assert.deepEqual(decompress(await compressed(data)), data);
+    }
+  });
+
+  it('a NAR above the threaded size and one of unknown size come out whole too', async () => {
+    const big = Buffer.concat([input(17, 3 * 1024 * 1024), randomBytes(3 * 1024 * 1024)]);
+    assert.deepEqual(decompress(await compressed(big)), big);
+    const out: Buffer[] = [];
+    for await (const chunk of compress(chunksOf(big), 'zstd', 0)) out.push(chunk);
+    assert.deepEqual(decompress(Buffer.concat(out)), big);
+    const small = input(19, 700);
+    assert.deepEqual(decompress(await compressed(small)), small);
+  });
+});
