@@ -1,12 +1,43 @@
-// s3rver's CLI, with one fix: s3rver writes an object in place, so a PUT whose client dies midway (a
-// kill -9 of the uploader) leaves a truncated object that readers list and fetch. S3 commits a PUT whole or
-// not at all, and so does this: the body goes to a temporary file (not listed: it lacks the object suffix),
-// renamed over the object once complete, and removed when the request fails.
+// s3rver's CLI, with two fixes.
+// 1. s3rver writes an object in place, so a PUT whose client dies midway (a kill -9 of the uploader) leaves a
+//    truncated object that readers list and fetch. S3 commits a PUT whole or not at all, and so does this: the
+//    body goes to a temporary file (not listed: it lacks the object suffix), renamed over the object once
+//    complete, and removed when the request fails.
+// 2. s3rver answers 500 to a listing or a GET that meets a write beside it: it lists by reading each directory
+//    and then stat-ing every name in it, failing when a name has gone in between (such a temporary file
+//    renamed, an object deleted), and it rewrites an object's metadata file in place, so a reader can parse a
+//    half-written one. An S3 read never fails because of writes beside it: here the names that vanished are
+//    skipped, and the metadata files are replaced whole, as the objects are.
 'use strict';
 
 const crypto = require('crypto');
 const fs = require('fs');
 const path = require('path');
+// Before the store is loaded: it takes `walk` from the utils when it loads.
+const utils = require('s3rver/lib/utils');
+
+utils.walk = function* walk(dir, recurseFilter) {
+  let names;
+  try {
+    names = fs.readdirSync(dir);
+  } catch (err) {
+    if (err.code === 'ENOENT') return;
+    throw err;
+  }
+  for (const filename of names) {
+    const filePath = path.posix.join(dir, filename);
+    let stats;
+    try {
+      stats = fs.statSync(filePath);
+    } catch (err) {
+      if (err.code === 'ENOENT') continue;
+      throw err;
+    }
+    if (!stats.isDirectory()) yield filePath;
+    else if (!recurseFilter || recurseFilter(filePath)) yield* walk(filePath, recurseFilter);
+  }
+};
+
 const FilesystemStore = require('s3rver/lib/stores/filesystem');
 
 let temporaries = 0;
@@ -42,6 +73,31 @@ FilesystemStore.prototype.putObject = async function putObject(object) {
   const digest = md5.digest('hex');
   await this.putMetadata(object.bucket, object.key, object.metadata, digest);
   return { size, md5: digest };
+};
+
+const putMetadata = FilesystemStore.prototype.putMetadata;
+FilesystemStore.prototype.putMetadata = async function atomicPutMetadata(bucket, key, metadata, md5) {
+  const store = Object.create(this);
+  const written = [];
+  // The store writes its files under the paths this gives; they go to temporary files, renamed once all are.
+  store.getResourcePath = (...args) => {
+    const final = this.getResourcePath(...args);
+    const partial = `${final}.partial-${process.pid}-${temporaries++}`;
+    written.push([partial, final]);
+    return partial;
+  };
+  try {
+    await putMetadata.call(store, bucket, key, metadata, md5);
+    for (const [partial, final] of written) {
+      // A path asked for but not written (the MD5 file, when none is given) stays as it was.
+      await fs.promises.rename(partial, final).catch((err) => {
+        if (err.code !== 'ENOENT') throw err;
+      });
+    }
+  } catch (err) {
+    await Promise.all(written.map(([partial]) => fs.promises.rm(partial, { force: true })));
+    throw err;
+  }
 };
 
 require('s3rver/bin/s3rver.js');
