@@ -16,23 +16,21 @@ const path = require('path');
 // Before the store is loaded: it takes `walk` from the utils when it loads.
 const utils = require('s3rver/lib/utils');
 
-utils.walk = function* walk(dir, recurseFilter) {
-  let names;
+/** What `call` returns, or undefined when what it reads has gone (ENOENT). */
+function unlessGone(call) {
   try {
-    names = fs.readdirSync(dir);
+    return call();
   } catch (err) {
-    if (err.code === 'ENOENT') return;
+    if (err.code === 'ENOENT') return undefined;
     throw err;
   }
-  for (const filename of names) {
+}
+
+utils.walk = function* walk(dir, recurseFilter) {
+  for (const filename of unlessGone(() => fs.readdirSync(dir)) ?? []) {
     const filePath = path.posix.join(dir, filename);
-    let stats;
-    try {
-      stats = fs.statSync(filePath);
-    } catch (err) {
-      if (err.code === 'ENOENT') continue;
-      throw err;
-    }
+    const stats = unlessGone(() => fs.statSync(filePath));
+    if (stats === undefined) continue;
     if (!stats.isDirectory()) yield filePath;
     else if (!recurseFilter || recurseFilter(filePath)) yield* walk(filePath, recurseFilter);
   }
@@ -42,10 +40,15 @@ const FilesystemStore = require('s3rver/lib/stores/filesystem');
 
 let temporaries = 0;
 
+/** A temporary file beside `final`, renamed over it once written: never listed, as it lacks the object suffix. */
+function partialPath(final) {
+  return `${final}.partial-${process.pid}-${temporaries++}`;
+}
+
 FilesystemStore.prototype.putObject = async function putObject(object) {
   const objectPath = this.getResourcePath(object.bucket, object.key, 'object');
   await fs.promises.mkdir(path.dirname(objectPath), { recursive: true });
-  const partial = `${objectPath}.partial-${process.pid}-${temporaries++}`;
+  const partial = partialPath(objectPath);
   const md5 = crypto.createHash('md5');
   let size = 0;
   try {
@@ -82,7 +85,7 @@ FilesystemStore.prototype.putMetadata = async function atomicPutMetadata(bucket,
   // The store writes its files under the paths this gives; they go to temporary files, renamed once all are.
   store.getResourcePath = (...args) => {
     const final = this.getResourcePath(...args);
-    const partial = `${final}.partial-${process.pid}-${temporaries++}`;
+    const partial = partialPath(final);
     written.push([partial, final]);
     return partial;
   };
