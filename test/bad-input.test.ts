@@ -541,7 +541,7 @@ describe('the catalogue of bad input: each gets its exact error, and nothing is 
     for (const target of ['file', 's3'] as const) {
       it(`is refused on ${target}://, with its dependents, and nothing of it is published`, async () => {
         const nonce = `corrupt-${target}-${Date.now()}`;
-        const paths = await buildFixtures(['top', 'lib', 'big'], { nonce, bigMb: 20 });
+        const paths = await buildFixtures(['top', 'lib', 'big'], { nonce, bigMb: 40 });
         // Corrupt lib (referenced by app and top) and big (a multipart upload on s3) behind Nix's back.
         for (const file of [`${paths.lib}/lib/libdemo.txt`, `${paths.big}/zeros.bin`]) {
           chmodSync(file, 0o644);

@@ -33,7 +33,7 @@ describe('NAR serialization equals nix-store --dump', () => {
     'execroot',
     'big',
   ];
-  it('for every fixture: every node kind, symlink and executable roots, unicode, a 25 MiB file', async () => {
+  it('for every fixture: every node kind, symlink and executable roots, unicode, a 41 MiB NAR', async () => {
     const paths = await buildFixtures(fixtures);
     for (const fixture of fixtures) {
       const ours = await narOf(paths[fixture]);

@@ -21,6 +21,7 @@ import {
   tempDir,
   type Key,
 } from './helpers/nix.js';
+import { startLatencyProxy } from './helpers/latency-proxy.js';
 import { startTestS3, useS3Here, type S3Server } from './helpers/s3rver.js';
 
 async function pushJson(args: string[], env: NodeJS.ProcessEnv) {
@@ -104,6 +105,30 @@ for (const target of ['file', 's3'] as const) {
         assert.equal(nar.status, 200);
         assert.equal(nar.headers.get('content-encoding'), null);
         assert.equal(nar.headers.get('content-type'), 'application/x-nix-nar');
+      });
+
+    if (target === 's3')
+      it('sends a NAR of up to 32 MiB in one PUT and a larger one as a multipart upload', async () => {
+        const server = s3 as S3Server;
+        const proxy = await startLatencyProxy(server.port, { delayMs: 0 });
+        try {
+          for (const [bigMb, posts] of [
+            [30, 0],
+            [40, 2], // CreateMultipartUpload and CompleteMultipartUpload
+          ] as const) {
+            const nonce = `whole-${bigMb}-${Date.now()}`;
+            const { big } = await buildFixtures(['big'], { nonce, bigMb });
+            const before = proxy.stats.byMethod['POST'] ?? 0;
+            const to = `s3://${server.bucket}?endpoint=${encodeURIComponent(proxy.endpoint)}&region=us-east-1&prefix=${nonce}`;
+            const result = await pushJson(['--to', to, '--secret-key-file', key.secretFile, big], env);
+            assert.deepEqual(result.uploaded, [big]);
+            assert.equal((proxy.stats.byMethod['POST'] ?? 0) - before, posts, `POSTs for a ${bigMb} MiB NAR`);
+            const verify = await nixVerify(`${server.httpUrl}/${nonce}`, key.publicKey, [big]);
+            assert.equal(verify.code, 0, verify.stderr);
+          }
+        } finally {
+          await proxy.stop();
+        }
       });
 
     it(

@@ -62,7 +62,7 @@ describe(`reliability: S3 faults (seed ${SEED})`, () => {
     async () => {
       const nonce = `faults-${Date.now()}`;
       // 300 small paths, and one NAR large enough for a multipart upload
-      const paths = [...(await buildDag(nonce, 300)), (await buildFixtures(['big'], { nonce, bigMb: 12 })).big];
+      const paths = [...(await buildDag(nonce, 300)), (await buildFixtures(['big'], { nonce, bigMb: 40 })).big];
       const env = queueEnv(s3.env);
       const enqueue = await cachectl(['enqueue', ...paths], env);
       assert.equal(enqueue.code, 0, enqueue.stderr);
@@ -183,7 +183,7 @@ describe('reliability: crashes', () => {
       'nothing corrupt or dangling, one Sig each',
     async () => {
       const nonce = `torture-${Date.now()}`;
-      const fixtures = await buildFixtures(['big', 'chain'], { nonce, bigMb: 30, chainLength: 15 });
+      const fixtures = await buildFixtures(['big', 'chain'], { nonce, bigMb: 40, chainLength: 15 });
       const roots = [fixtures.big, fixtures.chain, ...(await buildDag(nonce, 120))];
       const to = s3.cacheUrl(nonce);
       const env = queueEnv(s3.env);

@@ -14,7 +14,16 @@ import { dumpNar } from '../nix/nar-dump.js';
 import { NarListing } from '../core/nar-listing.js';
 import { compress } from './compress.js';
 
-/** NARs up to this size are compressed into memory and uploaded in one request. */
+/**
+ * NARs up to this size are compressed into memory and uploaded in one request, which the backend can retry: one
+ * round trip against a multipart upload's five or more (create, parts two at a time, complete), which from a
+ * far-away server take longer than the data. Above it, a NAR streams, never whole in memory.
+ */
+const WHOLE_NAR_BYTES = 32 * 1024 * 1024;
+/**
+ * NARs up to this size (most paths) give their CPU slot back before their request goes out; larger whole ones keep
+ * it, which bounds the memory their bodies hold to the slots' count.
+ */
 const SMALL_NAR_BYTES = 1024 * 1024;
 /**
  * NARs above this size use the most memory while they stream (a threaded zstd context, multipart parts in
@@ -38,8 +47,8 @@ export interface UploadedNar {
  * is made on the way and goes up beside it (`<hash>.ls`).
  *
  * The work on the CPU takes a slot of `compressing`: a small NAR gives it back before its request goes out, so
- * that many small requests wait out a far server's round trip at once while the CPU goes on; a streamed one holds
- * it throughout, as it compresses while it sends.
+ * that many small requests wait out a far server's round trip at once while the CPU goes on; a larger one holds
+ * it throughout, as a streamed one compresses while it sends.
  */
 export async function uploadNar(
   backend: CacheBackend,
@@ -86,14 +95,19 @@ export async function uploadNar(
     if (listing !== undefined)
       await backend.put(narListingKey(hashPartOf(info.path)), listing.bytes(), CONTENT_TYPES.listing);
   };
+  const compressWhole = async () => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of counted()) chunks.push(chunk);
+    return Buffer.concat(chunks);
+  };
   if (info.narSize !== 0 && info.narSize <= SMALL_NAR_BYTES) {
-    // Small NARs (most paths) go up in one request: far cheaper than a stream for each of thousands of paths.
-    const body = await options.compressing.run(async () => {
-      const chunks: Buffer[] = [];
-      for await (const chunk of counted()) chunks.push(chunk);
-      return Buffer.concat(chunks);
-    });
+    const body = await options.compressing.run(compressWhole);
     await Promise.all([backend.put(key, body, CONTENT_TYPES.nar), putListing()]);
+  } else if (info.narSize !== 0 && info.narSize <= WHOLE_NAR_BYTES) {
+    await options.compressing.run(async () => {
+      const body = await compressWhole();
+      await Promise.all([backend.put(key, body, CONTENT_TYPES.nar), putListing()]);
+    });
   } else {
     // Incompressible data grows a little under compression; the hint only has to bound the size.
     const sizeHint = Math.ceil(info.narSize * 1.01) + 1024 * 1024;

@@ -322,25 +322,25 @@ async function publishPaths(
     return uploading;
   };
   const publish = async (info: PathInfo): Promise<void> => {
-    const upload = () =>
-      inFlight.run(async () => {
-        if (cacheFailure !== undefined) throw cacheFailure;
-        options.signal?.throwIfAborted();
-        // The log and the listing, like the NAR, go up before the narinfo that makes the path visible: all
-        // three at once.
-        const [nar] = await Promise.all([
-          uploadNar(backend, info, {
-            compression: options.compression,
-            withListing: options.narListing,
-            compressing,
-            onNarBytes: (bytes) => (progress.narBytesDone += bytes),
-          }),
-          info.deriver === undefined ? undefined : uploadLog(info.deriver),
-        ]);
-        return nar;
-      });
-    // A large NAR waits for a large slot before it takes an in-flight slot, so small NARs are never held up by it.
-    const nar = await (info.narSize > LARGE_NAR_BYTES ? largeLimiter.run(upload) : upload());
+    const upload = async () => {
+      if (cacheFailure !== undefined) throw cacheFailure;
+      options.signal?.throwIfAborted();
+      // The log and the listing, like the NAR, go up before the narinfo that makes the path visible: all
+      // three at once.
+      const [nar] = await Promise.all([
+        uploadNar(backend, info, {
+          compression: options.compression,
+          withListing: options.narListing,
+          compressing,
+          onNarBytes: (bytes) => (progress.narBytesDone += bytes),
+        }),
+        info.deriver === undefined ? undefined : uploadLog(info.deriver),
+      ]);
+      return nar;
+    };
+    // A large NAR takes a large slot instead of an in-flight one: small NARs are not held up by it, nor it by
+    // the queue of small ones (it may be what many of them refer to).
+    const nar = await (info.narSize > LARGE_NAR_BYTES ? largeLimiter : inFlight).run(upload);
     // Published once its references are (written meanwhile on file://: a chain then waits on renames alone).
     const referencesPublished = Promise.all(
       info.references.filter((ref) => ref !== info.path).flatMap((ref) => publishing.get(ref) ?? []),
@@ -357,7 +357,7 @@ async function publishPaths(
     cacheFailuresInARow = 0;
     onPublished(info.path);
   };
-  for (const info of [...paths].sort((a, b) => b.narSize - a.narSize)) {
+  for (const info of uploadOrder(paths)) {
     const done = publish(info).catch((err: unknown) => {
       if (isCacheWide(err) && (cacheFailuresInARow += 1) >= CACHE_DOWN_FAILURES) cacheFailure ??= err;
       const failure: PushFailure =
@@ -377,6 +377,37 @@ async function publishPaths(
   }
   await Promise.allSettled(publishing.values());
   return narKeys;
+}
+
+/**
+ * The order NARs start in: by the length of the chain of narinfos that must follow each path's (its dependents'
+ * in `paths`, each published after its references'), longest first, then largest first. A narinfo is a round trip
+ * after its references': from a far-away server a deep closure's narinfos take as long as its NARs, so the bottom
+ * layers go first and their narinfos go up while the NARs above are still uploading.
+ */
+export function uploadOrder(paths: readonly PathInfo[]): PathInfo[] {
+  const byPath = new Map(paths.map((info) => [info.path, info]));
+  const dependentsLeft = new Map(paths.map((info) => [info.path, 0]));
+  for (const info of paths)
+    for (const ref of info.references)
+      if (ref !== info.path && byPath.has(ref)) dependentsLeft.set(ref, (dependentsLeft.get(ref) ?? 0) + 1);
+  // From the top (no dependents) down: a path's height is known once all its dependents' are.
+  const height = new Map<string, number>();
+  const ready = paths.filter((info) => dependentsLeft.get(info.path) === 0).map((info) => info.path);
+  for (const info of ready) height.set(info, 0);
+  while (ready.length > 0) {
+    const path = ready.pop() as string;
+    const info = byPath.get(path) as PathInfo;
+    for (const ref of info.references) {
+      if (ref === path || !byPath.has(ref)) continue;
+      height.set(ref, Math.max(height.get(ref) ?? 0, (height.get(path) ?? 0) + 1));
+      const left = (dependentsLeft.get(ref) ?? 0) - 1;
+      dependentsLeft.set(ref, left);
+      if (left === 0) ready.push(ref);
+    }
+  }
+  const heightOf = (info: PathInfo) => height.get(info.path) ?? 0;
+  return [...paths].sort((a, b) => heightOf(b) - heightOf(a) || b.narSize - a.narSize);
 }
 
 /** Uploads the log Nix kept of building `drvPath` to `log/<drv base name>`, if it kept one. */

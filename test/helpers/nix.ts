@@ -113,7 +113,8 @@ export async function buildFixtures<T extends Fixture>(
   args.push(
     '--argstr',
     'bigMb',
-    String(options.bigMb ?? 24),
+    // past the NARs sent whole (32 MiB): a multipart upload on s3
+    String(options.bigMb ?? 40),
     '--argstr',
     'chainLength',
     String(options.chainLength ?? 40),
