@@ -26,8 +26,8 @@ const WHOLE_NAR_BYTES = 32 * 1024 * 1024;
  */
 const SMALL_NAR_BYTES = 1024 * 1024;
 /**
- * NARs above this size use the most memory while they stream (a threaded zstd context, multipart parts in
- * flight), so the pusher streams them one at a time.
+ * NARs above this size use the most memory (a threaded zstd context, and their whole body or multipart parts in
+ * flight), so the pusher sends them one at a time.
  */
 export const LARGE_NAR_BYTES = 8 * 1024 * 1024;
 

@@ -131,7 +131,7 @@ function isCacheWide(err: unknown): err is CachectlError {
 }
 
 /**
- * Uploads the closures of `roots`: the paths the cache lacks, NARs in parallel (largest first), each narinfo
+ * Uploads the closures of `roots`: the paths the cache lacks, NARs in parallel (see uploadOrder), each narinfo
  * published only after its NAR and the narinfos of all its references. A path that fails takes the paths that
  * reference it with it, so a reader never sees a narinfo whose NAR or references are missing.
  *
@@ -394,7 +394,7 @@ export function uploadOrder(paths: readonly PathInfo[]): PathInfo[] {
   // From the top (no dependents) down: a path's height is known once all its dependents' are.
   const height = new Map<string, number>();
   const ready = paths.filter((info) => dependentsLeft.get(info.path) === 0).map((info) => info.path);
-  for (const info of ready) height.set(info, 0);
+  for (const path of ready) height.set(path, 0);
   while (ready.length > 0) {
     const path = ready.pop() as string;
     const info = byPath.get(path) as PathInfo;
