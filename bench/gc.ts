@@ -5,9 +5,11 @@
  * (--dry-run), and the real sweep (grace 0; on s3rver only up to 10k narinfos, as it deletes about a hundred
  * keys a second). Time, requests by kind and peak RSS. On s3rver, also the warm run through a proxy 30 ms
  * away, and the bare listing of the bucket at 0 and 30 ms: one page after another (as before cachectl listed
- * key ranges at once) and in ranges, as the GC lists. Prints the tables and writes bench/results/gc.json.
+ * key ranges at once) and in ranges, as the GC lists. The same listings of 100k narinfos on Swift's s3api
+ * (test/swift/swift.sh), which lists from its container database. Prints the tables and writes
+ * bench/results/gc.json.
  *
- *   npm run bench:gc [-- --file-sizes 100000,300000,1000000 --s3-sizes 10000]
+ *   npm run bench:gc [-- --file-sizes 100000,300000,1000000 --s3-sizes 10000 --swift-listing 100000]
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -19,8 +21,8 @@ import { parseCacheUrl } from '../src/core/cache-url.js';
 import { forEachLimit } from '../src/core/limit.js';
 import { nix32Encode } from '../src/core/nix32.js';
 import { REPO, tempDir } from '../test/helpers/nix.js';
-import { startLatencyProxy } from '../test/helpers/latency-proxy.js';
-import { startS3rver, type S3rver } from '../test/helpers/s3rver.js';
+import { startLatencyProxy, type LatencyProxy } from '../test/helpers/latency-proxy.js';
+import { startS3rver, swiftBucket, useS3Here, type S3rver } from '../test/helpers/s3rver.js';
 import { measure } from './measure.js';
 import { renderGc, thisRun, writeResults, type GcResults, type GcRun } from './tables.js';
 
@@ -29,6 +31,8 @@ const { values } = parseArgs({
     'file-sizes': { type: 'string', default: '100000,300000,1000000' },
     // s3rver reads every object of the bucket for each listing request: 100k narinfos take an hour of listings
     's3-sizes': { type: 'string', default: '10000' },
+    // narinfos listed on Swift (0: none)
+    'swift-listing': { type: 'string', default: '100000' },
   },
 });
 const sizes = (text: string) =>
@@ -88,6 +92,59 @@ async function listing(backend: CacheBackend, inRanges: boolean): Promise<{ seco
   return { seconds: (performance.now() - started) / 1000, keys };
 }
 
+type Listings = NonNullable<GcResults['listings']>;
+
+/**
+ * The bare listing of `target`'s bucket of `n` narinfos through `proxy`, at 0 and FAR_MS a request, one page after
+ * another and in ranges. Leaves the proxy at 0 ms.
+ */
+async function farListings(target: string, n: number, proxy: LatencyProxy, farUrl: string): Promise<Listings> {
+  const listings: Listings = [];
+  for (const delayMs of [0, FAR_MS]) {
+    proxy.delayMs = delayMs;
+    const far = await openCache(parseCacheUrl(farUrl));
+    for (const inRanges of [false, true]) {
+      const before = proxy.stats.requests;
+      const { seconds, keys } = await listing(far, inRanges);
+      const mode = inRanges ? 'in ranges, as the GC lists' : 'one page after another';
+      listings.push({ target, narinfos: n, delayMs, mode, seconds, keys, requests: proxy.stats.requests - before });
+      process.stderr.write(`list ${n} on ${target} at ${delayMs} ms, ${mode}: ${seconds.toFixed(1)} s\n`);
+    }
+    far.close();
+  }
+  proxy.delayMs = 0;
+  return listings;
+}
+
+const SWIFT = join(REPO, 'test/swift/swift.sh');
+const SWIFT_PORT = 18080;
+
+/** The listings of `n` narinfos (their keys alone) on Swift's s3api, started for them and stopped after. */
+async function swiftListings(n: number): Promise<Listings> {
+  execFileSync('bash', [SWIFT, 'start'], { stdio: ['ignore', process.stderr, process.stderr] });
+  try {
+    const swift = await swiftBucket(SWIFT_PORT);
+    useS3Here(swift);
+    const backend = await openCache(parseCacheUrl(swift.cacheUrl()));
+    process.stderr.write(`filling Swift with ${n} narinfos…\n`);
+    await forEachLimit(n, 64, async (i) => {
+      const hash = nix32Encode(randomBytes(20));
+      await backend.put(`${hash}.narinfo`, Buffer.from(`StorePath: /nix/store/${hash}-bench-${i}\n`), 'text/plain');
+      if (i % 20_000 === 0) process.stderr.write(`  ${i} of ${n}\n`);
+    });
+    backend.close();
+    const proxy = await startLatencyProxy(swift.port, { delayMs: 0 });
+    try {
+      const farUrl = `s3://${swift.bucket}?endpoint=${encodeURIComponent(proxy.endpoint)}&region=us-east-1`;
+      return await farListings('Swift', n, proxy, farUrl);
+    } finally {
+      await proxy.stop();
+    }
+  } finally {
+    execFileSync('bash', [SWIFT, 'stop'], { stdio: ['ignore', process.stderr, process.stderr] });
+  }
+}
+
 async function main(): Promise<void> {
   const rows: GcResults['rows'] = [];
   const listings: NonNullable<GcResults['listings']> = [];
@@ -135,26 +192,7 @@ async function main(): Promise<void> {
       if (proxy !== undefined && s3 !== undefined) {
         const farUrl = `s3://${s3.bucket}?endpoint=${encodeURIComponent(proxy.endpoint)}&region=us-east-1`;
         runs.push([`warm, --dry-run, ${FAR_MS} ms away`, farUrl, ['--dry-run']]);
-        for (const delayMs of [0, FAR_MS]) {
-          proxy.delayMs = delayMs;
-          const far = await openCache(parseCacheUrl(farUrl));
-          for (const inRanges of [false, true]) {
-            const before = proxy.stats.requests;
-            const { seconds, keys } = await listing(far, inRanges);
-            const mode = inRanges ? 'in ranges, as the GC lists' : 'one page after another';
-            listings.push({
-              target: target.name,
-              narinfos: n,
-              delayMs,
-              mode,
-              seconds,
-              keys,
-              requests: proxy.stats.requests - before,
-            });
-            process.stderr.write(`list ${n} at ${delayMs} ms, ${mode}: ${seconds.toFixed(1)} s\n`);
-          }
-          far.close();
-        }
+        listings.push(...(await farListings(target.name, n, proxy, farUrl)));
         proxy.delayMs = FAR_MS;
       }
       if (s3 === undefined || n <= S3_SWEEP_MAX) runs.push(['warm, sweep (grace 0)', url, []]);
@@ -167,6 +205,7 @@ async function main(): Promise<void> {
       await done();
     }
   }
+  for (const n of sizes(values['swift-listing']).filter((size) => size > 0)) listings.push(...(await swiftListings(n)));
   const results: GcResults = { ...thisRun(), rows, listings };
   process.stdout.write(
     `\ncachectl gc on synthetic caches (2% of paths pinned, --older-than 0s)\n\n${renderGc(results)}\n`,

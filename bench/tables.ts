@@ -287,15 +287,21 @@ export function renderGc(r: GcResults): string {
         ]),
       ),
     );
-    const near = listed.find((row) => row.delayMs === 0 && row.mode === 'in ranges, as the GC lists');
-    const far = listed.find((row) => row.delayMs > 0 && row.mode === 'in ranges, as the GC lists');
-    if (near !== undefined && far !== undefined) {
-      lines.push(
-        '',
-        `Listed in ranges, ${thousands(far.narinfos)} narinfos ${far.delayMs} ms away take ` +
-          `${(far.seconds / near.seconds).toFixed(2)}× the time at 0 ms (target ≤ 3×).`,
-      );
-    }
+    const inRanges = listed.filter((row) => row.mode === 'in ranges, as the GC lists');
+    const ratios = inRanges
+      .filter((far) => far.delayMs > 0)
+      .flatMap((far) => {
+        const near = inRanges.find(
+          (row) => row.delayMs === 0 && row.target === far.target && row.narinfos === far.narinfos,
+        );
+        return near === undefined
+          ? []
+          : [
+              `${thousands(far.narinfos)} narinfos on ${far.target} ${far.delayMs} ms away take ` +
+                `${(far.seconds / near.seconds).toFixed(2)}× the time at 0 ms`,
+            ];
+      });
+    if (ratios.length > 0) lines.push('', `Listed in ranges, ${ratios.join('; ')} (target ≤ 3×).`);
   }
   return lines.join('\n');
 }

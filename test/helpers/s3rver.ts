@@ -126,7 +126,8 @@ export async function startTestS3(): Promise<S3Server> {
   throw new Error(`CACHECTL_TEST_S3=${server}: use s3rver or swift`);
 }
 
-async function swiftBucket(port: number): Promise<S3Server> {
+/** A new public-read bucket on the Swift s3api that `bash test/swift/swift.sh start` runs on `port`. */
+export async function swiftBucket(port: number): Promise<S3Server> {
   const endpoint = `http://127.0.0.1:${port}`;
   const env = { AWS_ACCESS_KEY_ID: 'nix:admin', AWS_SECRET_ACCESS_KEY: 'secretkey' };
   const client = new S3Client({
