@@ -24,7 +24,7 @@ const requests = { list: 0, get: 0, head: 0, put: 0, delete: 0 };
 function counting(backend: CacheBackend): CacheBackend {
   return {
     displayUrl: backend.displayUrl,
-    listsInParallel: backend.listsInParallel,
+    listsByPage: backend.listsByPage,
     get: (key) => ((requests.get += 1), backend.get(key)),
     exists: (key) => ((requests.head += 1), backend.exists(key)),
     put: (key, body, type, options) => ((requests.put += 1), backend.put(key, body, type, options)),

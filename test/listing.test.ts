@@ -79,7 +79,7 @@ describe('listing in parallel ranges', () => {
   });
 
   it('lists every key once, at the top level and under a prefix, as one listing in order does', async () => {
-    assert.equal(direct.listsInParallel, true);
+    assert.equal(direct.listsByPage, true);
     for (const prefix of ['', 'nar/']) {
       const inOrder: string[] = [];
       for await (const page of direct.list(prefix)) inOrder.push(...keysOf(page));
@@ -137,7 +137,7 @@ describe('listing in parallel ranges', () => {
     const backend: CacheBackend = new FileBackend(dir);
     const fileKeys = keys.filter((key) => !key.includes('/'));
     await mapLimit(fileKeys, 32, (key) => backend.put(key, Buffer.from(key), 'text/plain'));
-    assert.equal(backend.listsInParallel, false);
+    assert.equal(backend.listsByPage, false);
     const pages: string[][] = [];
     for await (const page of backend.list('')) pages.push(page.map((entry) => entry.key));
     assert.deepEqual(pages.flat(), [...fileKeys].sort());

@@ -76,10 +76,12 @@ export interface CacheBackend {
   /** Streams `body` to `key`; `sizeHintBytes` bounds the size, for choosing multipart part sizes. */
   putStream(key: string, body: AsyncIterable<Buffer>, contentType: string, sizeHintBytes: number): Promise<void>;
   /**
-   * Whether a listing split into key ranges may run them at once (an S3 endpoint far away answers each page
-   * after a round trip; a directory is read whole on every call, so file:// says no).
+   * Whether a listing is answered a page of 1,000 keys at a time, one request each (S3): then a listing split into
+   * key ranges may run them at once (a far-away endpoint answers each page after a round trip), and listing from a
+   * key on reads only the pages asked for. A directory is read whole on every call, so file:// says no: it lists in
+   * order, and finds which paths it has with a stat each.
    */
-  readonly listsInParallel: boolean;
+  readonly listsByPage: boolean;
   /** Keys directly under `prefix` (one level, like a directory), in byte order, a page at a time. */
   list(prefix: string, options?: { startAfter?: string }): AsyncIterable<ObjectEntry[]>;
   /**
@@ -104,7 +106,7 @@ const MAX_RANGES = 32;
 const PAGES_PER_RANGE = 3;
 
 /**
- * Calls `onPage` with every key directly under `prefix`, a page at a time. A backend that lists in parallel,
+ * Calls `onPage` with every key directly under `prefix`, a page at a time. A backend that lists by page,
  * when the first page shows that many pages follow, lists the rest in key ranges at once (each range in
  * order), so that 100k narinfos far away take a few round trips rather than a hundred one after another.
  */
@@ -118,7 +120,7 @@ export async function listEach(
   if (first.done === true) return;
   onPage(first.value);
   const last = first.value.at(-1)?.key;
-  const ranges = backend.listsInParallel && last !== undefined ? listRanges(prefix, last) : [];
+  const ranges = backend.listsByPage && last !== undefined ? listRanges(prefix, last) : [];
   if (ranges.length === 0) {
     for (let next = await pages.next(); next.done !== true; next = await pages.next()) onPage(next.value);
     return;

@@ -28,7 +28,7 @@ export const TEMP_PREFIX = '.cachectl-tmp-';
 /** A cache in a local directory (`file:///DIR`), written with temp file + rename so readers see whole files. */
 export class FileBackend implements CacheBackend {
   readonly displayUrl: string;
-  readonly listsInParallel = false;
+  readonly listsByPage: boolean = false;
   /** directories known to exist, so that a thousand small writes do not each ask */
   private readonly directories = new Set<string>();
   private writes = 0;

@@ -11,13 +11,14 @@ const HEAD_CONCURRENCY = 16;
 /**
  * Which of `hashParts` have a narinfo in the cache. Many paths are answered by listing the cache's top level
  * from the smallest hash on (one request per 1,000 keys), but only for as many pages as HEADs they save; the
- * paths past the last listed key are asked one HEAD each.
+ * paths past the last listed key are asked one HEAD each. A backend that does not list by page (file://, which
+ * reads its whole directory to list it) is asked one HEAD (a stat) each.
  */
 export async function findPresent(backend: CacheBackend, hashParts: readonly string[]): Promise<Set<string>> {
   const sorted = [...new Set(hashParts)].sort();
   const present = new Set<string>();
   let unanswered = sorted;
-  if (sorted.length >= LIST_FROM_PATHS) {
+  if (backend.listsByPage && sorted.length >= LIST_FROM_PATHS) {
     const wanted = new Set(sorted);
     const last = narInfoKey(sorted[sorted.length - 1] as string);
     let pagesLeft = Math.ceil(sorted.length / PATHS_PER_LIST_PAGE);

@@ -54,7 +54,7 @@ function bucketBaseUrl(url: S3CacheUrl): URL {
 /** A cache in an S3 bucket (AWS or any S3-compatible server). */
 export class S3Backend implements CacheBackend {
   readonly displayUrl: string;
-  readonly listsInParallel = true;
+  readonly listsByPage = true;
   private readonly client: S3Client;
   private readonly bucketUrl: URL;
   /** the bucket URL without a trailing slash, that object paths are appended to */

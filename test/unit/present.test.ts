@@ -26,6 +26,11 @@ class CountingBackend extends FileBackend {
   }
 }
 
+/** The same directory, said to be listed as S3 lists it (a page of 1,000 keys a request): findPresent then lists. */
+class PagedBackend extends CountingBackend {
+  override readonly listsByPage = true;
+}
+
 describe('finding the narinfos a cache has', () => {
   const dir = tempDir('present');
   const stored = Array.from({ length: 5000 }, (_, i) => hashPart(i));
@@ -34,14 +39,14 @@ describe('finding the narinfos a cache has', () => {
   const absent = Array.from({ length: 100 }, (_, i) => hashPart(100_000 + i));
 
   it('asks one HEAD each for a few paths', async () => {
-    const backend = new CountingBackend(dir);
+    const backend = new PagedBackend(dir);
     const asked = [...stored.slice(0, 5), ...absent.slice(0, 5)];
     assert.deepEqual([...(await findPresent(backend, asked))].sort(), stored.slice(0, 5).sort());
     assert.deepEqual([backend.heads, backend.pages], [10, 0]);
   });
 
   it('lists for many paths, within a page budget, and asks HEADs only past the listed range', async () => {
-    const backend = new CountingBackend(dir);
+    const backend = new PagedBackend(dir);
     const asked = [...stored.filter((_, i) => i % 125 === 0), ...absent.slice(0, 24)]; // 40 + 24 paths
     const expected = stored.filter((_, i) => i % 125 === 0).sort();
     assert.deepEqual([...(await findPresent(backend, asked))].sort(), expected);
@@ -49,7 +54,7 @@ describe('finding the narinfos a cache has', () => {
     assert.ok(backend.pages >= 1 && backend.pages <= Math.ceil(asked.length / 8), `${backend.pages} pages`);
     assert.equal(backend.heads, 0);
 
-    const few = new CountingBackend(dir);
+    const few = new PagedBackend(dir);
     const sorted = [...stored].sort();
     // 32 paths spread over all 5,000 keys: 4 pages list 4,000 keys, the paths past them get HEADs.
     const spread = sorted.filter((_, i) => i % 157 === 0).slice(0, 32);
@@ -57,5 +62,13 @@ describe('finding the narinfos a cache has', () => {
     assert.deepEqual([...(await findPresent(few, spread))].sort(), spread);
     assert.equal(few.pages, 4);
     assert.ok(few.heads > 0 && few.heads < 32, `${few.heads} HEADs`);
+  });
+
+  it('on file://, which reads its whole directory to list it, asks one HEAD (a stat) each however many paths', async () => {
+    const backend = new CountingBackend(dir);
+    const asked = [...stored.filter((_, i) => i % 10 === 0), ...absent]; // 500 + 100 paths
+    const expected = stored.filter((_, i) => i % 10 === 0).sort();
+    assert.deepEqual([...(await findPresent(backend, asked))].sort(), expected);
+    assert.deepEqual([backend.heads, backend.pages], [asked.length, 0]);
   });
 });
