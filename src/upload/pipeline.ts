@@ -100,14 +100,13 @@ export async function uploadNar(
     for await (const chunk of counted()) chunks.push(chunk);
     return Buffer.concat(chunks);
   };
-  if (info.narSize !== 0 && info.narSize <= SMALL_NAR_BYTES) {
-    const body = await options.compressing.run(compressWhole);
+  const putWhole = async (body: Buffer) => {
     await Promise.all([backend.put(key, body, CONTENT_TYPES.nar), putListing()]);
+  };
+  if (info.narSize !== 0 && info.narSize <= SMALL_NAR_BYTES) {
+    await putWhole(await options.compressing.run(compressWhole));
   } else if (info.narSize !== 0 && info.narSize <= WHOLE_NAR_BYTES) {
-    await options.compressing.run(async () => {
-      const body = await compressWhole();
-      await Promise.all([backend.put(key, body, CONTENT_TYPES.nar), putListing()]);
-    });
+    await options.compressing.run(async () => putWhole(await compressWhole()));
   } else {
     // Incompressible data grows a little under compression; the hint only has to bound the size.
     const sizeHint = Math.ceil(info.narSize * 1.01) + 1024 * 1024;
