@@ -386,20 +386,21 @@ async function publishPaths(
  * layers go first and their narinfos go up while the NARs above are still uploading.
  */
 export function uploadOrder(paths: readonly PathInfo[]): PathInfo[] {
-  const byPath = new Map(paths.map((info) => [info.path, info]));
+  const inPush = new Set(paths.map((info) => info.path));
+  // References among the paths pushed, self-references left out: the narinfos that must go up first.
+  const refsOf = new Map(
+    paths.map((info) => [info.path, info.references.filter((ref) => ref !== info.path && inPush.has(ref))]),
+  );
   const dependentsLeft = new Map(paths.map((info) => [info.path, 0]));
-  for (const info of paths)
-    for (const ref of info.references)
-      if (ref !== info.path && byPath.has(ref)) dependentsLeft.set(ref, (dependentsLeft.get(ref) ?? 0) + 1);
+  for (const refs of refsOf.values())
+    for (const ref of refs) dependentsLeft.set(ref, (dependentsLeft.get(ref) ?? 0) + 1);
   // From the top (no dependents) down: a path's height is known once all its dependents' are.
   const height = new Map<string, number>();
   const ready = paths.filter((info) => dependentsLeft.get(info.path) === 0).map((info) => info.path);
   for (const path of ready) height.set(path, 0);
   while (ready.length > 0) {
     const path = ready.pop() as string;
-    const info = byPath.get(path) as PathInfo;
-    for (const ref of info.references) {
-      if (ref === path || !byPath.has(ref)) continue;
+    for (const ref of refsOf.get(path) ?? []) {
       height.set(ref, Math.max(height.get(ref) ?? 0, (height.get(path) ?? 0) + 1));
       const left = (dependentsLeft.get(ref) ?? 0) - 1;
       dependentsLeft.set(ref, left);
