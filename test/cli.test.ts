@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { progressLine } from '../src/cli/progress.js';
@@ -105,6 +106,23 @@ describe('cachectl push output', () => {
     for (const option of ['--to', '--secret-key-file', '--jobs', '--compression', '--config', '--json', 'Examples:']) {
       assert.ok(help.stdout.includes(option), option);
     }
+  });
+
+  it("sizes libuv's thread pool to the cores, up to 4, unless UV_THREADPOOL_SIZE is given", async () => {
+    // The probe, loaded before the entry, only reports at exit what the pool was started with.
+    const probe = join(tempDir('pool-probe'), 'probe.cjs');
+    writeFileSync(
+      probe,
+      `process.on('exit', () => require('node:fs').writeSync(2, 'pool=' + process.env.UV_THREADPOOL_SIZE + '\\n'));\n`,
+    );
+    const poolOf = async (env: NodeJS.ProcessEnv) => {
+      const result = await run(process.execPath, ['--require', probe, CACHECTL, '--version'], env);
+      assert.equal(result.code, 0, result.stderr);
+      return /pool=(\S+)/.exec(result.stderr)?.[1];
+    };
+    const { UV_THREADPOOL_SIZE: _given, ...env } = testEnv();
+    assert.equal(await poolOf(env), String(Math.min(4, availableParallelism())));
+    assert.equal(await poolOf({ ...env, UV_THREADPOOL_SIZE: '3' }), '3');
   });
 
   it(

@@ -12,7 +12,7 @@ $'narinfo-cache-negative-ttl = 0\nnarinfo-cache-positive-ttl = 0'
 export XDG_CACHE_HOME=$demo/xdg-cache
 # The queue and the GC roots of this demo, apart from a system-wide cachectl's.
 export CACHECTL_QUEUE=$demo/queue.db CACHECTL_GC_ROOTS=/nix/var/nix/gcroots/cachectl-demo
-cachectl() { node dist/src/bin/cachectl.js "$@"; }
+cachectl() { node dist/src/bin/cachectl.cjs "$@"; }
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -24,7 +24,7 @@ public_key=$(cat "$demo/cache-key.sec.pub")
 
 step "cachectl daemon --to file://$demo/cache (log: $demo/daemon.log)"
 # exec, not the shell function: $! must be the daemon itself for the SIGTERM below
-node dist/src/bin/cachectl.js daemon --to "file://$demo/cache" --secret-key-file "$demo/cache-key.sec" \
+node dist/src/bin/cachectl.cjs daemon --to "file://$demo/cache" --secret-key-file "$demo/cache-key.sec" \
   >"$demo/daemon.log" 2>&1 &
 daemon=$!
 trap 'kill "$daemon" 2>/dev/null || true' EXIT

@@ -47,7 +47,7 @@ export function tempDir(name: string): string {
 
 /** The repository root (tests run from dist/test/…). */
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
-export const CACHECTL = join(REPO, 'dist/src/bin/cachectl.js');
+export const CACHECTL = join(REPO, 'dist/src/bin/cachectl.cjs');
 const FIXTURES = join(REPO, 'test/fixtures/closures.nix');
 
 /**

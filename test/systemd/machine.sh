@@ -23,7 +23,7 @@ checkout=$(realpath "$1")
 [ "$(id -u)" = 0 ] || die "needs root (overlay mounts, systemd-nspawn)"
 command -v systemd-nspawn >/dev/null ||
   die "systemd-nspawn is missing: run bash test/setup.sh (installs systemd-container)"
-[ -f "$checkout/dist/src/bin/cachectl.js" ] || die "$checkout is not built: run npm ci && npm run build there"
+[ -f "$checkout/dist/src/bin/cachectl.cjs" ] || die "$checkout is not built: run npm ci && npm run build there"
 
 prefix=/tmp/cachectl-machine.
 # What a killed run (its supervisor gone, so no cleanup ran) left behind.
