@@ -22,10 +22,13 @@ const [url, metaFile] = positionals as [string, string];
 const requests = { list: 0, get: 0, head: 0, put: 0, delete: 0 };
 
 function counting(backend: CacheBackend): CacheBackend {
+  const getMany = backend.getMany?.bind(backend);
   return {
     displayUrl: backend.displayUrl,
     listsByPage: backend.listsByPage,
     get: (key) => ((requests.get += 1), backend.get(key)),
+    // file:// reads narinfos in batches: counted as the reads they are
+    ...(getMany === undefined ? {} : { getMany: (keys) => ((requests.get += keys.length), getMany(keys)) }),
     exists: (key) => ((requests.head += 1), backend.exists(key)),
     put: (key, body, type, options) => ((requests.put += 1), backend.put(key, body, type, options)),
     putStream: (key, body, type, size) => ((requests.put += 1), backend.putStream(key, body, type, size)),

@@ -69,6 +69,11 @@ export interface CacheBackend {
   get(key: string): Promise<Buffer | undefined>;
   exists(key: string): Promise<boolean>;
   /**
+   * Reads many small objects at once, in order, undefined for a missing one: file:// reads them in worker threads.
+   * Absent where a `get` per key, many at once, is the way (S3).
+   */
+  getMany?(keys: readonly string[]): Promise<(Buffer | undefined)[]>;
+  /**
    * Writes `body` to `key`. With `after`, the object appears only once `after` resolves, and not at all if it
    * rejects (the put then rejects with its reason): file:// writes meanwhile, an S3 PUT waits to be sent.
    */

@@ -13,6 +13,7 @@ import { open, readdir, unlink } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { dirname, join } from 'node:path';
 import { CachectlError } from '../core/errors.js';
+import { FileReaderPool, FileReadError } from './file-reader.js';
 import { containedKey, requestSignal, untilAborted, type CacheBackend, type ObjectEntry } from './backend.js';
 
 const LIST_PAGE = 1000;
@@ -30,6 +31,7 @@ export class FileBackend implements CacheBackend {
   /** directories known to exist, so that a thousand small writes do not each ask */
   private readonly directories = new Set<string>();
   private writes = 0;
+  private readonly readers = new FileReaderPool();
 
   private readonly signal: AbortSignal;
 
@@ -57,6 +59,15 @@ export class FileBackend implements CacheBackend {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw this.failure(key, err);
+    }
+  }
+
+  async getMany(keys: readonly string[]): Promise<(Buffer | undefined)[]> {
+    try {
+      return await this.readers.read(keys.map((key) => this.path(key)));
+    } catch (err) {
+      if (err instanceof FileReadError) throw this.failure(err.path.slice(this.root.length + 1), err);
+      throw err;
     }
   }
 
@@ -149,7 +160,9 @@ export class FileBackend implements CacheBackend {
     );
   }
 
-  close(): void {}
+  close(): void {
+    this.readers.close();
+  }
 
   /**
    * Whether the cache directory, or the nearest directory above it that exists, may be written by this process

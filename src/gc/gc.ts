@@ -292,6 +292,9 @@ async function readRealisations(
 
 /** Narinfos read from the cache between writes to the metadata cache. */
 const META_BATCH = 1000;
+/** Narinfos a `getMany` reads, and how many such batches are out at once (two for each of up to 4 readers). */
+const READ_BATCH = 500;
+const READ_BATCHES_AT_ONCE = 8;
 
 /** Parses every listed narinfo: from the metadata cache where the ETag still matches, read from the cache otherwise. */
 async function readNarInfos(
@@ -314,16 +317,14 @@ async function readNarInfos(
   for (let id = 0; id < listed; id += 1) if (!inventory.isRead(id)) toRead.push(id);
   let read: { key: string; etag: string; meta: NarInfoMeta }[] = [];
   let count = 0;
-  await forEachLimit(toRead.length, options.jobs, async (i) => {
-    const id = toRead[i] as number;
-    const key = inventory.narinfos.key(id);
-    const body = await backend.get(key);
+  const take = (id: number, body: Buffer | undefined) => {
     count += 1;
     if (count % 1000 === 0) note(`read ${count} of ${toRead.length} narinfos`);
     if (body === undefined) {
       inventory.setGone(id);
       return;
     }
+    const key = inventory.narinfos.key(id);
     const meta = narInfoMeta(body.toString('utf8'), key, inventory.hashPart(id));
     inventory.setMeta(id, meta);
     read.push({ key, etag: inventory.etag(id), meta });
@@ -331,7 +332,21 @@ async function readNarInfos(
       options.metaCache?.update(read, []);
       read = [];
     }
-  });
+  };
+  const getMany = backend.getMany?.bind(backend);
+  if (getMany !== undefined) {
+    // In batches, read off the main thread while it parses the batches before.
+    await forEachLimit(Math.ceil(toRead.length / READ_BATCH), READ_BATCHES_AT_ONCE, async (batch) => {
+      const ids = toRead.slice(batch * READ_BATCH, (batch + 1) * READ_BATCH);
+      const bodies = await getMany(ids.map((id) => inventory.narinfos.key(id)));
+      for (const [i, id] of ids.entries()) take(id, bodies[i]);
+    });
+  } else {
+    await forEachLimit(toRead.length, options.jobs, async (i) => {
+      const id = toRead[i] as number;
+      take(id, await backend.get(inventory.narinfos.key(id)));
+    });
+  }
   options.metaCache?.update(read, []);
 }
 
