@@ -1,4 +1,5 @@
-// The cachectl command (started by bin/cachectl.cts): the only place that touches argv, env, the terminal and the exit code.
+// The cachectl program, started by bin/cachectl.cts: with it, the only place that touches argv, env, the terminal
+// and the exit code.
 import { readFileSync, writeSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { resolveConfig, type Config } from '../core/config.js';
