@@ -31,6 +31,11 @@ async function dryRun(backend: FileBackend, file: string): Promise<{ read: strin
       if (key.endsWith('.narinfo')) read.push(key);
       return backend.get(key);
     },
+    // the GC's way of reading narinfos on file://
+    getMany: (keys: readonly string[]) => {
+      read.push(...keys.filter((key) => key.endsWith('.narinfo')));
+      return backend.getMany(keys);
+    },
   });
   const metaCache = MetaCache.open(file);
   const report = await collectGarbage({
