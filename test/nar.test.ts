@@ -8,10 +8,20 @@ import { dumpNar } from '../src/nix/nar-dump.js';
 import { nix32Encode } from '../src/core/nix32.js';
 import { buildFixtures, requireNix, testEnv, type Fixture, tempDir } from './helpers/nix.js';
 
-async function narOf(path: string): Promise<Buffer> {
+/** The NAR as dumpNar streams it; with `reuse`, each chunk is copied before the next is asked for, as zstd does. */
+async function narOf(path: string, reuse = false): Promise<Buffer> {
+  return (await dumpWithMemory(path, reuse)).nar;
+}
+
+/** The NAR, and how many chunks and distinct memory blocks it came in. */
+async function dumpWithMemory(path: string, reuse: boolean) {
   const chunks: Buffer[] = [];
-  for await (const chunk of dumpNar(path)) chunks.push(chunk);
-  return Buffer.concat(chunks);
+  const memory = new Set<ArrayBufferLike>();
+  for await (const chunk of dumpNar(path, { reuse })) {
+    memory.add(chunk.buffer);
+    chunks.push(reuse ? Buffer.from(chunk) : chunk);
+  }
+  return { nar: Buffer.concat(chunks), chunks: chunks.length, memoryBlocks: memory.size };
 }
 
 function nixDump(path: string): Buffer {
@@ -36,11 +46,23 @@ describe('NAR serialization equals nix-store --dump', () => {
   it('for every fixture: every node kind, symlink and executable roots, unicode, a 41 MiB NAR', async () => {
     const paths = await buildFixtures(fixtures);
     for (const fixture of fixtures) {
-      const ours = await narOf(paths[fixture]);
       const theirs = nixDump(paths[fixture]);
-      assert.equal(ours.length, theirs.length, fixture);
-      assert.ok(ours.equals(theirs), `${fixture}: NAR bytes differ`);
+      for (const reuse of [false, true]) {
+        const ours = await narOf(paths[fixture], reuse);
+        assert.equal(ours.length, theirs.length, `${fixture}, reuse ${reuse}`);
+        assert.ok(ours.equals(theirs), `${fixture}, reuse ${reuse}: NAR bytes differ`);
+      }
     }
+  });
+
+  it('writes a 41 MiB NAR into one reused buffer when asked to, and into a buffer a chunk otherwise', async () => {
+    const { big } = await buildFixtures(['big']);
+    const reused = await dumpWithMemory(big, true);
+    assert.ok(reused.chunks >= 40, `${reused.chunks} chunks`);
+    assert.equal(reused.memoryBlocks, 1);
+    const own = await dumpWithMemory(big, false);
+    assert.equal(own.memoryBlocks, own.chunks);
+    assert.ok(own.nar.equals(reused.nar));
   });
 
   it('for names that are not UTF-8, bytewise order, and sizes around the chunk boundaries', async () => {
@@ -68,6 +90,7 @@ describe('NAR serialization equals nix-store --dump', () => {
     symlinkSync(`/${'long/'.repeat(100)}target`, join(root, 'long-link'));
     const ours = await narOf(root);
     assert.ok(ours.equals(nixDump(root)), 'NAR bytes differ');
+    assert.ok((await narOf(root, true)).equals(ours), 'NAR bytes differ when the chunk buffer is reused');
     // The hash Nix computes for the same tree, as a second, independent oracle.
     const nixHash = execFileSync('nix-hash', ['--type', 'sha256', '--base32', root], { env: testEnv() })
       .toString()

@@ -13,28 +13,55 @@ import {
 import type { NarListing } from '../core/nar-listing.js';
 
 const SLASH = Buffer.from('/');
-/** Small pieces are gathered up to this size, so hashing and compression see few large chunks. */
+/** The NAR goes out in chunks of about this size (the last one shorter): hashing and compression see few calls. */
 const CHUNK_BYTES = 1024 * 1024;
-/** Files up to this size are read whole; larger ones in pieces of this size. */
-const READ_BYTES = 1024 * 1024;
+/** A chunk buffer's size: file contents fill it up to CHUNK_BYTES, headers and names may go past until a take. */
+const CHUNK_ROOM_BYTES = CHUNK_BYTES + 64 * 1024;
 
-/** Gathers small buffers into chunks of at least CHUNK_BYTES, counting every byte of the NAR. */
+/**
+ * Chunk buffers of finished dumps that reused theirs, for the next dumps: a 300 MB NAR then writes into one
+ * buffer, not into 300 new ones that each fault their pages in and wait for the garbage collector (the page
+ * faults were most of the bulk push's system time). Bounded: the dumps in flight at once.
+ */
+const spareChunks: Buffer[] = [];
+const SPARE_CHUNKS_KEPT = 8;
+
+/**
+ * The NAR's bytes, written into a chunk buffer and taken from it a chunk at a time; file contents are read
+ * straight into it. With `reuse`, each chunk taken is a view of the same buffer, valid until the next is asked
+ * for; without, each chunk is a buffer of its own.
+ */
 class Gather {
-  /** bytes of the NAR so far, gathered or passed by */
+  /** bytes of the NAR so far */
   offset = 0;
-  private parts: Buffer[] = [];
+  private chunk: Buffer | undefined;
   private size = 0;
 
+  constructor(private readonly reuse: boolean) {}
+
+  /** Copies `bytes` in, past CHUNK_BYTES if need be. */
   add(bytes: Buffer): void {
     if (bytes.length === 0) return;
-    this.parts.push(bytes);
+    let chunk = this.buffer();
+    if (this.size + bytes.length > chunk.length) {
+      // Only headers and names of many nested directories, added between two takes, get here.
+      const grown = Buffer.allocUnsafeSlow(Math.max(chunk.length * 2, this.size + bytes.length));
+      chunk.copy(grown, 0, 0, this.size);
+      this.chunk = chunk = grown;
+    }
+    bytes.copy(chunk, this.size);
     this.size += bytes.length;
     this.offset += bytes.length;
   }
 
-  /** Counts a piece that goes out on its own, after what was gathered. */
-  passBy(bytes: Buffer): void {
-    this.offset += bytes.length;
+  /** The free space of a chunk not yet full, to read into; `wrote` counts what was read into it. */
+  space(): Buffer {
+    return this.buffer().subarray(this.size, CHUNK_BYTES);
+  }
+
+  wrote(bytes: number): void {
+    this.size += bytes;
+    this.offset += bytes;
   }
 
   get full(): boolean {
@@ -42,11 +69,29 @@ class Gather {
   }
 
   take(): Buffer | undefined {
-    if (this.size === 0) return undefined;
-    const chunk = this.parts.length === 1 ? (this.parts[0] as Buffer) : Buffer.concat(this.parts, this.size);
-    this.parts = [];
+    if (this.size === 0 || this.chunk === undefined) return undefined;
+    const size = this.size;
     this.size = 0;
-    return chunk;
+    if (this.reuse) return this.chunk.subarray(0, size);
+    if (size >= CHUNK_BYTES / 2) {
+      const whole = this.chunk.subarray(0, size);
+      this.chunk = undefined;
+      return whole;
+    }
+    // A small NAR, or the end of one: its own small copy, so that what is held downstream holds no megabyte.
+    return Buffer.from(this.chunk.subarray(0, size));
+  }
+
+  /** Gives a reused buffer back for the next dump. */
+  release(): void {
+    if (this.reuse && this.chunk?.length === CHUNK_ROOM_BYTES && spareChunks.length < SPARE_CHUNKS_KEPT)
+      spareChunks.push(this.chunk);
+    this.chunk = undefined;
+  }
+
+  private buffer(): Buffer {
+    this.chunk ??= (this.reuse ? spareChunks.pop() : undefined) ?? Buffer.allocUnsafeSlow(CHUNK_ROOM_BYTES);
+    return this.chunk;
   }
 }
 
@@ -59,14 +104,24 @@ class Gather {
  * thread-pool round trip). The generator yields every CHUNK_BYTES, so the event loop is held only for as long
  * as it takes to read one chunk's worth of files.
  *
- * With `listing`, the NAR's listing is written into it on the way (nothing is read twice).
+ * With `listing`, the NAR's listing is written into it on the way (nothing is read twice). With `reuse`, a chunk
+ * is valid only until the next one is asked for (its memory holds the next): for a consumer that copies what
+ * it keeps, as zstd does.
  */
-export async function* dumpNar(path: string, listing?: NarListing): AsyncGenerator<Buffer> {
-  const out = new Gather();
-  out.add(NAR_MAGIC);
-  yield* dumpNode(Buffer.from(path), lstatOrFail(Buffer.from(path)), out, listing);
-  const rest = out.take();
-  if (rest !== undefined) yield rest;
+export async function* dumpNar(
+  path: string,
+  options: { listing?: NarListing | undefined; reuse?: boolean } = {},
+): AsyncGenerator<Buffer> {
+  const { listing, reuse = false } = options;
+  const out = new Gather(reuse);
+  try {
+    out.add(NAR_MAGIC);
+    yield* dumpNode(Buffer.from(path), lstatOrFail(Buffer.from(path)), out, listing);
+    const rest = out.take();
+    if (rest !== undefined) yield rest;
+  } finally {
+    out.release();
+  }
 }
 
 function lstatOrFail(path: Buffer): Stats {
@@ -137,22 +192,13 @@ async function* dumpRegular(
   try {
     let offset = 0;
     while (offset < size) {
-      const want = Math.min(READ_BYTES, size - offset);
-      const buffer = Buffer.allocUnsafe(want);
-      const bytesRead = attempt(path, () => readSync(fd, buffer, 0, want, offset));
+      if (out.full) yield out.take() as Buffer;
+      const space = out.space();
+      const want = Math.min(space.length, size - offset);
+      const bytesRead = attempt(path, () => readSync(fd, space, 0, want, offset));
       if (bytesRead === 0) break;
+      out.wrote(bytesRead);
       offset += bytesRead;
-      const piece = bytesRead === want ? buffer : buffer.subarray(0, bytesRead);
-      if (piece.length >= CHUNK_BYTES) {
-        // A large piece goes out on its own rather than being copied into a gathered chunk.
-        const before = out.take();
-        if (before !== undefined) yield before;
-        out.passBy(piece);
-        yield piece;
-      } else {
-        out.add(piece);
-        if (out.full) yield out.take() as Buffer;
-      }
     }
     // Fewer bytes than lstat said: the file shrank under us. (Bytes appended past `size` are not part of the
     // NAR, whose header was already written; the NarHash check decides whether what was read is right.)

@@ -65,7 +65,8 @@ export async function uploadNar(
   let narSize = 0;
   const checkedNar = async function* (): AsyncGenerator<Buffer> {
     const narHash = createHash('sha256');
-    for await (const chunk of dumpNar(info.path, listing)) {
+    // zstd copies what it compresses: the dump may write each chunk over the one before.
+    for await (const chunk of dumpNar(info.path, { listing, reuse: compression === 'zstd' })) {
       narHash.update(chunk);
       narSize += chunk.length;
       onNarBytes(chunk.length);
