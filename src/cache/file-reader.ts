@@ -17,7 +17,7 @@ interface Answer {
   id: number;
   bytes?: Uint8Array;
   ends?: Int32Array;
-  failure?: { index: number; message: string; code: string | undefined };
+  failure?: { index: number; message: string };
 }
 
 if (!isMainThread && parentPort !== null) {
@@ -35,7 +35,7 @@ if (!isMainThread && parentPort !== null) {
       } catch (err) {
         const { code, message } = err as NodeJS.ErrnoException;
         if (code !== 'ENOENT') {
-          port.postMessage({ id, failure: { index, message, code } } satisfies Answer);
+          port.postMessage({ id, failure: { index, message } } satisfies Answer);
           return;
         }
         ends[index] = -1;
@@ -50,12 +50,11 @@ if (!isMainThread && parentPort !== null) {
   });
 }
 
-/** Read failures other than a missing file, with the path that failed. */
+/** Read failures other than a missing file, with the index of the path that failed. */
 export class FileReadError extends Error {
   constructor(
-    readonly path: string,
+    readonly index: number,
     message: string,
-    readonly code: string | undefined,
   ) {
     super(message);
   }
@@ -81,8 +80,8 @@ export class FileReaderPool {
       worker.postMessage({ id, paths } satisfies Request);
     });
     if (answer.failure !== undefined) {
-      const { index, message, code } = answer.failure;
-      throw new FileReadError(paths[index] as string, message, code);
+      const { index, message } = answer.failure;
+      throw new FileReadError(index, message);
     }
     const moved = answer.bytes as Uint8Array;
     const bytes = Buffer.from(moved.buffer, moved.byteOffset, moved.byteLength);

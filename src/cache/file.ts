@@ -66,7 +66,7 @@ export class FileBackend implements CacheBackend {
     try {
       return await this.readers.read(keys.map((key) => this.path(key)));
     } catch (err) {
-      if (err instanceof FileReadError) throw this.failure(err.path.slice(this.root.length + 1), err);
+      if (err instanceof FileReadError) throw this.failure(keys[err.index] as string, err);
       throw err;
     }
   }
