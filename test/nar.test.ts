@@ -98,6 +98,17 @@ describe('NAR serialization equals nix-store --dump', () => {
     assert.equal(nix32Encode(createHash('sha256').update(ours).digest()), nixHash);
   });
 
+  it('for directories nested so deep that their headers overflow a nearly full chunk', async () => {
+    const root = join(tempDir('nar'), 'root');
+    mkdirSync(root);
+    // `a` leaves the chunk just short of full; the 1500 levels under `b` then add about 200 KB of headers
+    // before the next chance to take it, past the chunk buffer's room.
+    writeFileSync(join(root, 'a'), Buffer.alloc(1024 * 1024 - 1000, 1));
+    mkdirSync(join(root, 'b', ...Array.from({ length: 1500 }, () => 'd')), { recursive: true });
+    const theirs = nixDump(root);
+    for (const reuse of [false, true]) assert.ok((await narOf(root, reuse)).equals(theirs), `reuse ${reuse}`);
+  });
+
   it('refuses what a NAR cannot hold, naming the file', async () => {
     const dir = tempDir('nar');
     execFileSync('mkfifo', [join(dir, 'fifo')]);
