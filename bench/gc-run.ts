@@ -26,6 +26,7 @@ function counting(backend: CacheBackend): CacheBackend {
   return {
     displayUrl: backend.displayUrl,
     listsByPage: backend.listsByPage,
+    releasesStreamChunks: backend.releasesStreamChunks,
     get: (key) => ((requests.get += 1), backend.get(key)),
     // file:// reads narinfos in batches: counted as the reads they are
     ...(getMany === undefined ? {} : { getMany: (keys) => ((requests.get += keys.length), getMany(keys)) }),

@@ -81,6 +81,11 @@ export interface CacheBackend {
   /** Streams `body` to `key`; `sizeHintBytes` bounds the size, for choosing multipart part sizes. */
   putStream(key: string, body: AsyncIterable<Buffer>, contentType: string, sizeHintBytes: number): Promise<void>;
   /**
+   * Whether `putStream` is done with each chunk of its body once it asks for the second chunk after it, so that the
+   * body may write over it then: file:// writes one chunk while the next is made. S3 keeps chunks to gather parts.
+   */
+  readonly releasesStreamChunks: boolean;
+  /**
    * Whether a listing is answered a page of 1,000 keys at a time, one request each (S3): then a listing split into
    * key ranges may run them at once (a far-away endpoint answers each page after a round trip), and listing from a
    * key on reads only the pages asked for. A directory is read whole on every call, so file:// says no: it lists in

@@ -28,6 +28,7 @@ export const TEMP_PREFIX = '.cachectl-tmp-';
 export class FileBackend implements CacheBackend {
   readonly displayUrl: string;
   readonly listsByPage: boolean = false;
+  readonly releasesStreamChunks: boolean = true;
   /** directories known to exist, so that a thousand small writes do not each ask */
   private readonly directories = new Set<string>();
   private writes = 0;
@@ -93,7 +94,7 @@ export class FileBackend implements CacheBackend {
   async putStream(key: string, body: AsyncIterable<Buffer>): Promise<void> {
     await this.writeAtomically(key, async (temp) => {
       const file = await open(temp, 'w');
-      // One write in flight while the next chunk is produced.
+      // One write in flight while the next chunk is produced (so releasesStreamChunks: the one before is written).
       let writing: Promise<unknown> = Promise.resolve();
       try {
         for await (const chunk of untilAborted(body, this.signal)) {

@@ -55,6 +55,7 @@ function bucketBaseUrl(url: S3CacheUrl): URL {
 export class S3Backend implements CacheBackend {
   readonly displayUrl: string;
   readonly listsByPage = true;
+  readonly releasesStreamChunks = false;
   private readonly client: S3Client;
   private readonly bucketUrl: URL;
   /** the bucket URL without a trailing slash, that object paths are appended to */

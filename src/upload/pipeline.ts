@@ -84,8 +84,8 @@ export async function uploadNar(
   };
   let fileSize = 0;
   const fileHash = createHash('sha256');
-  const counted = async function* (): AsyncGenerator<Buffer> {
-    for await (const chunk of compress(checkedNar(), compression, info.narSize)) {
+  const counted = async function* (reuseOutput: boolean): AsyncGenerator<Buffer> {
+    for await (const chunk of compress(checkedNar(), compression, info.narSize, { reuseOutput })) {
       fileHash.update(chunk);
       fileSize += chunk.length;
       yield chunk;
@@ -98,7 +98,7 @@ export async function uploadNar(
   };
   const compressWhole = async () => {
     const chunks: Buffer[] = [];
-    for await (const chunk of counted()) chunks.push(chunk);
+    for await (const chunk of counted(false)) chunks.push(chunk);
     return Buffer.concat(chunks);
   };
   const putWhole = async (body: Buffer) => {
@@ -111,7 +111,9 @@ export async function uploadNar(
   } else {
     // Incompressible data grows a little under compression; the hint only has to bound the size.
     const sizeHint = Math.ceil(info.narSize * 1.01) + 1024 * 1024;
-    await options.compressing.run(() => backend.putStream(key, counted(), CONTENT_TYPES.nar, sizeHint));
+    await options.compressing.run(() =>
+      backend.putStream(key, counted(backend.releasesStreamChunks), CONTENT_TYPES.nar, sizeHint),
+    );
     await putListing();
   }
   return { key, compression, fileHash: fileHash.digest(), fileSize, narSize };

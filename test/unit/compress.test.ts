@@ -46,4 +46,22 @@ describe('zstd compression (contexts of small NARs are kept and reused)', () => 
     const small = input(19, 700);
     assert.deepEqual(decompress(await compressed(small)), small);
   });
+
+  it('with reuseOutput, two buffers take turns and each chunk stays whole until the second after it is asked for', async () => {
+    const big = Buffer.concat([randomBytes(6 * 1024 * 1024), input(23, 6 * 1024 * 1024)]);
+    const held: Buffer[] = [];
+    const copies: Buffer[] = [];
+    let turns = 0;
+    for await (const chunk of compress(chunksOf(big), 'zstd', big.length, { reuseOutput: true })) {
+      // As file:// does: the chunk before is still being written while this one is made.
+      const before = held.at(-1);
+      if (before !== undefined) assert.deepEqual(before, copies.at(-1), 'the chunk before was written over');
+      if (chunk.buffer === held.at(-2)?.buffer) turns += 1;
+      held.push(chunk);
+      copies.push(Buffer.from(chunk));
+    }
+    assert.deepEqual(decompress(Buffer.concat(copies)), big);
+    assert.ok(copies.length > 4, `${copies.length} chunks: too few to show the turns`);
+    assert.equal(turns, copies.length - 2, 'each chunk reuses the buffer of the second before it');
+  });
 });
