@@ -2,13 +2,14 @@
  * bench/push: `cachectl push` against `nix copy` and against the floor `nix-store --dump | zstd -3 -T2 |
  * sha256sum`, in the same run on the same machine, for a ~300 MB store path of real files, for 1,000 tiny
  * paths (file:// and s3rver), each with and without NAR listings, and for a chain of 1,000 tiny paths each
- * referring to the one before (file://). Then a closure of mixed sizes in layers (bench/wan-closure.nix: 400
- * paths in 25 layers, 110 MB) to s3rver through a proxy adding 0, 20, 30 and 50 ms to every request, against
- * `nix copy` to the same server over HTTP. Prints a table and writes bench/results/push.json.
+ * referring to the one before (file://, on the disk and on a tmpfs). Then a closure of mixed sizes in layers
+ * (bench/wan-closure.nix: 400 paths in 25 layers, 110 MB) to s3rver through a proxy adding 0, 20, 30 and 50 ms
+ * to every request, against `nix copy` to the same server over HTTP. Prints a table and writes
+ * bench/results/push.json.
  *
  *   npm run bench:push [-- --mb 300 --tiny 1000 --chain 1000 --wan-paths 400 --wan-width 16 --runs 3]
  */
-import { rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CACHECTL, REPO, execFileAsync, testEnv, tempDir } from '../test/helpers/nix.js';
@@ -250,6 +251,20 @@ async function main(): Promise<void> {
     ...chainPushNoListing,
     rate: perPath(chainPushNoListing),
   });
+  // Into a tmpfs, where making a file costs least and the same every run (on the disk it varies several times
+  // over, with how many files were deleted in the minutes before): what is left is each tool's own cost a path.
+  const tmpfsDir = () => mkdtempSync(join('/dev/shm', 'cachectl-bench-'));
+  const [chainNixTmpfs, chainPushTmpfs] = (await medians(tmpfsDir, [
+    (dir) => measure('nix', ['copy', '--to', `file://${dir}?compression=zstd`, chainTop]),
+    (dir) => measure(process.execPath, [CACHECTL, 'push', '--nar-listing', 'false', '--to', `file://${dir}`, chainTop]),
+  ])) as [Measurement, Measurement];
+  rows.push({ case: '', tool: 'nix copy to file:// on a tmpfs', ...chainNixTmpfs, rate: perPath(chainNixTmpfs) });
+  rows.push({
+    case: '',
+    tool: 'cachectl push to file:// --nar-listing false, on a tmpfs',
+    ...chainPushTmpfs,
+    rate: perPath(chainPushTmpfs),
+  });
 
   const wan = await farAway(s3);
   rows.push(...wan.rows);
@@ -264,6 +279,7 @@ async function main(): Promise<void> {
     tinyS3PathsPerSecond: tiny.length / tinyS3.seconds,
     chainVsNixCopy: chainNix.seconds / chainPushNoListing.seconds,
     chainWithListingsVsNixCopy: chainNixListing.seconds / chainPush.seconds,
+    chainOnTmpfsVsNixCopy: chainNixTmpfs.seconds / chainPushTmpfs.seconds,
     wan: wan.ratios,
     peakRssMb: Math.max(push.peakRssMb, tinyFile.peakRssMb, tinyS3.peakRssMb, bigFile.peakRssMb, bigS3.peakRssMb),
   };

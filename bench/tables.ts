@@ -36,6 +36,7 @@ export interface PushResults {
      */
     chainVsNixCopy?: number;
     chainWithListingsVsNixCopy?: number;
+    chainOnTmpfsVsNixCopy?: number;
     /** the far-away closure: `nix copy`'s time over cachectl's at 30 ms, and cachectl's at 50 ms over 0 ms */
     wan?: { vsNixCopyAt30ms: number; at50msVs0ms: number; closure?: string };
   };
@@ -162,7 +163,10 @@ export function renderPush(r: PushResults): string {
       (r.ratios.chainVsNixCopy === undefined
         ? ''
         : ` The chain: ${r.ratios.chainVsNixCopy.toFixed(2)}× \`nix copy\`'s speed (target ≥ 1×), ` +
-          `${(r.ratios.chainWithListingsVsNixCopy ?? Number.NaN).toFixed(2)}× with NAR listings on both sides.`) +
+          `${(r.ratios.chainWithListingsVsNixCopy ?? Number.NaN).toFixed(2)}× with NAR listings on both sides` +
+          (r.ratios.chainOnTmpfsVsNixCopy === undefined
+            ? '.'
+            : `, ${r.ratios.chainOnTmpfsVsNixCopy.toFixed(2)}× on a tmpfs.`)) +
       (r.ratios.wan === undefined
         ? ''
         : ` Far away: ${r.ratios.wan.vsNixCopyAt30ms.toFixed(1)}× faster than \`nix copy\` at 30 ms a request ` +
