@@ -22,7 +22,7 @@ const ZSTD_FRAME_SLACK_BYTES = 1024;
 /**
  * Compresses a stream of chunks. `sizeBytes` is the exact input size, when known. With `reuseOutput` (for a
  * consumer done with each chunk once it asks for the second after it), zstd's output buffers take turns instead
- * of each chunk getting new memory: new memory costs a page fault per 4 KiB, a quarter of a big NAR's time.
+ * of each chunk getting new memory: new memory costs a page fault per 4 KiB, about a tenth of a big NAR's time.
  */
 export function compress(
   source: AsyncIterable<Buffer>,
