@@ -94,7 +94,7 @@ export class FileBackend implements CacheBackend {
   async putStream(key: string, body: AsyncIterable<Buffer>): Promise<void> {
     await this.writeAtomically(key, async (temp) => {
       const file = await open(temp, 'w');
-      // One write in flight while the next chunk is produced (so releasesStreamChunks: the one before is written).
+      // One write in flight while the next chunk is made: the one before it is written by then (releasesStreamChunks).
       let writing: Promise<unknown> = Promise.resolve();
       try {
         for await (const chunk of untilAborted(body, this.signal)) {
