@@ -28,6 +28,7 @@ function counting(backend: CacheBackend): CacheBackend {
     listsByPage: backend.listsByPage,
     releasesStreamChunks: backend.releasesStreamChunks,
     get: (key) => ((requests.get += 1), backend.get(key)),
+    getStream: (key) => ((requests.get += 1), backend.getStream(key)),
     // file:// reads narinfos in batches: counted as the reads they are
     ...(getMany === undefined ? {} : { getMany: (keys) => ((requests.get += keys.length), getMany(keys)) }),
     exists: (key) => ((requests.head += 1), backend.exists(key)),

@@ -128,7 +128,7 @@ describe('cachectl push output', () => {
   it(
     'shows each setting in --help as core/options.ts declares it: environment variable, config ' + 'key, default',
     async () => {
-      const commands = ['push', 'daemon', 'enqueue', 'status', 'retry', 'gc', 'pin', 'unpin', 'pins'];
+      const commands = ['push', 'daemon', 'enqueue', 'status', 'retry', 'gc', 'verify', 'pin', 'unpin', 'pins'];
       const helps = await Promise.all(
         commands.map(async (command) => (await cachectl([command, '--help'])).stdout.replace(/\s+/g, ' ')),
       );

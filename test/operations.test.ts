@@ -574,10 +574,10 @@ describe('operations: nixos-module.nix and default.nix', () => {
       'options this test expects',
     );
     assert.deepEqual([written['olderThan'], written['grace']], [settings.gc.olderThan, settings.gc.grace]);
-    // Every config key is set by the module (queue and gcRoots, its own), but the keys given as flags and the
-    // GC's metadata cache (its service's XDG_CACHE_HOME).
+    // Every config key is set by the module (queue and gcRoots, its own), but the keys given as flags, the GC's
+    // metadata cache (its service's XDG_CACHE_HOME) and the keys of verify, which no service runs.
     assert.deepEqual(
-      [...Object.keys(written), 'secretKeyFiles', 'metadataCache'].sort(),
+      [...Object.keys(written), 'secretKeyFiles', 'metadataCache', 'trustedPublicKeys'].sort(),
       Object.keys(CONFIG_KEYS).sort(),
     );
     // cachectl itself accepts the file.

@@ -345,6 +345,53 @@ Examples:
 
 withSettings(
   program
+    .command('verify')
+    .description(
+      "Check the whole cache the way Nix's readers see it, with no local store needed: every narinfo parses by " +
+        "Nix's rules, its NAR is there with its FileSize, every reference has a narinfo, signatures verify with " +
+        'the trusted keys, and every listing and realisation belongs to a narinfo. Works on caches written by ' +
+        '`nix copy` too. Exit status 1 when a problem remains.',
+    ),
+  ['to', 'trustedPublicKeys', 'jobs', 'secretKeyFiles', 'compression', 'narListing', 'config'],
+)
+  .option('--deep', 'also read every NAR: its FileHash, and the NarHash and NarSize of what it decompresses to')
+  .option(
+    '--repair',
+    'upload again from the local store what is broken or missing (signed with --secret-key-file), delete orphan ' +
+      'listings, then check again; what the local store lacks is named',
+  )
+  .option('--json', 'print the report as JSON')
+  .addHelpText(
+    'after',
+    `
+Examples:
+  cachectl verify --to file:///var/cache/nix --trusted-public-key "$(cat /etc/nix/cache.pub)"
+  cachectl verify --to 's3://my-cache?region=eu-west-1' --deep --repair --secret-key-file /etc/nix/cache.sec \\
+    --trusted-public-key cache.example.org-1:...
+
+Safe while daemons push and a GC runs: what looks missing is looked up again before it is reported, and
+a repair holds a lease like any push.`,
+  )
+  .action(async (flags: CommonFlags & { deep?: boolean; repair?: boolean }) => {
+    try {
+      const config = loadConfig(flags);
+      const showProgress = process.stderr.isTTY && flags.json !== true;
+      const { formatVerifyReport, verifyCommand, verifyPassed } = await import('../cli/verify.js');
+      const result = await verifyCommand(
+        flags,
+        config,
+        showProgress ? (text) => process.stderr.write(`\r\x1b[K${text}`) : undefined,
+      );
+      if (showProgress) process.stderr.write('\r\x1b[K');
+      process.stdout.write(flags.json === true ? `${JSON.stringify(result)}\n` : formatVerifyReport(result));
+      if (!verifyPassed(result)) process.exitCode = 1;
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+withSettings(
+  program
     .command('pin')
     .description(
       'Keep store paths and their closures in the cache whatever their age: a GC root in the bucket (gcroots/NAME), ' +

@@ -67,6 +67,8 @@ export interface CacheBackend {
   /** the cache URL without credentials, for messages */
   readonly displayUrl: string;
   get(key: string): Promise<Buffer | undefined>;
+  /** Reads an object as a stream of chunks (a NAR, never whole in memory), or undefined when it is missing. */
+  getStream(key: string): Promise<AsyncIterable<Buffer> | undefined>;
   exists(key: string): Promise<boolean>;
   /**
    * Reads many small objects at once, in order, undefined for a missing one: file:// reads them in worker threads.

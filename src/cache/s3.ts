@@ -133,6 +133,19 @@ export class S3Backend implements CacheBackend {
     }
   }
 
+  /** A body cut off midway fails the stream: the reader decides whether to read again. */
+  async getStream(key: string): Promise<AsyncIterable<Buffer> | undefined> {
+    try {
+      const response = await this.client.send(new GetObjectCommand({ Bucket: this.url.bucket, Key: this.key(key) }), {
+        abortSignal: this.signal,
+      });
+      return response.Body as Readable;
+    } catch (err) {
+      if (err instanceof S3ServiceException && err.name === 'NoSuchKey') return undefined;
+      throw this.failure(`GET ${key}`, err);
+    }
+  }
+
   async exists(key: string): Promise<boolean> {
     try {
       await this.client.send(new HeadObjectCommand({ Bucket: this.url.bucket, Key: this.key(key) }), {

@@ -2,6 +2,7 @@ import { parseCacheUrl, type CacheUrl } from './cache-url.js';
 import { parseDuration } from './duration.js';
 import { CachectlError } from './errors.js';
 import { COMPRESSIONS, type Compression } from './narinfo.js';
+import { parsePublicKey, type PublicKey } from './signing.js';
 import {
   CONFIG_KEYS,
   DEFAULT_GRACE,
@@ -37,6 +38,8 @@ export interface Config {
   readonly narListing: boolean;
   /** key names whose signature marks a path as upstream's: not uploaded */
   readonly skipSignedBy: readonly string[];
+  /** the keys `verify` checks signatures against */
+  readonly trustedPublicKeys: readonly PublicKey[];
   /** where the daemon serves /metrics and /healthz */
   readonly metricsListen: ListenAddress | undefined;
   /** gc: narinfos uploaded within this are roots */
@@ -168,6 +171,15 @@ export function resolveConfig(
       );
   }
 
+  const trustedPublicKeys: PublicKey[] = [];
+  for (const keyText of list('trustedPublicKeys')) {
+    try {
+      trustedPublicKeys.push(parsePublicKey(keyText));
+    } catch (err) {
+      problems.push(`trusted-public-key: ${(err as Error).message} (as nix key convert-secret-to-public prints it)`);
+    }
+  }
+
   const listenText = text('metricsListen');
   let metricsListen: ListenAddress | undefined;
   if (listenText !== undefined) {
@@ -201,6 +213,7 @@ export function resolveConfig(
     compression: compressionText as Compression,
     narListing: narListingText !== 'false',
     skipSignedBy: Object.freeze([...skipSignedBy]),
+    trustedPublicKeys: Object.freeze(trustedPublicKeys),
     metricsListen,
     olderThanMs,
     graceMs,

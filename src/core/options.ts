@@ -81,6 +81,12 @@ export const OPTIONS = {
     help: 'do not upload paths signed by this key (e.g. cache.nixos.org-1): clients get them from that cache',
     listSeparator: ' ',
   },
+  trustedPublicKeys: {
+    flag: '--trusted-public-key <key>',
+    env: 'CACHECTL_TRUSTED_PUBLIC_KEYS',
+    help: "for verify: a key signatures are checked against, NAME:BASE64 as in nix.conf's trusted-public-keys",
+    listSeparator: ' ',
+  },
   metricsListen: {
     flag: '--metrics-listen <addr>',
     env: 'CACHECTL_METRICS_LISTEN',

@@ -208,6 +208,20 @@ export class LocalStore {
     });
   }
 
+  /** The valid paths whose hash parts are `hashParts` (what a narinfo's key names, when its text does not parse). */
+  queryPathsByHashPart(hashParts: readonly string[]): string[] {
+    return this.read((db) => {
+      // The index on path answers a range: every path of a hash part starts with `<storeDir>/<hashPart>-`.
+      const query = db.prepare<[string, string], { path: string }>(
+        'SELECT path FROM ValidPaths WHERE path >= ? AND path < ? LIMIT 1',
+      );
+      return hashParts.flatMap((hashPart) => {
+        const prefix = `${this.storeDir}/${hashPart}-`;
+        return query.all(prefix, `${this.storeDir}/${hashPart}.`).map((row) => row.path);
+      });
+    });
+  }
+
   /**
    * The closures of `roots` (each root and everything it references, transitively). Throws PATH_NOT_VALID
    * naming the first root that is not a valid path of this store.

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
-import { Readable } from 'node:stream';
+import { Readable, type Transform } from 'node:stream';
+import { createBrotliDecompress, createGunzip } from 'node:zlib';
 import { pipeline } from 'node:stream/promises';
 import zstd from 'zstd-napi/binding.js';
 import { CachectlError } from '../core/errors.js';
@@ -111,8 +112,23 @@ async function* compressWith(
 }
 
 /** xz through the `xz` program (xz-utils): Node has no liblzma, and xz is slow enough that a pipe costs nothing. */
-async function* compressXz(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-  const child = spawn('xz', ['-z', '-c', '-6', '-T0'], { stdio: ['pipe', 'pipe', 'ignore'] });
+function compressXz(source: AsyncIterable<Buffer>): AsyncIterable<Buffer> {
+  return throughProgram(source, 'xz', ['-z', '-c', '-6', '-T0'], (why) => {
+    throw new CachectlError(
+      'CONFIG_INVALID',
+      `cannot run xz for --compression xz: ${why} (install xz-utils, or use --compression zstd)`,
+    );
+  });
+}
+
+/** `source` piped through `program`; `cannotRun` throws the error for a program that does not start. */
+async function* throughProgram(
+  source: AsyncIterable<Buffer>,
+  program: string,
+  args: readonly string[],
+  cannotRun: (why: string) => never,
+): AsyncGenerator<Buffer> {
+  const child = spawn(program, args, { stdio: ['pipe', 'pipe', 'ignore'] });
   const closed = new Promise<number | null>((resolve, reject) => {
     child.once('error', reject);
     child.once('close', resolve);
@@ -121,16 +137,100 @@ async function* compressXz(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer
   try {
     for await (const chunk of child.stdout) yield chunk as Buffer;
     const [fed, exit] = await outcome;
-    if (exit.status === 'rejected') {
-      throw new CachectlError(
-        'CONFIG_INVALID',
-        `cannot run xz for --compression xz: ${(exit.reason as Error).message} (install xz-utils, or use ` +
-          `--compression zstd)`,
-      );
-    }
+    if (exit.status === 'rejected') cannotRun((exit.reason as Error).message);
     if (fed.status === 'rejected') throw fed.reason;
-    if (exit.value !== 0) throw new CachectlError('CACHE_WRITE_FAILED', `xz exited with status ${String(exit.value)}`);
+    if (exit.value !== 0)
+      throw new CachectlError('CACHE_WRITE_FAILED', `${program} exited with status ${String(exit.value)}`);
   } finally {
     if (child.exitCode === null) child.kill();
+  }
+}
+
+/**
+ * The compressions whose files `decompress` reads: what cachectl and `nix copy` write (zstd, xz, none, and bzip2,
+ * Nix's default before), and gzip and brotli, which Node reads itself.
+ */
+const DECOMPRESSIBLE = new Set(['none', 'zstd', 'xz', 'bzip2', 'gzip', 'br']);
+
+export function canDecompress(compression: string): boolean {
+  return DECOMPRESSIBLE.has(compression);
+}
+
+/**
+ * Decompresses a NAR file compressed by `compression` (a narinfo's Compression, one of canDecompress's). A file
+ * that is cut off or corrupt fails the stream with NAR_CORRUPT. Each chunk is valid until the next is asked for.
+ */
+export function decompress(source: AsyncIterable<Buffer>, compression: string): AsyncIterable<Buffer> {
+  const unreadable = (why: string): never => {
+    throw new CachectlError('NAR_CORRUPT', `it does not decompress as ${compression}: ${why}`);
+  };
+  switch (compression) {
+    case 'none':
+      return source;
+    case 'zstd':
+      return decompressZstd(source, unreadable);
+    case 'gzip':
+      return throughTransform(source, createGunzip(), unreadable);
+    case 'br':
+      return throughTransform(source, createBrotliDecompress(), unreadable);
+    case 'xz':
+    case 'bzip2':
+      return failingAs(
+        throughProgram(source, compression, ['-d', '-c'], (why) => {
+          throw new CachectlError(
+            'CONFIG_INVALID',
+            `cannot run ${compression} to read a ${compression} NAR: ${why} (install ${compression === 'xz' ? 'xz-utils' : 'bzip2'})`,
+          );
+        }),
+        unreadable,
+      );
+    default:
+      throw new Error(`cannot decompress ${compression}`);
+  }
+}
+
+async function* decompressZstd(
+  source: AsyncIterable<Buffer>,
+  unreadable: (why: string) => never,
+): AsyncGenerator<Buffer> {
+  const dctx = new zstd.DCtx();
+  const out = Buffer.allocUnsafe(ZSTD_OUT_BYTES);
+  // 0 once a frame is whole: what is left at the end tells a cut-off file.
+  let frameLeft = 1;
+  for await (const chunk of source) {
+    let input = chunk;
+    for (;;) {
+      let produced, consumed;
+      try {
+        [frameLeft, produced, consumed] = dctx.decompressStream(out, input);
+      } catch (err) {
+        return unreadable((err as Error).message);
+      }
+      if (produced > 0) yield out.subarray(0, produced);
+      input = input.subarray(consumed);
+      if (input.length === 0 && produced < out.length) break;
+    }
+  }
+  if (frameLeft !== 0) unreadable('the file ends inside a frame (truncated)');
+}
+
+/** `source` through a zlib transform, its failures named by `unreadable`. */
+function throughTransform(
+  source: AsyncIterable<Buffer>,
+  transform: Transform,
+  unreadable: (why: string) => never,
+): AsyncIterable<Buffer> {
+  const fed = pipeline(Readable.from(source), transform);
+  fed.catch(() => undefined); // the transform fails with it, and the reader sees that
+  return failingAs(transform, unreadable);
+}
+
+/** `chunks`, its failures (but a missing program) becoming `unreadable`'s error. */
+async function* failingAs(chunks: AsyncIterable<Buffer>, unreadable: (why: string) => never): AsyncGenerator<Buffer> {
+  try {
+    for await (const chunk of chunks) yield chunk;
+  } catch (err) {
+    if (err instanceof CachectlError && err.code === 'CONFIG_INVALID') throw err;
+    unreadable((err as Error).message);
   }
 }

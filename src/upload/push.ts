@@ -60,6 +60,8 @@ export interface PushOptions {
   onRootPublished?: (root: string) => void;
   /** stops the push: no NAR starts after it aborts (the backend's requests stop with it too) */
   signal?: AbortSignal;
+  /** paths of the closure uploaded again even where the cache has them (cachectl verify --repair: they are broken) */
+  reupload?: ReadonlySet<string>;
 }
 
 export interface PushProgress {
@@ -151,7 +153,9 @@ export async function pushClosures(roots: readonly string[], options: PushOption
   const hold = await options.lease?.hold([...infos.values()]);
   try {
     const present = await findPresent(backend, [...infos.keys()].map(hashPartOf));
-    const missing = [...infos.values()].filter((info) => !present.has(hashPartOf(info.path)));
+    const missing = [...infos.values()].filter(
+      (info) => !present.has(hashPartOf(info.path)) || options.reupload?.has(info.path) === true,
+    );
     progress.pathsTotal = missing.length;
     progress.narBytesTotal = missing.reduce((sum, info) => sum + info.narSize, 0);
     const result: PushResult = {

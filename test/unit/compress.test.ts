@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
+import { execFileSync } from 'node:child_process';
+import { brotliCompressSync, gzipSync } from 'node:zlib';
 import { decompress } from 'zstd-napi';
-import { compress } from '../../src/upload/compress.js';
+import { canDecompress, compress, decompress as decompressNar } from '../../src/upload/compress.js';
 
 async function* chunksOf(data: Buffer, failAfter?: number): AsyncGenerator<Buffer> {
   for (let at = 0; at < data.length; at += 1000) {
@@ -63,5 +65,45 @@ describe('zstd compression (contexts of small NARs are kept and reused)', () => 
     assert.deepEqual(decompress(Buffer.concat(copies)), big);
     assert.ok(copies.length > 4, `${copies.length} chunks: too few to show the turns`);
     assert.equal(turns, copies.length - 2, 'each chunk reuses the buffer of the second before it');
+  });
+});
+
+describe('decompressing a NAR file read from a cache (cachectl verify --deep)', () => {
+  const data = Buffer.concat([input(3, 200_000), randomBytes(300_000)]);
+  const read = async (file: Buffer, compression: string) => {
+    const out: Buffer[] = [];
+    // Each chunk is valid until the next is asked for: copied.
+    for await (const chunk of decompressNar(chunksOf(file), compression)) out.push(Buffer.from(chunk));
+    return Buffer.concat(out);
+  };
+  const files: Record<string, Buffer> = {
+    none: data,
+    zstd: Buffer.alloc(0),
+    xz: execFileSync('xz', ['-z', '-c'], { input: data }),
+    bzip2: execFileSync('bzip2', ['-z', '-c'], { input: data }),
+    gzip: gzipSync(data),
+    br: brotliCompressSync(data),
+  };
+
+  it('reads every compression cachectl and nix copy write, and gzip and brotli', async () => {
+    files['zstd'] = await compressed(data);
+    for (const [compression, file] of Object.entries(files)) {
+      assert.ok(canDecompress(compression), compression);
+      assert.deepEqual(await read(file, compression), data, compression);
+    }
+    assert.equal(canDecompress('lz4'), false);
+  });
+
+  it('fails a cut-off or garbled file with NAR_CORRUPT, naming the compression', async () => {
+    files['zstd'] = await compressed(data);
+    for (const compression of ['zstd', 'xz', 'bzip2', 'gzip', 'br']) {
+      const file = files[compression] as Buffer;
+      await assert.rejects(read(file.subarray(0, file.length - 20), compression), (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'NAR_CORRUPT', `${compression}: ${err.message}`);
+        assert.match(err.message, new RegExp(`does not decompress as ${compression}`));
+        return true;
+      });
+    }
+    await assert.rejects(read(Buffer.from('not zstd at all'), 'zstd'), /does not decompress as zstd/);
   });
 });

@@ -320,6 +320,7 @@ describe('configuration', () => {
       compression: 'none',
       narListing: false,
       skipSignedBy: ['cache.nixos.org-1'],
+      trustedPublicKeys: ['cache.example.org-1:' + Buffer.alloc(32, 7).toString('base64')],
       metricsListen: '9108',
       olderThan: '1h',
       grace: '1m',
@@ -336,10 +337,25 @@ describe('configuration', () => {
         config.compression,
         config.narListing,
         config.skipSignedBy,
+        config.trustedPublicKeys.map((key) => key.name),
         config.metricsListen?.port,
         config.metadataCache,
       ],
-      ['/q.db', '/r', ['/k'], 2, 'none', false, ['cache.nixos.org-1'], 9108, '/m.db'],
+      ['/q.db', '/r', ['/k'], 2, 'none', false, ['cache.nixos.org-1'], ['cache.example.org-1'], 9108, '/m.db'],
+    );
+  });
+  it('takes trusted public keys as nix.conf writes them, and names one that is not a key', () => {
+    const key = `a-1:${Buffer.alloc(32, 1).toString('base64')}`;
+    const other = `b-1:${Buffer.alloc(32, 2).toString('base64')}`;
+    const config = resolveConfig({}, { CACHECTL_TRUSTED_PUBLIC_KEYS: `${key} ${other}` });
+    assert.deepEqual(
+      config.trustedPublicKeys.map((trusted) => trusted.name),
+      ['a-1', 'b-1'],
+    );
+    assertCode(
+      () => resolveConfig({ trustedPublicKeys: ['a-1:c2hvcnQ='] }, {}),
+      'CONFIG_INVALID',
+      /trusted-public-key: public key "a-1:c2hvcnQ=" is not NAME:BASE64 of 32 bytes/,
     );
   });
   it('takes a true or false: from a flag, the environment, or a JSON boolean in the file', () => {

@@ -1,0 +1,310 @@
+/**
+ * `cachectl verify` and `--repair` on buckets broken in every way a reader can meet, on file:// and on s3rver:
+ * each breakage is reported under its kind, the repair uploads again what the local store has, names what it does
+ * not, and Nix itself (`nix store verify -r`, substitution into a fresh store) then accepts the repaired closures.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { after, before, describe, it } from 'node:test';
+import { parseCacheUrl } from '../src/core/cache-url.js';
+import { parseNarInfo, renderNarInfo } from '../src/core/narinfo.js';
+import { fingerprint, parseSecretKey, sign } from '../src/core/signing.js';
+import type { CacheBackend } from '../src/cache/backend.js';
+import { openCache } from '../src/cache/open.js';
+import type { ProblemKind } from '../src/verify/verify.js';
+import type { VerifyCommandResult } from '../src/cli/verify.js';
+import { dropLeases, putNarInfoChain } from './helpers/cache.js';
+import {
+  buildDag,
+  buildFixtures,
+  cachectl,
+  newKey,
+  nixClosure,
+  nixCopyFrom,
+  nixVerify,
+  requireNix,
+  run,
+  tempDir,
+  testEnv,
+  type Key,
+} from './helpers/nix.js';
+import { startTestS3, useS3Here, type S3Server } from './helpers/s3rver.js';
+
+const hashPartOf = (path: string) => path.slice('/nix/store/'.length, '/nix/store/'.length + 32);
+const narInfoKey = (path: string) => `${hashPartOf(path)}.narinfo`;
+
+async function narInfoOf(backend: CacheBackend, path: string) {
+  const body = await backend.get(narInfoKey(path));
+  assert.ok(body !== undefined, `${path} has a narinfo`);
+  return parseNarInfo(body.toString('utf8'), narInfoKey(path));
+}
+
+async function verify(args: string[], env: NodeJS.ProcessEnv) {
+  const result = await cachectl(['verify', '--json', ...args], env);
+  assert.ok(result.code === 0 || result.code === 1, `verify ran: ${result.stderr}`);
+  return { code: result.code, result: JSON.parse(result.stdout) as VerifyCommandResult };
+}
+
+/** The non-zero counts of a report, by kind. */
+function counts(byKind: Record<ProblemKind, number>): Partial<Record<ProblemKind, number>> {
+  return Object.fromEntries(Object.entries(byKind).filter(([, count]) => count > 0));
+}
+
+for (const target of ['file', 's3'] as const) {
+  describe(`cachectl verify on ${target}://`, () => {
+    let s3: S3Server | undefined;
+    let cacheUrl: string;
+    let nixUrl: string;
+    let env: NodeJS.ProcessEnv;
+    let backend: CacheBackend;
+    let trusted: Key;
+    let untrusted: Key;
+    before(async () => {
+      requireNix();
+      trusted = await newKey(`verify-${target}-1`);
+      untrusted = await newKey(`verify-${target}-other-1`);
+      if (target === 's3') {
+        s3 = await startTestS3();
+        useS3Here(s3);
+        cacheUrl = s3.cacheUrl();
+        nixUrl = s3.httpUrl;
+      } else {
+        cacheUrl = `file://${tempDir('verify-cache')}`;
+        nixUrl = cacheUrl;
+      }
+      env = testEnv(s3?.env ?? {});
+      backend = await openCache(parseCacheUrl(cacheUrl));
+    });
+    after(async () => {
+      backend.close();
+      await s3?.stop();
+    });
+
+    it('reports each of a dozen breakages by kind, repairs what the local store has, and Nix accepts the result', async () => {
+      const nonce = `verify-${target}-${Date.now()}`;
+      const paths = await buildFixtures(
+        ['tiny', 'lib', 'app', 'top', 'multi.out', 'multi.dev', 'tree', 'listed', 'symroot', 'execroot'],
+        { nonce },
+      );
+      // A path with a NAR of its own (tiny's content, and so its NAR, is the same whatever the nonce).
+      const [tinyToo] = (await buildDag(nonce, 1)) as [string];
+      const all = [...Object.values(paths), tinyToo];
+      const pushed = await cachectl(['push', '--to', cacheUrl, '--secret-key-file', trusted.secretFile, ...all], env);
+      assert.equal(pushed.code, 0, pushed.stderr);
+      // Verify sees what a reader sees: leases of finished pushes would hide orphan listings as in flight.
+      await dropLeases(backend);
+      const keyArgs = ['--to', cacheUrl, '--trusted-public-key', trusted.publicKey];
+      const clean = await verify([...keyArgs, '--deep'], env);
+      assert.equal(clean.code, 0, JSON.stringify(clean.result.report.problems));
+      assert.equal(clean.result.report.checked.narinfos, (await nixClosure(all)).length);
+      assert.ok(clean.result.report.checked.narBytesRead > 0);
+
+      // 1. a deleted NAR
+      await backend.delete([(await narInfoOf(backend, paths.tiny)).url]);
+      // 2. a truncated NAR
+      const treeNar = (await narInfoOf(backend, paths.tree)).url;
+      const treeBody = (await backend.get(treeNar)) as Buffer;
+      await backend.put(treeNar, treeBody.subarray(0, treeBody.length - 7), 'application/x-nix-nar');
+      // 3. a wrong FileSize
+      const listed = await narInfoOf(backend, paths.listed);
+      await backend.put(
+        narInfoKey(paths.listed),
+        Buffer.from(renderNarInfo({ ...listed, fileSize: (listed.fileSize ?? 0) + 1 })),
+        'text/x-nix-narinfo',
+      );
+      // 4. a missing reference: app and top refer to lib, whose listing is left behind
+      await backend.delete([narInfoKey(paths.lib)]);
+      // 5. a bad signature: one bit of it flipped
+      const symroot = await narInfoOf(backend, paths.symroot);
+      const [name, body] = (symroot.sigs[0] as string).split(':') as [string, string];
+      const flipped = Buffer.from(body, 'base64');
+      flipped[10] = (flipped[10] as number) ^ 1;
+      await backend.put(
+        narInfoKey(paths.symroot),
+        Buffer.from(renderNarInfo({ ...symroot, sigs: [`${name}:${flipped.toString('base64')}`] })),
+        'text/x-nix-narinfo',
+      );
+      // 6. signed by an untrusted key only
+      const execroot = await narInfoOf(backend, paths.execroot);
+      const other = parseSecretKey(readFileSync(untrusted.secretFile, 'utf8'), untrusted.secretFile);
+      const text = fingerprint(
+        execroot.storePath,
+        execroot.narHash.digest,
+        execroot.narSize,
+        execroot.references.map((ref) => `/nix/store/${ref}`),
+      );
+      await backend.put(
+        narInfoKey(paths.execroot),
+        Buffer.from(renderNarInfo({ ...execroot, sigs: [sign(other, text)] })),
+        'text/x-nix-narinfo',
+      );
+      // 7. a malformed narinfo
+      const multiOut = await narInfoOf(backend, paths['multi.out']);
+      const malformed = renderNarInfo(multiOut).replace(/^NarHash: .*\n/m, '');
+      await backend.put(narInfoKey(paths['multi.out']), Buffer.from(malformed), 'text/x-nix-narinfo');
+      // 8. an orphan listing
+      const orphan = `${'0'.repeat(31)}1.ls`;
+      await backend.put(orphan, Buffer.from('{"version":1,"root":{"type":"regular","size":1}}'), 'application/json');
+      // 9. (--deep) another path's NAR in place of this one's, FileSize made to match: its FileHash tells
+      const dev = await narInfoOf(backend, paths['multi.dev']);
+      const foreign = (await backend.get((await narInfoOf(backend, tinyToo)).url)) as Buffer;
+      await backend.put(dev.url, foreign, 'application/x-nix-nar');
+      await backend.put(
+        narInfoKey(paths['multi.dev']),
+        Buffer.from(renderNarInfo({ ...dev, fileSize: foreign.length })),
+        'text/x-nix-narinfo',
+      );
+      // 10. (--deep) a NAR cut off inside its zstd frame, FileSize and FileHash made to match
+      const second = await narInfoOf(backend, tinyToo);
+      const cut = foreign.subarray(0, foreign.length - 5);
+      await backend.put(second.url, cut, 'application/x-nix-nar');
+      await backend.put(
+        narInfoKey(tinyToo),
+        Buffer.from(
+          renderNarInfo({
+            ...second,
+            fileSize: cut.length,
+            fileHash: { algorithm: 'sha256', digest: createHash('sha256').update(cut).digest() },
+          }),
+        ),
+        'text/x-nix-narinfo',
+      );
+      // 11. (--deep) a listing that is not JSON
+      await backend.put(`${hashPartOf(paths.top)}.ls`, Buffer.from('{"version":1,'), 'application/json');
+      // 12. paths the local store does not have: one unsigned, with a NAR not of its NarHash, whose reference is gone
+      const gone = (await putNarInfoChain(backend, `verify-gone-${target}`, 2)).filter((key) =>
+        key.endsWith('.narinfo'),
+      );
+      const goneInfos = await Promise.all(
+        gone.map(async (key) => ({ key, info: parseNarInfo(((await backend.get(key)) as Buffer).toString(), key) })),
+      );
+      const referrerKey = goneInfos.find(({ info }) => info.references.length > 0)?.key as string;
+      await backend.delete(gone.filter((key) => key !== referrerKey));
+
+      const shallow = await verify(keyArgs, env);
+      assert.equal(shallow.code, 1);
+      assert.deepEqual(counts(shallow.result.report.byKind), {
+        'narinfo-malformed': 1,
+        'nar-missing': 1,
+        'nar-size-mismatch': 2,
+        'reference-missing': 3,
+        'signature-invalid': 1,
+        'signature-untrusted': 2,
+        'listing-orphan': 2,
+      });
+      const problemOf = (kind: ProblemKind) =>
+        shallow.result.report.problems.filter((problem) => problem.kind === kind).map((problem) => problem.key);
+      assert.deepEqual(problemOf('nar-missing'), [narInfoKey(paths.tiny)]);
+      assert.deepEqual(
+        problemOf('nar-size-mismatch').sort(),
+        [narInfoKey(paths.tree), narInfoKey(paths.listed)].sort(),
+      );
+      assert.deepEqual(
+        problemOf('reference-missing').sort(),
+        [narInfoKey(paths.app), narInfoKey(paths.top), referrerKey].sort(),
+      );
+      assert.deepEqual(problemOf('signature-invalid'), [narInfoKey(paths.symroot)]);
+      assert.deepEqual(problemOf('signature-untrusted').sort(), [narInfoKey(paths.execroot), referrerKey].sort());
+      assert.deepEqual(problemOf('narinfo-malformed'), [narInfoKey(paths['multi.out'])]);
+      assert.deepEqual(problemOf('listing-orphan').sort(), [orphan, `${hashPartOf(paths.lib)}.ls`].sort());
+      const printed = await cachectl(['verify', ...keyArgs], env);
+      assert.equal(printed.code, 1);
+      assert.match(printed.stdout, /^12 problems:$/m);
+      assert.match(printed.stdout, /^ {2}signature-untrusted: 2$/m);
+      assert.match(printed.stdout, /its signature by verify-\S+-1 does not verify/);
+
+      const deep = await verify([...keyArgs, '--deep'], env);
+      assert.deepEqual(counts(deep.result.report.byKind), {
+        ...counts(shallow.result.report.byKind),
+        'nar-corrupt': 1,
+        'file-hash-mismatch': 1,
+        'nar-hash-mismatch': 1,
+        'listing-malformed': 1,
+      });
+      const deepOf = (kind: ProblemKind) =>
+        deep.result.report.problems.filter((problem) => problem.kind === kind).map((problem) => problem.key);
+      assert.deepEqual(deepOf('nar-corrupt'), [narInfoKey(tinyToo)]);
+      assert.deepEqual(deepOf('file-hash-mismatch'), [narInfoKey(paths['multi.dev'])]);
+      assert.deepEqual(deepOf('nar-hash-mismatch'), [referrerKey]);
+      assert.deepEqual(deepOf('listing-malformed'), [`${hashPartOf(paths.top)}.ls`]);
+
+      // Nix agrees that these closures are broken before the repair.
+      const before = await nixVerify(nixUrl, trusted.publicKey, [paths.top]);
+      assert.notEqual(before.code, 0);
+
+      const repaired = await verify([...keyArgs, '--deep', '--repair', '--secret-key-file', trusted.secretFile], env);
+      const repair = repaired.result.repair;
+      assert.ok(repair !== undefined);
+      assert.deepEqual(
+        [...repair.uploaded].sort(),
+        [
+          paths.tiny,
+          paths.tree,
+          paths.listed,
+          paths.lib,
+          paths.symroot,
+          paths.execroot,
+          paths['multi.out'],
+          paths['multi.dev'],
+          paths.top,
+          tinyToo,
+        ].sort(),
+      );
+      assert.deepEqual(repair.deleted, [orphan]);
+      // What the local store lacks is named, problem by problem; it is all that is left.
+      assert.deepEqual(repair.unrepaired.map((entry) => entry.key).sort(), [referrerKey, referrerKey, referrerKey]);
+      assert.ok(
+        repair.unrepaired.every((entry) => /is not in the local store/.test(entry.why)),
+        JSON.stringify(repair),
+      );
+      assert.deepEqual(counts(repair.after.byKind), {
+        'nar-hash-mismatch': 1,
+        'reference-missing': 1,
+        'signature-untrusted': 1,
+      });
+      assert.equal(repaired.code, 1, 'problems remain');
+
+      const nixCheck = await nixVerify(nixUrl, trusted.publicKey, all);
+      assert.equal(nixCheck.code, 0, nixCheck.stderr);
+      const substituted = await nixCopyFrom(nixUrl, trusted.publicKey, [paths.top, paths['multi.dev'], tinyToo]);
+      assert.equal(substituted.code, 0, substituted.stderr);
+      const ls = await run('nix', ['store', 'ls', '--store', nixUrl, '-R', paths.top], env);
+      assert.equal(ls.code, 0, ls.stderr);
+
+      // Without the unrepairable paths the bucket is whole: exit 0.
+      await backend.delete([referrerKey]);
+      const whole = await verify([...keyArgs, '--deep'], env);
+      assert.deepEqual(whole.result.report.problems, []);
+      assert.equal(whole.code, 0);
+    });
+  });
+}
+
+// Nix 2.8 cannot write to S3; what verify reads is the same on both.
+describe('cachectl verify on a cache nix copy wrote', () => {
+  it('accepts what nix copy wrote (xz, signed), and names what it did not check', async () => {
+    requireNix();
+    const env = testEnv();
+    const trusted = await newKey('verify-nix-copy-1');
+    const untrusted = await newKey('verify-nix-copy-other-1');
+    const { lib } = await buildFixtures(['lib'], { nonce: `verify-nix-copy-${Date.now()}` });
+    const dir = tempDir('verify-nix-copy');
+    const copy = await run(
+      'nix',
+      ['copy', '--to', `file://${dir}?secret-key=${trusted.secretFile}&write-nar-listing=true`, lib],
+      env,
+    );
+    assert.equal(copy.code, 0, copy.stderr);
+    const signed = await verify(['--to', `file://${dir}`, '--trusted-public-key', trusted.publicKey, '--deep'], env);
+    assert.deepEqual(signed.result.report.problems, []);
+    assert.equal(signed.result.report.checked.nars, 1);
+    assert.equal(signed.code, 0);
+    const unchecked = await verify(['--to', `file://${dir}`], env);
+    assert.equal(unchecked.code, 0);
+    assert.deepEqual(unchecked.result.report.notes, ['signatures were not checked: give --trusted-public-key']);
+    const wrongKey = await verify(['--to', `file://${dir}`, '--trusted-public-key', untrusted.publicKey], env);
+    assert.equal(wrongKey.code, 1);
+    assert.deepEqual(counts(wrongKey.result.report.byKind), { 'signature-untrusted': 1 });
+  });
+});
