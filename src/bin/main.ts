@@ -104,10 +104,15 @@ withSettings(
       'Upload the closures of store paths to the cache now, in the foreground, like `nix copy --to` but in parallel. ' +
         'Paths the cache already has are skipped; each narinfo is published only after its NAR and its references.',
     )
-    .argument('<paths...>', 'store paths, or links to them such as ./result; a .drv stands for its outputs'),
+    .argument('[paths...]', 'store paths, or links to them such as ./result; a .drv stands for its outputs'),
   PUSH_SETTINGS,
 )
   .option('--json', 'print the result as JSON')
+  .option(
+    '--stdin',
+    'read the paths from stdin, one per line, and print a JSON line for each as soon as it is published or ' +
+      'fails; lines read while a batch uploads form the next batch',
+  )
   .addHelpText(
     'after',
     `
@@ -115,13 +120,33 @@ Examples:
   cachectl push --to file:///var/cache/nix ./result
   cachectl push --to 's3://my-cache?region=eu-west-1' --secret-key-file /etc/nix/cache.sec ./result
   cachectl push --to 's3://nix?endpoint=https://ACCOUNT.r2.cloudflarestorage.com&region=auto' /nix/store/...-hello
+  nix-build --no-out-link ... | cachectl push --stdin --to file:///var/cache/nix
+
+With --stdin, each line printed is {"input", "path", "batch", "seconds", "ok": true, "state": "uploaded" or
+"present"} or {..., "ok": false, "code", "message"}; a summary goes to stderr at the end.
 
 Progress (paths, bytes, rate) is shown on a terminal; otherwise one summary line. Exit status 1 when any
 path failed; the paths that reference a failed path are not published, so the cache stays consistent.`,
   )
-  .action(async (paths: string[], flags: CommonFlags) => {
+  .action(async (paths: string[], flags: CommonFlags & { stdin?: boolean }) => {
     try {
       const config = loadConfig(flags);
+      if (flags.stdin === true) {
+        if (paths.length > 0)
+          throw new CachectlError('CONFIG_INVALID', 'give paths as arguments or with --stdin, not both');
+        const { createInterface } = await import('node:readline');
+        const { pushStdinCommand } = await import('../cli/push.js');
+        // Read from here on, in the same turn: readline drops the lines that come before anyone listens.
+        const lines = createInterface({ input: process.stdin, crlfDelay: Infinity });
+        const { paths: answered, failed } = await pushStdinCommand(lines, config, (line) => {
+          process.stdout.write(`${JSON.stringify(line)}\n`);
+        });
+        process.stderr.write(`cachectl: ${answered} paths from stdin, ${failed} failed\n`);
+        if (failed > 0) process.exitCode = 1;
+        return;
+      }
+      if (paths.length === 0)
+        throw new CachectlError('CONFIG_INVALID', 'no paths to push: give store paths, or --stdin to read them');
       const { pushCommand } = await import('../cli/push.js');
       const { newProgress } = await import('../upload/push.js');
       const progress = newProgress();
