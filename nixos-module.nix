@@ -21,7 +21,7 @@ let
 
   # What the daemon, the GC and pin read: cachectl's config keys.
   configFile = pkgs.writeText "cachectl.json" (builtins.toJSON ({
-    inherit (cfg) to jobs compression narListing skipSignedBy;
+    inherit (cfg) to jobs compression narListing skipSignedBy cacheControl contentType;
     inherit (cfg.gc) olderThan grace;
     inherit queue gcRoots;
   } // (if cfg.metricsListen == null then { } else { inherit (cfg) metricsListen; })));
@@ -131,6 +131,23 @@ in
       default = [ ];
       example = [ "cache.nixos.org-1" ];
       description = "Key names whose signature marks a path as another cache's: such paths are not uploaded.";
+    };
+
+    cacheControl = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "narinfo=public, max-age=60" ];
+      description = ''
+        Cache-Control headers by class of object (narinfo, cacheInfo, nar, listing, log, realisation), for the
+        proxies and CDNs in front of an S3 bucket; the defaults keep narinfos 5 minutes and NARs forever.
+      '';
+    };
+
+    contentType = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "log=text/plain" ];
+      description = "Content-Type headers by class of object, as for cacheControl.";
     };
 
     metricsListen = mkOption {

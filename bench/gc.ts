@@ -55,22 +55,22 @@ async function fill(backend: CacheBackend, n: number): Promise<void> {
   await forEachLimit(n, 64, async (i) => {
     const refs = i === 0 ? [] : [...new Set(Array.from({ length: Math.floor(Math.random() * 9) }, () => pick(i)))];
     const narHash = nix32Encode(randomBytes(32));
-    await backend.put(`nar/${narHash}.nar.zst`, randomBytes(200), 'application/x-nix-nar');
+    await backend.put(`nar/${narHash}.nar.zst`, randomBytes(200), 'nar');
     const text =
       `StorePath: /nix/store/${hashes[i]}-bench-${i}\nURL: nar/${narHash}.nar.zst\nCompression: zstd\nFileHash: ` +
       `sha256:${narHash}\nFileSize: 200\n` +
       `NarHash: sha256:${narHash}\nNarSize: 1000\nReferences: ` +
       `${refs.map((ref) => `${hashes[ref]}-bench-${ref}`).join(' ')}\nDeriver: ` +
       `${hashes[i]}-bench-${i}.drv\nSig: bench-1:${randomBytes(64).toString('base64')}\n`;
-    await backend.put(`${hashes[i]}.narinfo`, Buffer.from(text), 'text/x-nix-narinfo');
+    await backend.put(`${hashes[i]}.narinfo`, Buffer.from(text), 'narinfo');
     if (i % 50_000 === 0) process.stderr.write(`  ${i} of ${n}\n`);
   });
   const pinned = hashes.flatMap((hash, i) => (Math.random() < PINNED_SHARE ? [`/nix/store/${hash}-bench-${i}\n`] : []));
-  await backend.put('gcroots/bench', Buffer.from(pinned.join('')), 'text/plain');
+  await backend.put('gcroots/bench', Buffer.from(pinned.join('')), 'stateText');
   await backend.put(
     'nix-cache-info',
     Buffer.from('StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n'),
-    'text/x-nix-cache-info',
+    'cacheInfo',
   );
 }
 
@@ -129,7 +129,7 @@ async function swiftListings(n: number): Promise<Listings> {
     process.stderr.write(`filling Swift with ${n} narinfos…\n`);
     await forEachLimit(n, 64, async (i) => {
       const hash = nix32Encode(randomBytes(20));
-      await backend.put(`${hash}.narinfo`, Buffer.from(`StorePath: /nix/store/${hash}-bench-${i}\n`), 'text/plain');
+      await backend.put(`${hash}.narinfo`, Buffer.from(`StorePath: /nix/store/${hash}-bench-${i}\n`), 'narinfo');
       if (i % 20_000 === 0) process.stderr.write(`  ${i} of ${n}\n`);
     });
     backend.close();

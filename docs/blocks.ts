@@ -41,7 +41,7 @@ export function settingsTable(): string {
     const env =
       spec.listSeparator === undefined
         ? `\`${spec.env}\``
-        : `\`${spec.env}\` (${spec.listSeparator === ':' ? '`:`' : 'space'}-separated)`;
+        : `\`${spec.env}\` (${{ ':': '`:`', ' ': 'space', '\n': 'newline' }[spec.listSeparator]}-separated)`;
     const flag = `\`${spec.flag}\`${spec.listSeparator === undefined ? '' : ' (repeatable)'}`;
     const fileKey = spec.notInFile === true ? '—' : `\`${key}\``;
     return (

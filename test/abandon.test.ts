@@ -38,21 +38,16 @@ for (const target of ['file', 's3'] as const) {
 
     it('stops when the signal aborts, publishes nothing, and no later request goes out', async () => {
       const controller = new AbortController();
-      const backend = await openCache(parseCacheUrl(url), controller.signal);
-      await backend.put('nix-cache-info', Buffer.from('StoreDir: /nix/store\n'), 'text/x-nix-cache-info');
+      const backend = await openCache(parseCacheUrl(url), { signal: controller.signal });
+      await backend.put('nix-cache-info', Buffer.from('StoreDir: /nix/store\n'), 'cacheInfo');
       let sent!: () => void;
       const bodySent = new Promise<void>((resolve) => (sent = resolve));
       // 12 MiB: past the first 5 MiB part of a multipart upload
-      const upload = backend.putStream(
-        'nar/big.nar',
-        stalledBody(12 * 1024 * 1024, sent),
-        'application/x-nix-nar',
-        64 * 1024 * 1024,
-      );
+      const upload = backend.putStream('nar/big.nar', stalledBody(12 * 1024 * 1024, sent), 'nar', 64 * 1024 * 1024);
       await bodySent;
       controller.abort();
       await assert.rejects(upload);
-      await assert.rejects(backend.put('later.narinfo', Buffer.from('x'), 'text/x-nix-narinfo'));
+      await assert.rejects(backend.put('later.narinfo', Buffer.from('x'), 'narinfo'));
       const reader = await openCache(parseCacheUrl(url));
       assert.equal(await reader.exists('nar/big.nar'), false, 'the abandoned NAR is not published');
       assert.equal(await reader.exists('later.narinfo'), false);

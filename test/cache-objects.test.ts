@@ -221,7 +221,7 @@ for (const target of ['file', 's3'] as const) {
       await cache.backend.put(
         orphan,
         Buffer.from('{"version":1,"root":{"type":"regular","size":0,"narOffset":96}}'),
-        'x',
+        'listing',
       );
       const kinds = (keys: string[]) => ({
         listings: keys.filter((k) => k.endsWith('.ls')).length,
@@ -364,7 +364,7 @@ for (const target of ['file', 's3'] as const) {
 
     it('the GC keeps a realisation while its narinfo is kept, and collects it after', async () => {
       const broken = `realisations/sha256:${'0'.repeat(64)}!out.doi`;
-      await cache.backend.put(broken, Buffer.from('{"id": 1}'), 'application/json');
+      await cache.backend.put(broken, Buffer.from('{"id": 1}'), 'realisation');
       await dropLeases(cache.backend);
       const realisations = async () => (await allKeys(cache.backend)).filter((k) => k.startsWith('realisations/'));
       const count = (await realisations()).length;

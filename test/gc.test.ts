@@ -243,7 +243,7 @@ for (const target of ['file', 's3'] as const) {
         assert.equal(again.deleted.narinfos.count, 0, 'marked just now: not yet');
         // Once marked for longer than the grace, they go.
         const marks = (await backend.get(MARKS_KEY))?.toString('utf8') ?? '';
-        await backend.put(MARKS_KEY, Buffer.from(marks.replace(/^\d+ /gm, `${twoHoursAgo.getTime()} `)), 'text/plain');
+        await backend.put(MARKS_KEY, Buffer.from(marks.replace(/^\d+ /gm, `${twoHoursAgo.getTime()} `)), 'stateText');
         const swept = await gc(cache.url, ['--older-than', '1h', '--grace', '1h']);
         assert.equal(swept.deleted.narinfos.count, 2);
         assert.equal(swept.deleted.nars.count, 2);
@@ -260,12 +260,12 @@ for (const target of ['file', 's3'] as const) {
         await backend.put(
           malformedKey,
           Buffer.from(`StorePath: /nix/store/${'0'.repeat(31)}1-x\nURL: nar/abc.nar\nReferences: ${base1}\n`),
-          'text/x-nix-narinfo',
+          'narinfo',
         );
-        await backend.put('notes.txt', Buffer.from('hello\n'), 'text/plain');
-        await backend.put('nar/not-a-nar', Buffer.from('x'), 'text/plain');
-        await backend.put('realisations/sha256:abc!out.doi', Buffer.from('{}'), 'application/json');
-        await backend.put('gcroots/odd', Buffer.from('/tmp/not-a-store-path\n'), 'text/plain');
+        await backend.put('notes.txt', Buffer.from('hello\n'), 'stateText');
+        await backend.put('nar/not-a-nar', Buffer.from('x'), 'nar');
+        await backend.put('realisations/sha256:abc!out.doi', Buffer.from('{}'), 'realisation');
+        await backend.put('gcroots/odd', Buffer.from('/tmp/not-a-store-path\n'), 'stateText');
         await pastLastWrite();
         const report = await gc(cache.url, ['--older-than', '0s', '--grace', '0s']);
         assert.equal(report.deleted.narinfos.count, 1, 'only base 0');
@@ -342,7 +342,7 @@ for (const target of ['file', 's3'] as const) {
         await push(cache.url, used);
         // A GC is sweeping, and its batch was allowed before the writer's lease was there: it deletes the bases
         // while the writer waits out the sweep window, before the writer's first look at the cache.
-        await backend.put('cachectl/gc/sweeping/test-gc', Buffer.from('{}\n'), 'application/json');
+        await backend.put('cachectl/gc/sweeping/test-gc', Buffer.from('{}\n'), 'stateJson');
         const leasesBefore = (await listAll(backend, 'cachectl/leases/')).length;
         const started = performance.now();
         const child = spawn(

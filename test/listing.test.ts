@@ -57,7 +57,7 @@ describe('listing in parallel ranges', () => {
     for (let i = 0; i < NARINFOS; i += 1) keys.push(`${nix32Encode(randomBytes(20))}.narinfo`);
     for (let i = 0; i < 300; i += 1) keys.push(`nar/${nix32Encode(randomBytes(32))}.nar.zst`);
     keys.push(...EDGE_KEYS, ...EDGE_KEYS.map((key) => `nar/${key}`));
-    await mapLimit(keys, 32, (key) => direct.put(key, Buffer.from(key), 'text/plain'));
+    await mapLimit(keys, 32, (key) => direct.put(key, Buffer.from(key), 'stateText'));
     // Then keys on the edges of the ranges the first page leads to, all after it (so the ranges stay the same):
     // each range's first key, the key its listing starts after, and one between the two.
     let first: string[] = [];
@@ -67,7 +67,7 @@ describe('listing in parallel ranges', () => {
     }
     ranges = listRanges('', first.at(-1) as string);
     const edges = ranges.slice(1).flatMap(({ startAfter, from }) => [from, startAfter, `${startAfter}x`]);
-    await mapLimit(edges, 32, (key) => direct.put(key, Buffer.from(key), 'text/plain'));
+    await mapLimit(edges, 32, (key) => direct.put(key, Buffer.from(key), 'stateText'));
     keys.push(...edges);
   });
 
@@ -136,7 +136,7 @@ describe('listing in parallel ranges', () => {
     const dir = tempDir('listing');
     const backend: CacheBackend = new FileBackend(dir);
     const fileKeys = keys.filter((key) => !key.includes('/'));
-    await mapLimit(fileKeys, 32, (key) => backend.put(key, Buffer.from(key), 'text/plain'));
+    await mapLimit(fileKeys, 32, (key) => backend.put(key, Buffer.from(key), 'stateText'));
     assert.equal(backend.listsByPage, false);
     const pages: string[][] = [];
     for await (const page of backend.list('')) pages.push(page.map((entry) => entry.key));

@@ -548,6 +548,8 @@ describe('operations: nixos-module.nix and default.nix', () => {
       compression: 'xz',
       narListing: false,
       skipSignedBy: ['cache.nixos.org-1'],
+      cacheControl: ['narinfo=public, max-age=60'],
+      contentType: ['log=text/plain'],
       metricsListen: '127.0.0.1:9108',
       gc: { enable: true, olderThan: '100h', grace: '2h', schedule: 'weekly', randomizedDelaySec: '30min' },
       pins: { system: ['/nix/store/00000000000000000000000000000000-system'] },
@@ -583,6 +585,8 @@ describe('operations: nixos-module.nix and default.nix', () => {
     // cachectl itself accepts the file.
     const resolved = resolveConfig({}, {}, { name: configFile, text: readFileSync(configFile, 'utf8') });
     assert.deepEqual(resolved.skipSignedBy, settings.skipSignedBy);
+    assert.equal(resolved.objectHeaders.narinfo.cacheControl, 'public, max-age=60');
+    assert.equal(resolved.objectHeaders.log.contentType, 'text/plain');
 
     // Every flag on the services' command lines is one the command knows.
     const commands = [daemon.execStart, ...gc.execStartPre, gc.execStart];

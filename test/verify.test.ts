@@ -105,13 +105,13 @@ for (const target of ['file', 's3'] as const) {
       // 2. a truncated NAR
       const treeNar = (await narInfoOf(backend, paths.tree)).url;
       const treeBody = (await backend.get(treeNar)) as Buffer;
-      await backend.put(treeNar, treeBody.subarray(0, treeBody.length - 7), 'application/x-nix-nar');
+      await backend.put(treeNar, treeBody.subarray(0, treeBody.length - 7), 'nar');
       // 3. a wrong FileSize
       const listed = await narInfoOf(backend, paths.listed);
       await backend.put(
         narInfoKey(paths.listed),
         Buffer.from(renderNarInfo({ ...listed, fileSize: (listed.fileSize ?? 0) + 1 })),
-        'text/x-nix-narinfo',
+        'narinfo',
       );
       // 4. a missing reference: app and top refer to lib, whose listing is left behind
       await backend.delete([narInfoKey(paths.lib)]);
@@ -123,7 +123,7 @@ for (const target of ['file', 's3'] as const) {
       await backend.put(
         narInfoKey(paths.symroot),
         Buffer.from(renderNarInfo({ ...symroot, sigs: [`${name}:${flipped.toString('base64')}`] })),
-        'text/x-nix-narinfo',
+        'narinfo',
       );
       // 6. signed by an untrusted key only
       const execroot = await narInfoOf(backend, paths.execroot);
@@ -137,28 +137,28 @@ for (const target of ['file', 's3'] as const) {
       await backend.put(
         narInfoKey(paths.execroot),
         Buffer.from(renderNarInfo({ ...execroot, sigs: [sign(other, text)] })),
-        'text/x-nix-narinfo',
+        'narinfo',
       );
       // 7. a malformed narinfo
       const multiOut = await narInfoOf(backend, paths['multi.out']);
       const malformed = renderNarInfo(multiOut).replace(/^NarHash: .*\n/m, '');
-      await backend.put(narInfoKey(paths['multi.out']), Buffer.from(malformed), 'text/x-nix-narinfo');
+      await backend.put(narInfoKey(paths['multi.out']), Buffer.from(malformed), 'narinfo');
       // 8. an orphan listing
       const orphan = `${'0'.repeat(31)}1.ls`;
-      await backend.put(orphan, Buffer.from('{"version":1,"root":{"type":"regular","size":1}}'), 'application/json');
+      await backend.put(orphan, Buffer.from('{"version":1,"root":{"type":"regular","size":1}}'), 'listing');
       // 9. (--deep) another path's NAR in place of this one's, FileSize made to match: its FileHash tells
       const dev = await narInfoOf(backend, paths['multi.dev']);
       const foreign = (await backend.get((await narInfoOf(backend, tinyToo)).url)) as Buffer;
-      await backend.put(dev.url, foreign, 'application/x-nix-nar');
+      await backend.put(dev.url, foreign, 'nar');
       await backend.put(
         narInfoKey(paths['multi.dev']),
         Buffer.from(renderNarInfo({ ...dev, fileSize: foreign.length })),
-        'text/x-nix-narinfo',
+        'narinfo',
       );
       // 10. (--deep) a NAR cut off inside its zstd frame, FileSize and FileHash made to match
       const second = await narInfoOf(backend, tinyToo);
       const cut = foreign.subarray(0, foreign.length - 5);
-      await backend.put(second.url, cut, 'application/x-nix-nar');
+      await backend.put(second.url, cut, 'nar');
       await backend.put(
         narInfoKey(tinyToo),
         Buffer.from(
@@ -168,10 +168,10 @@ for (const target of ['file', 's3'] as const) {
             fileHash: { algorithm: 'sha256', digest: createHash('sha256').update(cut).digest() },
           }),
         ),
-        'text/x-nix-narinfo',
+        'narinfo',
       );
       // 11. (--deep) a listing that is not JSON
-      await backend.put(`${hashPartOf(paths.top)}.ls`, Buffer.from('{"version":1,'), 'application/json');
+      await backend.put(`${hashPartOf(paths.top)}.ls`, Buffer.from('{"version":1,'), 'listing');
       // 12. paths the local store does not have: one unsigned, with a NAR not of its NarHash, whose reference is gone
       const gone = (await putNarInfoChain(backend, `verify-gone-${target}`, 2)).filter((key) =>
         key.endsWith('.narinfo'),

@@ -28,6 +28,8 @@ const PUSH_SETTINGS: readonly OptionKey[] = [
   'compression',
   'narListing',
   'skipSignedBy',
+  'cacheControl',
+  'contentType',
   'config',
 ];
 const QUEUE_SETTINGS: readonly OptionKey[] = ['queue', 'gcRoots', 'config'];
@@ -377,7 +379,17 @@ withSettings(
         'the trusted keys, and every listing and realisation belongs to a narinfo. Works on caches written by ' +
         '`nix copy` too. Exit status 1 when a problem remains.',
     ),
-  ['to', 'trustedPublicKeys', 'jobs', 'secretKeyFiles', 'compression', 'narListing', 'config'],
+  [
+    'to',
+    'trustedPublicKeys',
+    'jobs',
+    'secretKeyFiles',
+    'compression',
+    'narListing',
+    'cacheControl',
+    'contentType',
+    'config',
+  ],
 )
   .option('--deep', 'also read every NAR: its FileHash, and the NarHash and NarSize of what it decompresses to')
   .option(

@@ -1,6 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { whenAborted } from '../core/abort.js';
 import { NIX32_ALPHABET } from '../core/nix32.js';
+import type { ObjectKind } from '../core/object-headers.js';
 import { firstDigitValues } from './layout.js';
 
 /** One object of the bucket, as a listing reports it. */
@@ -76,12 +77,12 @@ export interface CacheBackend {
    */
   getMany?(keys: readonly string[]): Promise<(Buffer | undefined)[]>;
   /**
-   * Writes `body` to `key`. With `after`, the object appears only once `after` resolves, and not at all if it
+   * Writes `body` to `key`, with the headers of its `kind` (S3; a directory has none). With `after`, the object appears only once `after` resolves, and not at all if it
    * rejects (the put then rejects with its reason): file:// writes meanwhile, an S3 PUT waits to be sent.
    */
-  put(key: string, body: Buffer, contentType: string, options?: { after?: Promise<unknown> }): Promise<void>;
+  put(key: string, body: Buffer, kind: ObjectKind, options?: { after?: Promise<unknown> }): Promise<void>;
   /** Streams `body` to `key`; `sizeHintBytes` bounds the size, for choosing multipart part sizes. */
-  putStream(key: string, body: AsyncIterable<Buffer>, contentType: string, sizeHintBytes: number): Promise<void>;
+  putStream(key: string, body: AsyncIterable<Buffer>, kind: ObjectKind, sizeHintBytes: number): Promise<void>;
   /**
    * Whether `putStream` is done with each chunk of its body once it asks for the second chunk after it, so that the
    * body may write over it then: file:// writes one chunk while the next is made. S3 keeps chunks to gather parts.
@@ -103,15 +104,6 @@ export interface CacheBackend {
   delete(keys: readonly string[], options?: { timeoutMs?: number }): Promise<void>;
   close(): void;
 }
-
-export const CONTENT_TYPES = {
-  narinfo: 'text/x-nix-narinfo',
-  nar: 'application/x-nix-nar',
-  cacheInfo: 'text/x-nix-cache-info',
-  log: 'text/plain; charset=utf-8',
-  listing: 'application/json',
-  realisation: 'application/json',
-} as const;
 
 /** Ranges of a listing listed at once at most, and the pages each should have for a split to pay. */
 const MAX_RANGES = 32;

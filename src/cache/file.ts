@@ -13,6 +13,7 @@ import { open, readdir, unlink } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { dirname, join } from 'node:path';
 import { CachectlError } from '../core/errors.js';
+import type { ObjectKind } from '../core/object-headers.js';
 import { FileReaderPool, FileReadError } from './file-reader.js';
 import { containedKey, requestSignal, untilAborted, type CacheBackend, type ObjectEntry } from './backend.js';
 
@@ -95,12 +96,7 @@ export class FileBackend implements CacheBackend {
   }
 
   /** With `after`, the file is written at once and renamed into place once `after` resolves. */
-  async put(
-    key: string,
-    body: Buffer,
-    _contentType?: string,
-    options: { after?: Promise<unknown> } = {},
-  ): Promise<void> {
+  async put(key: string, body: Buffer, _kind?: ObjectKind, options: { after?: Promise<unknown> } = {}): Promise<void> {
     await this.writeAtomically(key, (temp) => writeFile(temp, body), options.after);
   }
 

@@ -16,6 +16,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { CachectlError } from '../core/errors.js';
 import type { S3CacheUrl } from '../core/cache-url.js';
 import { displayCacheUrl } from '../core/cache-url.js';
+import { DEFAULT_OBJECT_HEADERS, type ObjectHeaders, type ObjectKind } from '../core/object-headers.js';
 import { containedKey, requestSignal, untilAborted, type CacheBackend, type ObjectEntry } from './backend.js';
 import { encodeKeyPath, PutSigner } from './put-signer.js';
 
@@ -68,6 +69,7 @@ export class S3Backend implements CacheBackend {
   constructor(
     private readonly url: S3CacheUrl,
     signal?: AbortSignal,
+    private readonly headers: Readonly<Record<ObjectKind, ObjectHeaders>> = DEFAULT_OBJECT_HEADERS,
   ) {
     this.signal = requestSignal(signal);
     this.displayUrl = displayCacheUrl(url);
@@ -166,7 +168,8 @@ export class S3Backend implements CacheBackend {
    * (cache/put-signer.ts) but not sent through the SDK's middleware stack: that stack costs more CPU than the
    * request itself, and a push is thousands of small PUTs. The credentials come from the SDK's provider chain.
    */
-  async put(key: string, body: Buffer, contentType: string, options: { after?: Promise<unknown> } = {}): Promise<void> {
+  async put(key: string, body: Buffer, kind: ObjectKind, options: { after?: Promise<unknown> } = {}): Promise<void> {
+    const { contentType, cacheControl } = this.headers[kind];
     await options.after;
     const url = new URL(`${this.objectBase}/${encodeKeyPath(this.key(key))}`);
     for (let attempt = 1; ; attempt++) {
@@ -174,7 +177,7 @@ export class S3Backend implements CacheBackend {
       try {
         const headers = await this.signer.sign(
           url,
-          { 'content-type': contentType, 'content-length': String(body.length) },
+          { 'content-type': contentType, 'cache-control': cacheControl, 'content-length': String(body.length) },
           body,
         );
         const response = await this.send(url, headers, body);
@@ -234,7 +237,8 @@ export class S3Backend implements CacheBackend {
     });
   }
 
-  async putStream(key: string, body: AsyncIterable<Buffer>, contentType: string, sizeHintBytes: number): Promise<void> {
+  async putStream(key: string, body: AsyncIterable<Buffer>, kind: ObjectKind, sizeHintBytes: number): Promise<void> {
+    const { contentType, cacheControl } = this.headers[kind];
     // The body fails on purpose (a NarHash mismatch): that error, not the abort that follows, is the news.
     let bodyError: Error | undefined;
     const { signal } = this;
@@ -248,7 +252,13 @@ export class S3Backend implements CacheBackend {
     };
     const upload = new Upload({
       client: this.client,
-      params: { Bucket: this.url.bucket, Key: this.key(key), Body: Readable.from(tracked()), ContentType: contentType },
+      params: {
+        Bucket: this.url.bucket,
+        Key: this.key(key),
+        Body: Readable.from(tracked()),
+        ContentType: contentType,
+        CacheControl: cacheControl,
+      },
       partSize: partSizeFor(sizeHintBytes),
       queueSize: PARTS_IN_FLIGHT,
       leavePartsOnError: false,

@@ -26,7 +26,7 @@ export async function openDaemon(
   const keys = await loadSecretKeys(config.secretKeyFiles);
   const store = new LocalStore({ dbPath: config.nixDb, logDir: config.nixLogDir });
   const queue = Queue.open(config.queue);
-  const backend = await openCache(cacheUrl, abandon);
+  const backend = await openCache(cacheUrl, { signal: abandon, headers: config.objectHeaders });
   const notifier = systemdNotifier(env, (err) => {
     log.warn({ err }, 'cannot notify systemd');
   });

@@ -56,7 +56,7 @@ export async function gcCommand(
 ): Promise<GcReport & { olderThan: string; grace: string }> {
   const cacheUrl = requiredCacheUrl(config);
   const { olderThanMs, graceMs } = config;
-  const backend = await openCache(cacheUrl);
+  const backend = await openCache(cacheUrl, { headers: config.objectHeaders });
   const metaCache = MetaCache.open(config.metadataCache ?? defaultMetadataCache(backend.displayUrl, env));
   const startedAt = Date.now();
   try {

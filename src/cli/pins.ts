@@ -7,7 +7,7 @@ import { resolveStorePath } from '../nix/resolve.js';
 
 async function withCache<T>(config: Config, work: (backend: CacheBackend) => Promise<T>): Promise<T> {
   const cacheUrl = requiredCacheUrl(config);
-  const backend = await openCache(cacheUrl);
+  const backend = await openCache(cacheUrl, { headers: config.objectHeaders });
   try {
     return await work(backend);
   } finally {

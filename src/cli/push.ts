@@ -26,7 +26,7 @@ export async function pushCommand(
   // Everything is checked before the first byte goes out: keys, paths, then the cache itself.
   const keys = await loadSecretKeys(config.secretKeyFiles);
   const store = new LocalStore({ dbPath: config.nixDb, logDir: config.nixLogDir });
-  const backend = await openCache(cacheUrl);
+  const backend = await openCache(cacheUrl, { headers: config.objectHeaders });
   const lease = new LeaseWriter(backend);
   try {
     const roots = await resolveArguments(args, store);
@@ -92,7 +92,7 @@ export async function pushStdinCommand(
   const counts = { paths: 0, failed: 0 };
   const cacheUrl = requiredCacheUrl(config);
   const keys = await loadSecretKeys(config.secretKeyFiles);
-  const backend = await openCache(cacheUrl);
+  const backend = await openCache(cacheUrl, { headers: config.objectHeaders });
   const store = new LocalStore({ dbPath: config.nixDb, logDir: config.nixLogDir });
   const lease = new LeaseWriter(backend);
   let batch = 0;

@@ -25,7 +25,7 @@ export async function verifyCommand(
 ): Promise<VerifyCommandResult> {
   const cacheUrl = requiredCacheUrl(config);
   const keys = flags.repair === true ? await loadSecretKeys(config.secretKeyFiles) : [];
-  const backend = await openCache(cacheUrl);
+  const backend = await openCache(cacheUrl, { headers: config.objectHeaders });
   try {
     const check = () =>
       verifyCache({

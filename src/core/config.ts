@@ -3,6 +3,7 @@ import { parseDuration } from './duration.js';
 import { CachectlError } from './errors.js';
 import { COMPRESSIONS, type Compression } from './narinfo.js';
 import { parsePublicKey, type PublicKey } from './signing.js';
+import { DEFAULT_OBJECT_HEADERS, withOverrides, type ObjectHeaders, type ObjectKind } from './object-headers.js';
 import {
   CONFIG_KEYS,
   DEFAULT_GRACE,
@@ -38,6 +39,8 @@ export interface Config {
   readonly narListing: boolean;
   /** key names whose signature marks a path as upstream's: not uploaded */
   readonly skipSignedBy: readonly string[];
+  /** the headers each kind of object goes up with on S3 */
+  readonly objectHeaders: Readonly<Record<ObjectKind, ObjectHeaders>>;
   /** the keys `verify` checks signatures against */
   readonly trustedPublicKeys: readonly PublicKey[];
   /** where the daemon serves /metrics and /healthz */
@@ -107,7 +110,7 @@ export function resolveConfig(
     if (fromEnv !== undefined) {
       return spec.listSeparator === undefined
         ? fromEnv
-        : fromEnv.split(spec.listSeparator === ':' ? ':' : /\s+/).filter((item) => item !== '');
+        : fromEnv.split(spec.listSeparator === ' ' ? /\s+/ : spec.listSeparator).filter((item) => item !== '');
     }
     const value = fileValues[key];
     if (value === undefined) return undefined;
@@ -180,6 +183,14 @@ export function resolveConfig(
     }
   }
 
+  const objectHeaders = withOverrides(
+    withOverrides(DEFAULT_OBJECT_HEADERS, 'cacheControl', 'cache-control', list('cacheControl'), problems),
+    'contentType',
+    'content-type',
+    list('contentType'),
+    problems,
+  );
+
   const listenText = text('metricsListen');
   let metricsListen: ListenAddress | undefined;
   if (listenText !== undefined) {
@@ -214,6 +225,7 @@ export function resolveConfig(
     narListing: narListingText !== 'false',
     skipSignedBy: Object.freeze([...skipSignedBy]),
     trustedPublicKeys: Object.freeze(trustedPublicKeys),
+    objectHeaders: Object.freeze(objectHeaders),
     metricsListen,
     olderThanMs,
     graceMs,

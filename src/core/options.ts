@@ -11,7 +11,7 @@ export interface OptionSpec {
   /** the default as help shows it (applied by resolveConfig) */
   readonly defaultText?: string;
   /** a list: the flag is repeatable, the environment variable split on this, the file key a JSON list */
-  readonly listSeparator?: ':' | ' ';
+  readonly listSeparator?: ':' | ' ' | '\n';
   /** the config file may give it as a JSON number */
   readonly fileNumber?: true;
   /** true or false; the config file may give it as a JSON boolean */
@@ -81,6 +81,23 @@ export const OPTIONS = {
     help: 'do not upload paths signed by this key (e.g. cache.nixos.org-1): clients get them from that cache',
     listSeparator: ' ',
   },
+  cacheControl: {
+    flag: '--cache-control <class=value>',
+    env: 'CACHECTL_CACHE_CONTROL',
+    help:
+      'the Cache-Control header of a class of object on S3, for proxies and CDNs: CLASS one of narinfo, cacheInfo, ' +
+      'nar, listing, log, realisation (e.g. "narinfo=public, max-age=60")',
+    defaultText:
+      'narinfos, nix-cache-info, logs and realisations public, max-age=300; NARs and listings public, max-age=31536000, immutable',
+    listSeparator: '\n',
+  },
+  contentType: {
+    flag: '--content-type <class=value>',
+    env: 'CACHECTL_CONTENT_TYPE',
+    help: 'the Content-Type of a class of object on S3, as for --cache-control (e.g. "log=text/plain")',
+    defaultText: "what Nix's own binary cache stores send",
+    listSeparator: '\n',
+  },
   trustedPublicKeys: {
     flag: '--trusted-public-key <key>',
     env: 'CACHECTL_TRUSTED_PUBLIC_KEYS',
@@ -136,10 +153,11 @@ export function flagName(spec: OptionSpec): string {
 /** The help line of an option: what it is, its environment variable, its config key and its default. */
 export function optionHelp(key: OptionKey): string {
   const spec: OptionSpec = OPTIONS[key];
+  const separator = { ':': "':'", ' ': 'space', '\n': 'newline' } as const;
   const env =
     spec.listSeparator === undefined
       ? `env ${spec.env}`
-      : `repeatable; env ${spec.env}, ${spec.listSeparator === ':' ? "':'" : 'space'}-separated`;
+      : `repeatable; env ${spec.env}, ${separator[spec.listSeparator]}-separated`;
   const fileKey = spec.notInFile === true ? '' : `; config key ${key}`;
   const defaultText = spec.defaultText === undefined ? '' : `; default ${spec.defaultText}`;
   return `${spec.help} (${env}${fileKey}${defaultText})`;

@@ -262,7 +262,7 @@ async function writeMarks(backend: CacheBackend, marks: Marks, inventory: Invent
   const chunks = async function* () {
     yield* renderMarks(marks, inventory);
   };
-  if (count > 0) await backend.putStream(MARKS_KEY, chunks(), 'text/plain; charset=utf-8', count * 128);
+  if (count > 0) await backend.putStream(MARKS_KEY, chunks(), 'stateText', count * 128);
   else if (existed) await backend.delete([MARKS_KEY]);
 }
 

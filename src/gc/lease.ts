@@ -185,7 +185,7 @@ export class LeaseWriter {
         paths: [...new Set([...this.claims].flatMap((claim) => claim.paths))].sort(),
         narHashes: [...new Set([...this.claims].flatMap((claim) => claim.narHashes))].sort(),
       };
-      await this.backend.put(this.key, Buffer.from(`${JSON.stringify(content)}\n`), 'application/json');
+      await this.backend.put(this.key, Buffer.from(`${JSON.stringify(content)}\n`), 'stateJson');
     });
     this.writing = next.catch(() => undefined);
     return next;

@@ -49,7 +49,7 @@ export async function pin(backend: CacheBackend, name: string, paths: readonly s
       `${absent.join(', ')} ${absent.length === 1 ? 'is' : 'are'} not in ${backend.displayUrl}; push first, then pin`,
     );
   }
-  await backend.put(key, Buffer.from(paths.map((path) => `${path}\n`).join('')), 'text/plain; charset=utf-8');
+  await backend.put(key, Buffer.from(paths.map((path) => `${path}\n`).join('')), 'stateText');
   const pinnedAt = performance.now();
   if (await gcSweeping(backend)) {
     await waitOutSweeps(pinnedAt);

@@ -95,7 +95,7 @@ export class Sweeper {
     // The announcement is rewritten now and then, so that one left by a killed GC is seen to be stale.
     if (performance.now() - this.announcedAt > 60_000) {
       const announcement = `${JSON.stringify({ startedAt: new Date(this.options.startedAt).toISOString() })}\n`;
-      await backend.put(this.sweepKey, Buffer.from(announcement), 'application/json');
+      await backend.put(this.sweepKey, Buffer.from(announcement), 'stateJson');
       this.announcedAt = performance.now();
     }
     const current = await this.options.protection();

@@ -7,7 +7,6 @@ import { fingerprint, sign, type SecretKey } from '../core/signing.js';
 import { hashPartOf } from '../core/store-path.js';
 import type { CacheBackend } from '../cache/backend.js';
 import type { Limiter } from '../core/limit.js';
-import { CONTENT_TYPES } from '../cache/backend.js';
 import { narKey, narListingKey } from '../cache/layout.js';
 import type { PathInfo } from '../nix/local-store.js';
 import { dumpNar } from '../nix/nar-dump.js';
@@ -93,8 +92,7 @@ export async function uploadNar(
   };
   const key = narKey(info.narHash, compression);
   const putListing = async () => {
-    if (listing !== undefined)
-      await backend.put(narListingKey(hashPartOf(info.path)), listing.bytes(), CONTENT_TYPES.listing);
+    if (listing !== undefined) await backend.put(narListingKey(hashPartOf(info.path)), listing.bytes(), 'listing');
   };
   const compressWhole = async () => {
     const chunks: Buffer[] = [];
@@ -102,7 +100,7 @@ export async function uploadNar(
     return Buffer.concat(chunks);
   };
   const putWhole = async (body: Buffer) => {
-    await Promise.all([backend.put(key, body, CONTENT_TYPES.nar), putListing()]);
+    await Promise.all([backend.put(key, body, 'nar'), putListing()]);
   };
   if (info.narSize !== 0 && info.narSize <= SMALL_NAR_BYTES) {
     await putWhole(await options.compressing.run(compressWhole));
@@ -111,9 +109,7 @@ export async function uploadNar(
   } else {
     // Incompressible data grows a little under compression; the hint only has to bound the size.
     const sizeHint = Math.ceil(info.narSize * 1.01) + 1024 * 1024;
-    await options.compressing.run(() =>
-      backend.putStream(key, counted(backend.releasesStreamChunks), CONTENT_TYPES.nar, sizeHint),
-    );
+    await options.compressing.run(() => backend.putStream(key, counted(backend.releasesStreamChunks), 'nar', sizeHint));
     await putListing();
   }
   return { key, compression, fileHash: fileHash.digest(), fileSize, narSize };

@@ -4,7 +4,6 @@ import { renderNarInfo, type Compression } from '../core/narinfo.js';
 import type { SecretKey } from '../core/signing.js';
 import { Limiter, mapLimit } from '../core/limit.js';
 import type { CacheBackend } from '../cache/backend.js';
-import { CONTENT_TYPES } from '../cache/backend.js';
 import {
   CACHE_INFO_KEY,
   cacheInfoStoreDir,
@@ -111,7 +110,7 @@ export function newProgress(): PushProgress {
 export async function ensureCacheInfo(backend: CacheBackend, storeDir: string): Promise<void> {
   const existing = await backend.get(CACHE_INFO_KEY);
   if (existing === undefined) {
-    await backend.put(CACHE_INFO_KEY, Buffer.from(renderCacheInfo(storeDir)), CONTENT_TYPES.cacheInfo);
+    await backend.put(CACHE_INFO_KEY, Buffer.from(renderCacheInfo(storeDir)), 'cacheInfo');
     return;
   }
   const cacheStoreDir = cacheInfoStoreDir(existing.toString('utf8'));
@@ -257,7 +256,7 @@ async function publishRealisations(
       await limiter.run(async () => {
         if (!published.has(outPath) && alreadyInCache.has(outPath) && (await backend.exists(key))) return;
         const signed = signRealisation(realisation, options.keys);
-        await backend.put(key, Buffer.from(renderRealisation(signed)), CONTENT_TYPES.realisation);
+        await backend.put(key, Buffer.from(renderRealisation(signed)), 'realisation');
         result.realisations += 1;
       });
     })();
@@ -351,7 +350,7 @@ async function publishPaths(
     );
     referencesPublished.catch(() => undefined); // seen by the put; not unhandled if the put fails first
     const narInfo = makeNarInfo(info, nar, options.keys);
-    await backend.put(narInfoKey(hashPartOf(info.path)), Buffer.from(renderNarInfo(narInfo)), CONTENT_TYPES.narinfo, {
+    await backend.put(narInfoKey(hashPartOf(info.path)), Buffer.from(renderNarInfo(narInfo)), 'narinfo', {
       after: referencesPublished,
     });
     narKeys.set(info.path, nar.key);
@@ -425,10 +424,10 @@ async function uploadBuildLog(options: PushOptions, drvPath: string, result: Pus
     // Most logs: read whole and sent in one request, which the backend retries (a stream it cannot).
     const chunks: Buffer[] = [];
     for await (const chunk of readBuildLog(log)) chunks.push(chunk);
-    await options.backend.put(key, Buffer.concat(chunks), CONTENT_TYPES.log);
+    await options.backend.put(key, Buffer.concat(chunks), 'log');
   } else {
     const sizeHint = log.compressed ? log.fileBytes * 20 : log.fileBytes;
-    await options.backend.putStream(key, readBuildLog(log), CONTENT_TYPES.log, sizeHint);
+    await options.backend.putStream(key, readBuildLog(log), 'log', sizeHint);
   }
   result.logs += 1;
 }

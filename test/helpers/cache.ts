@@ -87,14 +87,14 @@ export async function putNarInfoChain(backend: CacheBackend, name: string, lengt
         const n = i + j;
         const nar = `nar/${narHash(n)}${n}.nar`;
         const ref = n + 1 < length ? `${hash(n + 1)}-${name}-${n + 1}` : '';
-        await backend.put(nar, Buffer.from('nar'), 'application/x-nix-nar');
+        await backend.put(nar, Buffer.from('nar'), 'nar');
         await backend.put(
           `${hash(n)}.narinfo`,
           Buffer.from(
             `StorePath: /nix/store/${hash(n)}-${name}-${n}\nURL: ${nar}\nCompression: none\nNarHash: ` +
               `sha256:${narHash(n)}\nNarSize: 3\nReferences: ${ref}\n`,
           ),
-          'text/x-nix-narinfo',
+          'narinfo',
         );
         keys.push(nar, `${hash(n)}.narinfo`);
       }),

@@ -321,6 +321,8 @@ describe('configuration', () => {
       narListing: false,
       skipSignedBy: ['cache.nixos.org-1'],
       trustedPublicKeys: ['cache.example.org-1:' + Buffer.alloc(32, 7).toString('base64')],
+      cacheControl: ['nar=public, max-age=10'],
+      contentType: ['log=text/plain'],
       metricsListen: '9108',
       olderThan: '1h',
       grace: '1m',
@@ -342,6 +344,33 @@ describe('configuration', () => {
         config.metadataCache,
       ],
       ['/q.db', '/r', ['/k'], 2, 'none', false, ['cache.nixos.org-1'], ['cache.example.org-1'], 9108, '/m.db'],
+    );
+  });
+  it('takes headers by class of object, from flags or newline-separated in the environment, and names a bad one', () => {
+    const defaults = resolveConfig({}, {}).objectHeaders;
+    assert.equal(defaults.nar.cacheControl, 'public, max-age=31536000, immutable');
+    assert.equal(defaults.narinfo.cacheControl, 'public, max-age=300');
+    assert.equal(defaults.stateJson.cacheControl, 'no-store');
+    const fromEnv = resolveConfig(
+      {},
+      {
+        CACHECTL_CACHE_CONTROL: 'narinfo=public, max-age=60\nlisting=no-cache',
+        CACHECTL_CONTENT_TYPE: 'log=text/plain',
+      },
+    ).objectHeaders;
+    assert.deepEqual(
+      [fromEnv.narinfo, fromEnv.listing.cacheControl, fromEnv.log, fromEnv.nar],
+      [
+        { contentType: 'text/x-nix-narinfo', cacheControl: 'public, max-age=60' },
+        'no-cache',
+        { contentType: 'text/plain', cacheControl: 'public, max-age=300' },
+        defaults.nar,
+      ],
+    );
+    assertCode(
+      () => resolveConfig({ cacheControl: ['lease=no-cache', 'nar='] }, {}),
+      'CONFIG_INVALID',
+      /cache-control "lease=no-cache" must be CLASS=VALUE, CLASS one of narinfo, cacheInfo, nar, listing, log, realisation\ncache-control "nar=" has an empty value/,
     );
   });
   it('takes trusted public keys as nix.conf writes them, and names one that is not a key', () => {

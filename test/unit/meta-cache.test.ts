@@ -16,11 +16,11 @@ const narHashOf = (name: string) => nix32Encode(Buffer.alloc(32, name));
 
 async function putNarInfo(backend: CacheBackend, name: string, refs: readonly string[]): Promise<void> {
   const nar = `nar/${narHashOf(name)}.nar`;
-  await backend.put(nar, Buffer.from('nar'), 'application/x-nix-nar');
+  await backend.put(nar, Buffer.from('nar'), 'nar');
   const text =
     `StorePath: /nix/store/${hashOf(name)}-${name}\nURL: ${nar}\nCompression: none\nNarHash: sha256:` +
     `${narHashOf(name)}\nNarSize: 3\nReferences: ${refs.map((ref) => `${hashOf(ref)}-${ref}`).join(' ')}\n`;
-  await backend.put(`${hashOf(name)}.narinfo`, Buffer.from(text), 'text/x-nix-narinfo');
+  await backend.put(`${hashOf(name)}.narinfo`, Buffer.from(text), 'narinfo');
 }
 
 /** One dry run; the narinfos it read from the bucket, and the cache file's rows after it. */
