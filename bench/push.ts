@@ -92,14 +92,15 @@ async function main(): Promise<void> {
   const pathsPerS = (m: Measurement) => `${(tiny.length / m.seconds).toFixed(0)} paths/s`;
 
   process.stderr.write('big path: floor, nix copy, cachectl push...\n');
-  // All four alternately (cachectl with and without the NAR listing, made on the same pass over the files): the
-  // machine's speed drifts, and the ratios must not.
-  const [floor, nixCopy, push, pushNoListing] = (await medians(freshDir, [
+  // All alternately (cachectl with and without the NAR listing, made on the same pass over the files, and without
+  // the flushes to disk): the machine's speed drifts, and the ratios must not.
+  const [floor, nixCopy, push, pushNoListing, pushNoFsync] = (await medians(freshDir, [
     () => measure('sh', ['-c', `nix-store --dump '${bulk}' | zstd -3 -T2 -q | sha256sum > /dev/null`]),
     (dir) => measure('nix', ['copy', '--to', `file://${dir}?compression=zstd`, bulk]),
     (dir) => measure(process.execPath, [CACHECTL, 'push', '--to', `file://${dir}`, bulk]),
     (dir) => measure(process.execPath, [CACHECTL, 'push', '--nar-listing', 'false', '--to', `file://${dir}`, bulk]),
-  ])) as [Measurement, Measurement, Measurement, Measurement];
+    (dir) => measure(process.execPath, [CACHECTL, 'push', '--to', `file://${dir}?fsync=false`, bulk]),
+  ])) as [Measurement, Measurement, Measurement, Measurement, Measurement];
   rows.push({
     case: `big path (${(narSize / 1e6).toFixed(0)} MB NAR) to file://`,
     tool: 'floor: nix-store --dump, zstd -3 -T2, sha256sum (piped)',
@@ -110,6 +111,7 @@ async function main(): Promise<void> {
   rows.push({ case: '', tool: 'nix copy (compression=zstd)', ...nixCopy, rate: mbPerS(nixCopy) });
   rows.push({ case: '', tool: 'cachectl push', ...push, rate: mbPerS(push) });
   rows.push({ case: '', tool: 'cachectl push --nar-listing false', ...pushNoListing, rate: mbPerS(pushNoListing) });
+  rows.push({ case: '', tool: 'cachectl push, not flushed (?fsync=false)', ...pushNoFsync, rate: mbPerS(pushNoFsync) });
 
   process.stderr.write('tiny paths: nix copy and cachectl to file://, cachectl to s3rver...\n');
   const [tinyNix, tinyNixListing] = (await medians(freshDir, [
@@ -226,12 +228,22 @@ async function main(): Promise<void> {
     .replaceAll('"', '');
   const chainLength = Number(values.chain);
   const perPath = (m: Measurement) => `${(chainLength / m.seconds).toFixed(0)} paths/s`;
-  const [chainNix, chainNixListing, chainPush, chainPushNoListing] = (await medians(freshDir, [
+  const [chainNix, chainNixListing, chainPush, chainPushNoListing, chainPushNoFsync] = (await medians(freshDir, [
     (dir) => measure('nix', ['copy', '--to', `file://${dir}?compression=zstd`, chainTop]),
     (dir) => measure('nix', ['copy', '--to', `file://${dir}?compression=zstd&write-nar-listing=true`, chainTop]),
     (dir) => measure(process.execPath, [CACHECTL, 'push', '--to', `file://${dir}`, chainTop]),
     (dir) => measure(process.execPath, [CACHECTL, 'push', '--nar-listing', 'false', '--to', `file://${dir}`, chainTop]),
-  ])) as [Measurement, Measurement, Measurement, Measurement];
+    (dir) =>
+      measure(process.execPath, [
+        CACHECTL,
+        'push',
+        '--nar-listing',
+        'false',
+        '--to',
+        `file://${dir}?fsync=false`,
+        chainTop,
+      ]),
+  ])) as [Measurement, Measurement, Measurement, Measurement, Measurement];
   rows.push({
     case: `a chain of ${chainLength} tiny paths`,
     tool: 'nix copy to file://',
@@ -250,6 +262,12 @@ async function main(): Promise<void> {
     tool: 'cachectl push to file:// --nar-listing false',
     ...chainPushNoListing,
     rate: perPath(chainPushNoListing),
+  });
+  rows.push({
+    case: '',
+    tool: 'cachectl push to file:// --nar-listing false, not flushed (?fsync=false)',
+    ...chainPushNoFsync,
+    rate: perPath(chainPushNoFsync),
   });
   // Into a tmpfs, where making a file costs least and the same every run (on the disk it varies several times
   // over, with how many files were deleted in the minutes before): what is left is each tool's own cost a path.
@@ -280,6 +298,8 @@ async function main(): Promise<void> {
     chainVsNixCopy: chainNix.seconds / chainPushNoListing.seconds,
     chainWithListingsVsNixCopy: chainNixListing.seconds / chainPush.seconds,
     chainOnTmpfsVsNixCopy: chainNixTmpfs.seconds / chainPushTmpfs.seconds,
+    bigFsyncCost: push.seconds / pushNoFsync.seconds - 1,
+    chainFsyncCost: chainPushNoListing.seconds / chainPushNoFsync.seconds - 1,
     wan: wan.ratios,
     peakRssMb: Math.max(push.peakRssMb, tinyFile.peakRssMb, tinyS3.peakRssMb, bigFile.peakRssMb, bigS3.peakRssMb),
   };

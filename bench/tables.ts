@@ -37,6 +37,12 @@ export interface PushResults {
     chainVsNixCopy?: number;
     chainWithListingsVsNixCopy?: number;
     chainOnTmpfsVsNixCopy?: number;
+    /**
+     * what flushing each file and directory to disk (file://'s default) adds, as a fraction of the time without
+     * (`?fsync=false`); absent from runs before the flushes
+     */
+    bigFsyncCost?: number;
+    chainFsyncCost?: number;
     /** the far-away closure: `nix copy`'s time over cachectl's at 30 ms, and cachectl's at 50 ms over 0 ms */
     wan?: { vsNixCopyAt30ms: number; at50msVs0ms: number; closure?: string };
   };
@@ -167,6 +173,10 @@ export function renderPush(r: PushResults): string {
           (r.ratios.chainOnTmpfsVsNixCopy === undefined
             ? '.'
             : `, ${r.ratios.chainOnTmpfsVsNixCopy.toFixed(2)}× on a tmpfs.`)) +
+      (r.ratios.bigFsyncCost === undefined || r.ratios.chainFsyncCost === undefined
+        ? ''
+        : ` Flushing to disk (\`nix copy\` does not) adds ${percent(r.ratios.bigFsyncCost)} to the big path's time ` +
+          `and ${percent(r.ratios.chainFsyncCost)} to the chain's.`) +
       (r.ratios.wan === undefined
         ? ''
         : ` Far away: ${r.ratios.wan.vsNixCopyAt30ms.toFixed(1)}× faster than \`nix copy\` at 30 ms a request ` +

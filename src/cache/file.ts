@@ -39,12 +39,17 @@ export class FileBackend implements CacheBackend {
 
   private readonly signal: AbortSignal;
 
+  /** undefined: nothing is flushed (`?fsync=false`) */
+  private readonly flushes: DirectoryFlushes | undefined;
+
   constructor(
     private readonly root: string,
     signal?: AbortSignal,
+    options: { fsync?: boolean } = {},
   ) {
     this.displayUrl = `file://${root}`;
     this.signal = requestSignal(signal);
+    this.flushes = options.fsync === false ? undefined : new DirectoryFlushes();
   }
 
   private path(key: string): string {
@@ -97,7 +102,20 @@ export class FileBackend implements CacheBackend {
 
   /** With `after`, the file is written at once and renamed into place once `after` resolves. */
   async put(key: string, body: Buffer, _kind?: ObjectKind, options: { after?: Promise<unknown> } = {}): Promise<void> {
-    await this.writeAtomically(key, (temp) => writeFile(temp, body), options.after);
+    await this.writeAtomically(
+      key,
+      async (temp) => {
+        if (this.flushes === undefined) return writeFile(temp, body);
+        const file = await open(temp, 'w');
+        try {
+          await file.writeFile(body);
+          await file.datasync();
+        } finally {
+          await file.close();
+        }
+      },
+      options.after,
+    );
   }
 
   async putStream(key: string, body: AsyncIterable<Buffer>): Promise<void> {
@@ -112,6 +130,7 @@ export class FileBackend implements CacheBackend {
           writing.catch(() => undefined); // its failure is seen when awaited, not as an unhandled rejection
         }
         await writing;
+        if (this.flushes !== undefined) await file.datasync();
       } finally {
         await writing.catch(() => undefined);
         await file.close();
@@ -199,7 +218,11 @@ export class FileBackend implements CacheBackend {
     const temp = join(dirname(target), `${TEMP_PREFIX}${process.pid}-${(this.writes += 1)}`);
     try {
       if (!this.directories.has(dirname(target))) {
-        mkdirSync(dirname(target), { recursive: true });
+        const made = mkdirSync(dirname(target), { recursive: true });
+        // A directory made here is on disk before anything in it counts as written.
+        if (made !== undefined)
+          for (let dir = dirname(target); dir !== dirname(made); dir = dirname(dir))
+            await this.flushes?.flush(dirname(dir));
         this.directories.add(dirname(target));
       }
       await write(temp);
@@ -218,6 +241,8 @@ export class FileBackend implements CacheBackend {
       // An abandoned write is not published, even when it was complete.
       this.signal.throwIfAborted();
       await rename(temp, target);
+      // The rename is on disk before the write resolves: a narinfo renamed after it finds its NAR after a crash.
+      await this.flushes?.flush(dirname(target));
     } catch (err) {
       rmSync(temp, { force: true });
       throw err instanceof CachectlError ? err : this.failure(key, err, true);
@@ -238,6 +263,45 @@ export class FileBackend implements CacheBackend {
     return new CachectlError('CACHE_WRITE_FAILED', `cache ${this.displayUrl}: ${key}: ${(err as Error).message}`, {
       cause: err,
     });
+  }
+}
+
+/**
+ * fsyncs of directories, shared: a flush asked for while one of the same directory runs waits for the next one,
+ * which starts once the running one ends and serves everyone who asked meanwhile. A thousand renames in parallel
+ * into `nar/` cost a few flushes, not a thousand.
+ */
+class DirectoryFlushes {
+  private readonly running = new Map<string, Promise<void>>();
+  private readonly next = new Map<string, Promise<void>>();
+
+  flush(dir: string): Promise<void> {
+    const waiting = this.next.get(dir);
+    if (waiting !== undefined) return waiting;
+    const running = this.running.get(dir);
+    const start = async (): Promise<void> => {
+      this.next.delete(dir);
+      const flushing = flushDirectory(dir);
+      this.running.set(dir, flushing);
+      try {
+        await flushing;
+      } finally {
+        if (this.running.get(dir) === flushing) this.running.delete(dir);
+      }
+    };
+    // After the running flush, which may have begun before the caller's rename.
+    const flush = running === undefined ? start() : running.catch(() => undefined).then(start);
+    if (running !== undefined) this.next.set(dir, flush);
+    return flush;
+  }
+}
+
+async function flushDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
   }
 }
 

@@ -12,7 +12,7 @@ export async function openCache(
   url: CacheUrl,
   options: { signal?: AbortSignal; headers?: Readonly<Record<ObjectKind, ObjectHeaders>> } = {},
 ): Promise<CacheBackend> {
-  if (url.kind === 'file') return new FileBackend(url.dir, options.signal);
+  if (url.kind === 'file') return new FileBackend(url.dir, options.signal, { fsync: url.fsync });
   const { S3Backend } = await import('./s3.js');
   return new S3Backend(url, options.signal, options.headers);
 }

@@ -5,6 +5,11 @@ import { CachectlError } from './errors.js';
 export interface FileCacheUrl {
   kind: 'file';
   dir: string;
+  /**
+   * whether each file is flushed to disk before it is renamed into place, and its directory after: what makes a
+   * narinfo appear after a power loss only with its NAR and listing (`?fsync=false`: a scratch cache)
+   */
+  fsync: boolean;
 }
 
 export interface S3CacheUrl {
@@ -54,10 +59,14 @@ export function parseCacheUrl(text: string): CacheUrl {
     return fail('is not a URL');
   }
   if (url.protocol === 'file:') {
-    if (url.host !== '' || url.search !== '') fail('must be file:///ABSOLUTE/DIR without host or parameters');
+    if (url.host !== '') fail('must be file:///ABSOLUTE/DIR without a host');
+    for (const [name, value] of url.searchParams) {
+      if (name !== 'fsync') fail(`has the unknown parameter ${name} (known: fsync)`);
+      if (value !== 'true' && value !== 'false') fail(`has fsync=${value}: use fsync=true (the default) or false`);
+    }
     const dir = normalize(decodeURIComponent(url.pathname)).replace(/\/+$/, '');
     if (!isAbsolute(dir) || dir === '') fail('must name an absolute directory other than /');
-    return { kind: 'file', dir };
+    return { kind: 'file', dir, fsync: url.searchParams.get('fsync') !== 'false' };
   }
   if (url.protocol !== 's3:') return fail(`has the unsupported scheme ${url.protocol}`);
   const bucket = url.host;

@@ -208,7 +208,14 @@ describe('signing', () => {
 
 describe('cache URLs', () => {
   it('reads file:// and s3:// with Nix parameters', () => {
-    assert.deepEqual(parseCacheUrl('file:///var/cache/nix/'), { kind: 'file', dir: '/var/cache/nix' });
+    assert.deepEqual(parseCacheUrl('file:///var/cache/nix/'), { kind: 'file', dir: '/var/cache/nix', fsync: true });
+    assert.deepEqual(parseCacheUrl('file:///tmp/c?fsync=false'), { kind: 'file', dir: '/tmp/c', fsync: false });
+    assertCode(() => parseCacheUrl('file:///tmp/c?fsync=no'), 'CACHE_URL_INVALID', /fsync=no: use fsync=true/);
+    assertCode(
+      () => parseCacheUrl('file:///tmp/c?compression=xz'),
+      'CACHE_URL_INVALID',
+      /unknown parameter compression/,
+    );
     assert.deepEqual(parseCacheUrl('s3://my-bucket?endpoint=127.0.0.1:9000&scheme=http&prefix=/a/b/'), {
       kind: 's3',
       bucket: 'my-bucket',
@@ -257,7 +264,7 @@ describe('configuration', () => {
     const fromFile = resolveConfig({}, {}, file);
     assert.deepEqual(
       [fromFile.cacheUrl, fromFile.jobs, fromFile.compression, fromFile.secretKeyFiles],
-      [{ kind: 'file', dir: '/f' }, 3, 'xz', ['/k']],
+      [{ kind: 'file', dir: '/f', fsync: true }, 3, 'xz', ['/k']],
     );
     const fromEnv = resolveConfig({}, { CACHECTL_JOBS: '5', CACHECTL_SECRET_KEY_FILES: '/a:/b' }, file);
     assert.deepEqual([fromEnv.jobs, fromEnv.secretKeyFiles], [5, ['/a', '/b']]);
