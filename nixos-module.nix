@@ -24,7 +24,8 @@ let
     inherit (cfg) to jobs compression narListing skipSignedBy cacheControl contentType;
     inherit (cfg.gc) olderThan grace;
     inherit queue gcRoots;
-  } // (if cfg.metricsListen == null then { } else { inherit (cfg) metricsListen; })));
+  } // (if cfg.metricsListen == null then { } else { inherit (cfg) metricsListen; })
+    // (if cfg.signerCommand == null then { } else { inherit (cfg) signerCommand trustedPublicKeys; })));
 
   # systemd copies each key into the service's credentials directory (%d), readable by it alone.
   keyCredentials = builtins.genList (i: "signing-key-${toString i}") (builtins.length cfg.secretKeyFiles);
@@ -131,6 +132,23 @@ in
       default = [ ];
       example = [ "cache.nixos.org-1" ];
       description = "Key names whose signature marks a path as another cache's: such paths are not uploaded.";
+    };
+
+    signerCommand = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/run/current-system/sw/bin/my-hsm-signer --key cache-1";
+      description = ''
+        An external signer, run by the daemon with sh -c: a fingerprint per line in, NAME:SIGNATURE per line out.
+        Each signature is checked against trustedPublicKeys before it is used.
+      '';
+    };
+
+    trustedPublicKeys = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "cache.example.org-1:..." ];
+      description = "The public keys the signerCommand's signatures are checked against (NAME:BASE64).";
     };
 
     cacheControl = mkOption {

@@ -548,6 +548,8 @@ describe('operations: nixos-module.nix and default.nix', () => {
       compression: 'xz',
       narListing: false,
       skipSignedBy: ['cache.nixos.org-1'],
+      signerCommand: '/run/wrappers/bin/hsm-signer',
+      trustedPublicKeys: [`hsm-1:${Buffer.alloc(32, 3).toString('base64')}`],
       cacheControl: ['narinfo=public, max-age=60'],
       contentType: ['log=text/plain'],
       metricsListen: '127.0.0.1:9108',
@@ -576,10 +578,10 @@ describe('operations: nixos-module.nix and default.nix', () => {
       'options this test expects',
     );
     assert.deepEqual([written['olderThan'], written['grace']], [settings.gc.olderThan, settings.gc.grace]);
-    // Every config key is set by the module (queue and gcRoots, its own), but the keys given as flags, the GC's
-    // metadata cache (its service's XDG_CACHE_HOME) and the keys of verify, which no service runs.
+    // Every config key is set by the module (queue and gcRoots, its own), but the keys given as flags and the GC's
+    // metadata cache (its service's XDG_CACHE_HOME).
     assert.deepEqual(
-      [...Object.keys(written), 'secretKeyFiles', 'metadataCache', 'trustedPublicKeys'].sort(),
+      [...Object.keys(written), 'secretKeyFiles', 'metadataCache'].sort(),
       Object.keys(CONFIG_KEYS).sort(),
     );
     // cachectl itself accepts the file.

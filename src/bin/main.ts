@@ -24,6 +24,8 @@ function collect(value: string, previous: string[] | undefined): string[] {
 const PUSH_SETTINGS: readonly OptionKey[] = [
   'to',
   'secretKeyFiles',
+  'signerCommand',
+  'trustedPublicKeys',
   'jobs',
   'compression',
   'narListing',

@@ -8,7 +8,7 @@ import { systemdNotifier } from '../daemon/notify.js';
 import { LocalStore } from '../nix/local-store.js';
 import { Queue } from '../queue/queue.js';
 import { spoolDirOf } from '../queue/spool.js';
-import { loadSecretKeys } from '../upload/secret-keys.js';
+import { openSigner } from '../upload/signer.js';
 import { statusOf } from '../queue/status-report.js';
 
 /**
@@ -23,7 +23,7 @@ export async function openDaemon(
   abandon: AbortSignal,
 ): Promise<{ daemon: Daemon; close: () => void }> {
   const cacheUrl = requiredCacheUrl(config);
-  const keys = await loadSecretKeys(config.secretKeyFiles);
+  const signer = await openSigner(config);
   const store = new LocalStore({ dbPath: config.nixDb, logDir: config.nixLogDir });
   const queue = Queue.open(config.queue);
   const backend = await openCache(cacheUrl, { signal: abandon, headers: config.objectHeaders });
@@ -36,7 +36,7 @@ export async function openDaemon(
     gcRootsDir: config.gcRoots,
     backend,
     store,
-    keys,
+    signer,
     compression: config.compression,
     narListing: config.narListing,
     jobs: config.jobs,
@@ -58,6 +58,7 @@ export async function openDaemon(
     close() {
       metrics?.server.close();
       notifier?.close();
+      signer.close();
       backend.close();
       queue.close();
       store.close();

@@ -3,11 +3,10 @@ import { type Config, requiredCacheUrl } from '../core/config.js';
 import { CachectlError, errorText } from '../core/errors.js';
 import type { CacheBackend } from '../cache/backend.js';
 import { openCache } from '../cache/open.js';
-import type { SecretKey } from '../core/signing.js';
 import { LeaseWriter } from '../gc/lease.js';
 import { LocalStore } from '../nix/local-store.js';
 import { resolveArguments } from '../nix/resolve.js';
-import { loadSecretKeys } from '../upload/secret-keys.js';
+import { openSigner, type Signer } from '../upload/signer.js';
 import { pushClosures, type PushProgress, type PushResult } from '../upload/push.js';
 
 export interface PushCommandResult extends PushResult {
@@ -24,7 +23,7 @@ export async function pushCommand(
   const cacheUrl = requiredCacheUrl(config);
   const started = Date.now();
   // Everything is checked before the first byte goes out: keys, paths, then the cache itself.
-  const keys = await loadSecretKeys(config.secretKeyFiles);
+  const signer = await openSigner(config);
   const store = new LocalStore({ dbPath: config.nixDb, logDir: config.nixLogDir });
   const backend = await openCache(cacheUrl, { headers: config.objectHeaders });
   const lease = new LeaseWriter(backend);
@@ -35,7 +34,7 @@ export async function pushCommand(
       store,
       compression: config.compression,
       narListing: config.narListing,
-      keys,
+      signer,
       jobs: config.jobs,
       skipSignedBy: config.skipSignedBy,
       progress,
@@ -46,6 +45,7 @@ export async function pushCommand(
     lease.close();
     backend.close();
     store.close();
+    signer.close();
   }
 }
 
@@ -91,7 +91,7 @@ export async function pushStdinCommand(
   })();
   const counts = { paths: 0, failed: 0 };
   const cacheUrl = requiredCacheUrl(config);
-  const keys = await loadSecretKeys(config.secretKeyFiles);
+  const signer = await openSigner(config);
   const backend = await openCache(cacheUrl, { headers: config.objectHeaders });
   const store = new LocalStore({ dbPath: config.nixDb, logDir: config.nixLogDir });
   const lease = new LeaseWriter(backend);
@@ -108,7 +108,7 @@ export async function pushStdinCommand(
         if (!line.ok) counts.failed += 1;
         emit(line);
       };
-      await pushBatch(waiting.splice(0), batch, { config, keys, store, backend, lease }, out);
+      await pushBatch(waiting.splice(0), batch, { config, signer, store, backend, lease }, out);
     }
     await reading;
     return counts;
@@ -116,6 +116,7 @@ export async function pushStdinCommand(
     lease.close();
     backend.close();
     store.close();
+    signer.close();
   }
 }
 
@@ -124,7 +125,7 @@ async function pushBatch(
   batch: number,
   context: {
     config: Config;
-    keys: readonly SecretKey[];
+    signer: Signer;
     store: LocalStore;
     backend: CacheBackend;
     lease: LeaseWriter;
@@ -166,7 +167,7 @@ async function pushBatch(
       store,
       compression: config.compression,
       narListing: config.narListing,
-      keys: context.keys,
+      signer: context.signer,
       jobs: config.jobs,
       skipSignedBy: config.skipSignedBy,
       lease: context.lease,

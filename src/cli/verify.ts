@@ -2,7 +2,7 @@ import { type Config, requiredCacheUrl } from '../core/config.js';
 import { openCache } from '../cache/open.js';
 import { LeaseWriter } from '../gc/lease.js';
 import { LocalStore } from '../nix/local-store.js';
-import { loadSecretKeys } from '../upload/secret-keys.js';
+import { openSigner } from '../upload/signer.js';
 import { repairCache, type RepairResult } from '../verify/repair.js';
 import { PROBLEM_KINDS, verifyCache, type VerifyReport } from '../verify/verify.js';
 import { formatBytes } from './progress.js';
@@ -24,7 +24,7 @@ export async function verifyCommand(
   onProgress?: (text: string) => void,
 ): Promise<VerifyCommandResult> {
   const cacheUrl = requiredCacheUrl(config);
-  const keys = flags.repair === true ? await loadSecretKeys(config.secretKeyFiles) : [];
+  const signer = flags.repair === true ? await openSigner(config) : undefined;
   const backend = await openCache(cacheUrl, { headers: config.objectHeaders });
   try {
     const check = () =>
@@ -36,7 +36,7 @@ export async function verifyCommand(
         ...(onProgress === undefined ? {} : { onProgress }),
       });
     const report = await check();
-    if (flags.repair !== true || report.problems.length === 0) return { report };
+    if (signer === undefined || report.problems.length === 0) return { report };
     const store = new LocalStore({ dbPath: config.nixDb, logDir: config.nixLogDir });
     const lease = new LeaseWriter(backend);
     try {
@@ -45,7 +45,7 @@ export async function verifyCommand(
         backend,
         store,
         lease,
-        keys,
+        signer,
         trustedKeys: config.trustedPublicKeys,
         compression: config.compression,
         narListing: config.narListing,
@@ -58,6 +58,7 @@ export async function verifyCommand(
     }
   } finally {
     backend.close();
+    signer?.close();
   }
 }
 

@@ -41,7 +41,9 @@ export interface Config {
   readonly skipSignedBy: readonly string[];
   /** the headers each kind of object goes up with on S3 */
   readonly objectHeaders: Readonly<Record<ObjectKind, ObjectHeaders>>;
-  /** the keys `verify` checks signatures against */
+  /** the external signer, run with sh -c */
+  readonly signerCommand: string | undefined;
+  /** the keys `verify` checks signatures against, and the signer command's signatures before use */
   readonly trustedPublicKeys: readonly PublicKey[];
   /** where the daemon serves /metrics and /healthz */
   readonly metricsListen: ListenAddress | undefined;
@@ -183,6 +185,12 @@ export function resolveConfig(
     }
   }
 
+  const signerCommand = text('signerCommand');
+  if (signerCommand !== undefined && trustedPublicKeys.length === 0)
+    problems.push(
+      'signer-command needs trusted-public-key NAME:KEY, the public key its signatures are checked against',
+    );
+
   const objectHeaders = withOverrides(
     withOverrides(DEFAULT_OBJECT_HEADERS, 'cacheControl', 'cache-control', list('cacheControl'), problems),
     'contentType',
@@ -225,6 +233,7 @@ export function resolveConfig(
     narListing: narListingText !== 'false',
     skipSignedBy: Object.freeze([...skipSignedBy]),
     trustedPublicKeys: Object.freeze(trustedPublicKeys),
+    signerCommand,
     objectHeaders: Object.freeze(objectHeaders),
     metricsListen,
     olderThanMs,

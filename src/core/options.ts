@@ -55,6 +55,13 @@ export const OPTIONS = {
     help: 'Nix-format Ed25519 secret key to sign with',
     listSeparator: ':',
   },
+  signerCommand: {
+    flag: '--signer-command <cmd>',
+    env: 'CACHECTL_SIGNER_COMMAND',
+    help:
+      'an external signer, run once with sh -c: a fingerprint per line in, NAME:SIGNATURE per line out; each ' +
+      'signature is checked against --trusted-public-key before use',
+  },
   jobs: {
     flag: '--jobs <n>',
     env: 'CACHECTL_JOBS',
@@ -101,7 +108,9 @@ export const OPTIONS = {
   trustedPublicKeys: {
     flag: '--trusted-public-key <key>',
     env: 'CACHECTL_TRUSTED_PUBLIC_KEYS',
-    help: "for verify: a key signatures are checked against, NAME:BASE64 as in nix.conf's trusted-public-keys",
+    help:
+      "a key signatures are checked against (by verify, and --signer-command's before use), NAME:BASE64 as in " +
+      "nix.conf's trusted-public-keys",
     listSeparator: ' ',
   },
   metricsListen: {

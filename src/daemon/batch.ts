@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Compression } from '../core/narinfo.js';
-import type { SecretKey } from '../core/signing.js';
+import type { Signer } from '../upload/signer.js';
 import type { CacheBackend } from '../cache/backend.js';
 import type { LeaseWriter } from '../gc/lease.js';
 import type { LocalStore } from '../nix/local-store.js';
@@ -47,7 +47,7 @@ export interface BatchWorkOptions {
   backend: CacheBackend;
   store: LocalStore;
   lease: LeaseWriter;
-  keys: readonly SecretKey[];
+  signer: Signer;
   compression: Compression;
   narListing: boolean;
   skipSignedBy: readonly string[];
@@ -164,13 +164,13 @@ async function pushBatch(
     const onRootPublished = (root: string) => {
       if (published.push(root) === 1) setTimeout(completePublished, COMPLETE_EVERY_MS);
     };
-    const { backend, store, compression, narListing, keys, skipSignedBy, lease } = options;
+    const { backend, store, compression, narListing, signer, skipSignedBy, lease } = options;
     const push = await pushClosures(validRoots, {
       backend,
       store,
       compression,
       narListing,
-      keys,
+      signer,
       skipSignedBy,
       jobs,
       progress: newProgress(),

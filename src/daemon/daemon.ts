@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { CachectlError } from '../core/errors.js';
 import type { Compression } from '../core/narinfo.js';
-import type { SecretKey } from '../core/signing.js';
+import type { Signer } from '../upload/signer.js';
 import type { CacheBackend } from '../cache/backend.js';
 import { LeaseWriter } from '../gc/lease.js';
 import type { LocalStore } from '../nix/local-store.js';
@@ -27,7 +27,7 @@ export interface DaemonOptions {
   gcRootsDir: string;
   backend: CacheBackend;
   store: LocalStore;
-  keys: readonly SecretKey[];
+  signer: Signer;
   compression: Compression;
   /** whether NAR listings are written */
   narListing: boolean;
@@ -73,7 +73,7 @@ export class Daemon {
     const work = batchWork({
       backend: options.backend,
       store,
-      keys: options.keys,
+      signer: options.signer,
       compression: options.compression,
       narListing: options.narListing,
       skipSignedBy: options.skipSignedBy,

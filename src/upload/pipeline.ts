@@ -3,7 +3,6 @@ import { basename } from 'node:path';
 import { CachectlError } from '../core/errors.js';
 import { formatSha256 } from '../core/hash.js';
 import type { Compression, NarInfo } from '../core/narinfo.js';
-import { fingerprint, sign, type SecretKey } from '../core/signing.js';
 import { hashPartOf } from '../core/store-path.js';
 import type { CacheBackend } from '../cache/backend.js';
 import type { Limiter } from '../core/limit.js';
@@ -115,8 +114,8 @@ export async function uploadNar(
   return { key, compression, fileHash: fileHash.digest(), fileSize, narSize };
 }
 
-/** The narinfo for an uploaded NAR: the store's signatures, plus one per key. */
-export function makeNarInfo(info: PathInfo, nar: UploadedNar, keys: readonly SecretKey[]): NarInfo {
+/** The narinfo for an uploaded NAR, with the store's signatures (the push adds its own). */
+export function makeNarInfo(info: PathInfo, nar: UploadedNar): NarInfo {
   const narInfo: NarInfo = {
     storePath: info.path,
     url: nar.key,
@@ -130,7 +129,5 @@ export function makeNarInfo(info: PathInfo, nar: UploadedNar, keys: readonly Sec
   };
   if (info.deriver !== undefined) narInfo.deriver = basename(info.deriver);
   if (info.ca !== undefined) narInfo.ca = info.ca;
-  const text = fingerprint(info.path, info.narHash, nar.narSize, info.references);
-  for (const key of keys) narInfo.sigs.push(sign(key, text));
   return narInfo;
 }

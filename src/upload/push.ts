@@ -1,7 +1,8 @@
 import { CachectlError, errorText, type ErrorCode } from '../core/errors.js';
 import { hashPartOf } from '../core/store-path.js';
 import { renderNarInfo, type Compression } from '../core/narinfo.js';
-import type { SecretKey } from '../core/signing.js';
+import { fingerprint } from '../core/signing.js';
+import type { Signer } from './signer.js';
 import { Limiter, mapLimit } from '../core/limit.js';
 import type { CacheBackend } from '../cache/backend.js';
 import {
@@ -14,7 +15,7 @@ import {
 } from '../cache/layout.js';
 import { findPresent } from '../cache/present.js';
 import { waitOutSweeps, type LeaseWriter } from '../gc/lease.js';
-import { renderRealisation, signRealisation, type Realisation } from '../core/realisation.js';
+import { realisationFingerprint, renderRealisation, type Realisation } from '../core/realisation.js';
 import { readBuildLog } from '../nix/build-log.js';
 import type { LocalStore, PathInfo } from '../nix/local-store.js';
 import { LARGE_NAR_BYTES, makeNarInfo, uploadNar } from './pipeline.js';
@@ -42,7 +43,8 @@ export interface PushOptions {
   compression: Compression;
   /** whether each NAR's listing (`<hash>.ls`) goes up with it, before its narinfo */
   narListing: boolean;
-  keys: readonly SecretKey[];
+  /** signs each narinfo and realisation */
+  signer: Signer;
   /** NARs compressed at once; small ones are sent up to PATHS_IN_FLIGHT_PER_JOB times as many at once */
   jobs: number;
   /** counters the caller may read while the push runs (for a progress line) */
@@ -255,7 +257,8 @@ async function publishRealisations(
       const key = realisationKey(realisation.id);
       await limiter.run(async () => {
         if (!published.has(outPath) && alreadyInCache.has(outPath) && (await backend.exists(key))) return;
-        const signed = signRealisation(realisation, options.keys);
+        const sigs = await options.signer.sign(realisationFingerprint(realisation));
+        const signed = { ...realisation, signatures: [...realisation.signatures, ...sigs] };
         await backend.put(key, Buffer.from(renderRealisation(signed)), 'realisation');
         result.realisations += 1;
       });
@@ -349,7 +352,10 @@ async function publishPaths(
       info.references.filter((ref) => ref !== info.path).flatMap((ref) => publishing.get(ref) ?? []),
     );
     referencesPublished.catch(() => undefined); // seen by the put; not unhandled if the put fails first
-    const narInfo = makeNarInfo(info, nar, options.keys);
+    const narInfo = makeNarInfo(info, nar);
+    narInfo.sigs.push(
+      ...(await options.signer.sign(fingerprint(info.path, info.narHash, nar.narSize, info.references))),
+    );
     await backend.put(narInfoKey(hashPartOf(info.path)), Buffer.from(renderNarInfo(narInfo)), 'narinfo', {
       after: referencesPublished,
     });

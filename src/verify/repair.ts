@@ -5,7 +5,8 @@
  * rewritten last, after its new NAR. What the local store does not have is named, not guessed at.
  */
 import { errorText } from '../core/errors.js';
-import type { PublicKey, SecretKey } from '../core/signing.js';
+import type { PublicKey } from '../core/signing.js';
+import type { Signer } from '../upload/signer.js';
 import { hashPartOf } from '../core/store-path.js';
 import type { Compression } from '../core/narinfo.js';
 import type { CacheBackend } from '../cache/backend.js';
@@ -20,7 +21,7 @@ export interface RepairOptions {
   backend: CacheBackend;
   store: LocalStore;
   lease: LeaseWriter;
-  keys: readonly SecretKey[];
+  signer: Signer;
   trustedKeys: readonly PublicKey[];
   compression: Compression;
   narListing: boolean;
@@ -58,8 +59,8 @@ export async function repairCache(problems: readonly Problem[], options: RepairO
     result.unrepaired.push({ key: problem.key, ...(problem.path === undefined ? {} : { path: problem.path }), why });
 
   // A signature is repaired only by signing with a key the readers trust.
-  const canSign = options.keys.some((key) =>
-    options.trustedKeys.some((trusted) => trusted.name === key.name && Buffer.from(trusted.key).equals(key.publicKey)),
+  const canSign = options.signer.publicKeys.some((key) =>
+    options.trustedKeys.some((trusted) => trusted.name === key.name && Buffer.from(trusted.key).equals(key.key)),
   );
 
   // The problems each path is uploaded for: again where the cache has it (`reupload`), or because it lacks it.
@@ -75,7 +76,10 @@ export async function repairCache(problems: readonly Problem[], options: RepairO
     else if (problem.kind === 'reference-missing' && problem.reference !== undefined)
       add(upload, `${store.storeDir}/${problem.reference}`, problem);
     else if (SIGNATURE_KINDS.has(problem.kind) && !canSign)
-      unrepaired(problem, 'no --secret-key-file whose public key is among --trusted-public-key to sign it with');
+      unrepaired(
+        problem,
+        'no --secret-key-file or --signer-command whose key is among --trusted-public-key to sign it with',
+      );
     else if (problem.kind === 'narinfo-malformed') byHashPart.set(problem.key.slice(0, 32), problem);
     else if (REUPLOADED.has(problem.kind) && problem.path !== undefined) {
       // A realisation whose output is missing is whole again once the output is up.
@@ -106,7 +110,7 @@ export async function repairCache(problems: readonly Problem[], options: RepairO
       compression: options.compression,
       // A broken listing is repaired by a new one.
       narListing: options.narListing || [...wanted.values()].flat().some((p) => p.kind === 'listing-malformed'),
-      keys: options.keys,
+      signer: options.signer,
       jobs: options.jobs,
       lease: options.lease,
       reupload: new Set(reupload.keys()),

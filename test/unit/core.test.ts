@@ -328,6 +328,7 @@ describe('configuration', () => {
       narListing: false,
       skipSignedBy: ['cache.nixos.org-1'],
       trustedPublicKeys: ['cache.example.org-1:' + Buffer.alloc(32, 7).toString('base64')],
+      signerCommand: 'hsm-signer',
       cacheControl: ['nar=public, max-age=10'],
       contentType: ['log=text/plain'],
       metricsListen: '9108',
