@@ -77,8 +77,9 @@ export interface CacheBackend {
    */
   getMany?(keys: readonly string[]): Promise<(Buffer | undefined)[]>;
   /**
-   * Writes `body` to `key`, with the headers of its `kind` (S3; a directory has none). With `after`, the object appears only once `after` resolves, and not at all if it
-   * rejects (the put then rejects with its reason): file:// writes meanwhile, an S3 PUT waits to be sent.
+   * Writes `body` to `key`, with the headers of its `kind` (S3; a directory has none). With `after`, the object
+   * appears only once `after` resolves, and not at all if it rejects (the put then rejects with its reason):
+   * file:// writes meanwhile, an S3 PUT waits to be sent.
    */
   put(key: string, body: Buffer, kind: ObjectKind, options?: { after?: Promise<unknown> }): Promise<void>;
   /** Streams `body` to `key`; `sizeHintBytes` bounds the size, for choosing multipart part sizes. */

@@ -95,7 +95,8 @@ export const OPTIONS = {
       'the Cache-Control header of a class of object on S3, for proxies and CDNs: CLASS one of narinfo, cacheInfo, ' +
       'nar, listing, log, realisation (e.g. "narinfo=public, max-age=60")',
     defaultText:
-      'narinfos, nix-cache-info, logs and realisations public, max-age=300; NARs and listings public, max-age=31536000, immutable',
+      'narinfos, nix-cache-info, logs and realisations public, max-age=300; NARs and listings public, ' +
+      'max-age=31536000, immutable',
     listSeparator: '\n',
   },
   contentType: {

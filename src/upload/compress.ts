@@ -179,7 +179,8 @@ export function decompress(source: AsyncIterable<Buffer>, compression: string): 
         throughProgram(source, compression, ['-d', '-c'], (why) => {
           throw new CachectlError(
             'CONFIG_INVALID',
-            `cannot run ${compression} to read a ${compression} NAR: ${why} (install ${compression === 'xz' ? 'xz-utils' : 'bzip2'})`,
+            `cannot run ${compression} to read a ${compression} NAR: ${why} ` +
+              `(install ${compression === 'xz' ? 'xz-utils' : 'bzip2'})`,
           );
         }),
         unreadable,

@@ -211,9 +211,8 @@ export async function verifyCache(options: VerifyOptions): Promise<VerifyReport>
       const { key, info } = readable[index] as Checked;
       const problem = await deepProblem(backend, info, (bytes) => {
         narBytesRead += bytes;
-        progress(
-          `NARs ${narsRead}/${readable.length}, ${Math.round(narBytesRead / 1048576)}/${Math.round(total / 1048576)} MiB`,
-        );
+        const mib = (bytes: number) => Math.round(bytes / 1048576);
+        progress(`NARs ${narsRead}/${readable.length}, ${mib(narBytesRead)}/${mib(total)} MiB`);
       });
       narsRead += 1;
       if (problem !== undefined && (await stillThere(key)))
@@ -359,7 +358,9 @@ async function deepProblem(
     if (!digest.equals(info.fileHash.digest))
       return {
         kind: 'file-hash-mismatch',
-        message: `its NAR ${info.url} hashes to ${formatHash({ algorithm: info.fileHash.algorithm, digest })}, not its FileHash`,
+        message:
+          `its NAR ${info.url} hashes to ${formatHash({ algorithm: info.fileHash.algorithm, digest })}, ` +
+          'not its FileHash',
       };
   }
   const digest = narHash.digest();
