@@ -79,6 +79,27 @@ describe('signing', () => {
       assert.equal((await run('test', ['-e', join(dir, `${hashPartOf(tiny)}.narinfo`)])).code, 1, 'not published');
     }
 
+    // verify --repair signs through the signer too: app's NAR deleted, app uploaded again, signed by it.
+    const appNarinfo = readFileSync(join(dir, `${hashPartOf(app)}.narinfo`), 'utf8');
+    await run('rm', [join(dir, /^URL: (.*)$/m.exec(appNarinfo)?.[1] ?? 'missing')]);
+    const repaired = await cachectl(
+      [
+        'verify',
+        '--to',
+        `file://${dir}`,
+        '--repair',
+        '--signer-command',
+        signerCommand(hsm.secretFile),
+        '--trusted-public-key',
+        hsm.publicKey,
+      ],
+      testEnv(),
+    );
+    assert.equal(repaired.code, 0, repaired.stderr);
+    assert.match(repaired.stdout, /nar-missing: 1/);
+    assert.deepEqual(sigsOf(dir, app), ['signing-hsm-1']);
+    assert.equal((await nixVerify(`file://${dir}`, hsm.publicKey, [app])).code, 0);
+
     const missingKey = await cachectl(['push', '--to', `file://${dir}`, '--signer-command', 'true', tiny], testEnv());
     assert.equal(missingKey.code, 1);
     assert.match(missingKey.stderr, /signer-command needs trusted-public-key NAME:KEY/);

@@ -386,6 +386,7 @@ withSettings(
     'trustedPublicKeys',
     'jobs',
     'secretKeyFiles',
+    'signerCommand',
     'compression',
     'narListing',
     'cacheControl',
@@ -396,8 +397,8 @@ withSettings(
   .option('--deep', 'also read every NAR: its FileHash, and the NarHash and NarSize of what it decompresses to')
   .option(
     '--repair',
-    'upload again from the local store what is broken or missing (signed with --secret-key-file), delete orphan ' +
-      'listings, then check again; what the local store lacks is named',
+    'upload again from the local store what is broken or missing (signed with --secret-key-file or ' +
+      '--signer-command), delete orphan listings, then check again; what the local store lacks is named',
   )
   .option('--json', 'print the report as JSON')
   .addHelpText(
