@@ -1,5 +1,4 @@
 import { CachectlError } from './errors.js';
-import { sign, type SecretKey } from './signing.js';
 import { baseNameProblem } from './store-path.js';
 
 /**
@@ -47,12 +46,6 @@ export function realisationFingerprint(realisation: Realisation): string {
 export function renderRealisation(realisation: Realisation): string {
   const signatures = JSON.stringify([...new Set(realisation.signatures)].sort());
   return sortedObject([...withoutSignatures(realisation), ['signatures', signatures]]);
-}
-
-/** The realisation with a signature by each of `keys` added. */
-export function signRealisation(realisation: Realisation, keys: readonly SecretKey[]): Realisation {
-  const fingerprint = realisationFingerprint(realisation);
-  return { ...realisation, signatures: [...realisation.signatures, ...keys.map((key) => sign(key, fingerprint))] };
 }
 
 /** Parses a `.doi` file the way Nix's Realisation::fromJSON reads it; `source` names it in errors. */

@@ -3,14 +3,10 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { describe, it } from 'node:test';
 import { CachectlError } from '../../src/core/errors.js';
-import {
-  parseRealisation,
-  realisationFingerprint,
-  renderRealisation,
-  signRealisation,
-} from '../../src/core/realisation.js';
+import { parseRealisation, realisationFingerprint, renderRealisation } from '../../src/core/realisation.js';
 import { formatPublicKey, generateSecretKey, parsePublicKey, verifySignature } from '../../src/core/signing.js';
 import { parseDerivation, realisationIds, unparseDerivation } from '../../src/nix/derivation.js';
+import { makeSigner } from '../../src/upload/signer.js';
 
 // Derivations Nix 2.8 wrote (test/fixtures/derivations), with the ids `nix realisation info` gave for them.
 const DERIVATIONS = new URL('../../../test/fixtures/derivations/', import.meta.url).pathname;
@@ -82,9 +78,11 @@ describe('realisations', () => {
     assert.equal(realisationFingerprint(parsed), NIX_DOI.replace(',"signatures":[]', ''));
   });
 
-  it("signs with each key over Nix's fingerprint; signatures come out sorted, once each", () => {
+  it("signs with each key over Nix's fingerprint; signatures come out sorted, once each", async () => {
     const keys = [generateSecretKey('b-1'), generateSecretKey('a-1')];
-    const signed = signRealisation(parseRealisation(NIX_DOI, 'top.doi'), keys);
+    // as the push signs one: its signer over the fingerprint
+    const parsed = parseRealisation(NIX_DOI, 'top.doi');
+    const signed = { ...parsed, signatures: await makeSigner(keys).sign(realisationFingerprint(parsed)) };
     const rendered = parseRealisation(
       renderRealisation({ ...signed, signatures: [...signed.signatures, ...signed.signatures] }),
       'x',
