@@ -1,13 +1,12 @@
 import { performance } from 'node:perf_hooks';
 import { type Config, requiredCacheUrl } from '../core/config.js';
 import { CachectlError, errorText } from '../core/errors.js';
-import type { CacheBackend } from '../cache/backend.js';
 import { openCache } from '../cache/open.js';
 import { LeaseWriter } from '../gc/lease.js';
 import { LocalStore } from '../nix/local-store.js';
 import { resolveArguments } from '../nix/resolve.js';
-import { openSigner, type Signer } from '../upload/signer.js';
-import { pushClosures, type PushProgress, type PushResult } from '../upload/push.js';
+import { openSigner } from '../upload/signer.js';
+import { pushClosures, type PushOptions, type PushProgress, type PushResult } from '../upload/push.js';
 
 export interface PushCommandResult extends PushResult {
   cache: string;
@@ -20,33 +19,40 @@ export async function pushCommand(
   config: Config,
   progress: PushProgress,
 ): Promise<PushCommandResult> {
-  const cacheUrl = requiredCacheUrl(config);
   const started = Date.now();
   // Everything is checked before the first byte goes out: keys, paths, then the cache itself.
+  const push = await openPush(config);
+  try {
+    const roots = await resolveArguments(args, push.options.store);
+    const result = await pushClosures(roots, { ...push.options, progress });
+    return { ...result, cache: push.options.backend.displayUrl, seconds: (Date.now() - started) / 1000 };
+  } finally {
+    push.close();
+  }
+}
+
+/** The settings of a push, and what it writes with: its signer, the local store, the cache and a lease on it. */
+type OpenedPushOptions = Pick<
+  PushOptions,
+  'backend' | 'store' | 'compression' | 'narListing' | 'signer' | 'jobs' | 'skipSignedBy' | 'lease'
+>;
+
+async function openPush(config: Config): Promise<{ options: OpenedPushOptions; close(): void }> {
+  const cacheUrl = requiredCacheUrl(config);
   const signer = await openSigner(config);
   const store = new LocalStore({ dbPath: config.nixDb, logDir: config.nixLogDir });
   const backend = await openCache(cacheUrl, { headers: config.objectHeaders });
   const lease = new LeaseWriter(backend);
-  try {
-    const roots = await resolveArguments(args, store);
-    const result = await pushClosures(roots, {
-      backend,
-      store,
-      compression: config.compression,
-      narListing: config.narListing,
-      signer,
-      jobs: config.jobs,
-      skipSignedBy: config.skipSignedBy,
-      progress,
-      lease,
-    });
-    return { ...result, cache: backend.displayUrl, seconds: (Date.now() - started) / 1000 };
-  } finally {
-    lease.close();
-    backend.close();
-    store.close();
-    signer.close();
-  }
+  const { compression, narListing, jobs, skipSignedBy } = config;
+  return {
+    options: { backend, store, compression, narListing, signer, jobs, skipSignedBy, lease },
+    close() {
+      lease.close();
+      backend.close();
+      store.close();
+      signer.close();
+    },
+  };
 }
 
 /** What `push --stdin` prints for each path, one JSON line, as soon as it is published or has failed. */
@@ -90,11 +96,7 @@ export async function pushStdinCommand(
     }
   })();
   const counts = { paths: 0, failed: 0 };
-  const cacheUrl = requiredCacheUrl(config);
-  const signer = await openSigner(config);
-  const backend = await openCache(cacheUrl, { headers: config.objectHeaders });
-  const store = new LocalStore({ dbPath: config.nixDb, logDir: config.nixLogDir });
-  const lease = new LeaseWriter(backend);
+  const push = await openPush(config);
   let batch = 0;
   try {
     for (;;) {
@@ -108,31 +110,22 @@ export async function pushStdinCommand(
         if (!line.ok) counts.failed += 1;
         emit(line);
       };
-      await pushBatch(waiting.splice(0), batch, { config, signer, store, backend, lease }, out);
+      await pushBatch(waiting.splice(0), batch, push.options, out);
     }
     await reading;
     return counts;
   } finally {
-    lease.close();
-    backend.close();
-    store.close();
-    signer.close();
+    push.close();
   }
 }
 
 async function pushBatch(
   inputs: readonly { input: string; readAt: number }[],
   batch: number,
-  context: {
-    config: Config;
-    signer: Signer;
-    store: LocalStore;
-    backend: CacheBackend;
-    lease: LeaseWriter;
-  },
+  options: OpenedPushOptions,
   emit: (line: StdinPushLine) => void,
 ): Promise<void> {
-  const { config, store } = context;
+  const { store } = options;
   const seconds = (readAt: number) => Math.round(performance.now() - readAt) / 1000;
   const failure = (err: unknown) => ({
     ok: false as const,
@@ -163,14 +156,7 @@ async function pushBatch(
   let result;
   try {
     result = await pushClosures([...roots.keys()], {
-      backend: context.backend,
-      store,
-      compression: config.compression,
-      narListing: config.narListing,
-      signer: context.signer,
-      jobs: config.jobs,
-      skipSignedBy: config.skipSignedBy,
-      lease: context.lease,
+      ...options,
       onRootPublished: (root) => {
         answer(root, { ok: true, state: 'uploaded' });
       },
