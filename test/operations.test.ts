@@ -40,6 +40,7 @@ import {
   type Key,
 } from './helpers/nix.js';
 import { regex } from './helpers/regex.js';
+import { parseExposition } from './helpers/metrics.js';
 
 const UNITS = ['cachectl.service', 'cachectl-gc.service', 'cachectl-gc.timer'];
 /** Where the shipped units expect the program; the tests put a stand-in there. */
@@ -76,30 +77,6 @@ function standInCachectl(): string {
   writeFileSync(file, `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(CACHECTL)} "$@"\n`);
   chmodSync(file, 0o755);
   return file;
-}
-
-/** Prometheus text format: `name{labels} value` samples, each metric after its HELP and TYPE. */
-function parseMetrics(text: string): Map<string, number> {
-  const samples = new Map<string, number>();
-  const typed = new Set<string>();
-  for (const line of text.trimEnd().split('\n')) {
-    const meta = /^# (HELP|TYPE) ([a-z_]+) (.+)$/.exec(line);
-    if (meta !== null) {
-      if (meta[1] === 'TYPE') {
-        assert.match(meta[3] as string, /^(gauge|counter|histogram)$/);
-        typed.add(meta[2] as string);
-      }
-      continue;
-    }
-    const sample = /^([a-z_]+?)(_bucket|_sum|_count)?(\{[a-z]+="[^"]*"\})? (-?\d+(?:\.\d+)?)$/.exec(line);
-    assert.ok(sample !== null, `not a Prometheus sample: ${line}`);
-    const family = typed.has(`${sample[1]}${sample[2] ?? ''}`)
-      ? `${sample[1]}${sample[2] ?? ''}`
-      : (sample[1] as string);
-    assert.ok(typed.has(family), `${line}: no TYPE line before it`);
-    samples.set(`${sample[1]}${sample[2] ?? ''}${sample[3] ?? ''}`, Number(sample[4]));
-  }
-  return samples;
 }
 
 /** The words of an Exec*= line, without systemd's prefixes (`-` ignore failure, `+` `!` privileges: we are root). */
@@ -343,17 +320,17 @@ describe('operations: systemd units, metrics', () => {
           assert.equal(gc.code, 0, gc.stderr);
 
           // The daemon's counters reach status through its heartbeat (every 2 s): wait until both agree.
-          const { metrics, report } = await waitFor('metrics and status to settle', async () => {
+          const { metrics, families, report } = await waitFor('metrics and status to settle', async () => {
             const report = await queueStatus(env);
             const response = await fetch(`${base}/metrics`);
             assert.equal(response.status, 200);
             assert.equal(response.headers.get('content-type'), 'text/plain; version=0.0.4; charset=utf-8');
-            const metrics = parseMetrics(await response.text());
+            const { samples: metrics, families } = parseExposition(await response.text());
             const settled =
               report.counts.done === 2 &&
               report.counts.failed === 1 &&
               report.daemon.status?.uploadedPaths === metrics.get('cachectl_uploaded_paths_total');
-            return settled ? { metrics, report } : undefined;
+            return settled ? { metrics, families, report } : undefined;
           });
           for (const state of ['inbox', 'pending', 'uploading', 'done', 'failed'] as const) {
             assert.equal(metrics.get(`cachectl_queue_paths{state="${state}"}`), report.counts[state], state);
@@ -369,6 +346,15 @@ describe('operations: systemd units, metrics', () => {
           assert.equal(daemonStatus?.failedAttempts, 1);
           assert.equal(metrics.get('cachectl_upload_retries_total'), daemonStatus?.retries);
           assert.equal(metrics.get('cachectl_daemon_state{state="idle"}'), 1);
+          // No pause yet: the family is there, with no sample.
+          assert.equal(families.get('cachectl_daemon_pauses_total'), 'counter');
+          assert.ok(![...metrics.keys()].some((name) => name.startsWith('cachectl_daemon_pauses_total')));
+          // prom-client's own: the process and Node.
+          assert.ok((metrics.get('process_resident_memory_bytes') ?? 0) > 10 * 1024 * 1024);
+          assert.ok((metrics.get('process_cpu_seconds_total') ?? 0) > 0);
+          assert.ok((metrics.get('nodejs_eventloop_lag_p99_seconds') ?? -1) >= 0);
+          assert.equal(families.get('nodejs_gc_duration_seconds'), 'histogram');
+          assert.ok((metrics.get('nodejs_heap_size_used_bytes') ?? 0) > 0);
           assert.ok((metrics.get('cachectl_upload_duration_seconds_count') ?? 0) >= 1);
           assert.equal(
             metrics.get('cachectl_upload_duration_seconds_bucket{le="+Inf"}'),

@@ -3,7 +3,7 @@ import { CachectlError, errorText } from '../core/errors.js';
 import { type Config, type ListenAddress, requiredCacheUrl } from '../core/config.js';
 import { openCache } from '../cache/open.js';
 import { Daemon } from '../daemon/daemon.js';
-import { health, renderMetrics, serveMetrics } from '../daemon/metrics.js';
+import { health, MetricsRegistry, serveMetrics } from '../daemon/metrics.js';
 import { systemdNotifier } from '../daemon/notify.js';
 import { LocalStore } from '../nix/local-store.js';
 import { Queue } from '../queue/queue.js';
@@ -74,7 +74,7 @@ async function serveDaemonMetrics(
   try {
     return await serveMetrics(
       address,
-      () => renderMetrics(statusOf(queue), daemon.metrics()),
+      new MetricsRegistry(() => ({ report: statusOf(queue), daemon: daemon.metrics() }), daemon.uploadSeconds),
       () => health(daemon.metrics().status),
     );
   } catch (err) {

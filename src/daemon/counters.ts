@@ -1,5 +1,5 @@
 import type { DaemonStatus } from '../queue/daemon-record.js';
-import { Histogram } from './metrics.js';
+import { uploadDurationHistogram } from './metrics.js';
 
 const RATE_WINDOW_MS = 60_000;
 
@@ -19,8 +19,10 @@ export type Counts = Pick<
 export class Counters {
   /** failed upload attempts of root paths, by error code */
   readonly failuresByCode = new Map<string, number>();
+  /** times the uploader paused for trouble of the cache or this machine, by error code */
+  readonly pausesByCode = new Map<string, number>();
   /** how long each claimed batch of closures took to upload */
-  readonly uploadSeconds = new Histogram();
+  readonly uploadSeconds = uploadDurationHistogram();
   private uploadedPaths = 0;
   private uploadedNarBytes = 0;
   private uploadedFileBytes = 0;
@@ -40,6 +42,10 @@ export class Counters {
 
   failed(code: string): void {
     this.failuresByCode.set(code, (this.failuresByCode.get(code) ?? 0) + 1);
+  }
+
+  paused(code: string): void {
+    this.pausesByCode.set(code, (this.pausesByCode.get(code) ?? 0) + 1);
   }
 
   retried(): void {

@@ -12,6 +12,7 @@ import { Counters } from './counters.js';
 import { Heartbeat } from './heartbeat.js';
 import { Intake } from './intake.js';
 import { LocalRoots } from './local-roots.js';
+import type { Histogram } from 'prom-client';
 import type { DaemonMetrics } from './metrics.js';
 import { watchdogIntervalMs, type Notifier } from './notify.js';
 import { Uploader } from './uploader.js';
@@ -102,6 +103,9 @@ export class Daemon {
       onState: () => {
         this.heartbeat.beat();
       },
+      onPause: (code) => {
+        this.counters.paused(code);
+      },
     });
     this.heartbeat = new Heartbeat(queue, () => this.status(), {
       notifier: options.notifier,
@@ -164,8 +168,13 @@ export class Daemon {
     return {
       status: this.status(),
       failuresByCode: this.counters.failuresByCode,
-      uploadSeconds: this.counters.uploadSeconds,
+      pausesByCode: this.counters.pausesByCode,
     };
+  }
+
+  /** How long each batch took, observed as batches end (the metrics endpoint's histogram). */
+  get uploadSeconds(): Histogram {
+    return this.counters.uploadSeconds;
   }
 
   private status(): DaemonStatus {

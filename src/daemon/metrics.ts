@@ -1,31 +1,23 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ListenAddress } from '../core/config.js';
+import { errorText } from '../core/errors.js';
 import { DAEMON_STATES, type DaemonStatus } from '../queue/daemon-record.js';
+import type { GcRun } from '../queue/gc-runs.js';
 import type { StatusReport } from '../queue/status-report.js';
 
 /** Upper bounds (seconds) of the upload duration histogram's buckets. */
 const UPLOAD_SECONDS_BOUNDS = [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800];
 
-/** A Prometheus histogram: cumulative counts per upper bound, sum and count. */
-export class Histogram {
-  readonly bounds: readonly number[];
-  readonly counts: number[];
-  sum = 0;
-  count = 0;
-
-  constructor(bounds: readonly number[] = UPLOAD_SECONDS_BOUNDS) {
-    this.bounds = bounds;
-    this.counts = bounds.map(() => 0);
-  }
-
-  observe(value: number): void {
-    this.sum += value;
-    this.count += 1;
-    this.bounds.forEach((bound, i) => {
-      if (value <= bound) this.counts[i] = (this.counts[i] ?? 0) + 1;
-    });
-  }
+/** How long each claimed batch of closures took to upload: observed by the daemon as batches end. */
+export function uploadDurationHistogram(): Histogram {
+  return new Histogram({
+    name: 'cachectl_upload_duration_seconds',
+    help: 'Time to upload one claimed batch of closures.',
+    buckets: UPLOAD_SECONDS_BOUNDS,
+    registers: [],
+  });
 }
 
 /** What the daemon knows beyond the queue: its counters since it started. */
@@ -33,134 +25,188 @@ export interface DaemonMetrics {
   status: DaemonStatus;
   /** failed upload attempts of root paths, by error code */
   failuresByCode: ReadonlyMap<string, number>;
-  /** how long each claimed batch of closures took to upload */
-  uploadSeconds: Histogram;
+  /** times the uploader paused for trouble of the cache or this machine, by error code */
+  pausesByCode: ReadonlyMap<string, number>;
 }
 
-/** The Prometheus text format (version 0.0.4) of the queue, the daemon and the last GC run. */
-export function renderMetrics(report: StatusReport, daemon: DaemonMetrics): string {
-  const out: string[] = [];
-  const metric = (
-    name: string,
-    type: 'gauge' | 'counter' | 'histogram',
-    help: string,
-    samples: [string, number][],
-  ): void => {
-    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-    for (const [labels, value] of samples) out.push(`${name}${labels} ${formatValue(value)}`);
-  };
-  const { counts } = report;
-  metric(
-    'cachectl_queue_paths',
-    'gauge',
-    'Paths in the queue by state (inbox: queued by hooks, not yet taken in by the daemon).',
-    (['inbox', 'pending', 'uploading', 'done', 'failed'] as const).map((state) => [
-      `{state="${state}"}`,
-      counts[state],
-    ]),
-  );
-  metric(
-    'cachectl_spool_files',
-    'gauge',
-    'Spool files the hook wrote when it could not use the queue, not yet taken in.',
-    [['', counts.spoolFiles]],
-  );
-  metric(
-    'cachectl_oldest_pending_seconds',
-    'gauge',
-    'How long the oldest path not yet uploaded has waited (0 when none waits).',
-    [['', report.oldestPendingSeconds ?? 0]],
-  );
+/** What one scrape shows: the queue as it is now and the daemon's counters. */
+interface Snapshot {
+  report: StatusReport;
+  daemon: DaemonMetrics;
+}
 
-  const { status } = daemon;
-  metric(
-    'cachectl_daemon_state',
-    'gauge',
-    'The state of the daemon: 1 for the current one.',
-    DAEMON_STATES.map((state) => [`{state="${state}"}`, state === status.state ? 1 : 0]),
-  );
-  metric('cachectl_daemon_jobs', 'gauge', 'NARs the daemon uploads at once now (halved while the cache throttles).', [
-    ['', status.jobs],
-  ]);
-  metric(
-    'cachectl_uploaded_paths_total',
-    'counter',
-    'Store paths uploaded by this daemon since it started (closures included).',
-    [['', status.uploadedPaths]],
-  );
-  metric(
-    'cachectl_uploaded_nar_bytes_total',
-    'counter',
-    'NAR bytes uploaded since the daemon started (before compression).',
-    [['', status.uploadedNarBytes]],
-  );
-  metric(
-    'cachectl_uploaded_file_bytes_total',
-    'counter',
-    'Bytes of compressed NARs uploaded since the daemon started.',
-    [['', status.uploadedFileBytes]],
-  );
-  metric(
-    'cachectl_upload_failures_total',
-    'counter',
-    'Failed upload attempts of queued paths since the daemon started, by error code.',
-    [...daemon.failuresByCode].sort(([a], [b]) => a.localeCompare(b)).map(([code, n]) => [`{code="${code}"}`, n]),
-  );
-  metric(
-    'cachectl_upload_retries_total',
-    'counter',
-    'Failed attempts whose path went back to pending for another try.',
-    [['', status.retries]],
-  );
+type Labels = Record<string, string>;
 
-  const { uploadSeconds } = daemon;
-  out.push(
-    '# HELP cachectl_upload_duration_seconds Time to upload one claimed batch of closures.',
-    '# TYPE cachectl_upload_duration_seconds histogram',
-  );
-  uploadSeconds.bounds.forEach((bound, i) =>
-    out.push(`cachectl_upload_duration_seconds_bucket{le="${bound}"} ${uploadSeconds.counts[i] ?? 0}`),
-  );
-  out.push(
-    `cachectl_upload_duration_seconds_bucket{le="+Inf"} ${uploadSeconds.count}`,
-    `cachectl_upload_duration_seconds_sum ${formatValue(uploadSeconds.sum)}`,
-    `cachectl_upload_duration_seconds_count ${uploadSeconds.count}`,
-  );
+/**
+ * The daemon's Prometheus registry: the queue, the daemon and the last GC run, read once per scrape, and
+ * prom-client's default process and Node metrics (memory, CPU, event-loop lag, garbage collection).
+ */
+export class MetricsRegistry {
+  private readonly registry = new Registry();
+  /** the GC gauges: exported only once a GC run is on record (a 0 would read as a failed run) */
+  private readonly gcGauges: { name: string; gauge: Gauge }[];
+  /** what the scrape under way reads: its collect functions all run before the scrape's first await */
+  private snapshot: Snapshot | undefined;
 
-  const gc = report.lastGc;
-  if (gc !== null) {
-    metric(
-      'cachectl_gc_last_run_timestamp_seconds',
-      'gauge',
-      'When the last cachectl gc run on this machine finished.',
-      [['', gc.finishedAt / 1000]],
-    );
-    metric(
-      'cachectl_gc_last_run_success',
-      'gauge',
-      '1 when the last GC run finished its work, 0 when it failed or stopped early.',
-      [['', gc.ok ? 1 : 0]],
-    );
-    metric('cachectl_gc_last_run_duration_seconds', 'gauge', 'How long the last GC run took.', [['', gc.seconds]]);
-    metric(
-      'cachectl_gc_last_run_deleted_objects',
-      'gauge',
-      'Objects the last GC run deleted (would have, for a dry run).',
-      [['', gc.deletedObjects]],
-    );
-    metric(
-      'cachectl_gc_last_run_deleted_bytes',
-      'gauge',
-      'Bytes the last GC run deleted (would have, for a dry run).',
-      [['', gc.deletedBytes]],
-    );
+  /** `read` is called once per scrape; `uploadSeconds` is the daemon's, observed as batches end. */
+  constructor(
+    private readonly read: () => Snapshot,
+    uploadSeconds: Histogram,
+  ) {
+    collectDefaultMetrics({ register: this.registry });
+    const gauge = (
+      name: string,
+      help: string,
+      samples: (now: Snapshot) => [Labels, number][],
+      labelNames: string[] = [],
+    ): Gauge => {
+      const snapshotOf = (): Snapshot => this.current();
+      return new Gauge({
+        name,
+        help,
+        labelNames,
+        registers: [],
+        collect() {
+          this.reset();
+          for (const [labels, value] of samples(snapshotOf())) this.set(labels, value);
+        },
+      });
+    };
+    // Counters the daemon keeps itself (for status too): each scrape sets them to its numbers.
+    const counter = (
+      name: string,
+      help: string,
+      samples: (now: Snapshot) => [Labels, number][],
+      labelNames: string[] = [],
+    ): Counter => {
+      const snapshotOf = (): Snapshot => this.current();
+      return new Counter({
+        name,
+        help,
+        labelNames,
+        registers: [],
+        collect() {
+          this.reset();
+          for (const [labels, value] of samples(snapshotOf())) this.inc(labels, value);
+        },
+      });
+    };
+    const gcGauge = (name: string, help: string, value: (gc: GcRun) => number): { name: string; gauge: Gauge } => ({
+      name,
+      gauge: gauge(name, help, ({ report }) => (report.lastGc === null ? [] : [[{}, value(report.lastGc)]])),
+    });
+    const byCode = (counts: ReadonlyMap<string, number>): [Labels, number][] =>
+      [...counts].sort(([a], [b]) => a.localeCompare(b)).map(([code, n]) => [{ code }, n]);
+
+    const metrics = [
+      gauge(
+        'cachectl_queue_paths',
+        'Paths in the queue by state (inbox: queued by hooks, not yet taken in by the daemon).',
+        ({ report }) =>
+          (['inbox', 'pending', 'uploading', 'done', 'failed'] as const).map((state) => [
+            { state },
+            report.counts[state],
+          ]),
+        ['state'],
+      ),
+      gauge(
+        'cachectl_spool_files',
+        'Spool files the hook wrote when it could not use the queue, not yet taken in.',
+        ({ report }) => [[{}, report.counts.spoolFiles]],
+      ),
+      gauge(
+        'cachectl_oldest_pending_seconds',
+        'How long the oldest path not yet uploaded has waited (0 when none waits).',
+        ({ report }) => [[{}, report.oldestPendingSeconds ?? 0]],
+      ),
+      gauge(
+        'cachectl_daemon_state',
+        'The state of the daemon: 1 for the current one.',
+        ({ daemon }) => DAEMON_STATES.map((state) => [{ state }, state === daemon.status.state ? 1 : 0]),
+        ['state'],
+      ),
+      gauge(
+        'cachectl_daemon_jobs',
+        'NARs the daemon uploads at once now (halved while the cache throttles).',
+        ({ daemon }) => [[{}, daemon.status.jobs]],
+      ),
+      counter(
+        'cachectl_uploaded_paths_total',
+        'Store paths uploaded by this daemon since it started (closures included).',
+        ({ daemon }) => [[{}, daemon.status.uploadedPaths]],
+      ),
+      counter(
+        'cachectl_uploaded_nar_bytes_total',
+        'NAR bytes uploaded since the daemon started (before compression).',
+        ({ daemon }) => [[{}, daemon.status.uploadedNarBytes]],
+      ),
+      counter(
+        'cachectl_uploaded_file_bytes_total',
+        'Bytes of compressed NARs uploaded since the daemon started.',
+        ({ daemon }) => [[{}, daemon.status.uploadedFileBytes]],
+      ),
+      counter(
+        'cachectl_upload_failures_total',
+        'Failed upload attempts of queued paths since the daemon started, by error code.',
+        ({ daemon }) => byCode(daemon.failuresByCode),
+        ['code'],
+      ),
+      counter(
+        'cachectl_upload_retries_total',
+        'Failed attempts whose path went back to pending for another try.',
+        ({ daemon }) => [[{}, daemon.status.retries]],
+      ),
+      counter(
+        'cachectl_daemon_pauses_total',
+        'Times the uploader paused for trouble of the cache or of this machine, by error code.',
+        ({ daemon }) => byCode(daemon.pausesByCode),
+        ['code'],
+      ),
+    ];
+    this.gcGauges = [
+      gcGauge(
+        'cachectl_gc_last_run_timestamp_seconds',
+        'When the last cachectl gc run on this machine finished.',
+        (gc) => gc.finishedAt / 1000,
+      ),
+      gcGauge(
+        'cachectl_gc_last_run_success',
+        '1 when the last GC run finished its work, 0 when it failed or stopped early.',
+        (gc) => (gc.ok ? 1 : 0),
+      ),
+      gcGauge('cachectl_gc_last_run_duration_seconds', 'How long the last GC run took.', (gc) => gc.seconds),
+      gcGauge(
+        'cachectl_gc_last_run_deleted_objects',
+        'Objects the last GC run deleted (would have, for a dry run).',
+        (gc) => gc.deletedObjects,
+      ),
+      gcGauge(
+        'cachectl_gc_last_run_deleted_bytes',
+        'Bytes the last GC run deleted (would have, for a dry run).',
+        (gc) => gc.deletedBytes,
+      ),
+    ];
+    for (const metric of [...metrics, uploadSeconds]) this.registry.registerMetric(metric);
   }
-  return `${out.join('\n')}\n`;
-}
 
-function formatValue(value: number): string {
-  // at most 6 decimals, never an exponent
-  return String(Number(value.toFixed(6)));
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /** The Prometheus text format (version 0.0.4) of everything, read now. */
+  async render(): Promise<string> {
+    this.snapshot = this.read();
+    for (const { name, gauge } of this.gcGauges) {
+      if (this.snapshot.report.lastGc === null) this.registry.removeSingleMetric(name);
+      else this.registry.registerMetric(gauge);
+    }
+    return this.registry.metrics();
+  }
+
+  private current(): Snapshot {
+    if (this.snapshot === undefined) throw new Error('the metrics are read through render() only');
+    return this.snapshot;
+  }
 }
 
 /**
@@ -182,7 +228,7 @@ export function health(status: DaemonStatus): { ok: boolean; text: string } {
  */
 export async function serveMetrics(
   address: ListenAddress,
-  render: () => string,
+  metrics: MetricsRegistry,
   healthOf: () => { ok: boolean; text: string },
 ): Promise<{ server: Server; bound: AddressInfo }> {
   const server = createServer((request, response) => {
@@ -190,13 +236,13 @@ export async function serveMetrics(
     if (request.method !== 'GET' && request.method !== 'HEAD') {
       response.writeHead(405, { Allow: 'GET, HEAD' }).end();
     } else if (path === '/metrics') {
-      try {
-        response.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' }).end(render());
-      } catch (err) {
-        response
-          .writeHead(500, { 'Content-Type': 'text/plain; charset=utf-8' })
-          .end(`cannot read the queue: ${(err as Error).message}\n`);
-      }
+      metrics.render().then(
+        (text) => response.writeHead(200, { 'Content-Type': metrics.contentType }).end(text),
+        (err: unknown) =>
+          response
+            .writeHead(500, { 'Content-Type': 'text/plain; charset=utf-8' })
+            .end(`cannot read the queue: ${errorText(err)}\n`),
+      );
     } else if (path === '/healthz') {
       const { ok, text } = healthOf();
       response.writeHead(ok ? 200 : 503, { 'Content-Type': 'text/plain; charset=utf-8' }).end(text);

@@ -64,6 +64,8 @@ export interface UploaderOptions {
   wake: () => void;
   /** called on every change of state */
   onState: (state: DaemonState) => void;
+  /** called on every pause for shared trouble, with its error code */
+  onPause: (code: string) => void;
 }
 
 /**
@@ -107,6 +109,7 @@ export class Uploader<Outcome extends BatchOutcome> {
           pausedUntil: this.options.now() + waitMs,
           reason: `cannot write the queue ${this.options.queueFile}: ${errorText(err)}`,
         };
+        this.options.onPause(String((err as { code: unknown }).code));
       }
     }
   }
@@ -146,6 +149,7 @@ export class Uploader<Outcome extends BatchOutcome> {
         const waitMs = retryWaitMs(attempt, this.options.random());
         this.options.log.warn({ code: err.code, err, waitMs }, 'waiting for the cache');
         this.pause = { ...this.pause, pausedUntil: this.options.now() + waitMs, reason: `${err.code}: ${err.message}` };
+        this.options.onPause(err.code);
         this.setState('paused');
         await this.options.sleep(waitMs);
       }
@@ -202,6 +206,7 @@ export class Uploader<Outcome extends BatchOutcome> {
         { code: trouble.code, err: trouble.message, waitMs, jobs: this.pause.jobs },
         'cache or machine trouble: pausing',
       );
+      this.options.onPause(trouble.code);
       this.setState('paused');
     } else if (outcome.completed) {
       if (this.pause.level > 0) log.info({ jobs: this.pause.jobs }, 'trouble over: uploading again');

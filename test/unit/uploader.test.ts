@@ -106,11 +106,15 @@ function harness(options: {
   queued: string[][];
   outcomes: ((roots: readonly string[]) => BatchOutcome)[];
   ready?: (() => Promise<void>)[];
+  /** thrown by takeIn, one per turn, until none is left */
+  takeInErrors?: Error[];
 }) {
   const clock = fakeTime();
   const recorded: Recorded[] = [];
   const released: string[][] = [];
   const states: DaemonState[] = [];
+  const pauses: string[] = [];
+  const takeInErrors = [...(options.takeInErrors ?? [])];
   const jobsSeen: number[] = [];
   const controller = new AbortController();
   const queued = [...options.queued];
@@ -119,7 +123,10 @@ function harness(options: {
   let uploader: Uploader<BatchOutcome> | undefined = undefined;
   const work: UploaderWork<BatchOutcome> = {
     ready: () => ready.shift()?.() ?? Promise.resolve(),
-    takeIn: () => undefined,
+    takeIn: () => {
+      const err = takeInErrors.shift();
+      if (err !== undefined) throw err;
+    },
     claim: () => queued.shift() ?? [],
     upload: (roots, jobs) => {
       jobsSeen.push(jobs);
@@ -141,8 +148,9 @@ function harness(options: {
     sleep: (ms) => (queued.length === 0 && ms === IDLE_CHECK_MS ? Promise.resolve(uploader?.stop()) : clock.sleep(ms)),
     wake: () => undefined,
     onState: (state) => states.push(state),
+    onPause: (code) => pauses.push(code),
   });
-  return { uploader, clock, recorded, released, states, jobsSeen, controller };
+  return { uploader, clock, recorded, released, states, pauses, jobsSeen, controller };
 }
 
 const allDone = (roots: readonly string[]): BatchOutcome => ({
@@ -186,6 +194,19 @@ describe('uploader loop', () => {
     assert.equal(third?.resumeAt, undefined);
     assert.deepEqual(h.clock.time.slept, [750, 1500]);
     assert.ok(h.states.includes('paused'));
+    assert.deepEqual(h.pauses, ['CACHE_UNREACHABLE', 'CACHE_UNREACHABLE']);
+  });
+
+  it('pauses when the queue cannot be written (a full disk), counted under the SQLite code, then goes on', async () => {
+    const full = Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' });
+    const h = harness({ queued: [['a']], outcomes: [allDone], takeInErrors: [full] });
+    await h.uploader.run(() => undefined);
+    assert.deepEqual(h.pauses, ['SQLITE_FULL']);
+    assert.equal(h.clock.time.slept.length, 1);
+    assert.deepEqual(
+      h.recorded.map((r) => r.roots),
+      [['a']],
+    );
   });
 
   it('does not pause for a path’s own failure', async () => {
@@ -194,6 +215,7 @@ describe('uploader loop', () => {
       outcomes: [allFail({ code: 'NAR_HASH_MISMATCH', message: 'corrupt' }), allDone],
     });
     await h.uploader.run(() => undefined);
+    assert.deepEqual(h.pauses, []);
     assert.deepEqual(
       h.recorded.map((r) => [r.failures, r.resumeAt]),
       [
@@ -221,6 +243,7 @@ describe('uploader loop', () => {
     assert.deepEqual(h.clock.time.slept, [750, 1500]);
     assert.equal(readyAt, 1_000_000 + 2250);
     assert.equal(h.states[0], 'paused');
+    assert.deepEqual(h.pauses, ['CACHE_UNREACHABLE', 'CACHE_UNREACHABLE']);
   });
 
   it('does not wait for a cache that cannot work: the error ends the run', async () => {
