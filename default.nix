@@ -18,8 +18,8 @@ buildNpmPackage {
   # better-sqlite3 and zstd-napi compile their native addons with node-gyp.
   nativeBuildInputs = [ python3 ];
 
-  # `npm run build` compiles src, test and bench; package.json's "files" installs dist/src, hook, systemd
-  # and nixos-module.nix under lib/node_modules/cachectl, and bin/cachectl.
+  # `npm run build` compiles src, test and bench; package.json's "files" installs dist/src, hook, systemd,
+  # monitoring and nixos-module.nix under lib/node_modules/cachectl, and bin/cachectl.
 
   meta = {
     description = "Upload what Nix builds to a binary cache without slowing builds, and keep that cache small";

@@ -1,10 +1,11 @@
 /**
  * The parts of docs/ written by a program, never by hand: the benchmarks' tables from bench/results, and the
- * settings table from src/core/options.ts. Each sits between two markers naming its source; `npm run docs`
+ * settings table from src/core/options.ts; and the Grafana dashboard, from docs/dashboard.ts. Each sits between two markers naming its source; `npm run docs`
  * writes them (docs/generate.ts) and test/unit/docs.test.ts fails when a page differs.
  */
 import { join } from 'node:path';
 import { benchBlocks, readResults, renderHeadline } from '../bench/tables.js';
+import { dashboardJson } from './dashboard.js';
 import { OPTIONS, type OptionKey, type OptionSpec } from '../src/core/options.js';
 import { REPO } from '../test/helpers/nix.js';
 
@@ -19,6 +20,11 @@ export const GENERATED_PAGES: readonly { page: string; blocks: () => Map<string,
     blocks: () => new Map([['bench/results', renderHeadline(readResults(join(REPO, 'bench/results')))]]),
   },
   { page: 'docs/configuration.md', blocks: () => new Map([['src/core/options.ts', settingsTable()]]) },
+];
+
+/** Files written whole by a program: what each holds now. */
+export const GENERATED_FILES: readonly { file: string; render: () => string }[] = [
+  { file: 'monitoring/grafana-dashboard.json', render: dashboardJson },
 ];
 
 /** `text` (the page `page`) with each block made anew. Every block must have its two markers in the page. */

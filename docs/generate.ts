@@ -1,13 +1,14 @@
 /**
  * Writes the generated parts of docs/ (see docs/blocks.ts): the benchmarks' tables from bench/results/*.json
- * (what the benchmarks wrote last) and the settings table from src/core/options.ts.
+ * (what the benchmarks wrote last) and the settings table from src/core/options.ts; and
+ * monitoring/grafana-dashboard.json from docs/dashboard.ts.
  *
  *   npm run docs
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO } from '../test/helpers/nix.js';
-import { GENERATED_PAGES, renderBlocks } from './blocks.js';
+import { GENERATED_FILES, GENERATED_PAGES, renderBlocks } from './blocks.js';
 
 for (const { page, blocks } of GENERATED_PAGES) {
   const file = join(REPO, page);
@@ -15,4 +16,12 @@ for (const { page, blocks } of GENERATED_PAGES) {
   const after = renderBlocks(page, before, blocks());
   writeFileSync(file, after);
   process.stdout.write(`${page}: ${after === before ? 'already up to date' : 'written'}\n`);
+}
+
+for (const { file, render } of GENERATED_FILES) {
+  const path = join(REPO, file);
+  const before = existsSync(path) ? readFileSync(path, 'utf8') : undefined;
+  const after = render();
+  writeFileSync(path, after);
+  process.stdout.write(`${file}: ${after === before ? 'already up to date' : 'written'}\n`);
 }

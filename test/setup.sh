@@ -2,13 +2,14 @@
 # Installs what the tests, the demo and the benchmarks need and that npm does not bring: Debian's Nix
 # (nix-bin, without the Recommends that add systemd units and build users), sqlite3 (the hook's), zstd, xz,
 # systemd-nspawn (systemd-container: the systemd suite boots a machine with it), python3 (which marks that
-# machine's overlay directories opaque), shellcheck (npm run lint) and strace (the file:// durability test
-# watches the flushes and renames). Idempotent; Nix itself is configured per
+# machine's overlay directories opaque), shellcheck (npm run lint), strace (the file:// durability test
+# watches the flushes and renames) and prometheus (with promtool: the monitoring test runs the shipped dashboard
+# and alert rules there; its service is not started on a machine without systemd). Idempotent; Nix itself is configured per
 # run through NIX_CONFIG, never by editing /etc/nix. The systemd suite's own machine gets nix-setup-systemd,
 # inside its overlay only.
 set -euo pipefail
 
-packages=(nix-bin sqlite3 zstd xz-utils systemd-container python3 shellcheck strace)
+packages=(nix-bin sqlite3 zstd xz-utils systemd-container python3 shellcheck strace prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -35,4 +36,4 @@ export NIX_CONFIG=$'build-users-group ='
 nix-store --init
 test -e /nix/var/nix/db/db.sqlite || { echo "test/setup.sh: Nix did not create /nix/var/nix/db/db.sqlite" >&2; exit 1; }
 echo "test/setup.sh: nix $(nix-store --version | awk '{print $NF}'), sqlite3, zstd, xz, systemd-nspawn, python3," \
-  "shellcheck, strace ready" >&2
+  "shellcheck, strace, prometheus ready" >&2

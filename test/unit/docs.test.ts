@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { GENERATED_PAGES, renderBlocks, settingsTable } from '../../docs/blocks.js';
+import { GENERATED_FILES, GENERATED_PAGES, renderBlocks, settingsTable } from '../../docs/blocks.js';
 import { OPTIONS } from '../../src/core/options.js';
 import { REPO } from '../helpers/nix.js';
 
@@ -21,6 +21,15 @@ describe('docs', () => {
           `${lines[first]}\n  generated: ${generated[first]}`,
       );
       assert.equal(lines.length, generated.length);
+    });
+  }
+
+  for (const { file, render } of GENERATED_FILES) {
+    it(`${file} is as npm run docs writes it`, () => {
+      assert.ok(
+        readFileSync(join(REPO, file), 'utf8') === render(),
+        `${file} is not what its source says (run npm run docs)`,
+      );
     });
   }
 
