@@ -26,6 +26,16 @@ interface Panel {
   thresholds?: [number, string][];
 }
 
+/** Stat colours: red at 0 and green from 1 (something up, a run that worked), or the other way round. */
+const ONE_IS_GOOD: [number, string][] = [
+  [0, 'red'],
+  [1, 'green'],
+];
+const ZERO_IS_GOOD: [number, string][] = [
+  [0, 'green'],
+  [1, 'red'],
+];
+
 /** Grafana's label matchers for the dashboard's variables. */
 const ON = 'job=~"$job", instance=~"$instance"';
 
@@ -48,10 +58,7 @@ const ROWS: { title: string; panels: Panel[] }[] = [
         kind: 'stat',
         unit: 'none',
         width: 6,
-        thresholds: [
-          [0, 'red'],
-          [1, 'green'],
-        ],
+        thresholds: ONE_IS_GOOD,
         queries: [{ expr: `up{${ON}}`, legend: '{{instance}}' }],
       },
       {
@@ -60,10 +67,7 @@ const ROWS: { title: string; panels: Panel[] }[] = [
         kind: 'stat',
         unit: 'none',
         width: 6,
-        thresholds: [
-          [0, 'green'],
-          [1, 'red'],
-        ],
+        thresholds: ZERO_IS_GOOD,
         queries: [{ expr: `sum(cachectl_queue_paths{${ON}, state="failed"})`, legend: 'failed' }],
       },
       {
@@ -221,10 +225,7 @@ const ROWS: { title: string; panels: Panel[] }[] = [
         kind: 'stat',
         unit: 'none',
         width: 6,
-        thresholds: [
-          [0, 'red'],
-          [1, 'green'],
-        ],
+        thresholds: ONE_IS_GOOD,
         queries: [{ expr: `min by (instance) (cachectl_gc_last_run_success{${ON}})`, legend: '{{instance}}' }],
       },
       {

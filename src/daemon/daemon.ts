@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { Histogram } from 'prom-client';
 import { CachectlError } from '../core/errors.js';
 import type { Compression } from '../core/narinfo.js';
 import type { Signer } from '../upload/signer.js';
@@ -12,7 +13,6 @@ import { Counters } from './counters.js';
 import { Heartbeat } from './heartbeat.js';
 import { Intake } from './intake.js';
 import { LocalRoots } from './local-roots.js';
-import type { Histogram } from 'prom-client';
 import type { DaemonMetrics } from './metrics.js';
 import { watchdogIntervalMs, type Notifier } from './notify.js';
 import { Uploader } from './uploader.js';

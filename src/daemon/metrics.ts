@@ -54,43 +54,26 @@ export class MetricsRegistry {
     uploadSeconds: Histogram,
   ) {
     collectDefaultMetrics({ register: this.registry });
-    const gauge = (
-      name: string,
-      help: string,
-      samples: (now: Snapshot) => [Labels, number][],
-      labelNames: string[] = [],
-    ): Gauge => {
-      const snapshotOf = (): Snapshot => this.current();
-      return new Gauge({
-        name,
-        help,
-        labelNames,
-        registers: [],
+    type Samples = (now: Snapshot) => [Labels, number][];
+    const snapshotOf = (): Snapshot => this.current();
+    const config = (name: string, help: string, labelNames: string[]) => ({ name, help, labelNames, registers: [] });
+    const gauge = (name: string, help: string, samples: Samples, labelNames: string[] = []): Gauge =>
+      new Gauge({
+        ...config(name, help, labelNames),
         collect() {
           this.reset();
           for (const [labels, value] of samples(snapshotOf())) this.set(labels, value);
         },
       });
-    };
     // Counters the daemon keeps itself (for status too): each scrape sets them to its numbers.
-    const counter = (
-      name: string,
-      help: string,
-      samples: (now: Snapshot) => [Labels, number][],
-      labelNames: string[] = [],
-    ): Counter => {
-      const snapshotOf = (): Snapshot => this.current();
-      return new Counter({
-        name,
-        help,
-        labelNames,
-        registers: [],
+    const counter = (name: string, help: string, samples: Samples, labelNames: string[] = []): Counter =>
+      new Counter({
+        ...config(name, help, labelNames),
         collect() {
           this.reset();
           for (const [labels, value] of samples(snapshotOf())) this.inc(labels, value);
         },
       });
-    };
     const gcGauge = (name: string, help: string, value: (gc: GcRun) => number): { name: string; gauge: Gauge } => ({
       name,
       gauge: gauge(name, help, ({ report }) => (report.lastGc === null ? [] : [[{}, value(report.lastGc)]])),
