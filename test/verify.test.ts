@@ -9,6 +9,12 @@ import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { parseCacheUrl } from '../src/core/cache-url.js';
 import { parseNarInfo, renderNarInfo } from '../src/core/narinfo.js';
+import {
+  parseRealisation,
+  type Realisation,
+  realisationFingerprint,
+  renderRealisation,
+} from '../src/core/realisation.js';
 import { fingerprint, parseSecretKey, sign } from '../src/core/signing.js';
 import type { CacheBackend } from '../src/cache/backend.js';
 import { openCache } from '../src/cache/open.js';
@@ -277,6 +283,92 @@ for (const target of ['file', 's3'] as const) {
       const whole = await verify([...keyArgs, '--deep'], env);
       assert.deepEqual(whole.result.report.problems, []);
       assert.equal(whole.code, 0);
+    });
+
+    it('reports broken realisations by kind, signs again those whose signature fails, and names the rest', async () => {
+      // A cache of its own: the breakages above must not count here.
+      const url =
+        s3 === undefined ? `file://${tempDir('verify-realisations')}` : s3.cacheUrl(`realisations-${Date.now()}`);
+      const cache = await openCache(parseCacheUrl(url));
+      try {
+        const [path] = (await buildDag(`verify-realisations-${target}-${Date.now()}`, 1)) as [string];
+        const pushed = await cachectl(['push', '--to', url, '--secret-key-file', trusted.secretFile, path], env);
+        assert.equal(pushed.code, 0, pushed.stderr);
+        const own = parseSecretKey(readFileSync(trusted.secretFile, 'utf8'), trusted.secretFile);
+        const other = parseSecretKey(readFileSync(untrusted.secretFile, 'utf8'), untrusted.secretFile);
+        const id = (n: number) => `sha256:${n.toString(16).padStart(64, '0')}!out`;
+        const put = (realisation: Realisation, signedBy: (text: string) => string[]) =>
+          cache.put(
+            `realisations/${realisation.id}.doi`,
+            Buffer.from(
+              renderRealisation({ ...realisation, signatures: signedBy(realisationFingerprint(realisation)) }),
+            ),
+            'realisation',
+          );
+        const of = (n: number, outPath: string): Realisation => ({
+          id: id(n),
+          outPath,
+          signatures: [],
+          dependentRealisations: new Map(),
+        });
+        const base = path.slice('/nix/store/'.length);
+        const flip = (sig: string) => {
+          const [name, body] = sig.split(':') as [string, string];
+          const bytes = Buffer.from(body, 'base64');
+          bytes[3] = (bytes[3] as number) ^ 1;
+          return `${name}:${bytes.toString('base64')}`;
+        };
+        await put(of(1, base), (text) => [sign(own, text)]);
+        await cache.put(`realisations/${id(2)}.doi`, Buffer.from('{"id": 1}'), 'realisation');
+        await put(of(3, '00000000000000000000000000000000-verify-realisation-gone'), (text) => [sign(own, text)]);
+        await put(of(4, base), (text) => [flip(sign(own, text))]);
+        await put(of(5, base), (text) => [sign(other, text)]);
+
+        const keyArgs = ['--to', url, '--trusted-public-key', trusted.publicKey];
+        const broken = await verify(keyArgs, env);
+        assert.equal(broken.code, 1);
+        assert.equal(broken.result.report.checked.realisations, 5);
+        assert.deepEqual(counts(broken.result.report.byKind), {
+          'realisation-malformed': 1,
+          'realisation-output-missing': 1,
+          'signature-invalid': 1,
+          'signature-untrusted': 1,
+        });
+        const keyOf = (kind: ProblemKind) => broken.result.report.problems.find((p) => p.kind === kind)?.key;
+        assert.equal(keyOf('signature-invalid'), `realisations/${id(4)}.doi`);
+        assert.equal(keyOf('signature-untrusted'), `realisations/${id(5)}.doi`);
+
+        const repaired = await verify([...keyArgs, '--repair', '--secret-key-file', trusted.secretFile], env);
+        const repair = repaired.result.repair;
+        assert.ok(repair !== undefined);
+        assert.deepEqual(repair.resigned.sort(), [`realisations/${id(4)}.doi`, `realisations/${id(5)}.doi`]);
+        assert.deepEqual(repair.uploaded, []);
+        assert.deepEqual(repair.unrepaired.map((u) => u.key).sort(), [
+          `realisations/${id(2)}.doi`,
+          `realisations/${id(3)}.doi`,
+        ]);
+        // What is left: the malformed one, and the one whose output this machine has never had.
+        assert.deepEqual(counts(repair.after.byKind), { 'realisation-malformed': 1, 'realisation-output-missing': 1 });
+        assert.equal(repaired.code, 1);
+        // The untrusted signature is kept beside the new one; the broken one is gone.
+        const resigned = parseRealisation(
+          ((await cache.get(`realisations/${id(5)}.doi`)) as Buffer).toString('utf8'),
+          'id 5',
+        );
+        assert.deepEqual(resigned.signatures.map((sig) => sig.split(':')[0]).sort(), [other.name, own.name].sort());
+        const fixed = parseRealisation(
+          ((await cache.get(`realisations/${id(4)}.doi`)) as Buffer).toString('utf8'),
+          'id 4',
+        );
+        assert.deepEqual(fixed.signatures, [sign(own, realisationFingerprint(fixed))]);
+
+        await cache.delete([`realisations/${id(2)}.doi`, `realisations/${id(3)}.doi`]);
+        const clean = await verify(keyArgs, env);
+        assert.deepEqual(clean.result.report.problems, []);
+        assert.equal(clean.code, 0);
+      } finally {
+        cache.close();
+      }
     });
   });
 }

@@ -72,10 +72,11 @@ export function formatVerifyReport(result: VerifyCommandResult): string {
   const { repair } = result;
   if (repair !== undefined) {
     lines.push(
-      `repair: ${repair.uploaded.length} paths uploaded, ${repair.deleted.length} orphan objects deleted, ` +
-        `${repair.unrepaired.length} not repaired`,
+      `repair: ${repair.uploaded.length} paths uploaded, ${repair.resigned.length} realisations signed again, ` +
+        `${repair.deleted.length} orphan objects deleted, ${repair.unrepaired.length} not repaired`,
     );
     for (const path of repair.uploaded) lines.push(`  uploaded ${path}`);
+    for (const key of repair.resigned) lines.push(`  signed again ${key}`);
     for (const key of repair.deleted) lines.push(`  deleted ${key}`);
     for (const { key, why } of repair.unrepaired) lines.push(`  NOT REPAIRED ${key}: ${why}`);
     lines.push('after the repair:', ...formatReport(repair.after).map((line) => `  ${line}`));

@@ -2,15 +2,17 @@
  * `cachectl verify --repair`: what verify found broken, uploaded again from the local store through the same push
  * as `cachectl push` (NAR, then narinfo after its references, under a lease the GC respects), so the closure
  * invariant holds throughout. A broken path present in the cache is overwritten in place: its narinfo is
- * rewritten last, after its new NAR. What the local store does not have is named, not guessed at.
+ * rewritten last, after its new NAR. A realisation whose signature fails is signed again in place. What the local
+ * store does not have is named, not guessed at.
  */
 import { errorText } from '../core/errors.js';
-import type { PublicKey } from '../core/signing.js';
+import { parseRealisation, realisationFingerprint, renderRealisation } from '../core/realisation.js';
+import { type PublicKey, verifySignature } from '../core/signing.js';
 import type { Signer } from '../upload/signer.js';
 import { hashPartOf } from '../core/store-path.js';
 import type { Compression } from '../core/narinfo.js';
 import type { CacheBackend } from '../cache/backend.js';
-import { narInfoKey } from '../cache/layout.js';
+import { narInfoKey, REALISATIONS_PREFIX } from '../cache/layout.js';
 import { RootReader } from '../gc/roots.js';
 import type { LeaseWriter } from '../gc/lease.js';
 import type { LocalStore } from '../nix/local-store.js';
@@ -33,6 +35,8 @@ export interface RepairResult {
   uploaded: string[];
   /** objects deleted: orphan listings */
   deleted: string[];
+  /** realisations signed again (their keys) */
+  resigned: string[];
   /** what could not be repaired, and why */
   unrepaired: { key: string; path?: string; why: string }[];
 }
@@ -54,7 +58,7 @@ const SIGNATURE_KINDS: ReadonlySet<ProblemKind> = new Set(['signature-invalid', 
 
 export async function repairCache(problems: readonly Problem[], options: RepairOptions): Promise<RepairResult> {
   const { backend, store } = options;
-  const result: RepairResult = { uploaded: [], deleted: [], unrepaired: [] };
+  const result: RepairResult = { uploaded: [], deleted: [], resigned: [], unrepaired: [] };
   const unrepaired = (problem: Problem, why: string) =>
     result.unrepaired.push({ key: problem.key, ...(problem.path === undefined ? {} : { path: problem.path }), why });
 
@@ -70,6 +74,7 @@ export async function repairCache(problems: readonly Problem[], options: RepairO
     paths.set(path, [...(paths.get(path) ?? []), problem]);
   const byHashPart = new Map<string, Problem>();
   const orphanListings: Problem[] = [];
+  const unsignedRealisations: Problem[] = [];
   for (const problem of problems) {
     if (problem.kind === 'cache-info-missing') continue; // written below, as by every push
     if (problem.kind === 'listing-orphan') orphanListings.push(problem);
@@ -80,6 +85,8 @@ export async function repairCache(problems: readonly Problem[], options: RepairO
         problem,
         'no --secret-key-file or --signer-command whose key is among --trusted-public-key to sign it with',
       );
+    else if (SIGNATURE_KINDS.has(problem.kind) && problem.key.startsWith(REALISATIONS_PREFIX))
+      unsignedRealisations.push(problem);
     else if (problem.kind === 'narinfo-malformed') byHashPart.set(problem.key.slice(0, 32), problem);
     else if (REUPLOADED.has(problem.kind) && problem.path !== undefined) {
       // A realisation whose output is missing is whole again once the output is up.
@@ -122,8 +129,48 @@ export async function repairCache(problems: readonly Problem[], options: RepairO
       for (const key of keys) result.unrepaired.push({ key, path: failure.path, why: failure.message });
     }
   }
+  await signRealisationsAgain(unsignedRealisations, options, result);
   await deleteOrphanListings(backend, orphanListings, result);
   return result;
+}
+
+/**
+ * Signs realisations again, in place: the signer's signatures replace its own old ones and any by a trusted key
+ * that do not verify; the others (foreign keys, trusted ones that verify) are kept.
+ */
+async function signRealisationsAgain(
+  problems: readonly Problem[],
+  options: RepairOptions,
+  result: RepairResult,
+): Promise<void> {
+  const { backend, signer, trustedKeys } = options;
+  const ownNames = new Set(signer.publicKeys.map((key) => key.name));
+  const trustedNames = new Set(trustedKeys.map((key) => key.name));
+  const nameOf = (sig: string) => sig.slice(0, sig.indexOf(':'));
+  for (const problem of problems) {
+    try {
+      const body = await backend.get(problem.key);
+      if (body === undefined) {
+        result.unrepaired.push({ key: problem.key, why: 'it is gone from the cache' });
+        continue;
+      }
+      const realisation = parseRealisation(body.toString('utf8'), problem.key);
+      const text = realisationFingerprint(realisation);
+      const kept = realisation.signatures.filter((sig) => {
+        const name = nameOf(sig);
+        return !ownNames.has(name) && (!trustedNames.has(name) || verifySignature(trustedKeys, text, sig));
+      });
+      const signatures = [...kept, ...(await signer.sign(text))];
+      await backend.put(problem.key, Buffer.from(renderRealisation({ ...realisation, signatures })), 'realisation');
+      result.resigned.push(problem.key);
+    } catch (err) {
+      result.unrepaired.push({
+        key: problem.key,
+        ...(problem.path === undefined ? {} : { path: problem.path }),
+        why: errorText(err),
+      });
+    }
+  }
 }
 
 /**
