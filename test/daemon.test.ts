@@ -33,6 +33,7 @@ import {
 } from './helpers/nix.js';
 import { regex } from './helpers/regex.js';
 import { startS3rver, startTestS3, useS3Here, type S3Server } from './helpers/s3rver.js';
+import { parseExposition } from './helpers/metrics.js';
 
 const FIXTURES = new URL('../../test/fixtures/closures.nix', import.meta.url).pathname;
 
@@ -281,7 +282,11 @@ describe('cachectl daemon', () => {
         .trim()
         .split('\n');
       const env = queueEnv(server.env);
-      const daemon = startDaemon(['--to', server.cacheUrl(), '--secret-key-file', key.secretFile], env);
+      const daemon = startDaemon(
+        ['--to', server.cacheUrl(), '--secret-key-file', key.secretFile, '--metrics-listen', '127.0.0.1:0'],
+        env,
+      );
+      const metricsUrl = String((await daemon.waitForLog('serving metrics'))['metrics']);
       await daemon.waitForLog('ready');
       await server.stop({ keepData: true });
       assert.equal((await cachectl(['enqueue', paths.top], env)).code, 0);
@@ -293,6 +298,9 @@ describe('cachectl daemon', () => {
         String(paused.daemon.status?.pauseReason),
         /^CACHE_UNREACHABLE: .*127\.0\.0\.1.* is the endpoint right and the server up\?/,
       );
+      // The pause is counted under its code (the state may already be a try again, so it is not read here).
+      const { samples } = parseExposition(await (await fetch(metricsUrl)).text());
+      assert.ok((samples.get('cachectl_daemon_pauses_total{code="CACHE_UNREACHABLE"}') ?? 0) >= 1);
       // Builds go on while the cache is down: a hook for each path, 8 at a time.
       await mapLimit(tiny, 8, async (path) => {
         const queued = await run(HOOK, [], { ...env, OUT_PATHS: path });

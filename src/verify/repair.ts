@@ -74,7 +74,7 @@ export async function repairCache(problems: readonly Problem[], options: RepairO
     paths.set(path, [...(paths.get(path) ?? []), problem]);
   const byHashPart = new Map<string, Problem>();
   const orphanListings: Problem[] = [];
-  const unsignedRealisations: Problem[] = [];
+  const realisationsToSign: Problem[] = [];
   for (const problem of problems) {
     if (problem.kind === 'cache-info-missing') continue; // written below, as by every push
     if (problem.kind === 'listing-orphan') orphanListings.push(problem);
@@ -86,7 +86,7 @@ export async function repairCache(problems: readonly Problem[], options: RepairO
         'no --secret-key-file or --signer-command whose key is among --trusted-public-key to sign it with',
       );
     else if (SIGNATURE_KINDS.has(problem.kind) && problem.key.startsWith(REALISATIONS_PREFIX))
-      unsignedRealisations.push(problem);
+      realisationsToSign.push(problem);
     else if (problem.kind === 'narinfo-malformed') byHashPart.set(problem.key.slice(0, 32), problem);
     else if (REUPLOADED.has(problem.kind) && problem.path !== undefined) {
       // A realisation whose output is missing is whole again once the output is up.
@@ -129,7 +129,7 @@ export async function repairCache(problems: readonly Problem[], options: RepairO
       for (const key of keys) result.unrepaired.push({ key, path: failure.path, why: failure.message });
     }
   }
-  await signRealisationsAgain(unsignedRealisations, options, result);
+  await signRealisationsAgain(realisationsToSign, options, result, unrepaired);
   await deleteOrphanListings(backend, orphanListings, result);
   return result;
 }
@@ -142,6 +142,7 @@ async function signRealisationsAgain(
   problems: readonly Problem[],
   options: RepairOptions,
   result: RepairResult,
+  unrepaired: (problem: Problem, why: string) => void,
 ): Promise<void> {
   const { backend, signer, trustedKeys } = options;
   const ownNames = new Set(signer.publicKeys.map((key) => key.name));
@@ -151,7 +152,7 @@ async function signRealisationsAgain(
     try {
       const body = await backend.get(problem.key);
       if (body === undefined) {
-        result.unrepaired.push({ key: problem.key, why: 'it is gone from the cache' });
+        unrepaired(problem, 'it is gone from the cache');
         continue;
       }
       const realisation = parseRealisation(body.toString('utf8'), problem.key);
@@ -164,11 +165,7 @@ async function signRealisationsAgain(
       await backend.put(problem.key, Buffer.from(renderRealisation({ ...realisation, signatures })), 'realisation');
       result.resigned.push(problem.key);
     } catch (err) {
-      result.unrepaired.push({
-        key: problem.key,
-        ...(problem.path === undefined ? {} : { path: problem.path }),
-        why: errorText(err),
-      });
+      unrepaired(problem, errorText(err));
     }
   }
 }
