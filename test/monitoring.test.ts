@@ -41,7 +41,7 @@ const PROMQL_KEYWORDS_BINARY = new Set(['and', 'or', 'unless']);
  * The metric names a PromQL expression selects: identifiers that are not functions, aggregations, keywords,
  * label names (in braces or in by/on/… lists) or parts of strings and ranges.
  */
-export function metricNames(expr: string): Set<string> {
+function metricNames(expr: string): Set<string> {
   const bare = expr
     .replace(/"(?:[^"\\]|\\.)*"/g, '""')
     .replace(/\{[^}]*\}/g, ' ')

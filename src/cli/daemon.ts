@@ -1,9 +1,12 @@
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { CachectlError, errorText } from '../core/errors.js';
 import { type Config, type ListenAddress, requiredCacheUrl } from '../core/config.js';
 import { openCache } from '../cache/open.js';
 import { Daemon } from '../daemon/daemon.js';
-import { health, MetricsRegistry, serveMetrics } from '../daemon/metrics.js';
+import type { UploadTimes } from '../daemon/counters.js';
+import type { MetricsRegistry } from '../daemon/metrics.js';
 import { systemdNotifier } from '../daemon/notify.js';
 import { LocalStore } from '../nix/local-store.js';
 import { Queue } from '../queue/queue.js';
@@ -30,7 +33,11 @@ export async function openDaemon(
   const notifier = systemdNotifier(env, (err) => {
     log.warn({ err }, 'cannot notify systemd');
   });
-  const daemon = new Daemon({
+  const metrics: PreparedMetrics | undefined =
+    config.metricsListen === undefined
+      ? undefined
+      : await prepareMetrics(config.metricsListen, () => ({ report: statusOf(queue), daemon: daemon.metrics() }));
+  const daemon: Daemon = new Daemon({
     queue,
     spoolDir: spoolDirOf(config.queue),
     gcRootsDir: config.gcRoots,
@@ -45,18 +52,15 @@ export async function openDaemon(
     notifier,
     env,
     signal: abandon,
+    uploadTimes: metrics?.uploadTimes,
   });
-  const metrics =
-    config.metricsListen === undefined ? undefined : await serveDaemonMetrics(config.metricsListen, daemon, queue);
-  if (metrics !== undefined)
-    log.info(
-      { metrics: `http://${formatHost(metrics.bound.address)}:${metrics.bound.port}/metrics` },
-      'serving metrics',
-    );
+  const served = await metrics?.serve(daemon);
+  if (served !== undefined)
+    log.info({ metrics: `http://${formatHost(served.bound.address)}:${served.bound.port}/metrics` }, 'serving metrics');
   return {
     daemon,
     close() {
-      metrics?.server.close();
+      served?.server.close();
       notifier?.close();
       signer.close();
       backend.close();
@@ -66,24 +70,35 @@ export async function openDaemon(
   };
 }
 
-async function serveDaemonMetrics(
+interface PreparedMetrics {
+  uploadTimes: UploadTimes;
+  serve(daemon: Daemon): Promise<{ server: Server; bound: AddressInfo }>;
+}
+
+/**
+ * The metrics endpoint: its registry made before the daemon (whose batches it times), served once the daemon
+ * exists. prom-client is loaded only here, so a daemon without metrics does not load it at start.
+ */
+async function prepareMetrics(
   address: ListenAddress,
-  daemon: Daemon,
-  queue: Queue,
-): ReturnType<typeof serveMetrics> {
-  try {
-    return await serveMetrics(
-      address,
-      new MetricsRegistry(() => ({ report: statusOf(queue), daemon: daemon.metrics() }), daemon.uploadSeconds),
-      () => health(daemon.metrics().status),
-    );
-  } catch (err) {
-    throw new CachectlError(
-      'CONFIG_INVALID',
-      `cannot serve metrics on ${formatHost(address.host)}:${address.port}: ${errorText(err)}; pick another ` +
-        `--metrics-listen address`,
-    );
-  }
+  read: ConstructorParameters<typeof MetricsRegistry>[0],
+): Promise<PreparedMetrics> {
+  const { health, MetricsRegistry, serveMetrics } = await import('../daemon/metrics.js');
+  const registry = new MetricsRegistry(read);
+  return {
+    uploadTimes: registry.uploadSeconds,
+    async serve(daemon) {
+      try {
+        return await serveMetrics(address, registry, () => health(daemon.metrics().status));
+      } catch (err) {
+        throw new CachectlError(
+          'CONFIG_INVALID',
+          `cannot serve metrics on ${formatHost(address.host)}:${address.port}: ${errorText(err)}; pick another ` +
+            `--metrics-listen address`,
+        );
+      }
+    },
+  };
 }
 
 const formatHost = (host: string): string => (host.includes(':') ? `[${host}]` : host);

@@ -1,7 +1,11 @@
 import type { DaemonStatus } from '../queue/daemon-record.js';
-import { uploadDurationHistogram } from './metrics.js';
 
 const RATE_WINDOW_MS = 60_000;
+
+/** What takes each batch's upload time: the metrics' histogram, when metrics are served. */
+export interface UploadTimes {
+  observe(seconds: number): void;
+}
 
 /** What the daemon counts since it started (the rates over the last minute), as its status reports it. */
 export type Counts = Pick<
@@ -21,21 +25,22 @@ export class Counters {
   readonly failuresByCode = new Map<string, number>();
   /** times the uploader paused for trouble of the cache or this machine, by error code */
   readonly pausesByCode = new Map<string, number>();
-  /** how long each claimed batch of closures took to upload */
-  readonly uploadSeconds = uploadDurationHistogram();
   private uploadedPaths = 0;
   private uploadedNarBytes = 0;
   private uploadedFileBytes = 0;
   private retries = 0;
   private readonly samples: { at: number; paths: number; bytes: number }[] = [];
 
-  constructor(private readonly startedAt: number) {}
+  constructor(
+    private readonly startedAt: number,
+    private readonly uploadTimes?: UploadTimes,
+  ) {}
 
   uploaded(batch: { paths: number; narBytes: number; fileBytes: number; seconds: number }, now: number): void {
     this.uploadedPaths += batch.paths;
     this.uploadedNarBytes += batch.narBytes;
     this.uploadedFileBytes += batch.fileBytes;
-    this.uploadSeconds.observe(batch.seconds);
+    this.uploadTimes?.observe(batch.seconds);
     this.samples.push({ at: now, paths: batch.paths, bytes: batch.narBytes });
     while ((this.samples[0]?.at ?? now) < now - RATE_WINDOW_MS) this.samples.shift();
   }

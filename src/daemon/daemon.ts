@@ -1,5 +1,4 @@
 import type { Logger } from 'pino';
-import type { Histogram } from 'prom-client';
 import { CachectlError } from '../core/errors.js';
 import type { Compression } from '../core/narinfo.js';
 import type { Signer } from '../upload/signer.js';
@@ -9,7 +8,7 @@ import type { LocalStore } from '../nix/local-store.js';
 import { daemonIsAlive, HEARTBEAT_MS, type DaemonStatus } from '../queue/daemon-record.js';
 import type { Queue } from '../queue/queue.js';
 import { batchWork } from './batch.js';
-import { Counters } from './counters.js';
+import { Counters, type UploadTimes } from './counters.js';
 import { Heartbeat } from './heartbeat.js';
 import { Intake } from './intake.js';
 import { LocalRoots } from './local-roots.js';
@@ -42,6 +41,8 @@ export interface DaemonOptions {
   /** how long a claim holds before another start may take the path back */
   leaseMs?: number;
   now?: () => number;
+  /** takes each batch's upload time (the metrics' histogram) */
+  uploadTimes?: UploadTimes | undefined;
 }
 
 /**
@@ -69,7 +70,7 @@ export class Daemon {
     this.now = options.now ?? Date.now;
     const startedAt = this.now();
     this.lease = new LeaseWriter(options.backend);
-    this.counters = new Counters(startedAt);
+    this.counters = new Counters(startedAt, options.uploadTimes);
     this.localRoots = new LocalRoots(options.gcRootsDir, store.storeDir, queue.paths, log);
     const work = batchWork({
       backend: options.backend,
@@ -170,11 +171,6 @@ export class Daemon {
       failuresByCode: this.counters.failuresByCode,
       pausesByCode: this.counters.pausesByCode,
     };
-  }
-
-  /** How long each batch took, observed as batches end (the metrics endpoint's histogram). */
-  get uploadSeconds(): Histogram {
-    return this.counters.uploadSeconds;
   }
 
   private status(): DaemonStatus {

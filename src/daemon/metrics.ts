@@ -48,11 +48,11 @@ export class MetricsRegistry {
   /** what the scrape under way reads: its collect functions all run before the scrape's first await */
   private snapshot: Snapshot | undefined;
 
-  /** `read` is called once per scrape; `uploadSeconds` is the daemon's, observed as batches end. */
-  constructor(
-    private readonly read: () => Snapshot,
-    uploadSeconds: Histogram,
-  ) {
+  /** each batch's upload time: the daemon observes it as batches end */
+  readonly uploadSeconds = uploadDurationHistogram();
+
+  /** `read` is called once per scrape. */
+  constructor(private readonly read: () => Snapshot) {
     collectDefaultMetrics({ register: this.registry });
     type Samples = (now: Snapshot) => [Labels, number][];
     const snapshotOf = (): Snapshot => this.current();
@@ -169,7 +169,7 @@ export class MetricsRegistry {
         (gc) => gc.deletedBytes,
       ),
     ];
-    for (const metric of [...metrics, uploadSeconds]) this.registry.registerMetric(metric);
+    for (const metric of [...metrics, this.uploadSeconds]) this.registry.registerMetric(metric);
   }
 
   get contentType(): string {

@@ -6,6 +6,7 @@ import { pino } from 'pino';
 import { Counters } from '../../src/daemon/counters.js';
 import { Heartbeat } from '../../src/daemon/heartbeat.js';
 import { Intake } from '../../src/daemon/intake.js';
+import { uploadDurationHistogram } from '../../src/daemon/metrics.js';
 import type { DaemonStatus } from '../../src/queue/daemon-record.js';
 import { Queue } from '../../src/queue/queue.js';
 import { spoolDirOf } from '../../src/queue/spool.js';
@@ -69,7 +70,8 @@ describe('intake', () => {
 
 describe('counters', () => {
   it('counts since the start and rates over the last minute', async () => {
-    const counters = new Counters(0);
+    const uploadSeconds = uploadDurationHistogram();
+    const counters = new Counters(0, uploadSeconds);
     counters.uploaded({ paths: 30, narBytes: 3000, fileBytes: 1000, seconds: 2 }, 10_000);
     counters.uploaded({ paths: 60, narBytes: 6000, fileBytes: 2000, seconds: 3 }, 70_000);
     counters.failed('CACHE_UNREACHABLE');
@@ -97,7 +99,7 @@ describe('counters', () => {
         ['NAR_HASH_MISMATCH', 1],
       ],
     );
-    const observed = await counters.uploadSeconds.get();
+    const observed = await uploadSeconds.get();
     assert.equal(observed.values.find((v) => v.metricName === 'cachectl_upload_duration_seconds_count')?.value, 2);
     // Early on, the rate is over the time since the start (at least a second), not a whole minute.
     const young = new Counters(0);
