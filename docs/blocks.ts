@@ -1,7 +1,8 @@
 /**
  * The parts of docs/ written by a program, never by hand: the benchmarks' tables from bench/results, and the
- * settings table from src/core/options.ts; and the Grafana dashboard, from docs/dashboard.ts. Each sits between two markers naming its source; `npm run docs`
- * writes them (docs/generate.ts) and test/unit/docs.test.ts fails when a page differs.
+ * settings table from src/core/options.ts. Each sits between two markers naming its source. Whole files are
+ * written too: the Grafana dashboard, from docs/dashboard.ts. `npm run docs` writes them all (docs/generate.ts)
+ * and test/unit/docs.test.ts fails when a page or a file differs.
  */
 import { join } from 'node:path';
 import { benchBlocks, readResults, renderHeadline } from '../bench/tables.js';

@@ -10,18 +10,14 @@ import { join } from 'node:path';
 import { REPO } from '../test/helpers/nix.js';
 import { GENERATED_FILES, GENERATED_PAGES, renderBlocks } from './blocks.js';
 
-for (const { page, blocks } of GENERATED_PAGES) {
-  const file = join(REPO, page);
-  const before = readFileSync(file, 'utf8');
-  const after = renderBlocks(page, before, blocks());
-  writeFileSync(file, after);
-  process.stdout.write(`${page}: ${after === before ? 'already up to date' : 'written'}\n`);
-}
-
-for (const { file, render } of GENERATED_FILES) {
+/** Writes `file` (relative to the repository) as `render` makes it from what it holds now, and says if it changed. */
+function write(file: string, render: (before: string | undefined) => string): void {
   const path = join(REPO, file);
   const before = existsSync(path) ? readFileSync(path, 'utf8') : undefined;
-  const after = render();
+  const after = render(before);
   writeFileSync(path, after);
   process.stdout.write(`${file}: ${after === before ? 'already up to date' : 'written'}\n`);
 }
+
+for (const { page, blocks } of GENERATED_PAGES) write(page, (before) => renderBlocks(page, before ?? '', blocks()));
+for (const { file, render } of GENERATED_FILES) write(file, render);
