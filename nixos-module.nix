@@ -84,7 +84,7 @@ in
       type = types.str;
       example = "s3://my-cache?region=eu-west-1";
       description = ''
-        The cache: s3://BUCKET?endpoint=URL&region=R&prefix=P (Nix's S3 URL syntax; region "auto" for R2) or
+        The cache: s3://BUCKET/PREFIX?endpoint=URL&region=R (Nix's S3 URL syntax; region "auto" for R2) or
         file:///DIR.
       '';
     };

@@ -282,7 +282,7 @@ describe('the catalogue of bad input: each gets its exact error, and nothing is 
       refusedLosingNothing(
         () => push(['--to', `s3://${s3.bucket}?endpoint=${s3.endpoint}&prefix=${s3Prefix}/../other`, paths.tiny]),
         `cache URL "s3://${s3.bucket}?endpoint=${s3.endpoint}&prefix=${s3Prefix}/../other" has a prefix with empty, ` +
-          `. or .. segments; expected file:///DIR or s3://BUCKET?endpoint=URL&region=R&prefix=P`,
+          `. or .. segments; expected file:///DIR or s3://BUCKET/PREFIX?endpoint=URL&region=R`,
       ));
 
     it('a config file that is not JSON', async () => {
@@ -339,14 +339,14 @@ describe('the catalogue of bad input: each gets its exact error, and nothing is 
     it('an unreachable endpoint', () =>
       refusedLosingNothing(
         () => push(['--to', `s3://${s3.bucket}?endpoint=http://127.0.0.1:9`, paths.tiny]),
-        `GET nix-cache-info in s3://${s3.bucket}/ at http://127.0.0.1:9: ECONNREFUSED; is the endpoint right and ` +
+        `GET nix-cache-info in s3://${s3.bucket}?endpoint=http://127.0.0.1:9: ECONNREFUSED; is the endpoint right and ` +
           `the server up?`,
       ));
 
     it('a bucket that does not exist', () =>
       refusedLosingNothing(
         () => push(['--to', `s3://no-such-bucket?endpoint=${s3.endpoint}`, paths.tiny]),
-        `GET nix-cache-info in s3://no-such-bucket/ at ${s3.endpoint}: the bucket no-such-bucket does not exist; ` +
+        `GET nix-cache-info in s3://no-such-bucket?endpoint=${s3.endpoint}: the bucket no-such-bucket does not exist; ` +
           `create it or fix --to`,
       ));
 
@@ -358,7 +358,7 @@ describe('the catalogue of bad input: each gets its exact error, and nothing is 
             AWS_SECRET_ACCESS_KEY: 'very-secret-value',
           }),
         regex(
-          /^cachectl: \S+ \S+ in s3:\/\/nix-cache\/catalogue\/ at \S+: access denied \(InvalidAccessKeyId\); /,
+          /^cachectl: \S+ \S+ in s3:\/\/nix-cache\/catalogue\?endpoint=\S+: access denied \(InvalidAccessKeyId\); /,
           /check the AWS credentials \(AWS_ACCESS_KEY_ID\/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or \?profile=\) /,
           /and the bucket policy\n$/,
         ),
@@ -404,7 +404,7 @@ describe('the catalogue of bad input: each gets its exact error, and nothing is 
       };
     };
     const expiredError = (what: string, prefix: string) =>
-      `${what} in s3://${s3.bucket}/${prefix}/ at ${s3.endpoint}: no usable AWS credentials (Profile rotating ` +
+      `${what} in s3://${s3.bucket}/${prefix}?endpoint=${s3.endpoint}: no usable AWS credentials (Profile rotating ` +
       `credential_process returned expired credentials.); renew them, or set ` +
       `AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ?profile=`;
 

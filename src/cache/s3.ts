@@ -15,7 +15,7 @@ import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CachectlError } from '../core/errors.js';
 import type { S3CacheUrl } from '../core/cache-url.js';
-import { displayCacheUrl } from '../core/cache-url.js';
+import { nixCacheUrl } from '../core/cache-url.js';
 import { DEFAULT_OBJECT_HEADERS, type ObjectHeaders, type ObjectKind } from '../core/object-headers.js';
 import { containedKey, requestSignal, untilAborted, type CacheBackend, type ObjectEntry } from './backend.js';
 import { encodeKeyPath, PutSigner } from './put-signer.js';
@@ -72,7 +72,7 @@ export class S3Backend implements CacheBackend {
     private readonly headers: Readonly<Record<ObjectKind, ObjectHeaders>> = DEFAULT_OBJECT_HEADERS,
   ) {
     this.signal = requestSignal(signal);
-    this.displayUrl = displayCacheUrl(url);
+    this.displayUrl = nixCacheUrl(url);
     this.bucketUrl = bucketBaseUrl(url);
     this.objectBase = this.bucketUrl.href.replace(/\/$/, '');
     const agentOptions = { keepAlive: true, maxSockets: 64 };

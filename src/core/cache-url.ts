@@ -42,11 +42,12 @@ const S3_PARAMS = [
 ];
 /** Long enough for a 5 MiB part over a slow link; a stalled connection costs at most this. */
 const DEFAULT_REQUEST_TIMEOUT_MS = 120_000;
-const EXAMPLES = 'expected file:///DIR or s3://BUCKET?endpoint=URL&region=R&prefix=P';
+const EXAMPLES = 'expected file:///DIR or s3://BUCKET/PREFIX?endpoint=URL&region=R';
 
 /**
- * Parses the cache URL of `--to`. s3 URLs take Nix's own parameters (endpoint, region, scheme, profile)
- * plus prefix, addressing-style (path|virtual), checksum (when-required|when-supported) and request-timeout.
+ * Parses the cache URL of `--to`. s3 URLs are Nix's own: the key prefix is the path (`?prefix=` is taken too, as
+ * cachectl's older spelling), with Nix's parameters (endpoint, region, scheme, profile, addressing-style:
+ * auto|path|virtual) and cachectl's own (checksum: when-required|when-supported, request-timeout).
  */
 export function parseCacheUrl(text: string): CacheUrl {
   const fail = (why: string): never => {
@@ -71,16 +72,29 @@ export function parseCacheUrl(text: string): CacheUrl {
   if (url.protocol !== 's3:') return fail(`has the unsupported scheme ${url.protocol}`);
   const bucket = url.host;
   if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) fail(`has no valid bucket name (3-63 of a-z 0-9 . -)`);
-  if (url.pathname !== '' && url.pathname !== '/') fail('has a path; put a key prefix in ?prefix=');
   for (const name of url.searchParams.keys()) {
     if (!S3_PARAMS.includes(name)) fail(`has the unknown parameter ${name} (known: ${S3_PARAMS.join(', ')})`);
   }
   const param = (name: string): string | undefined => url.searchParams.get(name) ?? undefined;
+  const trimSlashes = (text: string) => text.replace(/^\/+|\/+$/g, '');
+  // From the text itself: the URL parser would resolve a `..` segment away instead of refusing it.
+  let pathPrefix: string;
+  try {
+    pathPrefix = trimSlashes(decodeURIComponent(/^s3:\/\/[^/?#]*([^?#]*)/i.exec(text)?.[1] ?? ''));
+  } catch {
+    return fail('has a path that is not percent-encoded properly');
+  }
+  const paramPrefix = trimSlashes(param('prefix') ?? '');
+  if (pathPrefix !== '' && paramPrefix !== '' && pathPrefix !== paramPrefix) {
+    fail(
+      `names two prefixes, ${pathPrefix} in its path and ${paramPrefix} in ?prefix=; keep the path, as Nix reads it`,
+    );
+  }
   const result: S3CacheUrl = {
     kind: 's3',
     bucket,
     region: param('region') ?? 'us-east-1',
-    prefix: (param('prefix') ?? '').replace(/^\/+|\/+$/g, ''),
+    prefix: pathPrefix === '' ? paramPrefix : pathPrefix,
     forcePathStyle: true,
     checksums: 'WHEN_REQUIRED',
     requestTimeoutMs: DEFAULT_REQUEST_TIMEOUT_MS,
@@ -102,9 +116,11 @@ export function parseCacheUrl(text: string): CacheUrl {
       fail(`has an endpoint ${JSON.stringify(endpoint)} that is not host[:port] or a URL`);
     }
   }
-  const style = param('addressing-style') ?? (endpoint === undefined ? 'virtual' : 'path');
-  if (style !== 'path' && style !== 'virtual') fail('has an addressing-style other than path or virtual');
-  result.forcePathStyle = style === 'path';
+  // auto, Nix's default: virtual-hosted on AWS, path-style on another endpoint
+  const style = param('addressing-style') ?? 'auto';
+  if (style !== 'auto' && style !== 'path' && style !== 'virtual')
+    fail('has an addressing-style other than auto, path or virtual');
+  result.forcePathStyle = style === 'path' || (style === 'auto' && endpoint !== undefined);
   const checksum = param('checksum') ?? (endpoint === undefined ? 'when-supported' : 'when-required');
   if (checksum !== 'when-required' && checksum !== 'when-supported') {
     fail('has a checksum other than when-required or when-supported');
@@ -124,8 +140,27 @@ export function parseCacheUrl(text: string): CacheUrl {
   return result;
 }
 
-/** How messages name a cache: bucket, prefix and endpoint, never credentials. */
-export function displayCacheUrl(url: CacheUrl): string {
+/**
+ * The cache's URL as Nix reads it, for clients' `substituters` and for every message and report that names the
+ * cache: Nix's S3 form with the prefix as its path and only the parameters Nix knows (none of cachectl's own,
+ * never a credential). What the defaults give is left out.
+ */
+export function nixCacheUrl(url: CacheUrl): string {
   if (url.kind === 'file') return `file://${url.dir}`;
-  return `s3://${url.bucket}/${url.prefix}${url.endpoint === undefined ? '' : ` at ${url.endpoint}`}`;
+  const params: [string, string][] = [];
+  if (url.endpoint !== undefined) params.push(['endpoint', url.endpoint]);
+  if (url.region !== 'us-east-1') params.push(['region', url.region]);
+  if (url.profile !== undefined) params.push(['profile', url.profile]);
+  // Nix's auto: path-style exactly when an endpoint is given
+  if (url.forcePathStyle !== (url.endpoint !== undefined))
+    params.push(['addressing-style', url.forcePathStyle ? 'path' : 'virtual']);
+  // A URL's query may hold ':' and '/' as they are, which keeps an endpoint readable.
+  const value = (text: string) => encodeURIComponent(text).replace(/%3A/g, ':').replace(/%2F/g, '/');
+  const query = params.map(([name, text]) => `${name}=${value(text)}`).join('&');
+  const prefix = url.prefix
+    .split('/')
+    .filter((segment) => segment !== '')
+    .map((segment) => `/${encodeURIComponent(segment)}`)
+    .join('');
+  return `s3://${url.bucket}${prefix}${query === '' ? '' : `?${query}`}`;
 }

@@ -1,6 +1,7 @@
 import { CachectlError } from './errors.js';
 import { posix } from 'node:path';
-import { decodeBase64, formatHash, parseHash, type Hash } from './hash.js';
+import { formatHash, parseHash, type Hash } from './hash.js';
+import { canonicalSignatures, formatSignatures, parseSignature, type Signature } from './signing.js';
 import { baseNameProblem, DEFAULT_STORE_DIR, parseStorePath } from './store-path.js';
 
 export type Compression = 'zstd' | 'xz' | 'none';
@@ -25,7 +26,8 @@ export interface NarInfo {
 
 /**
  * Renders a narinfo byte for byte as Nix's NarInfo::to_string does: its field order, `References: ` with its
- * trailing space when empty, signatures in std::set order, CA last, every line ending in a newline.
+ * trailing space when empty, signatures as Nix ≥ 2.34 keeps them (canonicalSignatures), CA last, every line
+ * ending in a newline.
  */
 export function renderNarInfo(info: NarInfo): string {
   let text = `StorePath: ${info.storePath}\n`;
@@ -37,7 +39,7 @@ export function renderNarInfo(info: NarInfo): string {
   text += `NarSize: ${info.narSize}\n`;
   text += `References: ${[...new Set(info.references)].sort().join(' ')}\n`;
   if (info.deriver !== undefined) text += `Deriver: ${info.deriver}\n`;
-  for (const sig of [...new Set(info.sigs)].sort()) text += `Sig: ${sig}\n`;
+  for (const sig of canonicalSignatures(info.sigs)) text += `Sig: ${sig}\n`;
   if (info.ca !== undefined) text += `CA: ${info.ca}\n`;
   return text;
 }
@@ -58,15 +60,15 @@ const NIX_COMPRESSIONS = new Set([
   'xz',
   'zstd',
 ]);
-const SIGNATURE_BYTES = 64;
 
 /**
  * Parses a narinfo by Nix's own rules (NarInfo's constructor in nar-info.cc), rejecting what Nix rejects: each
  * line `Name: value` (the character after the colon skipped, unknown names ignored), StorePath in the store
  * (normalised as Nix's canonPath does), a hash in any algorithm and encoding Nix reads, sizes as whole numbers,
  * references split on runs of spaces with no second non-empty References line, a valid Deriver, signatures
- * `name:base64` of an Ed25519 signature, at most one non-empty CA that parses, a compression Nix knows (empty
- * or none given means bzip2), and StorePath, URL, NarHash and a non-zero NarSize present. Beyond Nix, for the
+ * `name:base64` as Nix ≥ 2.34 reads them (kept decoded and encoded again, in its order), at most one non-empty
+ * CA that parses, a compression Nix knows (empty or none given means bzip2), and StorePath, URL, NarHash and a
+ * non-zero NarSize present. Beyond Nix, for the
  * GC's sake, the URL must be a key under `nar/`. `source` names the object in errors.
  */
 export function parseNarInfo(text: string, source: string, storeDir = DEFAULT_STORE_DIR): NarInfo {
@@ -91,7 +93,7 @@ export function parseNarInfo(text: string, source: string, storeDir = DEFAULT_ST
   let narHash: Hash | undefined;
   let narSize = 0;
   let references: string[] = [];
-  const sigs: string[] = [];
+  const sigs: Signature[] = [];
   let fileHash: Hash | undefined;
   let fileSize: number | undefined;
   let deriver: string | undefined;
@@ -125,8 +127,9 @@ export function parseNarInfo(text: string, source: string, storeDir = DEFAULT_ST
         .map((ref) => baseName('reference', ref));
     } else if (name === 'Deriver') {
       if (value !== 'unknown-deriver') deriver = baseName('Deriver', value);
-    } else if (name === 'Sig') sigs.push(signature(value) ?? fail(`Sig ${JSON.stringify(value)} is not name:base64`));
-    else if (name === 'CA') {
+    } else if (name === 'Sig') {
+      sigs.push(parseSignature(value) ?? fail(`Sig ${JSON.stringify(value)} is not name:base64`));
+    } else if (name === 'CA') {
       if (ca !== undefined) fail('a second CA line');
       if (value !== '') ca = isContentAddress(value) ? value : fail(`CA ${JSON.stringify(value)} does not parse`);
     }
@@ -140,19 +143,12 @@ export function parseNarInfo(text: string, source: string, storeDir = DEFAULT_ST
   if (compression === '') compression = 'bzip2';
   if (!NIX_COMPRESSIONS.has(compression)) fail(`Compression ${JSON.stringify(compression)} is not one Nix knows`);
   // Built field by field: spreading a partial object was most of the parse's time in a GC's cold run.
-  const info: NarInfo = { storePath, url, compression, narHash, narSize, references, sigs: [...new Set(sigs)] };
+  const info: NarInfo = { storePath, url, compression, narHash, narSize, references, sigs: formatSignatures(sigs) };
   if (fileHash !== undefined) info.fileHash = fileHash;
   if (fileSize !== undefined) info.fileSize = fileSize;
   if (deriver !== undefined) info.deriver = deriver;
   if (ca !== undefined) info.ca = ca;
   return info;
-}
-
-/** A signature as Nix's Signature::parse takes it: a key name, a colon, base64 of an Ed25519 signature. */
-function signature(text: string): string | undefined {
-  const colon = text.indexOf(':');
-  if (colon <= 0) return undefined;
-  return decodeBase64(text.slice(colon + 1))?.length === SIGNATURE_BYTES ? text : undefined;
 }
 
 /**

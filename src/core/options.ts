@@ -35,7 +35,7 @@ export const OPTIONS = {
   to: {
     flag: '--to <url>',
     env: 'CACHECTL_TO',
-    help: 'the cache: file:///DIR or s3://BUCKET?endpoint=URL&region=R&prefix=P',
+    help: "the cache: file:///DIR or s3://BUCKET/PREFIX?endpoint=URL&region=R (Nix's own S3 URL)",
   },
   queue: {
     flag: '--queue <file>',
@@ -78,7 +78,9 @@ export const OPTIONS = {
   narListing: {
     flag: '--nar-listing <bool>',
     env: 'CACHECTL_NAR_LISTING',
-    help: "write each NAR's listing (<hash>.ls, as nix copy's write-nar-listing=true), read by nix store ls: true or false",
+    help:
+      "write each NAR's listing (<hash>.ls, as nix copy's write-nar-listing=true; for tools that browse a cache, " +
+      'such as nix-index, as Nix reads the NAR itself): true or false',
     defaultText: 'true',
     boolean: true,
   },

@@ -1,4 +1,5 @@
 import { CachectlError } from './errors.js';
+import { canonicalSignatures } from './signing.js';
 import { baseNameProblem } from './store-path.js';
 
 /**
@@ -42,9 +43,9 @@ export function realisationFingerprint(realisation: Realisation): string {
   return sortedObject(withoutSignatures(realisation));
 }
 
-/** The `.doi` file byte for byte as Nix writes it: nlohmann's dump, keys in order, signatures as a set. */
+/** The `.doi` file byte for byte as Nix writes it: nlohmann's dump, keys in order, signatures as Nix keeps them. */
 export function renderRealisation(realisation: Realisation): string {
-  const signatures = JSON.stringify([...new Set(realisation.signatures)].sort());
+  const signatures = JSON.stringify(canonicalSignatures(realisation.signatures));
   return sortedObject([...withoutSignatures(realisation), ['signatures', signatures]]);
 }
 

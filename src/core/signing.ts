@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import * as ed from '@noble/ed25519';
 import { CachectlError } from './errors.js';
-import { formatSha256 } from './hash.js';
+import { decodeBase64, formatSha256 } from './hash.js';
 
 /** A Nix signing key: `NAME:base64(seed32 || pub32)` on disk. */
 export interface SecretKey {
@@ -95,6 +95,45 @@ export function sign(key: SecretKey, fingerprintText: string): string {
   useNodeSha512();
   const signature = ed.sign(Buffer.from(fingerprintText), key.seed);
   return `${key.name}:${Buffer.from(signature).toString('base64')}`;
+}
+
+/** A signature split as Nix holds it: the key's name and the signature's bytes. */
+export interface Signature {
+  keyName: string;
+  sig: Buffer;
+}
+
+/**
+ * A signature as Nix ≥ 2.34 reads one (Signature::parse): `NAME:BASE64` with a name and at least one byte, the
+ * base64 read by Nix's own decoder. Undefined for what it refuses, which makes a whole narinfo unreadable there.
+ */
+export function parseSignature(text: string): Signature | undefined {
+  const colon = text.indexOf(':');
+  if (colon <= 0) return undefined;
+  const sig = decodeBase64(text.slice(colon + 1));
+  return sig === undefined || sig.length === 0 ? undefined : { keyName: text.slice(0, colon), sig };
+}
+
+export function formatSignature(signature: Signature): string {
+  return `${signature.keyName}:${signature.sig.toString('base64')}`;
+}
+
+/** Nix's order of signatures (a std::set of Signature): by key name, then by the signature's bytes. */
+export function compareSignatures(a: Signature, b: Signature): number {
+  return Buffer.compare(Buffer.from(a.keyName), Buffer.from(b.keyName)) || Buffer.compare(a.sig, b.sig);
+}
+
+/**
+ * Signatures as Nix ≥ 2.34 writes them: each decoded and encoded again, each once, in Nix's order; what Nix
+ * would refuse to read is left out rather than make the object it is in unreadable.
+ */
+export function canonicalSignatures(sigs: Iterable<string>): string[] {
+  return formatSignatures([...sigs].flatMap((text) => parseSignature(text) ?? []));
+}
+
+/** Parsed signatures as Nix ≥ 2.34 writes them: each once, in Nix's order. */
+export function formatSignatures(signatures: readonly Signature[]): string[] {
+  return [...new Set([...signatures].sort(compareSignatures).map(formatSignature))];
 }
 
 /** Whether `sig` is a valid signature of `fingerprintText` by one of `keys` (matched by name). */

@@ -42,7 +42,7 @@ export interface UploadedNar {
  * Streams the NAR of `info.path` to `nar/<NarHash>…`: dump → sha256 → compress → sha256 → upload, never whole
  * in memory. The NarHash computed on the way must equal the store's, or the stream fails at its end and the
  * backend publishes nothing: a corrupt store path is refused, not uploaded. With `withListing`, the NAR's listing
- * is made on the way and goes up beside it (`<hash>.ls`).
+ * is made on the way and goes up beside it (`<hash>.ls`), unless a name in it is not UTF-8.
  *
  * The work on the CPU takes a slot of `compressing`: a small NAR gives it back before its request goes out, so
  * that many small requests wait out a far server's round trip at once while the CPU goes on; a larger one holds
@@ -91,7 +91,9 @@ export async function uploadNar(
   };
   const key = narKey(info.narHash, compression);
   const putListing = async () => {
-    if (listing !== undefined) await backend.put(narListingKey(hashPartOf(info.path)), listing.bytes(), 'listing');
+    // none for a path with a name JSON cannot hold (see NarListing)
+    const body = listing?.bytes();
+    if (body !== undefined) await backend.put(narListingKey(hashPartOf(info.path)), body, 'listing');
   };
   const compressWhole = async () => {
     const chunks: Buffer[] = [];

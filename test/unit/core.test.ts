@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { parseCacheUrl } from '../../src/core/cache-url.js';
+import { nixCacheUrl, parseCacheUrl, type CacheUrl } from '../../src/core/cache-url.js';
 import { resolveConfig } from '../../src/core/config.js';
 import {
   CONFIG_KEYS,
@@ -235,13 +235,62 @@ describe('cache URLs', () => {
       aws.kind === 's3' && !aws.forcePathStyle && aws.checksums === 'WHEN_SUPPORTED' && aws.endpoint === undefined,
     );
   });
+  it("takes Nix's S3 form, the prefix as the path, and ?prefix= as its alias", () => {
+    const expected = parseCacheUrl('s3://my-bucket?endpoint=http://127.0.0.1:9000&prefix=a/b');
+    assert.equal(expected.kind === 's3' && expected.prefix, 'a/b/');
+    for (const text of [
+      's3://my-bucket/a/b?endpoint=http://127.0.0.1:9000',
+      's3://my-bucket/a/b/?endpoint=http://127.0.0.1:9000',
+      's3://my-bucket/a/b?endpoint=http://127.0.0.1:9000&prefix=/a/b/',
+      's3://my-bucket/a/b?endpoint=http://127.0.0.1:9000&addressing-style=auto',
+    ]) {
+      assert.deepEqual(parseCacheUrl(text), expected, text);
+    }
+    const spaced = parseCacheUrl('s3://bkt/team%20a/x');
+    assert.equal(spaced.kind === 's3' && spaced.prefix, 'team a/x/');
+    assertCode(() => parseCacheUrl('s3://bkt/a?prefix=b'), 'CACHE_URL_INVALID', /two prefixes, a in its path and b/);
+  });
+  it('prints the URL Nix reads: prefix as path, only the parameters Nix knows, none that are defaults', () => {
+    const cases: [string, string][] = [
+      ['s3://bkt', 's3://bkt'],
+      ['s3://bkt?region=eu-west-1', 's3://bkt?region=eu-west-1'],
+      ['s3://bkt?prefix=a/b&region=us-east-1', 's3://bkt/a/b'],
+      [
+        's3://bkt/cache?endpoint=127.0.0.1:9000&scheme=http&checksum=when-required&request-timeout=5s',
+        's3://bkt/cache?endpoint=http://127.0.0.1:9000',
+      ],
+      [
+        's3://bkt?endpoint=https://r2.example&region=auto&profile=ci',
+        's3://bkt?endpoint=https://r2.example&region=auto&profile=ci',
+      ],
+      ['s3://bkt?addressing-style=path', 's3://bkt?addressing-style=path'],
+      [
+        's3://bkt?endpoint=https://h.example&addressing-style=virtual',
+        's3://bkt?endpoint=https://h.example&addressing-style=virtual',
+      ],
+      ['s3://bkt/team%20a', 's3://bkt/team%20a'],
+      ['file:///var/cache/nix?fsync=false', 'file:///var/cache/nix'],
+    ];
+    // What Nix reads of it, which the printed URL must keep.
+    const forNix = (url: CacheUrl) =>
+      url.kind === 'file'
+        ? url.dir
+        : [url.bucket, url.prefix, url.region, url.endpoint, url.forcePathStyle, url.profile];
+    for (const [given, printed] of cases) {
+      const url = nixCacheUrl(parseCacheUrl(given));
+      assert.equal(url, printed, given);
+      assert.deepEqual(forNix(parseCacheUrl(url)), forNix(parseCacheUrl(given)), given);
+    }
+  });
   for (const bad of [
     '/tmp/x',
     'http://x/y',
     'file://host/x',
     'file:///',
     's3://A_B',
-    's3://b/path',
+    's3://bkt/a/../b',
+    's3://bkt/a/%2e%2e/b',
+    's3://bkt/a//b',
     's3://bkt?compression=xz',
     's3://bkt?prefix=a/../b',
     's3://bkt?addressing-style=sideways',
