@@ -12,7 +12,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { CACHECTL, REPO, execFileAsync, testEnv, tempDir } from '../test/helpers/nix.js';
+import { CACHECTL, REPO, execFileAsync, pathInfoJsonArgs, testEnv, tempDir } from '../test/helpers/nix.js';
 import { startLatencyProxy } from '../test/helpers/latency-proxy.js';
 import { startS3rver, type S3rver } from '../test/helpers/s3rver.js';
 import { measure as measureCommand, type Measurement } from './measure.js';
@@ -75,7 +75,7 @@ async function main(): Promise<void> {
   );
   const bulk = bulkOut.trim();
   const narSize = Number(
-    (await execFileAsync('nix', ['path-info', '--json', bulk], { env })).stdout.match(/"narSize":(\d+)/)?.[1],
+    (await execFileAsync('nix', [...pathInfoJsonArgs(), bulk], { env })).stdout.match(/"narSize":(\d+)/)?.[1],
   );
   const tinyDir = freshDir();
   const tinyFiles = Array.from({ length: Number(values.tiny) }, (_, i) => {
@@ -151,7 +151,7 @@ async function main(): Promise<void> {
   const querySeconds = Number(process.hrtime.bigint() - queryStarted) / 1e9;
   store.close();
   if (infos.size !== tiny.length) throw new Error(`path info for ${infos.size} of ${tiny.length} paths`);
-  const pathInfo = await median(freshDir, () => measure('nix', ['path-info', '--json', ...tiny]));
+  const pathInfo = await median(freshDir, () => measure('nix', [...pathInfoJsonArgs(), ...tiny]));
   rows.push({
     case: `path info of ${tiny.length} paths`,
     tool: 'nix path-info --json',
@@ -335,7 +335,7 @@ async function farAway(
   );
   const paths = stdout.trim().split('\n');
   const bytes = Number(
-    (await execFileAsync('nix', ['path-info', '--json', ...paths], { env, maxBuffer: 1 << 26 })).stdout
+    (await execFileAsync('nix', [...pathInfoJsonArgs(), ...paths], { env, maxBuffer: 1 << 26 })).stdout
       .match(/"narSize":\d+/g)
       ?.reduce((sum, field) => sum + Number(field.slice(10)), 0),
   );

@@ -31,6 +31,7 @@ import {
   tempDir,
   testEnv,
   type Key,
+  withNix,
 } from './helpers/nix.js';
 import { regex } from './helpers/regex.js';
 import { startS3rver, useS3Here, type S3Server } from './helpers/s3rver.js';
@@ -100,7 +101,7 @@ function assertHookSays(result: Result, lines: string[]): void {
   assert.equal(result.stderr, lines.map((line) => `cachectl post-build-hook: ${line}\n`).join(''));
 }
 
-describe('the catalogue of bad input: each gets its exact error, and nothing is lost', () => {
+describe(withNix('the catalogue of bad input: each gets its exact error, and nothing is lost'), () => {
   let paths: Record<'tiny' | 'lib' | 'app', string>;
   let key: Key;
   let s3: S3Server;
@@ -463,7 +464,7 @@ describe('the catalogue of bad input: each gets its exact error, and nothing is 
         } finally {
           daemon.child.kill('SIGKILL');
         }
-        const verify = await nixVerify(`${s3.httpUrl}/catalogue-rotating`, key.publicKey, [paths.app]);
+        const verify = await nixVerify(s3.nixUrl('catalogue-rotating'), key.publicKey, [paths.app]);
         assert.equal(verify.code, 0, verify.stderr);
       },
     );

@@ -7,10 +7,10 @@ import { progressLine } from '../src/cli/progress.js';
 import { ERROR_CODES } from '../src/core/errors.js';
 import { PUSH_REPORT_CODES } from '../src/upload/push.js';
 import { OPTIONS, optionHelp, type OptionKey, type OptionSpec } from '../src/core/options.js';
-import { buildFixtures, cachectl, CACHECTL, requireNix, run, testEnv, tempDir } from './helpers/nix.js';
+import { buildFixtures, cachectl, CACHECTL, requireNix, run, testEnv, tempDir, withNix } from './helpers/nix.js';
 import { regex } from './helpers/regex.js';
 
-describe('cachectl keygen', () => {
+describe(withNix('cachectl keygen'), () => {
   before(requireNix);
 
   it('writes a secret key Nix reads, mode 0600, and prints the public key Nix derives from it', async () => {

@@ -30,6 +30,7 @@ import {
   run,
   tempDir,
   type Key,
+  withNix,
 } from './helpers/nix.js';
 import { regex } from './helpers/regex.js';
 import { startS3rver, startTestS3, useS3Here, type S3Server } from './helpers/s3rver.js';
@@ -40,7 +41,7 @@ const FIXTURES = new URL('../../test/fixtures/closures.nix', import.meta.url).pa
 /** Paths hooks queue while the cache is down, in the outage test. */
 const OUTAGE_PATHS = 1000;
 
-describe('cachectl daemon', () => {
+describe(withNix('cachectl daemon'), () => {
   let key: Key;
   let s3: S3Server;
 
@@ -59,7 +60,7 @@ describe('cachectl daemon', () => {
         const nonce = `daemon-e2e-${target}-${Date.now()}`;
         const dir = tempDir('daemon-cache');
         const to = target === 'file' ? `file://${dir}` : s3.cacheUrl(nonce);
-        const nixUrl = target === 'file' ? `file://${dir}` : `${s3.httpUrl}/${nonce}`;
+        const nixUrl = target === 'file' ? `file://${dir}` : s3.nixUrl(nonce);
         const env = queueEnv(target === 's3' ? s3.env : {});
         const daemon = startDaemon(['--to', to, '--secret-key-file', key.secretFile], env);
         await daemon.waitForLog('ready');
@@ -153,7 +154,7 @@ describe('cachectl daemon', () => {
       }
       assert.deepEqual((await cacheProblems(backend)).problems, []);
       backend.close();
-      const verify = await nixVerify(`${s3.httpUrl}/${nonce}`, key.publicKey, [paths.big, paths.chain, paths.top]);
+      const verify = await nixVerify(s3.nixUrl(nonce), key.publicKey, [paths.big, paths.chain, paths.top]);
       assert.equal(verify.code, 0, verify.stderr);
     },
   );
@@ -316,7 +317,7 @@ describe('cachectl daemon', () => {
       const after = await settled(env, OUTAGE_PATHS + 1, 300_000);
       assert.deepEqual({ done: after.counts.done, failed: after.counts.failed }, { done: OUTAGE_PATHS + 1, failed: 0 });
       await daemon.waitForLog('trouble over: uploading again');
-      const verify = await nixVerify(server.httpUrl, key.publicKey, [paths.top, ...tiny]);
+      const verify = await nixVerify(server.nixUrl(), key.publicKey, [paths.top, ...tiny]);
       assert.equal(verify.code, 0, verify.stderr);
       await stopDaemon(daemon);
     } finally {

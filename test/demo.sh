@@ -7,8 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 demo=${CACHECTL_DEMO_DIR:-$PWD/demo-cache}
 mkdir -p "$demo"
-export NIX_CONFIG=$'build-users-group =\nsandbox = false\nsubstituters =\nexperimental-features = nix-command\n'\
-$'narinfo-cache-negative-ttl = 0\nnarinfo-cache-positive-ttl = 0'
+export NIX_CONFIG=$'build-users-group =\nsandbox = false\nsubstituters =\nexperimental-features = nix-command'
 export XDG_CACHE_HOME=$demo/xdg-cache
 # The queue and the GC roots of this demo, apart from a system-wide cachectl's.
 export CACHECTL_QUEUE=$demo/queue.db CACHECTL_GC_ROOTS=/nix/var/nix/gcroots/cachectl-demo
@@ -34,7 +33,8 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-step "nix-build --post-build-hook hook/post-build-hook (a fresh closure: hello and the greeting it references)"
+step "nix-build --post-build-hook hook/post-build-hook (Nix $(nix-store --version | awk '{print $NF}'); a fresh" \
+  "closure: hello and the greeting it references)"
 started=$(date +%s%N)
 out=$(nix-build test/demo.nix --no-out-link --argstr nonce "$(date +%s%N)" \
   --post-build-hook "$PWD/hook/post-build-hook")

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { buildFixtures, CACHECTL, requireNix, run, tempDir, testEnv } from './helpers/nix.js';
+import { buildFixtures, CACHECTL, requireNix, run, tempDir, testEnv, withNix } from './helpers/nix.js';
 
 interface Call {
   name: string;
@@ -65,7 +65,7 @@ async function tracedPush(url: string, ...paths: string[]): Promise<Call[]> {
   return calls(readFileSync(trace, 'utf8'));
 }
 
-describe('file:// durability', () => {
+describe(withNix('file:// durability'), () => {
   it('flushes the NAR, the listing and their directories before the narinfo is renamed into place', async () => {
     requireNix();
     // tree's NAR goes up whole, big's streamed

@@ -23,6 +23,7 @@ import {
   tempDir,
   testEnv,
   type Key,
+  withNix,
 } from './helpers/nix.js';
 import { startTestS3, useS3Here, type S3Server } from './helpers/s3rver.js';
 
@@ -91,7 +92,7 @@ describe('durations', () => {
 });
 
 for (const target of ['file', 's3'] as const) {
-  describe(`cachectl gc on ${target}://`, () => {
+  describe(withNix(`cachectl gc on ${target}://`), () => {
     let s3: S3Server | undefined;
     let env: NodeJS.ProcessEnv = {};
     let key: Key;
@@ -110,7 +111,7 @@ for (const target of ['file', 's3'] as const) {
           const prefix = `t${(n += 1)}/`;
           return {
             url: (s3 as S3Server).cacheUrl(prefix),
-            nixUrl: `${(s3 as S3Server).httpUrl}/${prefix.slice(0, -1)}`,
+            nixUrl: (s3 as S3Server).nixUrl(prefix.slice(0, -1)),
           };
         };
       } else {

@@ -11,7 +11,7 @@ import { HOOK_INBOXES, hookInboxFiles } from '../src/queue/schema.js';
 import { readSpool, spoolDirOf } from '../src/queue/spool.js';
 import { HOOK } from './helpers/daemon.js';
 import { runHook } from './helpers/hook.js';
-import { buildFixtures, requireNix, run, tempDir, testEnv } from './helpers/nix.js';
+import { buildFixtures, requireNix, run, tempDir, testEnv, withNix } from './helpers/nix.js';
 
 // hook/post-build-hook is shell, and copies facts from the TypeScript: the queue's files and environment, the
 // number of inbox files, the store path grammar, the query for a derivation's outputs and the spool's lines.
@@ -77,7 +77,7 @@ function candidates(): string[] {
   return [...fixed, ...fuzzed];
 }
 
-describe("the hook's copies of the TypeScript's facts", () => {
+describe(withNix("the hook's copies of the TypeScript's facts"), () => {
   it('picks one of HOOK_INBOXES inbox files by its pid', () => {
     const pick = hookPart(/^inbox=\$queue\.inbox\/\$\(\(\$\$ % (\d+)\)\)\.db$/m);
     assert.equal(Number(/% (\d+)/.exec(pick)?.[1]), HOOK_INBOXES);

@@ -18,6 +18,7 @@ import {
   tempDir,
   testEnv,
   type Key,
+  withNix,
 } from './helpers/nix.js';
 import { regex } from './helpers/regex.js';
 
@@ -27,7 +28,7 @@ function syntheticPath(i: number): string {
     .replace(/[eotu]/g, 'a')}-hook-load-${i}`;
 }
 
-describe('post-build hook', () => {
+describe(withNix('post-build hook'), () => {
   let paths: Record<'tiny' | 'multi.out' | 'multi.dev' | 'lib', string>;
   let key: Key;
 

@@ -23,6 +23,7 @@ import {
   stopWhenDone,
   tempDir,
   type Key,
+  withNix,
 } from './helpers/nix.js';
 
 const DASHBOARD = join(REPO, 'monitoring/grafana-dashboard.json');
@@ -139,7 +140,7 @@ async function startPrometheus(target: string) {
   return { api, query, log: () => log };
 }
 
-describe('monitoring: the Grafana dashboard and the Prometheus alert rules', { concurrency: false }, () => {
+describe(withNix('monitoring: the Grafana dashboard and the Prometheus alert rules'), { concurrency: false }, () => {
   let key: Key;
   before(async () => {
     requireNix();

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { dumpNar } from '../src/nix/nar-dump.js';
 import { nix32Encode } from '../src/core/nix32.js';
-import { buildFixtures, requireNix, testEnv, type Fixture, tempDir } from './helpers/nix.js';
+import { buildFixtures, nixAtLeast, requireNix, testEnv, type Fixture, tempDir, withNix } from './helpers/nix.js';
 
 /** The NAR as dumpNar streams it; with `reuse`, each chunk is copied before the next is asked for, as zstd does. */
 async function narOf(path: string, reuse = false): Promise<Buffer> {
@@ -28,7 +28,7 @@ function nixDump(path: string): Buffer {
   return execFileSync('nix-store', ['--dump', path], { env: testEnv(), maxBuffer: 1 << 30 });
 }
 
-describe('NAR serialization equals nix-store --dump', () => {
+describe(withNix('NAR serialization equals nix-store --dump'), () => {
   before(requireNix);
 
   const fixtures: Fixture[] = [
@@ -98,15 +98,23 @@ describe('NAR serialization equals nix-store --dump', () => {
     assert.equal(nix32Encode(createHash('sha256').update(ours).digest()), nixHash);
   });
 
-  it('for directories nested so deep that their headers overflow a nearly full chunk', async () => {
+  it('for directories nested as deep as Nix allows, their headers filling a nearly full chunk', async () => {
     const root = join(tempDir('nar'), 'root');
     mkdirSync(root);
-    // `a` leaves the chunk just short of full; the 1500 levels under `b` then add about 200 KB of headers
-    // before the next chance to take it, past the chunk buffer's room.
+    // `a` leaves the chunk just short of full; the levels under `b` then add headers before the next chance to
+    // take it: 1500 levels, about 200 KB (past the chunk buffer's room), where Nix has no limit (2.8); from 2.34
+    // Nix refuses 64 levels or more, so 63, with names as long as a path of 4096 bytes allows (about 12 KB).
     writeFileSync(join(root, 'a'), Buffer.alloc(1024 * 1024 - 1000, 1));
-    mkdirSync(join(root, 'b', ...Array.from({ length: 1500 }, () => 'd')), { recursive: true });
+    const bounded = nixAtLeast('2.34');
+    const level = bounded ? 'd'.repeat(60) : 'd';
+    const levels = (count: number) => Array.from({ length: count }, () => level);
+    mkdirSync(join(root, 'b', ...levels(bounded ? 62 : 1500)), { recursive: true });
     const theirs = nixDump(root);
     for (const reuse of [false, true]) assert.ok((await narOf(root, reuse)).equals(theirs), `reuse ${reuse}`);
+    if (bounded) {
+      mkdirSync(join(root, 'b', ...levels(63)));
+      assert.throws(() => nixDump(root), /exceeds maximum NAR directory depth of 64/);
+    }
   });
 
   it('refuses what a NAR cannot hold, naming the file', async () => {
@@ -117,7 +125,7 @@ describe('NAR serialization equals nix-store --dump', () => {
   });
 });
 
-describe('nix32 against Nix', () => {
+describe(withNix('nix32 against Nix'), () => {
   before(requireNix);
   it('encodes digests as `nix hash to-base32` does', () => {
     for (const text of ['', 'abc', 'cachectl']) {

@@ -7,12 +7,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseNarInfo } from '../src/core/narinfo.js';
-import { buildFixtures, cachectl, requireNix, run, stopWhenDone, testEnv } from './helpers/nix.js';
+import { buildFixtures, cachectl, requireNix, run, stopWhenDone, testEnv, withNix } from './helpers/nix.js';
 import { startTestS3, useS3Here } from './helpers/s3rver.js';
 
 const hashPartOf = (path: string) => path.slice('/nix/store/'.length, '/nix/store/'.length + 32);
 
-describe('object headers on s3://', () => {
+describe(withNix('object headers on s3://'), () => {
   it('sends each class with its Content-Type and Cache-Control, and the ones configured', async () => {
     requireNix();
     const s3 = await startTestS3();

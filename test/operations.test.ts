@@ -38,6 +38,7 @@ import {
   tempDir,
   testEnv,
   type Key,
+  withNix,
 } from './helpers/nix.js';
 import { regex } from './helpers/regex.js';
 import { parseExposition } from './helpers/metrics.js';
@@ -250,7 +251,7 @@ describe('operations: systemd units, metrics', () => {
     },
   );
 
-  describe('with Nix', () => {
+  describe(withNix('with Nix'), () => {
     let key: Key;
     before(async () => {
       requireNix();

@@ -18,11 +18,12 @@ import {
   stopWhenDone,
   tempDir,
   testEnv,
+  withNix,
 } from './helpers/nix.js';
 import { startTestS3, useS3Here } from './helpers/s3rver.js';
 
 for (const target of ['file', 's3'] as const) {
-  describe(`cachectl push --stdin to ${target}://`, () => {
+  describe(withNix(`cachectl push --stdin to ${target}://`), () => {
     // A line lost on the way leaves the reader waiting: bounded well below the suite's timeout.
     it(
       'answers each path as it is published, batches lines read together, fails a bad line alone',
@@ -104,7 +105,7 @@ for (const target of ['file', 's3'] as const) {
         assert.equal(code, 1, stderr);
         assert.match(stderr, /6 paths from stdin, 2 failed/);
 
-        const verify = await nixVerify(s3?.httpUrl ?? cacheUrl, key.publicKey, [paths.tiny, paths.app, paths.symroot]);
+        const verify = await nixVerify(s3?.nixUrl() ?? cacheUrl, key.publicKey, [paths.tiny, paths.app, paths.symroot]);
         assert.equal(verify.code, 0, verify.stderr);
       },
     );

@@ -12,14 +12,17 @@ import {
   cachectl,
   CACHECTL,
   newKey,
+  nixAtLeast,
   nixClosure,
   nixCopyFrom,
   nixVerify,
+  pathInfoJsonArgs,
   requireNix,
   run,
   testEnv,
   tempDir,
   type Key,
+  withNix,
 } from './helpers/nix.js';
 import { startLatencyProxy } from './helpers/latency-proxy.js';
 import { startTestS3, useS3Here, type S3Server } from './helpers/s3rver.js';
@@ -36,7 +39,7 @@ async function pushJson(args: string[], env: NodeJS.ProcessEnv) {
 }
 
 for (const target of ['file', 's3'] as const) {
-  describe(`cachectl push to ${target}://`, () => {
+  describe(withNix(`cachectl push to ${target}://`), () => {
     let s3: S3Server | undefined;
     let cacheUrl = '';
     let nixUrl = '';
@@ -49,7 +52,7 @@ for (const target of ['file', 's3'] as const) {
       if (target === 's3') {
         s3 = await startTestS3();
         cacheUrl = s3.cacheUrl();
-        nixUrl = s3.httpUrl;
+        nixUrl = s3.nixUrl();
         env = testEnv(s3.env);
         useS3Here(s3);
       } else {
@@ -98,10 +101,11 @@ for (const target of ['file', 's3'] as const) {
         const paths = await buildFixtures(['tiny']);
         await pushJson(['--to', cacheUrl, paths.tiny], env);
         const hashPart = paths.tiny.slice('/nix/store/'.length, '/nix/store/'.length + 32);
-        const narinfo = await fetch(`${nixUrl}/${hashPart}.narinfo`);
+        const httpUrl = (s3 as S3Server).httpUrl;
+        const narinfo = await fetch(`${httpUrl}/${hashPart}.narinfo`);
         assert.equal(narinfo.headers.get('content-type'), 'text/x-nix-narinfo');
         const url = /^URL: (.*)$/m.exec(await narinfo.text())?.[1];
-        const nar = await fetch(`${nixUrl}/${url}`);
+        const nar = await fetch(`${httpUrl}/${url}`);
         assert.equal(nar.status, 200);
         assert.equal(nar.headers.get('content-encoding'), null);
         assert.equal(nar.headers.get('content-type'), 'application/x-nix-nar');
@@ -123,7 +127,7 @@ for (const target of ['file', 's3'] as const) {
             const result = await pushJson(['--to', to, '--secret-key-file', key.secretFile, big], env);
             assert.deepEqual(result.uploaded, [big]);
             assert.equal((proxy.stats.byMethod['POST'] ?? 0) - before, posts, `POSTs for a ${bigMb} MiB NAR`);
-            const verify = await nixVerify(`${server.httpUrl}/${nonce}`, key.publicKey, [big]);
+            const verify = await nixVerify(server.nixUrl(nonce), key.publicKey, [big]);
             assert.equal(verify.code, 0, verify.stderr);
           }
         } finally {
@@ -187,7 +191,7 @@ for (const target of ['file', 's3'] as const) {
   });
 }
 
-describe('narinfos and NARs compared with nix copy', () => {
+describe(withNix('narinfos and NARs compared with nix copy'), () => {
   let secretFile = '';
   before(async () => {
     requireNix();
@@ -242,6 +246,49 @@ describe('narinfos and NARs compared with nix copy', () => {
     },
   );
 
+  it("with two signatures: in Nix's order as nix copy writes it (>= 2.34: by key name, then bytes)", async () => {
+    const paths = await buildFixtures(['top', 'execroot'], { nonce: `two-sigs-${Date.now()}` });
+    const roots = Object.values(paths);
+    // A second key, signing in the local store: "nix-made" sorts before "nix-made-1" as a name, after it as text.
+    const other = join(tempDir('nixkey'), 'other.sec');
+    const generated = await run('nix', ['key', 'generate-secret', '--key-name', 'nix-made']);
+    writeFileSync(other, generated.stdout, { mode: 0o600 });
+    const signed = await run('nix', ['store', 'sign', '--key-file', other, '-r', ...roots]);
+    assert.equal(signed.code, 0, signed.stderr);
+    const nixDir = tempDir('nixcopy');
+    const ourDir = tempDir('ours');
+    const copy = await run('nix', [
+      'copy',
+      '--to',
+      `file://${nixDir}?compression=none&secret-key=${secretFile}`,
+      ...roots,
+    ]);
+    assert.equal(copy.code, 0, copy.stderr);
+    await pushJson(
+      ['--to', `file://${ourDir}`, '--compression', 'none', '--secret-key-file', secretFile, ...roots],
+      testEnv(),
+    );
+    const sigNames = (text: string) => [...text.matchAll(/^Sig: ([^:]+):/gm)].map((match) => match[1]);
+    for (const name of cacheFiles(nixDir)) {
+      const ours = readFileSync(join(ourDir, name), 'utf8');
+      const nixs = readFileSync(join(nixDir, name), 'utf8');
+      assert.deepEqual(sigNames(ours), ['nix-made', 'nix-made-1'], name);
+      // Nix 2.8 kept them as text (std::set<std::string>): "nix-made-1:" first
+      if (nixAtLeast('2.34')) assert.equal(ours, nixs, name);
+      else assert.deepEqual(ours.split('\n').sort(), nixs.split('\n').sort(), name);
+    }
+  });
+
+  it('NarSize as nix path-info --json gives it, called with the flags this Nix takes (no warning)', async () => {
+    const { top } = await buildFixtures(['top']);
+    const ourDir = tempDir('ours');
+    await pushJson(['--to', `file://${ourDir}`, '--compression', 'none', top], testEnv());
+    const info = await run('nix', [...pathInfoJsonArgs(), top]);
+    assert.deepEqual([info.code, info.stderr], [0, '']);
+    const narinfo = readFileSync(join(ourDir, `${top.slice(11, 43)}.narinfo`), 'utf8');
+    assert.equal(/"narSize":(\d+)/.exec(info.stdout)?.[1], /^NarSize: (\d+)$/m.exec(narinfo)?.[1]);
+  });
+
   it('with zstd and xz: every narinfo line but URL, FileHash and FileSize', async () => {
     const paths = await buildFixtures(['top', 'tree', 'execroot']);
     const roots = Object.values(paths);
@@ -273,7 +320,7 @@ describe('narinfos and NARs compared with nix copy', () => {
   });
 });
 
-describe('cachectl push --skip-signed-by', () => {
+describe(withNix('cachectl push --skip-signed-by'), () => {
   it("leaves out the paths signed by another cache's key and uploads the paths that refer to them", async () => {
     requireNix();
     const env = testEnv();

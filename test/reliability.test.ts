@@ -25,6 +25,7 @@ import {
   run,
   tempDir,
   type Key,
+  withNix,
 } from './helpers/nix.js';
 import { regex } from './helpers/regex.js';
 import { startS3rver, useS3Here, type S3rver } from './helpers/s3rver.js';
@@ -50,7 +51,7 @@ before(async () => {
 });
 after(async () => s3.stop());
 
-describe(`reliability: S3 faults (seed ${SEED})`, () => {
+describe(withNix(`reliability: S3 faults (seed ${SEED})`), () => {
   /** The cache URL through `proxy`, with a short request timeout so that stalls cost seconds, not minutes. */
   const viaProxy = (proxy: FaultProxy, prefix: string) =>
     `s3://${s3.bucket}?endpoint=${encodeURIComponent(proxy.endpoint)}` +
@@ -94,7 +95,7 @@ describe(`reliability: S3 faults (seed ${SEED})`, () => {
       backend.close();
       assert.deepEqual(problems, []);
       assert.equal(narinfos, paths.length);
-      const verify = await nixVerify(`${s3.httpUrl}/${nonce}`, key.publicKey, paths);
+      const verify = await nixVerify(s3.nixUrl(nonce), key.publicKey, paths);
       assert.equal(verify.code, 0, verify.stderr);
       console.log(`# faults: ${summary}`);
     },
@@ -149,7 +150,7 @@ describe(`reliability: S3 faults (seed ${SEED})`, () => {
         daemon.child.kill('SIGKILL'); // when the test failed; after stopDaemon it has exited
         await proxy.stop();
       }
-      const verify = await nixVerify(`${s3.httpUrl}/${nonce}`, key.publicKey, paths);
+      const verify = await nixVerify(s3.nixUrl(nonce), key.publicKey, paths);
       assert.equal(verify.code, 0, verify.stderr);
     },
   );
@@ -177,7 +178,7 @@ async function plantGarbage(backend: CacheBackend, prefix: string, length: numbe
   for (const name of keys) utimesSync(join(s3.dir, s3.bucket, prefix, `${name}._S3rver_object`), old, old);
 }
 
-describe('reliability: crashes', () => {
+describe(withNix('reliability: crashes'), () => {
   it(
     'kill -9 of the daemon at 30 random points and of a GC mid-sweep, with hooks queueing meanwhile: nothing lost, ' +
       'nothing corrupt or dangling, one Sig each',
@@ -280,7 +281,7 @@ describe('reliability: crashes', () => {
         'NARs no narinfo names are left',
       );
       backend.close();
-      const verify = await nixVerify(`${s3.httpUrl}/${nonce}`, key.publicKey, roots);
+      const verify = await nixVerify(s3.nixUrl(nonce), key.publicKey, roots);
       assert.equal(verify.code, 0, verify.stderr);
     },
   );
@@ -352,7 +353,7 @@ function countBy(values: readonly string[]): Record<string, number> {
   return counts;
 }
 
-describe('reliability: full disks', () => {
+describe(withNix('reliability: full disks'), () => {
   it(
     'the disk under the queue and spool fills up: the hook exits 0 and says why, the daemon keeps what is queued ' +
       'and carries on when space returns',
@@ -421,7 +422,7 @@ describe('reliability: full disks', () => {
   );
 });
 
-describe('security', () => {
+describe(withNix('security'), () => {
   it(
     'no secret in any output of a full run (keygen, hook, daemon, push, status, pin, gc, and failures), and the ' +
       'queue and spool are private',
@@ -514,7 +515,7 @@ describe('security', () => {
   );
 });
 
-describe('many builders', () => {
+describe(withNix('many builders'), () => {
   it(
     'three daemons with their own queues push overlapping closures into one bucket while GC sweeps it again and ' +
       'again: every closure verifies',
@@ -586,7 +587,7 @@ describe('many builders', () => {
         narInfos.push(...page.filter((entry) => entry.key.endsWith('.narinfo')).map((entry) => entry.key));
       backend.close();
       assert.equal(narInfos.length, paths.length, 'the garbage is not gone, or a pushed path is');
-      const verify = await nixVerify(`${s3.httpUrl}/${nonce}`, key.publicKey, paths);
+      const verify = await nixVerify(s3.nixUrl(nonce), key.publicKey, paths);
       assert.equal(verify.code, 0, verify.stderr);
       console.log(`# three builders, ${paths.length} paths, ${gcRuns} GC runs during the pushes`);
     },

@@ -4,8 +4,9 @@
 # systemd-nspawn (systemd-container: the systemd suite boots a machine with it), python3 (which marks that
 # machine's overlay directories opaque), shellcheck (npm run lint), strace (the file:// durability test
 # watches the flushes and renames) and prometheus (with promtool: the monitoring test runs the shipped dashboard
-# and alert rules there; its service is not started on a machine without systemd). Idempotent; Nix itself is configured per
-# run through NIX_CONFIG, never by editing /etc/nix. The systemd suite's own machine gets nix-setup-systemd,
+# and alert rules there; its service is not started on a machine without systemd); then the Debian sid root
+# with the Nix users run (test/sid-root.sh: Nix 2.34, made once and reused). Idempotent; Nix itself is configured
+# per run through NIX_CONFIG, never by editing /etc/nix. The systemd suite's own machine gets nix-setup-systemd,
 # inside its overlay only.
 set -euo pipefail
 
@@ -37,3 +38,4 @@ nix-store --init
 test -e /nix/var/nix/db/db.sqlite || { echo "test/setup.sh: Nix did not create /nix/var/nix/db/db.sqlite" >&2; exit 1; }
 echo "test/setup.sh: nix $(nix-store --version | awk '{print $NF}'), sqlite3, zstd, xz, systemd-nspawn, python3," \
   "shellcheck, strace, prometheus ready" >&2
+bash "$(dirname "$0")/sid-root.sh" make

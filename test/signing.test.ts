@@ -7,7 +7,18 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { buildFixtures, cachectl, newKey, nixVerify, REPO, requireNix, run, tempDir, testEnv } from './helpers/nix.js';
+import {
+  buildFixtures,
+  cachectl,
+  newKey,
+  nixVerify,
+  REPO,
+  requireNix,
+  run,
+  tempDir,
+  testEnv,
+  withNix,
+} from './helpers/nix.js';
 
 const SIGNER = join(REPO, 'dist/test/fixtures/signer.js');
 const hashPartOf = (path: string) => path.slice('/nix/store/'.length, '/nix/store/'.length + 32);
@@ -33,7 +44,7 @@ async function push(args: string[]) {
   };
 }
 
-describe('signing', () => {
+describe(withNix('signing'), () => {
   it('signs through an external signer, checking each signature; a broken signer publishes nothing', async () => {
     requireNix();
     const hsm = await newKey('signing-hsm-1');

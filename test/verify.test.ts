@@ -34,6 +34,7 @@ import {
   tempDir,
   testEnv,
   type Key,
+  withNix,
 } from './helpers/nix.js';
 import { startTestS3, useS3Here, type S3Server } from './helpers/s3rver.js';
 
@@ -58,7 +59,7 @@ function counts(byKind: Record<ProblemKind, number>): Partial<Record<ProblemKind
 }
 
 for (const target of ['file', 's3'] as const) {
-  describe(`cachectl verify on ${target}://`, () => {
+  describe(withNix(`cachectl verify on ${target}://`), () => {
     let s3: S3Server | undefined;
     let cacheUrl: string;
     let nixUrl: string;
@@ -74,7 +75,7 @@ for (const target of ['file', 's3'] as const) {
         s3 = await startTestS3();
         useS3Here(s3);
         cacheUrl = s3.cacheUrl();
-        nixUrl = s3.httpUrl;
+        nixUrl = s3.nixUrl();
       } else {
         cacheUrl = `file://${tempDir('verify-cache')}`;
         nixUrl = cacheUrl;
@@ -374,7 +375,7 @@ for (const target of ['file', 's3'] as const) {
 }
 
 // Nix 2.8 cannot write to S3; what verify reads is the same on both.
-describe('cachectl verify on a cache nix copy wrote', () => {
+describe(withNix('cachectl verify on a cache nix copy wrote'), () => {
   it('accepts what nix copy wrote (xz, signed), and names what it did not check', async () => {
     requireNix();
     const env = testEnv();

@@ -64,11 +64,14 @@ export class Machine {
     );
   }
 
-  /** Prepares the overlay with nix-setup-systemd and the package installed; resolves when it can boot. */
-  static async prepare(): Promise<Machine> {
+  /**
+   * Prepares the overlay of `root` (this machine's, or the sid root's) with nix-setup-systemd and the package
+   * installed; resolves when it can boot.
+   */
+  static async prepare(root = '/'): Promise<Machine> {
     // Its own process group: a signal meant for the tests' group (Ctrl-C) must not cut its cleanup short; it
     // cleans up when our end of its stdin closes.
-    const supervisor = spawn('bash', [join(REPO, 'test/systemd/machine.sh'), REPO], {
+    const supervisor = spawn('bash', [join(REPO, 'test/systemd/machine.sh'), REPO, root], {
       stdio: ['pipe', 'pipe', 'pipe'],
       detached: true,
     });

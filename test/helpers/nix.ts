@@ -78,6 +78,56 @@ export function testEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   };
 }
 
+let version: string | undefined;
+
+/**
+ * The version of the Nix the tests run, as `nix-store --version` prints it: 2.34.x inside the sid root
+ * (test/sid-root.sh), Debian 12's 2.8.0 outside. Throws when Nix is missing.
+ */
+export function nixVersion(): string {
+  if (version === undefined) {
+    requireNix();
+    const text = execFileSync('nix-store', ['--version'], { env: testEnv() }).toString();
+    version = /(\d+\.\d+(?:\.\d+)?)\s*$/.exec(text)?.[1];
+    if (version === undefined) throw new Error(`nix-store --version printed ${JSON.stringify(text)}`);
+  }
+  return version;
+}
+
+/** Whether the Nix the tests run is `wanted` (like '2.34') or newer. */
+export function nixAtLeast(wanted: string): boolean {
+  const have = nixVersion().split('.').map(Number);
+  const want = wanted.split('.').map(Number);
+  for (let i = 0; i < want.length; i++) {
+    const difference = (have[i] ?? 0) - (want[i] ?? 0);
+    if (difference !== 0) return difference > 0;
+  }
+  return true;
+}
+
+/**
+ * `nix path-info --json` as the Nix at hand takes it: with `--json-format 1` from 2.33, which warns without it
+ * (the flag does not exist before). Its `narSize` fields are the same in both Nix's formats.
+ */
+export function pathInfoJsonArgs(): string[] {
+  return ['path-info', '--json', ...(nixAtLeast('2.33') ? ['--json-format', '1'] : [])];
+}
+
+/** The Debian sid root of test/sid-root.sh, with the Nix users run, and that Nix's version. */
+export function sidRoot(): { dir: string; nixVersion: string } {
+  const script = join(REPO, 'test/sid-root.sh');
+  const dir = execFileSync('bash', [script, 'path']).toString().trim();
+  const printed = execFileSync('bash', [script, 'run', 'nix-store', '--version'], { env: testEnv() }).toString();
+  const nixVersion = /(\d+\.\d+(?:\.\d+)?)\s*$/.exec(printed)?.[1];
+  if (nixVersion === undefined) throw new Error(`nix-store --version in ${dir} printed ${JSON.stringify(printed)}`);
+  return { dir, nixVersion };
+}
+
+/** A suite's title with the Nix it runs against: `cachectl push to file:// (Nix 2.34.8)`. */
+export function withNix(title: string): string {
+  return `${title} (Nix ${nixVersion()})`;
+}
+
 /** Fails loudly when Nix is missing: a test that needs Nix must never pass by skipping. */
 export function requireNix(): void {
   try {
@@ -99,6 +149,7 @@ export type Fixture =
   | 'multi.dev'
   | 'tree'
   | 'listed'
+  | 'latin1'
   | 'symroot'
   | 'execroot'
   | 'big'

@@ -5,7 +5,8 @@ import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO } from './nix.js';
+import { nixCacheUrl, parseCacheUrl } from '../../src/core/cache-url.js';
+import { nixAtLeast, REPO } from './nix.js';
 
 export interface S3Server {
   port: number;
@@ -13,7 +14,12 @@ export interface S3Server {
   bucket: string;
   /** s3:// cache URL for cachectl */
   cacheUrl(prefix?: string): string;
-  /** the http:// URL Nix reads the bucket through (Debian's Nix has no s3://) */
+  /**
+   * The URL Nix reads the cache under `prefix` through: the s3:// URL cachectl prints for clients, where Nix
+   * has S3 built in (Nix >= 2.34 here; the credentials come from `env`), else the bucket over http://.
+   */
+  nixUrl(prefix?: string): string;
+  /** the bucket over http:// (for fetch and for Nix without S3, as Debian 12's 2.8) */
   httpUrl: string;
   /** environment with credentials the server accepts */
   env: Record<string, string>;
@@ -30,10 +36,16 @@ export interface S3rver extends S3Server {
   stop(options?: { keepData?: boolean }): Promise<void>;
 }
 
-/** cachectl's URL for a bucket on a local server, optionally under a key prefix. */
+/** cachectl's URL for a bucket on a local server, optionally under a key prefix, in Nix's form. */
 function s3CacheUrl(bucket: string, endpoint: string, prefix: string | undefined): string {
-  const under = prefix === undefined ? '' : `&prefix=${prefix}`;
-  return `s3://${bucket}?endpoint=${encodeURIComponent(endpoint)}&region=us-east-1${under}`;
+  const under = prefix === undefined ? '' : `/${prefix}`;
+  return `s3://${bucket}${under}?endpoint=${encodeURIComponent(endpoint)}&region=us-east-1`;
+}
+
+/** S3Server.nixUrl: see there. */
+function nixS3Url(bucket: string, endpoint: string, httpUrl: string, prefix: string | undefined): string {
+  if (nixAtLeast('2.34')) return nixCacheUrl(parseCacheUrl(s3CacheUrl(bucket, endpoint, prefix)));
+  return prefix === undefined ? httpUrl : `${httpUrl}/${prefix}`;
 }
 
 /**
@@ -89,13 +101,15 @@ export async function startS3rver(
   const kill = () => child.kill('SIGKILL');
   process.once('exit', kill);
   const endpoint = `http://127.0.0.1:${port}`;
+  const httpUrl = `${endpoint}/${bucket}`;
   return {
     port,
     dir,
     endpoint,
     bucket,
     cacheUrl: (prefix) => s3CacheUrl(bucket, endpoint, prefix),
-    httpUrl: `${endpoint}/${bucket}`,
+    nixUrl: (prefix) => nixS3Url(bucket, endpoint, httpUrl, prefix),
+    httpUrl,
     env: { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER' },
     cpuSeconds() {
       // utime and stime, fields 14 and 15 of /proc/PID/stat, in clock ticks (100 a second on Linux)
@@ -149,12 +163,14 @@ export async function swiftBucket(port: number): Promise<S3Server> {
   } finally {
     client.destroy();
   }
+  const httpUrl = `${endpoint}/v1/AUTH_nix/${bucket}`;
   return {
     port,
     endpoint,
     bucket,
     cacheUrl: (prefix) => s3CacheUrl(bucket, endpoint, prefix),
-    httpUrl: `${endpoint}/v1/AUTH_nix/${bucket}`,
+    nixUrl: (prefix) => nixS3Url(bucket, endpoint, httpUrl, prefix),
+    httpUrl,
     env,
     stop: async () => undefined, // the bucket goes with Swift's directory
   };

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# A throw-away machine for test/systemd.test.ts: systemd as PID 1 in systemd-nspawn, over an overlay of this
-# machine's root, with Debian's nix-setup-systemd (nix-daemon.service/.socket, the nixbld users) and cachectl
-# installed as `npm install -g` lays it out. Nothing is installed on this machine itself, and nothing stays
-# mounted: every exit path (EOF on stdin, a signal, an error) unmounts and deletes the overlay.
+# A throw-away machine for test/systemd.test.ts: systemd as PID 1 in systemd-nspawn, over an overlay of a root
+# (this machine's, Debian 12, or the Debian sid root of test/sid-root.sh), with Debian's nix-setup-systemd
+# (nix-daemon.service/.socket, the nixbld users) and cachectl installed as `npm install -g` lays it out. Nothing
+# is installed in the root itself, and nothing stays mounted: every exit path (EOF on stdin, a signal, an error)
+# unmounts and deletes the overlay.
 #
-#   machine.sh CHECKOUT      a built checkout (npm ci && npm run build)
+#   machine.sh CHECKOUT [ROOT]   a built checkout (npm ci && npm run build); ROOT / (the default) or the sid root,
+#                                which has nix-setup-systemd already and whose systemd (>= 258) needs the
+#                                unified cgroup hierarchy
 #
 # The checkout is at /mnt/checkout inside (read-only), for the tests' fixtures and s3rver, not for cachectl itself.
 # Prints `prepared ROOT` once the overlay is ready, then reads commands on stdin, one per line:
@@ -18,8 +21,9 @@ set -euo pipefail
 die() { echo "machine.sh: $*" >&2; exit 2; }
 say() { printf 'machine.sh [%s] %s\n' "$(date +%T.%3N)" "$*" >&2; }
 
-[ $# -eq 1 ] || die "usage: machine.sh CHECKOUT"
+{ [ $# -ge 1 ] && [ $# -le 2 ]; } || die "usage: machine.sh CHECKOUT [ROOT]"
 checkout=$(realpath "$1")
+lower=$(realpath "${2:-/}")
 [ "$(id -u)" = 0 ] || die "needs root (overlay mounts, systemd-nspawn)"
 command -v systemd-nspawn >/dev/null ||
   die "systemd-nspawn is missing: run bash test/setup.sh (installs systemd-container)"
@@ -56,6 +60,7 @@ cleanup() {
     kill -KILL "$nspawn_pid" 2>/dev/null
     wait "$nspawn_pid" 2>/dev/null
   fi
+  rm -rf /run/systemd/nspawn/propagate/cachectl-test-$$-*
   for ((i = ${#chroot_binds[@]} - 1; i >= 0; i--)); do
     umount "${chroot_binds[$i]}" 2>/dev/null || umount -l "${chroot_binds[$i]}"
   done
@@ -83,25 +88,30 @@ for dir in "${opaque[@]}"; do
   python3 -c 'import os, sys; os.setxattr(sys.argv[1], "trusted.overlay.opaque", b"y")' "$work/upper/$dir"
 done
 chmod 1777 "$work/upper/tmp" "$work/upper/var/tmp"
-mount -t overlay overlay -o "lowerdir=/,upperdir=$work/upper,workdir=$work/work" "$root"
-say "overlay mounted at $root"
+mount -t overlay overlay -o "lowerdir=$lower,upperdir=$work/upper,workdir=$work/work" "$root"
+say "overlay of $lower mounted at $root"
 
-# nix-setup-systemd, through chroot; policy-rc.d keeps its maintainer scripts from starting anything.
-for dir in proc sys dev; do mount --bind "/$dir" "$root/$dir"; chroot_binds+=("$root/$dir"); done
-printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d" && chmod 755 "$root/usr/sbin/policy-rc.d"
-apt_install() {
-  DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -q --no-install-recommends \
-    -o DPkg::Lock::Timeout=600 nix-setup-systemd
-}
-if ! apt_install >"$work/apt.log" 2>&1; then
-  chroot "$root" apt-get update -q >>"$work/apt.log" 2>&1 || true
-  apt_install >>"$work/apt.log" 2>&1 ||
-    { tail -n 20 "$work/apt.log" >&2; die "apt-get install nix-setup-systemd failed in the overlay"; }
+if [ "$lower" = / ]; then
+  # nix-setup-systemd, through chroot; policy-rc.d keeps its maintainer scripts from starting anything.
+  for dir in proc sys dev; do mount --bind "/$dir" "$root/$dir"; chroot_binds+=("$root/$dir"); done
+  printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d" && chmod 755 "$root/usr/sbin/policy-rc.d"
+  apt_install() {
+    DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -q --no-install-recommends \
+      -o DPkg::Lock::Timeout=600 nix-setup-systemd
+  }
+  if ! apt_install >"$work/apt.log" 2>&1; then
+    chroot "$root" apt-get update -q >>"$work/apt.log" 2>&1 || true
+    apt_install >>"$work/apt.log" 2>&1 ||
+      { tail -n 20 "$work/apt.log" >&2; die "apt-get install nix-setup-systemd failed in the overlay"; }
+  fi
+  rm -f "$root/usr/sbin/policy-rc.d"
+  for ((i = ${#chroot_binds[@]} - 1; i >= 0; i--)); do umount "${chroot_binds[$i]}"; done
+  chroot_binds=()
+  find "$root/dev" -mindepth 1 -delete # whatever the maintainer scripts left there
+else
+  # Installed in the root already; its units enabled again here, as the opaque /etc/systemd/system hides the root's.
+  systemctl --root="$root" --quiet enable nix-daemon.socket
 fi
-rm -f "$root/usr/sbin/policy-rc.d"
-for ((i = ${#chroot_binds[@]} - 1; i >= 0; i--)); do umount "${chroot_binds[$i]}"; done
-chroot_binds=()
-find "$root/dev" -mindepth 1 -delete # whatever the maintainer scripts left there
 # shellcheck disable=SC2016 # dpkg-query's format, not the shell's
 say "nix-setup-systemd $(chroot "$root" dpkg-query -W -f '${Version}' nix-setup-systemd) installed in the overlay"
 
@@ -121,14 +131,20 @@ chmod 755 "$package/$bin"
 ln -s "../lib/node_modules/cachectl/$bin" "$root/usr/local/bin/cachectl"
 say "cachectl $(node -p "require('$package/package.json').version") installed at /usr/local/lib/node_modules/cachectl"
 
+# systemd >= 258 runs only on the unified cgroup hierarchy, which this host does not use: nspawn gives the
+# container one of its own.
+unified=0
+[ "$lower" = / ] || unified=1
 systemd-id128 new >"$root/etc/machine-id"
 echo cachectl-test >"$root/etc/hostname"
 echo "prepared $root"
 
 boot() {
   boots=$((boots + 1))
-  systemd-nspawn --quiet --keep-unit --register=no --link-journal=no --private-network -D "$root" --console=pipe \
-    --bind-ro="$checkout:/mnt/checkout" -b \
+  # A name of its own for each boot: nspawn keeps a directory per name under /run (here on disk) that it cannot
+  # remove, and refuses to boot a name whose directory is there.
+  SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=$unified systemd-nspawn --quiet --keep-unit --register=no --link-journal=no \
+    --private-network -D "$root" -M "cachectl-test-$$-$boots" --console=pipe --bind-ro="$checkout:/mnt/checkout" -b \
     >"$work/console-boot$boots.log" 2>&1 </dev/null &
   nspawn_pid=$!
   # PID 1 of the container: the child of nspawn that is pid 1 in its own namespace.
@@ -161,6 +177,7 @@ wait_off() {
   local rc=0
   wait "$nspawn_pid" || rc=$?
   nspawn_pid=
+  rm -rf "/run/systemd/nspawn/propagate/cachectl-test-$$-$boots"
   echo "off $rc"
 }
 
