@@ -10,6 +10,7 @@ import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { basename, dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parseCacheUrl } from '../src/core/cache-url.js';
+import { buildTraceFingerprint, parseBuildTrace, renderBuildTrace } from '../src/core/realisation.js';
 import { parsePublicKey, verifySignature } from '../src/core/signing.js';
 import type { CacheBackend } from '../src/cache/backend.js';
 import { openCache } from '../src/cache/open.js';
@@ -43,7 +44,13 @@ const hashPartOf = (path: string) => path.slice('/nix/store/'.length, '/nix/stor
 async function push(args: string[], env: NodeJS.ProcessEnv) {
   const result = await cachectl(['push', '--json', ...args], env);
   assert.equal(result.code, 0, `push failed: ${result.stderr}`);
-  return JSON.parse(result.stdout) as { uploaded: string[]; failed: unknown[]; logs: number; realisations: number };
+  return JSON.parse(result.stdout) as {
+    uploaded: string[];
+    failed: unknown[];
+    logs: number;
+    realisations: number;
+    buildTraces: number;
+  };
 }
 
 /** What Nix prints for `nix log` of `path` from `store` (the local store when not given). */
@@ -293,6 +300,39 @@ for (const target of ['file', 's3'] as const) {
       return { out: build.stdout.trim(), drv: drv.stdout.trim(), stderr: build.stderr };
     }
 
+    /**
+     * What a push of `top` must have put up for Nix 2.35 and for `nix log` of the derivation a user has: top's
+     * build traces under the derivation as written (`drv`, what nix-instantiate gives) and as resolved (its
+     * output's deriver), each signed by the cache's key over Nix 2.35's fingerprint, and the log under both.
+     */
+    async function assertTracesAndLogs(out: string, drv: string): Promise<void> {
+      const resolved = (await run('nix-store', ['-q', '--deriver', out], cache.env)).stdout.trim();
+      assert.notEqual(resolved, drv, 'Nix built top from a resolved derivation');
+      const outPath = out.slice('/nix/store/'.length);
+      for (const drvPath of [drv, resolved]) {
+        const key = { drvPath: drvPath.slice('/nix/store/'.length), outputName: 'out' };
+        const body = await cache.backend.get(`build-trace-v2/${key.drvPath}/out.doi`);
+        assert.ok(body !== undefined, `a build trace for ${drvPath}`);
+        const trace = parseBuildTrace(body.toString(), key, drvPath);
+        assert.equal(body.toString(), renderBuildTrace(trace));
+        assert.equal(trace.outPath, outPath);
+        assert.equal(trace.signatures.length, 1);
+        const publicKey = parsePublicKey(cache.key.publicKey);
+        assert.equal(verifySignature([publicKey], buildTraceFingerprint(trace), trace.signatures[0] ?? ''), true);
+        // what `nix log` prints of the derivation Nix built (the resolved one: the one it kept the log under)
+        const local = (await run('nix', ['log', resolved], cache.env)).stdout;
+        assert.match(local, /building top with tool/);
+        if (nixAtLeast('2.34')) {
+          const log = await nixLog(drvPath, cache.nixUrl);
+          assert.equal(log.code, 0, `nix log --store of ${drvPath}: ${log.stderr}`);
+          assert.equal(log.stdout, local);
+        } else {
+          // Nix 2.8's nix log --store takes only paths valid in that store, and a cache holds no .drv
+          assert.equal((await cache.backend.get(`log/${key.drvPath}`))?.toString(), local);
+        }
+      }
+    }
+
     /** Substitutes `top` into a fresh store with --max-jobs 0: only from the cache, nothing built. */
     function substituteTop(nonce: string) {
       return run(
@@ -320,7 +360,7 @@ for (const target of ['file', 's3'] as const) {
       );
     }
 
-    it('push of a .drv uploads its realisations after the narinfos: a fresh store substitutes it', async () => {
+    it('push of a .drv uploads its realisations and build traces after the narinfos, its log under both derivations: a fresh store substitutes it', async () => {
       const nonce = `ca-push-${target}-${Date.now()}`;
       const { out, drv } = await buildTop(nonce);
       const before = await substituteTop(nonce);
@@ -341,6 +381,9 @@ for (const target of ['file', 's3'] as const) {
       const doi = await cache.backend.get(`realisations/${id}.doi`);
       assert.ok(doi !== undefined, `realisations/${id}.doi`);
       assert.equal((JSON.parse(doi.toString()) as { outPath: string }).outPath, out.slice('/nix/store/'.length));
+      // beside each realisation its build trace (Nix 2.35), for top, dep and build-only
+      assert.equal(result.buildTraces, result.realisations);
+      await assertTracesAndLogs(out, drv);
 
       const substituted = await substituteTop(nonce);
       assert.equal(substituted.code, 0, substituted.stderr);
@@ -391,26 +434,36 @@ for (const target of ['file', 's3'] as const) {
         const substituted = await substituteTop(nonce);
         assert.equal(substituted.code, 0, substituted.stderr);
         assert.equal(substituted.stdout.trim(), out);
+        const drv = await run('nix-instantiate', [CA_FIXTURES, '--argstr', 'nonce', nonce, '-A', 'top'], queue);
+        await assertTracesAndLogs(out, drv.stdout.trim());
       } finally {
         await stopDaemon(daemon);
       }
     });
 
-    it('the GC keeps a realisation while its narinfo is kept, and collects it after', async () => {
+    it('the GC keeps realisations, build traces and the logs they name while their narinfo is kept, and collects them after', async () => {
       const broken = `realisations/sha256:${'0'.repeat(64)}!out.doi`;
       await cache.backend.put(broken, Buffer.from('{"id": 1}'), 'realisation');
       await dropLeases(cache.backend);
-      const realisations = async () => (await allKeys(cache.backend)).filter((k) => k.startsWith('realisations/'));
+      const keys = async (prefix: string) => (await allKeys(cache.backend)).filter((k) => k.startsWith(prefix));
+      const realisations = async () => [...(await keys('realisations/')), ...(await keys('build-trace-v2/'))];
       const count = (await realisations()).length;
-      assert.ok(count >= 5, `${count} realisations`);
+      assert.ok(count >= 10, `${count} realisations and build traces`);
+      // the logs of the derivations top was built from (as written, not the deriver in its narinfo) among them
+      const traced = (await keys('build-trace-v2/')).map((key) => `log/${key.split('/')[1]}`);
+      const logs = await keys('log/');
+      assert.ok(traced.filter((log) => logs.includes(log)).length >= 4, logs.join(' '));
       const gc = async (olderThan: string) => {
         const args = ['gc', '--to', cache.cacheUrl, '--older-than', olderThan, '--grace', '0s', '--json'];
         const result = await cachectl(args, cache.env);
         assert.equal(result.code, 0, result.stderr);
-        return JSON.parse(result.stdout) as { deleted: { realisations: { count: number } }; problems: string[] };
+        return JSON.parse(result.stdout) as {
+          deleted: { realisations: { count: number }; logs: { count: number } };
+          problems: string[];
+        };
       };
       const kept = await gc('1h');
-      assert.equal(kept.deleted.realisations.count, 0);
+      assert.deepEqual([kept.deleted.realisations.count, kept.deleted.logs.count], [0, 0]);
       assert.ok(
         kept.problems.some((problem) => problem.startsWith(`${broken}: realisation`)),
         kept.problems.join('\n'),
@@ -418,6 +471,7 @@ for (const target of ['file', 's3'] as const) {
       const collected = await gc('0s');
       assert.equal(collected.deleted.realisations.count, count - 1);
       assert.deepEqual(await realisations(), [broken]);
+      assert.deepEqual(await keys('log/'), []);
     });
   });
 }

@@ -150,4 +150,23 @@ describe('listing in parallel ranges', () => {
       [...fileKeys].sort().filter((key) => key > after),
     );
   });
+
+  it('lists deep, on s3rver and file://: every key below a prefix, at any depth, in order', async () => {
+    const nested = [
+      'build-trace-v2/a.drv/out.doi',
+      'build-trace-v2/a.drv/dev.doi',
+      'build-trace-v2/b.drv/out.doi',
+      'build-trace-v2/top.doi',
+    ];
+    const prefixed = await openCache(parseCacheUrl(s3.cacheUrl(`deep-${Date.now()}`)));
+    for (const backend of [prefixed, new FileBackend(tempDir('deep-listing'))]) {
+      await mapLimit(nested, 8, (key) => backend.put(key, Buffer.from(key), 'stateText'));
+      const deep: string[] = [];
+      for await (const page of backend.list('build-trace-v2/', { deep: true })) deep.push(...page.map((e) => e.key));
+      assert.deepEqual(deep, [...nested].sort());
+      // one level only, by default
+      assert.deepEqual(keysOf(await listAll(backend, 'build-trace-v2/')), ['build-trace-v2/top.doi']);
+      backend.close();
+    }
+  });
 });

@@ -10,9 +10,12 @@ import { after, before, describe, it } from 'node:test';
 import { parseCacheUrl } from '../src/core/cache-url.js';
 import { parseNarInfo, renderNarInfo } from '../src/core/narinfo.js';
 import {
+  buildTraceFingerprint,
+  parseBuildTrace,
   parseRealisation,
   type Realisation,
   realisationFingerprint,
+  renderBuildTrace,
   renderRealisation,
 } from '../src/core/realisation.js';
 import { fingerprint, parseSecretKey, sign } from '../src/core/signing.js';
@@ -39,6 +42,7 @@ import {
 import { startTestS3, useS3Here, type S3Server } from './helpers/s3rver.js';
 
 const hashPartOf = (path: string) => path.slice('/nix/store/'.length, '/nix/store/'.length + 32);
+const CA_FIXTURES = new URL('../../test/fixtures/content-addressed.nix', import.meta.url).pathname;
 const narInfoKey = (path: string) => `${hashPartOf(path)}.narinfo`;
 
 async function narInfoOf(backend: CacheBackend, path: string) {
@@ -179,7 +183,14 @@ for (const target of ['file', 's3'] as const) {
       );
       // 11. (--deep) a listing that is not JSON
       await backend.put(`${hashPartOf(paths.top)}.ls`, Buffer.from('{"version":1,'), 'listing');
-      // 12. paths the local store does not have: one unsigned, with a NAR not of its NarHash, whose reference is gone
+      // 12. (--deep) a wrong FileHash, the NAR whole: what Nix checks (its NarHash) holds
+      const app = await narInfoOf(backend, paths.app);
+      await backend.put(
+        narInfoKey(paths.app),
+        Buffer.from(renderNarInfo({ ...app, fileHash: { algorithm: 'sha256', digest: Buffer.alloc(32, 7) } })),
+        'narinfo',
+      );
+      // 13. paths the local store does not have: one unsigned, with a NAR not of its NarHash, whose reference is gone
       const gone = (await putNarInfoChain(backend, `verify-gone-${target}`, 2)).filter((key) =>
         key.endsWith('.narinfo'),
       );
@@ -191,6 +202,8 @@ for (const target of ['file', 's3'] as const) {
 
       const shallow = await verify(keyArgs, env);
       assert.equal(shallow.code, 1);
+      // lib's narinfo is gone: its listing and its log are left, belonging to nothing
+      const libLog = `log/${(await run('nix-store', ['-q', '--deriver', paths.lib])).stdout.trim().slice(11)}`;
       assert.deepEqual(counts(shallow.result.report.byKind), {
         'narinfo-malformed': 1,
         'nar-missing': 1,
@@ -199,9 +212,10 @@ for (const target of ['file', 's3'] as const) {
         'signature-invalid': 1,
         'signature-untrusted': 2,
         'listing-orphan': 2,
+        'log-orphan': 1,
       });
-      const problemOf = (kind: ProblemKind) =>
-        shallow.result.report.problems.filter((problem) => problem.kind === kind).map((problem) => problem.key);
+      const problemOf = (kind: ProblemKind, report = shallow.result.report) =>
+        [...report.problems, ...report.warnings].filter((problem) => problem.kind === kind).map((p) => p.key);
       assert.deepEqual(problemOf('nar-missing'), [narInfoKey(paths.tiny)]);
       assert.deepEqual(
         problemOf('nar-size-mismatch').sort(),
@@ -214,33 +228,47 @@ for (const target of ['file', 's3'] as const) {
       assert.deepEqual(problemOf('signature-invalid'), [narInfoKey(paths.symroot)]);
       assert.deepEqual(problemOf('signature-untrusted').sort(), [narInfoKey(paths.execroot), referrerKey].sort());
       assert.deepEqual(problemOf('narinfo-malformed'), [narInfoKey(paths['multi.out'])]);
-      assert.deepEqual(problemOf('listing-orphan').sort(), [orphan, `${hashPartOf(paths.lib)}.ls`].sort());
+      // warnings: Nix reads on
+      assert.deepEqual(
+        shallow.result.report.warnings.map((warning) => warning.key).sort(),
+        [orphan, `${hashPartOf(paths.lib)}.ls`, libLog].sort(),
+      );
       const printed = await cachectl(['verify', ...keyArgs], env);
       assert.equal(printed.code, 1);
-      assert.match(printed.stdout, /^12 problems:$/m);
+      assert.match(printed.stdout, /^10 problems \(Nix fails on them, or data is lost\):$/m);
       assert.match(printed.stdout, /^ {2}signature-untrusted: 2$/m);
       assert.match(printed.stdout, /its signature by verify-\S+-1 does not verify/);
+      assert.match(printed.stdout, /^3 warnings \(Nix reads on; they count with --strict\):$/m);
+      assert.match(printed.stdout, /^ {2}log-orphan: 1$/m);
 
       const deep = await verify([...keyArgs, '--deep'], env);
       assert.deepEqual(counts(deep.result.report.byKind), {
         ...counts(shallow.result.report.byKind),
         'nar-corrupt': 1,
+        'nar-hash-mismatch': 2,
         'file-hash-mismatch': 1,
-        'nar-hash-mismatch': 1,
         'listing-malformed': 1,
       });
-      const deepOf = (kind: ProblemKind) =>
-        deep.result.report.problems.filter((problem) => problem.kind === kind).map((problem) => problem.key);
+      const deepOf = (kind: ProblemKind) => problemOf(kind, deep.result.report).sort();
       assert.deepEqual(deepOf('nar-corrupt'), [narInfoKey(tinyToo)]);
-      assert.deepEqual(deepOf('file-hash-mismatch'), [narInfoKey(paths['multi.dev'])]);
-      assert.deepEqual(deepOf('nar-hash-mismatch'), [referrerKey]);
+      assert.deepEqual(deepOf('nar-hash-mismatch'), [narInfoKey(paths['multi.dev']), referrerKey].sort());
+      assert.deepEqual(deepOf('file-hash-mismatch'), [narInfoKey(paths.app)]);
       assert.deepEqual(deepOf('listing-malformed'), [`${hashPartOf(paths.top)}.ls`]);
+      assert.deepEqual(deep.result.report.warnings.map((warning) => warning.kind).sort(), [
+        'file-hash-mismatch',
+        'listing-malformed',
+        'listing-orphan',
+        'listing-orphan',
+        'log-orphan',
+      ]);
 
       // Nix agrees that these closures are broken before the repair.
       const before = await nixVerify(nixUrl, trusted.publicKey, [paths.top]);
       assert.notEqual(before.code, 0);
 
-      const repaired = await verify([...keyArgs, '--deep', '--repair', '--secret-key-file', trusted.secretFile], env);
+      // A repair takes on the problems: what Nix fails on.
+      const signing = ['--secret-key-file', trusted.secretFile];
+      const repaired = await verify([...keyArgs, '--deep', '--repair', ...signing], env);
       const repair = repaired.result.repair;
       assert.ok(repair !== undefined);
       assert.deepEqual(
@@ -254,23 +282,38 @@ for (const target of ['file', 's3'] as const) {
           paths.execroot,
           paths['multi.out'],
           paths['multi.dev'],
-          paths.top,
           tinyToo,
         ].sort(),
       );
-      assert.deepEqual(repair.deleted, [orphan]);
-      // What the local store lacks is named, problem by problem; it is all that is left.
+      assert.deepEqual(repair.deleted, []);
+      // What the local store lacks is named, problem by problem.
       assert.deepEqual(repair.unrepaired.map((entry) => entry.key).sort(), [referrerKey, referrerKey, referrerKey]);
       assert.ok(
         repair.unrepaired.every((entry) => /is not in the local store/.test(entry.why)),
         JSON.stringify(repair),
       );
+      // lib is back, its listing and log with it; the warnings it was not asked to repair remain
       assert.deepEqual(counts(repair.after.byKind), {
         'nar-hash-mismatch': 1,
         'reference-missing': 1,
         'signature-untrusted': 1,
+        'file-hash-mismatch': 1,
+        'listing-orphan': 1,
+        'listing-malformed': 1,
       });
       assert.equal(repaired.code, 1, 'problems remain');
+
+      // With --strict the warnings count, and a repair takes them on too: the orphan listing is deleted, top
+      // and app go up again.
+      const strict = (await verify([...keyArgs, '--deep', '--repair', '--strict', ...signing], env)).result.repair;
+      assert.ok(strict !== undefined);
+      assert.deepEqual(strict.deleted, [orphan]);
+      assert.deepEqual(strict.uploaded.sort(), [paths.top, paths.app].sort());
+      assert.deepEqual(counts(strict.after.byKind), {
+        'nar-hash-mismatch': 1,
+        'reference-missing': 1,
+        'signature-untrusted': 1,
+      });
 
       const nixCheck = await nixVerify(nixUrl, trusted.publicKey, all);
       assert.equal(nixCheck.code, 0, nixCheck.stderr);
@@ -279,14 +322,14 @@ for (const target of ['file', 's3'] as const) {
       const ls = await run('nix', ['store', 'ls', '--store', nixUrl, '-R', paths.top], env);
       assert.equal(ls.code, 0, ls.stderr);
 
-      // Without the unrepairable paths the bucket is whole: exit 0.
+      // Without the unrepairable paths the bucket is whole: exit 0, strict too.
       await backend.delete([referrerKey]);
-      const whole = await verify([...keyArgs, '--deep'], env);
-      assert.deepEqual(whole.result.report.problems, []);
+      const whole = await verify([...keyArgs, '--deep', '--strict'], env);
+      assert.deepEqual([whole.result.report.problems, whole.result.report.warnings], [[], []]);
       assert.equal(whole.code, 0);
     });
 
-    it('reports broken realisations by kind, signs again those whose signature fails, and names the rest', async () => {
+    it('reports broken realisations and build traces by kind, signs again those whose signature fails (--strict), and names the rest', async () => {
       // A cache of its own: the breakages above must not count here.
       const url =
         s3 === undefined ? `file://${tempDir('verify-realisations')}` : s3.cacheUrl(`realisations-${Date.now()}`);
@@ -297,75 +340,109 @@ for (const target of ['file', 's3'] as const) {
         assert.equal(pushed.code, 0, pushed.stderr);
         const own = parseSecretKey(readFileSync(trusted.secretFile, 'utf8'), trusted.secretFile);
         const other = parseSecretKey(readFileSync(untrusted.secretFile, 'utf8'), untrusted.secretFile);
+        const signedBy = { own: (text: string) => [sign(own, text)], other: (text: string) => [sign(other, text)] };
         const id = (n: number) => `sha256:${n.toString(16).padStart(64, '0')}!out`;
-        const put = (realisation: Realisation, signedBy: (text: string) => string[]) =>
-          cache.put(
-            `realisations/${realisation.id}.doi`,
-            Buffer.from(
-              renderRealisation({ ...realisation, signatures: signedBy(realisationFingerprint(realisation)) }),
-            ),
+        const realisationKey = (n: number) => `realisations/${id(n)}.doi`;
+        const putRealisation = (n: number, outPath: string, signer: (text: string) => string[]) => {
+          const realisation: Realisation = { id: id(n), outPath, signatures: [], dependentRealisations: new Map() };
+          const signatures = signer(realisationFingerprint(realisation));
+          return cache.put(
+            realisationKey(n),
+            Buffer.from(renderRealisation({ ...realisation, signatures })),
             'realisation',
           );
-        const of = (n: number, outPath: string): Realisation => ({
-          id: id(n),
-          outPath,
-          signatures: [],
-          dependentRealisations: new Map(),
-        });
-        const base = path.slice('/nix/store/'.length);
-        const flip = (sig: string) => {
-          const [name, body] = sig.split(':') as [string, string];
-          const bytes = Buffer.from(body, 'base64');
-          bytes[3] = (bytes[3] as number) ^ 1;
-          return `${name}:${bytes.toString('base64')}`;
         };
-        await put(of(1, base), (text) => [sign(own, text)]);
-        await cache.put(`realisations/${id(2)}.doi`, Buffer.from('{"id": 1}'), 'realisation');
-        await put(of(3, '00000000000000000000000000000000-verify-realisation-gone'), (text) => [sign(own, text)]);
-        await put(of(4, base), (text) => [flip(sign(own, text))]);
-        await put(of(5, base), (text) => [sign(other, text)]);
+        // Nix 2.35's: keyed by the derivation's base name
+        const drvOf = (n: number) => `${String(n).padStart(32, '0')}-verify-realisation.drv`;
+        const traceKey = (n: number) => `build-trace-v2/${drvOf(n)}/out.doi`;
+        const putTrace = (n: number, outPath: string, signer: (text: string) => string[]) => {
+          const trace = { drvPath: drvOf(n), outputName: 'out', outPath };
+          const signatures = signer(buildTraceFingerprint(trace));
+          return cache.put(traceKey(n), Buffer.from(renderBuildTrace({ ...trace, signatures })), 'realisation');
+        };
+        const base = path.slice('/nix/store/'.length);
+        const gone = '00000000000000000000000000000000-verify-realisation-gone';
+        const flipped = (signer: (text: string) => string[]) => (text: string) =>
+          signer(text).map((sig) => {
+            const [name, body] = sig.split(':') as [string, string];
+            const bytes = Buffer.from(body, 'base64');
+            bytes[3] = (bytes[3] as number) ^ 1;
+            return `${name}:${bytes.toString('base64')}`;
+          });
+        for (const put of [putRealisation, putTrace]) {
+          await put(1, base, signedBy.own);
+          await put(3, gone, signedBy.own);
+          await put(4, base, flipped(signedBy.own));
+          await put(5, base, signedBy.other);
+        }
+        await cache.put(realisationKey(2), Buffer.from('{"id": 1}'), 'realisation');
+        await cache.put(traceKey(2), Buffer.from('{"outPath": 1}'), 'realisation');
 
         const keyArgs = ['--to', url, '--trusted-public-key', trusted.publicKey];
         const broken = await verify(keyArgs, env);
         assert.equal(broken.code, 1);
-        assert.equal(broken.result.report.checked.realisations, 5);
+        assert.deepEqual([broken.result.report.checked.realisations, broken.result.report.checked.buildTraces], [5, 5]);
         assert.deepEqual(counts(broken.result.report.byKind), {
-          'realisation-malformed': 1,
-          'realisation-output-missing': 1,
-          'signature-invalid': 1,
-          'signature-untrusted': 1,
+          'realisation-malformed': 2,
+          'realisation-output-missing': 2,
+          'realisation-signature-invalid': 2,
+          'realisation-signature-untrusted': 2,
         });
-        const keyOf = (kind: ProblemKind) => broken.result.report.problems.find((p) => p.kind === kind)?.key;
-        assert.equal(keyOf('signature-invalid'), `realisations/${id(4)}.doi`);
-        assert.equal(keyOf('signature-untrusted'), `realisations/${id(5)}.doi`);
+        const keysOf = (problems: readonly { kind: ProblemKind; key: string }[], kind: ProblemKind) =>
+          problems
+            .filter((p) => p.kind === kind)
+            .map((p) => p.key)
+            .sort();
+        // Nix checks no realisation's signatures: those are warnings
+        assert.deepEqual(keysOf(broken.result.report.warnings, 'realisation-signature-invalid'), [
+          traceKey(4),
+          realisationKey(4),
+        ]);
+        assert.deepEqual(keysOf(broken.result.report.warnings, 'realisation-signature-untrusted'), [
+          traceKey(5),
+          realisationKey(5),
+        ]);
+        assert.deepEqual(keysOf(broken.result.report.problems, 'realisation-malformed'), [
+          traceKey(2),
+          realisationKey(2),
+        ]);
 
-        const repaired = await verify([...keyArgs, '--repair', '--secret-key-file', trusted.secretFile], env);
+        // Without --strict a repair leaves the warnings alone; with it, it signs them again.
+        const repairArgs = [...keyArgs, '--repair', '--secret-key-file', trusted.secretFile];
+        const lenient = (await verify(repairArgs, env)).result.repair;
+        assert.deepEqual(lenient?.resigned, []);
+        const repaired = await verify([...repairArgs, '--strict'], env);
         const repair = repaired.result.repair;
         assert.ok(repair !== undefined);
-        assert.deepEqual(repair.resigned.sort(), [`realisations/${id(4)}.doi`, `realisations/${id(5)}.doi`]);
+        assert.deepEqual(repair.resigned.sort(), [traceKey(4), traceKey(5), realisationKey(4), realisationKey(5)]);
         assert.deepEqual(repair.uploaded, []);
         assert.deepEqual(repair.unrepaired.map((u) => u.key).sort(), [
-          `realisations/${id(2)}.doi`,
-          `realisations/${id(3)}.doi`,
+          traceKey(2),
+          traceKey(3),
+          realisationKey(2),
+          realisationKey(3),
         ]);
-        // What is left: the malformed one, and the one whose output this machine has never had.
-        assert.deepEqual(counts(repair.after.byKind), { 'realisation-malformed': 1, 'realisation-output-missing': 1 });
+        // What is left: the malformed ones, and those whose output this machine has never had.
+        assert.deepEqual(counts(repair.after.byKind), { 'realisation-malformed': 2, 'realisation-output-missing': 2 });
         assert.equal(repaired.code, 1);
         // The untrusted signature is kept beside the new one; the broken one is gone.
-        const resigned = parseRealisation(
-          ((await cache.get(`realisations/${id(5)}.doi`)) as Buffer).toString('utf8'),
-          'id 5',
-        );
+        const read = async (key: string) => ((await cache.get(key)) as Buffer).toString('utf8');
+        const resigned = parseRealisation(await read(realisationKey(5)), 'id 5');
         assert.deepEqual(resigned.signatures.map((sig) => sig.split(':')[0]).sort(), [other.name, own.name].sort());
-        const fixed = parseRealisation(
-          ((await cache.get(`realisations/${id(4)}.doi`)) as Buffer).toString('utf8'),
-          'id 4',
-        );
+        const fixed = parseRealisation(await read(realisationKey(4)), 'id 4');
         assert.deepEqual(fixed.signatures, [sign(own, realisationFingerprint(fixed))]);
+        const trace = { drvPath: drvOf(5), outputName: 'out' };
+        const resignedTrace = parseBuildTrace(await read(traceKey(5)), trace, 'trace 5');
+        assert.deepEqual(
+          resignedTrace.signatures.map((sig) => sig.split(':')[0]).sort(),
+          [other.name, own.name].sort(),
+        );
+        const fixedTrace = parseBuildTrace(await read(traceKey(4)), { drvPath: drvOf(4), outputName: 'out' }, 't4');
+        assert.deepEqual(fixedTrace.signatures, [sign(own, buildTraceFingerprint(fixedTrace))]);
 
-        await cache.delete([`realisations/${id(2)}.doi`, `realisations/${id(3)}.doi`]);
-        const clean = await verify(keyArgs, env);
-        assert.deepEqual(clean.result.report.problems, []);
+        await cache.delete([realisationKey(2), realisationKey(3), traceKey(2), traceKey(3)]);
+        const clean = await verify([...keyArgs, '--strict'], env);
+        assert.deepEqual([clean.result.report.problems, clean.result.report.warnings], [[], []]);
         assert.equal(clean.code, 0);
       } finally {
         cache.close();
@@ -399,5 +476,40 @@ describe(withNix('cachectl verify on a cache nix copy wrote'), () => {
     const wrongKey = await verify(['--to', `file://${dir}`, '--trusted-public-key', untrusted.publicKey], env);
     assert.equal(wrongKey.code, 1);
     assert.deepEqual(counts(wrongKey.result.report.byKind), { 'signature-untrusted': 1 });
+  });
+
+  it('accepts a content-addressed cache whose realisations nix copy left unsigned: warnings, as Nix reads it', async () => {
+    requireNix();
+    const env = {
+      ...testEnv(),
+      NIX_CONFIG: `${testEnv()['NIX_CONFIG'] ?? ''}\nexperimental-features = nix-command ca-derivations`,
+    };
+    const key = await newKey('verify-ca-1');
+    const nonce = `verify-ca-${Date.now()}`;
+    const installable = ['-f', CA_FIXTURES, 'top', '--argstr', 'nonce', nonce];
+    const dir = tempDir('verify-ca');
+    const copy = await run('nix', ['copy', '--to', `file://${dir}?secret-key=${key.secretFile}`, ...installable], env);
+    assert.equal(copy.code, 0, copy.stderr);
+    const lenient = await verify(['--to', `file://${dir}`, '--trusted-public-key', key.publicKey], env);
+    assert.deepEqual(lenient.result.report.problems, []);
+    assert.ok(lenient.result.report.warnings.length > 0);
+    assert.ok(
+      lenient.result.report.warnings.every(
+        (warning) => warning.kind === 'realisation-signature-untrusted' && /it is not signed/.test(warning.message),
+      ),
+      JSON.stringify(lenient.result.report.warnings),
+    );
+    assert.equal(lenient.code, 0);
+    const strict = await verify(['--to', `file://${dir}`, '--trusted-public-key', key.publicKey, '--strict'], env);
+    assert.equal(strict.code, 1);
+    // Nix's verdict: a fresh store substitutes it, building nothing.
+    const substituted = await run(
+      'nix-build',
+      [CA_FIXTURES, '--no-out-link', '--argstr', 'nonce', nonce, '-A', 'top', '--store', tempDir('verify-ca-store')]
+        .concat(['--max-jobs', '0', '--option', 'substituters', `file://${dir}`])
+        .concat(['--option', 'trusted-public-keys', key.publicKey]),
+      { ...env, XDG_CACHE_HOME: tempDir('xdg') },
+    );
+    assert.equal(substituted.code, 0, substituted.stderr);
   });
 });

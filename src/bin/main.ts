@@ -378,8 +378,10 @@ withSettings(
     .description(
       "Check the whole cache the way Nix's readers see it, with no local store needed: every narinfo parses by " +
         "Nix's rules, its NAR is there with its FileSize, every reference has a narinfo, signatures verify with " +
-        'the trusted keys, and every listing and realisation belongs to a narinfo. Works on caches written by ' +
-        '`nix copy` too. Exit status 1 when a problem remains.',
+        'the trusted keys, and every listing, realisation and build trace belongs to a narinfo. Works on caches ' +
+        'written by `nix copy` too. What would make Nix fail or loses data is a problem; the rest (an orphan ' +
+        'listing or log, a realisation signed by no trusted key, which no Nix checks) is a warning. Exit ' +
+        'status 1 when a problem remains (with --strict, a warning too).',
     ),
   [
     'to',
@@ -400,6 +402,7 @@ withSettings(
     'upload again from the local store what is broken or missing (signed with --secret-key-file or ' +
       '--signer-command), delete orphan listings, then check again; what the local store lacks is named',
   )
+  .option('--strict', 'count warnings as problems: for the exit status, and for what --repair takes on')
   .option('--json', 'print the report as JSON')
   .addHelpText(
     'after',
@@ -412,7 +415,7 @@ Examples:
 Safe while daemons push and a GC runs: what looks missing is looked up again before it is reported, and
 a repair holds a lease like any push.`,
   )
-  .action(async (flags: CommonFlags & { deep?: boolean; repair?: boolean }) => {
+  .action(async (flags: CommonFlags & { deep?: boolean; repair?: boolean; strict?: boolean }) => {
     try {
       const config = loadConfig(flags);
       const showProgress = process.stderr.isTTY && flags.json !== true;

@@ -96,8 +96,11 @@ export interface CacheBackend {
    * order, and finds which paths it has with a stat each.
    */
   readonly listsByPage: boolean;
-  /** Keys directly under `prefix` (one level, like a directory), in byte order, a page at a time. */
-  list(prefix: string, options?: { startAfter?: string }): AsyncIterable<ObjectEntry[]>;
+  /**
+   * Keys directly under `prefix` (one level, like a directory), or with `deep` at any depth below it, in byte
+   * order, a page at a time.
+   */
+  list(prefix: string, options?: { startAfter?: string; deep?: boolean }): AsyncIterable<ObjectEntry[]>;
   /**
    * Deletes up to DELETE_BATCH_KEYS keys (missing ones are no error). `timeoutMs` bounds the whole request:
    * the GC relies on a delete taking effect within a known time of the checks that allowed it.
@@ -185,5 +188,12 @@ function justBefore(bound: string): string {
 export async function listAll(backend: CacheBackend, prefix: string): Promise<ObjectEntry[]> {
   const entries: ObjectEntry[] = [];
   await listEach(backend, prefix, (page) => entries.push(...page));
+  return entries;
+}
+
+/** Every key below `prefix`, at any depth (`build-trace-v2/<drv>/<output>.doi`: few, so listed one page at a time). */
+export async function listDeep(backend: CacheBackend, prefix: string): Promise<ObjectEntry[]> {
+  const entries: ObjectEntry[] = [];
+  for await (const page of backend.list(prefix, { deep: true })) entries.push(...page);
   return entries;
 }

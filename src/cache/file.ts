@@ -11,7 +11,7 @@ import {
 } from 'node:fs';
 import { open, readdir, unlink } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { CachectlError } from '../core/errors.js';
 import type { ObjectKind } from '../core/object-headers.js';
 import { FileReaderPool, FileReadError } from './file-reader.js';
@@ -138,10 +138,11 @@ export class FileBackend implements CacheBackend {
     });
   }
 
-  async *list(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ObjectEntry[]> {
+  async *list(prefix: string, options: { startAfter?: string; deep?: boolean } = {}): AsyncIterable<ObjectEntry[]> {
     let names: string[];
     try {
-      names = await readdir(this.path(prefix));
+      // deep: the paths of everything below, directories too (skipped below, as they are not files)
+      names = await readdir(this.path(prefix), { recursive: options.deep === true });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
       throw this.failure(prefix, err);
@@ -159,7 +160,7 @@ export class FileBackend implements CacheBackend {
       const page: ObjectEntry[] = [];
       for (; next < names.length && page.length < LIST_PAGE; next += 1) {
         const name = names[next] as string;
-        if (name.startsWith(TEMP_PREFIX)) continue;
+        if (basename(name).startsWith(TEMP_PREFIX)) continue;
         // statSync, a page at a time between yields: a million async stats cost three times as long, and their
         // promises outlive the young generation, so the heap grew by hundreds of MB.
         const key = `${prefix}${name}`;

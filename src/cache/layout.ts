@@ -20,6 +20,11 @@ export function realisationKey(id: string): string {
   return `${REALISATIONS_PREFIX}${id}.doi`;
 }
 
+/** The build trace (Nix ≥ 2.35's realisation) of the output `outputName` of the derivation `drvPath`. */
+export function buildTraceKey(drvPath: string, outputName: string): string {
+  return `${BUILD_TRACE_PREFIX}${drvPath.slice(drvPath.lastIndexOf('/') + 1)}/${outputName}.doi`;
+}
+
 /** The build log of a derivation: `log/<drv base name>`, where `nix log --store` looks. */
 export function logKey(drvPath: string): string {
   return `${LOG_PREFIX}${drvPath.slice(drvPath.lastIndexOf('/') + 1)}`;
@@ -53,6 +58,7 @@ export function firstDigitValues(prefix: string): number {
 }
 export const LOG_PREFIX = 'log/';
 export const REALISATIONS_PREFIX = 'realisations/';
+export const BUILD_TRACE_PREFIX = 'build-trace-v2/';
 /** pins: `gcroots/<name>`, one store path per line */
 export const PINS_PREFIX = 'gcroots/';
 /** writers' leases: `cachectl/leases/<writer-id>` */
@@ -68,6 +74,9 @@ const LISTING_KEY = new RegExp(`^(${NIX32}{32})\\.ls$`);
 const REALISATION_KEY = /^realisations\/sha256:[0-9a-f]{64}![A-Za-z0-9+._?=-]+\.doi$/;
 const NAR_KEY = /^nar\/[0-9a-z]+\.nar(\.[a-z0-9]+)?$/;
 const LOG_KEY = new RegExp(`^log/${NIX32}{32}-[A-Za-z0-9+._?=-]+\\.drv$`);
+const BUILD_TRACE_KEY = new RegExp(
+  `^build-trace-v2/(${NIX32}{32}-[A-Za-z0-9+._?=-]+\\.drv)/([A-Za-z0-9+._?=-]+)\\.doi$`,
+);
 /** names of pins and writer ids: no slashes, nothing hidden */
 export const NAME_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
 
@@ -91,4 +100,10 @@ export function isNarKey(key: string): boolean {
 
 export function isLogKey(key: string): boolean {
   return LOG_KEY.test(key);
+}
+
+/** The derivation (base name) and output a build trace's key is for, or undefined if it is not one's. */
+export function buildTraceOf(key: string): { drvPath: string; outputName: string } | undefined {
+  const match = BUILD_TRACE_KEY.exec(key);
+  return match === null ? undefined : { drvPath: match[1] as string, outputName: match[2] as string };
 }

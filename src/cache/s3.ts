@@ -276,7 +276,7 @@ export class S3Backend implements CacheBackend {
     }
   }
 
-  async *list(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ObjectEntry[]> {
+  async *list(prefix: string, options: { startAfter?: string; deep?: boolean } = {}): AsyncIterable<ObjectEntry[]> {
     let continuationToken: string | undefined;
     do {
       let response;
@@ -285,7 +285,7 @@ export class S3Backend implements CacheBackend {
           new ListObjectsV2Command({
             Bucket: this.url.bucket,
             Prefix: this.key(prefix),
-            Delimiter: '/',
+            ...(options.deep === true ? {} : { Delimiter: '/' }),
             ...(options.startAfter === undefined ? {} : { StartAfter: this.key(options.startAfter) }),
             ...(continuationToken === undefined ? {} : { ContinuationToken: continuationToken }),
           }),

@@ -4,10 +4,12 @@ import { LeaseWriter } from '../gc/lease.js';
 import { LocalStore } from '../nix/local-store.js';
 import { openSigner } from '../upload/signer.js';
 import { repairCache, type RepairResult } from '../verify/repair.js';
-import { PROBLEM_KINDS, verifyCache, type VerifyReport } from '../verify/verify.js';
+import { PROBLEM_KINDS, verifyCache, type Problem, type VerifyReport } from '../verify/verify.js';
 import { formatBytes } from './progress.js';
 
 export interface VerifyCommandResult {
+  /** whether warnings count as problems (--strict): for the exit status and for what a repair takes on */
+  strict: boolean;
   /** what was found */
   report: VerifyReport;
   /** with --repair: what was done, and the bucket checked again after it */
@@ -17,9 +19,17 @@ export interface VerifyCommandResult {
 /** Problems printed one by one per kind; the rest are counted (--json lists them all). */
 const PROBLEMS_SHOWN = 20;
 
-/** `cachectl verify`: checks the whole cache; with `repair`, uploads again what is broken, then checks again. */
+/** What counts against the cache: its problems, and with `strict` its warnings too. */
+function counted(report: VerifyReport, strict: boolean): Problem[] {
+  return strict ? [...report.problems, ...report.warnings] : report.problems;
+}
+
+/**
+ * `cachectl verify`: checks the whole cache; with `repair`, uploads again what is broken (with `strict`, what
+ * it warns of too), then checks again.
+ */
 export async function verifyCommand(
-  flags: { deep?: boolean; repair?: boolean },
+  flags: { deep?: boolean; repair?: boolean; strict?: boolean },
   config: Config,
   onProgress?: (text: string) => void,
 ): Promise<VerifyCommandResult> {
@@ -35,13 +45,15 @@ export async function verifyCommand(
         jobs: config.jobs,
         ...(onProgress === undefined ? {} : { onProgress }),
       });
+    const strict = flags.strict === true;
     const report = await check();
-    if (signer === undefined || report.problems.length === 0) return { report };
+    const broken = counted(report, strict);
+    if (signer === undefined || broken.length === 0) return { strict, report };
     const store = new LocalStore({ dbPath: config.nixDb, logDir: config.nixLogDir });
     const lease = new LeaseWriter(backend);
     try {
-      onProgress?.(`repairing ${report.problems.length} problems`);
-      const repaired = await repairCache(report.problems, {
+      onProgress?.(`repairing ${broken.length} problems`);
+      const repaired = await repairCache(broken, {
         backend,
         store,
         lease,
@@ -51,7 +63,7 @@ export async function verifyCommand(
         narListing: config.narListing,
         jobs: config.jobs,
       });
-      return { report, repair: { ...repaired, after: await check() } };
+      return { strict, report, repair: { ...repaired, after: await check() } };
     } finally {
       lease.close();
       store.close();
@@ -62,9 +74,9 @@ export async function verifyCommand(
   }
 }
 
-/** Whether the cache is whole in the end: after the repair when there was one. */
+/** Whether the cache is whole in the end (after the repair when there was one): no problem, and if strict no warning. */
 export function verifyPassed(result: VerifyCommandResult): boolean {
-  return (result.repair?.after ?? result.report).problems.length === 0;
+  return counted(result.repair?.after ?? result.report, result.strict).length === 0;
 }
 
 export function formatVerifyReport(result: VerifyCommandResult): string {
@@ -72,7 +84,8 @@ export function formatVerifyReport(result: VerifyCommandResult): string {
   const { repair } = result;
   if (repair !== undefined) {
     lines.push(
-      `repair: ${repair.uploaded.length} paths uploaded, ${repair.resigned.length} realisations signed again, ` +
+      `repair: ${repair.uploaded.length} paths uploaded, ${repair.resigned.length} realisations and build traces ` +
+        `signed again, ` +
         `${repair.deleted.length} orphan objects deleted, ${repair.unrepaired.length} not repaired`,
     );
     for (const path of repair.uploaded) lines.push(`  uploaded ${path}`);
@@ -89,17 +102,27 @@ function formatReport(report: VerifyReport): string[] {
   const lines = [
     `verified ${report.cache}: ${checked.narinfos} narinfos, ${checked.nars} NARs` +
       (report.deep ? ` read (${formatBytes(checked.narBytesRead)})` : '') +
-      `, ${checked.listings} listings, ${checked.realisations} realisations` +
+      `, ${checked.listings} listings, ${checked.realisations} realisations, ${checked.buildTraces} build traces, ` +
+      `${checked.logs} logs` +
       (report.trustedKeys.length > 0 ? `; signatures checked against ${report.trustedKeys.join(', ')}` : ''),
   ];
   for (const note of report.notes) lines.push(`note: ${note}`);
-  if (report.problems.length === 0) {
-    lines.push('no problems found');
-    return lines;
-  }
-  lines.push(`${report.problems.length} problems:`);
+  if (report.problems.length === 0) lines.push('no problems found');
+  else
+    lines.push(`${report.problems.length} problems (Nix fails on them, or data is lost):`, ...byKind(report.problems));
+  if (report.warnings.length > 0)
+    lines.push(
+      `${report.warnings.length} warnings (Nix reads on; they count with --strict):`,
+      ...byKind(report.warnings),
+    );
+  return lines;
+}
+
+/** Problems by kind: a count, and each of the first few. */
+function byKind(problems: readonly Problem[]): string[] {
+  const lines: string[] = [];
   for (const kind of PROBLEM_KINDS) {
-    const ofKind = report.problems.filter((problem) => problem.kind === kind);
+    const ofKind = problems.filter((problem) => problem.kind === kind);
     if (ofKind.length === 0) continue;
     lines.push(`  ${kind}: ${ofKind.length}`);
     for (const problem of ofKind.slice(0, PROBLEMS_SHOWN)) lines.push(`    ${problem.message}`);

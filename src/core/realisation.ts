@@ -1,5 +1,6 @@
 import { CachectlError } from './errors.js';
-import { canonicalSignatures } from './signing.js';
+import { decodeBase64 } from './hash.js';
+import { canonicalSignatures, formatSignatures, parseSignature } from './signing.js';
 import { baseNameProblem } from './store-path.js';
 
 /**
@@ -84,4 +85,74 @@ export function parseRealisation(text: string, source: string): Realisation {
     dependentRealisations.set(depId, depPath as string);
   }
   return { id, outPath, signatures: signatures as string[], dependentRealisations };
+}
+
+/**
+ * A realisation as Nix ≥ 2.35 keeps it, its build trace (`build-trace-v2/<drv base name>/<output>.doi`): keyed
+ * by the derivation's store path and the output's name instead of a hash, the value the output's path and
+ * structured signatures. Nix 2.35 reads only these, Nix ≤ 2.34 only `realisations/`: both are written.
+ */
+export interface BuildTrace {
+  /** base name of the `.drv` */
+  drvPath: string;
+  outputName: string;
+  /** base name of the output's store path */
+  outPath: string;
+  /** `NAME:BASE64`, over buildTraceFingerprint (not the old realisation's fingerprint) */
+  signatures: string[];
+}
+
+/**
+ * What a build trace's signatures sign (Nix 2.35's UnkeyedRealisation::fingerprint): the keyed realisation's JSON
+ * without its signatures, `{"key":{"drvPath":…,"outputName":…},"value":{"outPath":…}}`, as nlohmann dumps it.
+ */
+export function buildTraceFingerprint(trace: Omit<BuildTrace, 'signatures'>): string {
+  const key = `{"drvPath":${JSON.stringify(trace.drvPath)},"outputName":${JSON.stringify(trace.outputName)}}`;
+  return `{"key":${key},"value":{"outPath":${JSON.stringify(trace.outPath)}}}`;
+}
+
+/**
+ * The `.doi` file byte for byte as Nix 2.35 writes it (the UnkeyedRealisation's JSON): `{"outPath":…,
+ * "signatures":[{"keyName":…,"sig":…}]}`, the signatures each once, by key name then bytes.
+ */
+export function renderBuildTrace(trace: BuildTrace): string {
+  const signatures = canonicalSignatures(trace.signatures).map((text) => {
+    const colon = text.indexOf(':');
+    return `{"keyName":${JSON.stringify(text.slice(0, colon))},"sig":${JSON.stringify(text.slice(colon + 1))}}`;
+  });
+  return `{"outPath":${JSON.stringify(trace.outPath)},"signatures":[${signatures.join(',')}]}`;
+}
+
+/**
+ * Parses a build trace's `.doi` the way Nix 2.35 reads it: an object with the output's base name and, optionally,
+ * signatures, each `{"keyName","sig"}` or the older `NAME:BASE64`. `source` names it in errors.
+ */
+export function parseBuildTrace(
+  text: string,
+  key: { drvPath: string; outputName: string },
+  source: string,
+): BuildTrace {
+  const fail = (why: string): never => {
+    throw new CachectlError('REALISATION_INVALID', `build trace ${source} is malformed: ${why}`);
+  };
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    fail((err as Error).message);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) return fail('it is not a JSON object');
+  const { outPath, signatures = [] } = json as { outPath?: unknown; signatures?: unknown };
+  if (typeof outPath !== 'string') return fail('it has no string outPath');
+  const problem = baseNameProblem(outPath);
+  if (problem !== undefined) fail(`outPath ${JSON.stringify(outPath)} is not a store path base name: ${problem}`);
+  if (!Array.isArray(signatures)) return fail('signatures is not a list');
+  const parsed = signatures.map((entry: unknown) => {
+    if (typeof entry === 'string') return parseSignature(entry) ?? fail(`signature ${JSON.stringify(entry)}`);
+    const { keyName, sig } = (entry ?? {}) as { keyName?: unknown; sig?: unknown };
+    const bytes = typeof sig === 'string' ? decodeBase64(sig) : undefined;
+    if (typeof keyName !== 'string' || bytes === undefined) return fail(`signature ${JSON.stringify(entry)}`);
+    return { keyName, sig: bytes };
+  });
+  return { ...key, outPath, signatures: formatSignatures(parsed) };
 }

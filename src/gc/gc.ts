@@ -1,7 +1,9 @@
 import { performance } from 'node:perf_hooks';
 import { forEachLimit } from '../core/limit.js';
-import { listAll, listEach, type CacheBackend } from '../cache/backend.js';
+import { listAll, listDeep, listEach, type CacheBackend } from '../cache/backend.js';
 import {
+  BUILD_TRACE_PREFIX,
+  buildTraceOf,
   LEASES_PREFIX,
   LOG_PREFIX,
   MARKS_KEY,
@@ -11,7 +13,7 @@ import {
   SWEEPS_PREFIX,
 } from '../cache/layout.js';
 import { errorText } from '../core/errors.js';
-import { parseRealisation } from '../core/realisation.js';
+import { parseBuildTrace, parseRealisation } from '../core/realisation.js';
 import { hashPartOf } from '../core/store-path.js';
 import { Inventory, ObjectTable, PathSet } from './inventory.js';
 import { leaseIsLive } from './lease.js';
@@ -107,6 +109,7 @@ export async function collectGarbage(options: GcOptions): Promise<GcReport> {
     await listEach(backend, prefix, (page) => {
       inventory.addListed(prefix, page);
     });
+  inventory.addListed(BUILD_TRACE_PREFIX, await listDeep(backend, BUILD_TRACE_PREFIX));
   const sweepList = await listAll(backend, SWEEPS_PREFIX);
   inventory.completeListing();
   report.foreign = inventory.foreign;
@@ -267,8 +270,9 @@ async function writeMarks(backend: CacheBackend, marks: Marks, inventory: Invent
 }
 
 /**
- * The path id of each realisation's output, read from the cache (realisations are few: one per output of a
- * content-addressed derivation). One that does not parse is reported and left at -1, and so kept.
+ * The path id of each realisation's output, read from the cache (realisations are few: two or three per output of
+ * a content-addressed derivation, build traces included). One that does not parse is reported and left at -1, and
+ * so kept.
  */
 async function readRealisations(
   backend: CacheBackend,
@@ -282,8 +286,10 @@ async function readRealisations(
     const body = await backend.get(key);
     if (body === undefined) return; // deleted since the listing
     try {
-      const output = hashPartOf(parseRealisation(body.toString('utf8'), key).outPath);
-      inventory.realisationPaths[i] = inventory.pathId(output);
+      const trace = buildTraceOf(key);
+      const text = body.toString('utf8');
+      const outPath = (trace === undefined ? parseRealisation(text, key) : parseBuildTrace(text, trace, key)).outPath;
+      inventory.realisationPaths[i] = inventory.pathId(hashPartOf(outPath));
     } catch (err) {
       problems.push(`${key}: ${errorText(err)}; kept`);
     }

@@ -5,6 +5,8 @@
  */
 import type { ObjectEntry } from '../cache/backend.js';
 import {
+  BUILD_TRACE_PREFIX,
+  buildTraceOf,
   CACHE_INFO_KEY,
   isLogKey,
   isNarKey,
@@ -88,8 +90,13 @@ export class Inventory {
   readonly problems = new Map<number, string>();
   /** the path id of each listing's hash part, by listing index */
   listingPaths = new Int32Array(0);
-  /** the path id of each realisation's output, by index; -1 until read, or if it does not parse */
+  /**
+   * the path id of each realisation's output, by index; -1 until read, or if it does not parse. Realisations are
+   * both Nix <= 2.34's (`realisations/`) and Nix 2.35's build traces (`build-trace-v2/`).
+   */
   realisationPaths = new Int32Array(0);
+  /** by realisation index: the log of a build trace's derivation (`log/<drv>`), or -1 */
+  realisationLogs = new Int32Array(0);
 
   /** Path ids: listed narinfos first (ids below narinfos.length), then hash parts met in references and roots. */
   private readonly paths = new PackedStrings(true);
@@ -108,7 +115,10 @@ export class Inventory {
     return this.tables.narinfos;
   }
 
-  /** Sorts a page of the listing of `prefix` ('', `nar/`, `log/` or `realisations/`) into the layout's kinds. */
+  /**
+   * Sorts a page of the listing of `prefix` ('', `nar/`, `log/`, `realisations/` or `build-trace-v2/`) into the
+   * layout's kinds.
+   */
   addListed(prefix: string, entries: readonly ObjectEntry[]): void {
     if (this.listingDone) throw new Error('the inventory is complete: nothing more can be listed into it');
     for (const entry of entries) {
@@ -121,6 +131,7 @@ export class Inventory {
       } else if (prefix === NAR_PREFIX && isNarKey(key)) this.tables.nars.add(entry);
       else if (prefix === LOG_PREFIX && isLogKey(key)) this.tables.logs.add(entry);
       else if (prefix === REALISATIONS_PREFIX && isRealisationKey(key)) this.tables.realisations.add(entry);
+      else if (prefix === BUILD_TRACE_PREFIX && buildTraceOf(key) !== undefined) this.tables.realisations.add(entry);
       else this.addForeign(key);
     }
   }
@@ -139,6 +150,11 @@ export class Inventory {
     for (let i = 0; i < listings.length; i += 1)
       this.listingPaths[i] = this.pathId(listingHashPart(listings.key(i)) ?? '');
     this.realisationPaths = new Int32Array(realisations.length).fill(-1);
+    this.realisationLogs = new Int32Array(realisations.length).fill(-1);
+    for (let i = 0; i < realisations.length; i += 1) {
+      const drvPath = buildTraceOf(realisations.key(i))?.drvPath;
+      if (drvPath !== undefined) this.realisationLogs[i] = this.tables.logs.indexOf(`${LOG_PREFIX}${drvPath}`);
+    }
   }
 
   /** The id of a hash part, given one if it has none. */
@@ -234,7 +250,7 @@ export class Inventory {
         ? 'listings'
         : key.startsWith(LOG_PREFIX)
           ? 'logs'
-          : key.startsWith(REALISATIONS_PREFIX)
+          : key.startsWith(REALISATIONS_PREFIX) || key.startsWith(BUILD_TRACE_PREFIX)
             ? 'realisations'
             : 'nars';
     const index = this.tables[kind].indexOf(key);

@@ -137,6 +137,10 @@ export function planMarks(input: MarkInput): MarkPlan {
     const log = inventory.logOfNarInfo(id);
     if (log >= 0) liveLogs[log] = 1;
   }
+  // A content-addressed output's log is also under the derivation it was resolved from, which its build trace names.
+  forEachRealisationLog(inventory, (output, log) => {
+    if (reachable.has(output)) liveLogs[log] = 1;
+  });
   const unreachable: ByKind<(index: number) => boolean> = {
     narinfos: (id) => inventory.hasNarInfo(id) && !reachable.has(id),
     nars: (i) => liveNars[i] === 0 && !input.leasedNarHashes.has(narHashOfKey(tables.nars.key(i))),
@@ -225,7 +229,20 @@ export function stillNeeded(
     const log = inventory.logOfNarInfo(id);
     if (log >= 0) needed.logs[log] = 1;
   }
+  forEachRealisationLog(inventory, (output, log) => {
+    if (needed.narInfos.has(output)) needed.logs[log] = 1;
+  });
   return needed;
+}
+
+/** Calls `visit` with the output's path id and the log's index of each build trace whose derivation has a log. */
+function forEachRealisationLog(inventory: Inventory, visit: (output: number, log: number) => void): void {
+  const { realisationLogs, realisationPaths } = inventory;
+  for (let i = 0; i < realisationLogs.length; i += 1) {
+    const log = realisationLogs[i] as number;
+    const output = realisationPaths[i] as number;
+    if (log >= 0 && output >= 0) visit(output, log);
+  }
 }
 
 /** `nar/<hash>.nar.zst` → `<hash>`. */

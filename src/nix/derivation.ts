@@ -195,9 +195,16 @@ export function hashDerivationModulo(
   return new Map(drv.outputs.map((output) => [output.name, hash]));
 }
 
-/** The realisation ids (`sha256:<hex>!<output>`) of each output of the derivation at `drvPath`. */
-export function realisationIds(drvPath: string, read: ReadDerivation = readDerivationFile): Map<string, string> {
-  const hashes = hashDerivationModulo(read(drvPath), true, read);
+/**
+ * The realisation ids (`sha256:<hex>!<output>`) of each output of the derivation at `drvPath`; `known` keeps the
+ * hashes of input derivations for the next call.
+ */
+export function realisationIds(
+  drvPath: string,
+  read: ReadDerivation = readDerivationFile,
+  known = new Map<string, Map<string, Buffer>>(),
+): Map<string, string> {
+  const hashes = hashDerivationModulo(read(drvPath), true, read, known);
   return new Map([...hashes].map(([name, hash]) => [name, `sha256:${hash.toString('hex')}!${name}`]));
 }
 

@@ -7,7 +7,7 @@ import { DEFAULT_STORE_DIR } from '../core/store-path.js';
 import { DEFAULT_NIX_LOG_DIR } from '../core/config.js';
 import type { Realisation } from '../core/realisation.js';
 import { findBuildLog, type BuildLog } from './build-log.js';
-import { realisationIds } from './derivation.js';
+import { readDerivationFile, realisationIds } from './derivation.js';
 
 export const DEFAULT_NIX_DB = '/nix/var/nix/db/db.sqlite';
 
@@ -206,6 +206,51 @@ export class LocalStore {
         ),
       }));
     });
+  }
+
+  /**
+   * The derivation each of `realisations` was registered for, by realisation id: what Nix >= 2.35 keys a
+   * realisation by. Nix registers a content-addressed output for the derivation as resolved, the output's deriver
+   * (`infos`), and as written: that one is found among the valid derivations of the same name (one query, which
+   * reads the name of every valid path), by their realisation ids. Ids no valid derivation has are left out.
+   */
+  realisationDerivations(
+    realisations: readonly Realisation[],
+    infos: ReadonlyMap<string, PathInfo>,
+  ): Map<string, string> {
+    const wanted = new Set(realisations.map((realisation) => realisation.id));
+    const found = new Map<string, string>();
+    const tried = new Set<string>();
+    const known = new Map<string, Map<string, Buffer>>();
+    const tryDerivation = (drvPath: string) => {
+      if (tried.has(drvPath)) return;
+      tried.add(drvPath);
+      let ids: Map<string, string>;
+      try {
+        ids = realisationIds(drvPath, readDerivationFile, known);
+      } catch {
+        return; // gone from the store, or not a derivation cachectl can read: no key for Nix 2.35
+      }
+      for (const id of ids.values()) if (wanted.has(id)) found.set(id, drvPath);
+    };
+    const derivers = new Set(
+      realisations.flatMap((realisation) => infos.get(`${this.storeDir}/${realisation.outPath}`)?.deriver ?? []),
+    );
+    for (const deriver of derivers) tryDerivation(deriver);
+    if (found.size === wanted.size) return found;
+    // `<storeDir>/<32 characters of hash>-<name>`: the name starts at this (1-based) position
+    const nameStart = this.storeDir.length + 35;
+    const names = [...derivers].map((deriver) => deriver.slice(nameStart - 1));
+    const sameName = this.read((db) =>
+      db
+        .prepare<[number, string], { path: string }>(
+          'SELECT path FROM ValidPaths WHERE substr(path, ?) IN (SELECT value FROM json_each(?))',
+        )
+        .all(nameStart, JSON.stringify(names))
+        .map((row) => row.path),
+    );
+    for (const drvPath of sameName) tryDerivation(drvPath);
+    return found;
   }
 
   /** The valid paths whose hash parts are `hashParts` (what a narinfo's key names, when its text does not parse). */

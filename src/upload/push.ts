@@ -1,3 +1,4 @@
+import { basename } from 'node:path';
 import { CachectlError, errorText, type ErrorCode } from '../core/errors.js';
 import { hashPartOf } from '../core/store-path.js';
 import { renderNarInfo, type Compression } from '../core/narinfo.js';
@@ -6,6 +7,7 @@ import type { Signer } from './signer.js';
 import { Limiter, mapLimit } from '../core/limit.js';
 import type { CacheBackend } from '../cache/backend.js';
 import {
+  buildTraceKey,
   CACHE_INFO_KEY,
   cacheInfoStoreDir,
   logKey,
@@ -15,7 +17,13 @@ import {
 } from '../cache/layout.js';
 import { findPresent } from '../cache/present.js';
 import { waitOutSweeps, type LeaseWriter } from '../gc/lease.js';
-import { realisationFingerprint, renderRealisation, type Realisation } from '../core/realisation.js';
+import {
+  buildTraceFingerprint,
+  realisationFingerprint,
+  renderBuildTrace,
+  renderRealisation,
+  type Realisation,
+} from '../core/realisation.js';
 import { readBuildLog } from '../nix/build-log.js';
 import type { LocalStore, PathInfo } from '../nix/local-store.js';
 import { LARGE_NAR_BYTES, makeNarInfo, uploadNar } from './pipeline.js';
@@ -102,6 +110,8 @@ export interface PushResult {
   logs: number;
   /** realisations uploaded (`realisations/<id>.doi`) */
   realisations: number;
+  /** build traces uploaded (`build-trace-v2/<drv>/<output>.doi`: the realisations as Nix >= 2.35 reads them) */
+  buildTraces: number;
 }
 
 export function newProgress(): PushProgress {
@@ -170,6 +180,7 @@ export async function pushClosures(roots: readonly string[], options: PushOption
       fileBytes: 0,
       logs: 0,
       realisations: 0,
+      buildTraces: 0,
     };
     const rootSet = new Set(roots);
     // A root's narinfo goes up after those of its whole closure. With the lease held all along (no re-check
@@ -192,7 +203,8 @@ export async function pushClosures(roots: readonly string[], options: PushOption
       await publishPaths(deleted, options, newProgress(), result, result.repaired);
     }
     const inCache = new Set([...infos.keys()].filter((path) => present.has(hashPartOf(path))));
-    await publishRealisations(realisations, options, result, inCache);
+    const derivations = store.realisationDerivations(realisations, infos);
+    await publishRealisations(realisations, { derivations, infos }, options, result, inCache);
     const failed = new Set(result.failed.map((failure) => failure.path));
     for (const root of roots) {
       if (realised.has(root) && !failed.has(root) && hold?.mustRecheck() !== true) options.onRootPublished?.(root);
@@ -228,12 +240,16 @@ function closureWithRealisations(
 }
 
 /**
- * Uploads each realisation once its output's narinfo is in the cache and its dependent realisations are
- * up, signed with each key (Nix's Realisation::sign). A realisation whose output failed is left out, and so
- * are those that depend on it; one whose output was already in the cache goes up only if it is missing.
+ * Uploads each realisation once its output's narinfo is in the cache and its dependent realisations are up,
+ * signed with each key (Nix's Realisation::sign): as Nix <= 2.34 reads it, and where its derivation is known
+ * (`known.derivations`, by id) as Nix 2.35 does, its build trace, with the build log also under that derivation (Nix
+ * keeps it under the resolved one, the output's deriver; a user has the one written). A realisation whose output
+ * failed is left out, and so are those that depend on it; one whose output was already in the cache goes up only
+ * where it is missing.
  */
 async function publishRealisations(
   realisations: readonly Realisation[],
+  known: { derivations: ReadonlyMap<string, string>; infos: ReadonlyMap<string, PathInfo> },
   options: PushOptions,
   result: PushResult,
   alreadyInCache: ReadonlySet<string>,
@@ -254,13 +270,29 @@ async function publishRealisations(
         const dep = byId.get(depId);
         if (dep !== undefined && depId !== realisation.id) await upload(dep);
       }
-      const key = realisationKey(realisation.id);
+      // Skipped where the cache has it, for an output that was there already: a push uploads what is missing.
+      const missing = async (key: string) =>
+        published.has(outPath) || !alreadyInCache.has(outPath) || !(await backend.exists(key));
       await limiter.run(async () => {
-        if (!published.has(outPath) && alreadyInCache.has(outPath) && (await backend.exists(key))) return;
-        const sigs = await options.signer.sign(realisationFingerprint(realisation));
-        const signed = { ...realisation, signatures: [...realisation.signatures, ...sigs] };
-        await backend.put(key, Buffer.from(renderRealisation(signed)), 'realisation');
-        result.realisations += 1;
+        const key = realisationKey(realisation.id);
+        if (await missing(key)) {
+          const sigs = await options.signer.sign(realisationFingerprint(realisation));
+          const signed = { ...realisation, signatures: [...realisation.signatures, ...sigs] };
+          await backend.put(key, Buffer.from(renderRealisation(signed)), 'realisation');
+          result.realisations += 1;
+        }
+        const drvPath = known.derivations.get(realisation.id);
+        if (drvPath === undefined) return;
+        const outputName = realisation.id.slice(realisation.id.indexOf('!') + 1);
+        const trace = { drvPath: basename(drvPath), outputName, outPath: realisation.outPath };
+        const traceKey = buildTraceKey(drvPath, outputName);
+        if (!(await missing(traceKey))) return;
+        const deriver = known.infos.get(outPath)?.deriver;
+        if (deriver !== undefined && deriver !== drvPath) await uploadBuildLog(options, deriver, result, drvPath);
+        // Nix's own signatures of the realisation sign its old fingerprint: only the signer's go with the trace.
+        const signatures = await options.signer.sign(buildTraceFingerprint(trace));
+        await backend.put(traceKey, Buffer.from(renderBuildTrace({ ...trace, signatures })), 'realisation');
+        result.buildTraces += 1;
       });
     })();
     uploads.set(realisation.id, uploading);
@@ -420,12 +452,20 @@ export function uploadOrder(paths: readonly PathInfo[]): PathInfo[] {
   return [...paths].sort((a, b) => heightOf(b) - heightOf(a) || b.narSize - a.narSize);
 }
 
-/** Uploads the log Nix kept of building `drvPath` to `log/<drv base name>`, if it kept one. */
-async function uploadBuildLog(options: PushOptions, drvPath: string, result: PushResult): Promise<void> {
+/**
+ * Uploads the log Nix kept of building `drvPath` to `log/<drv base name>` (of `underDrv`, when that differs: the
+ * derivation a content-addressed one was resolved from), if it kept one.
+ */
+async function uploadBuildLog(
+  options: PushOptions,
+  drvPath: string,
+  result: PushResult,
+  underDrv = drvPath,
+): Promise<void> {
   const log = options.store.buildLog(drvPath);
   if (log === undefined) return;
   // Stored as plain text: Nix reads a file:// log as it is, and an HTTP one through its Content-Type alone.
-  const key = logKey(drvPath);
+  const key = logKey(underDrv);
   if (log.fileBytes <= (log.compressed ? SMALL_COMPRESSED_LOG_BYTES : SMALL_LOG_BYTES)) {
     // Most logs: read whole and sent in one request, which the backend retries (a stream it cannot).
     const chunks: Buffer[] = [];

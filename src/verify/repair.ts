@@ -2,17 +2,24 @@
  * `cachectl verify --repair`: what verify found broken, uploaded again from the local store through the same push
  * as `cachectl push` (NAR, then narinfo after its references, under a lease the GC respects), so the closure
  * invariant holds throughout. A broken path present in the cache is overwritten in place: its narinfo is
- * rewritten last, after its new NAR. A realisation whose signature fails is signed again in place. What the local
- * store does not have is named, not guessed at.
+ * rewritten last, after its new NAR. A realisation or build trace whose signature fails is signed again in place.
+ * What the local store does not have is named, not guessed at.
  */
 import { errorText } from '../core/errors.js';
-import { parseRealisation, realisationFingerprint, renderRealisation } from '../core/realisation.js';
+import {
+  buildTraceFingerprint,
+  parseBuildTrace,
+  parseRealisation,
+  realisationFingerprint,
+  renderBuildTrace,
+  renderRealisation,
+} from '../core/realisation.js';
 import { type PublicKey, verifySignature } from '../core/signing.js';
 import type { Signer } from '../upload/signer.js';
 import { hashPartOf } from '../core/store-path.js';
 import type { Compression } from '../core/narinfo.js';
 import type { CacheBackend } from '../cache/backend.js';
-import { narInfoKey, REALISATIONS_PREFIX } from '../cache/layout.js';
+import { buildTraceOf, narInfoKey } from '../cache/layout.js';
 import { RootReader } from '../gc/roots.js';
 import type { LeaseWriter } from '../gc/lease.js';
 import type { LocalStore } from '../nix/local-store.js';
@@ -51,10 +58,24 @@ const REUPLOADED: ReadonlySet<ProblemKind> = new Set([
   'nar-hash-mismatch',
   'signature-invalid',
   'signature-untrusted',
+  'signature-invalid-beside-valid',
+  'content-addressed-unsigned',
   'listing-malformed',
   'realisation-output-missing',
 ]);
-const SIGNATURE_KINDS: ReadonlySet<ProblemKind> = new Set(['signature-invalid', 'signature-untrusted']);
+/** Problems fixed by signing again: a narinfo's by uploading its path again, a realisation's in place. */
+const SIGNATURE_KINDS: ReadonlySet<ProblemKind> = new Set([
+  'signature-invalid',
+  'signature-untrusted',
+  'signature-invalid-beside-valid',
+  'content-addressed-unsigned',
+  'realisation-signature-invalid',
+  'realisation-signature-untrusted',
+]);
+const REALISATION_SIGNATURE_KINDS: ReadonlySet<ProblemKind> = new Set([
+  'realisation-signature-invalid',
+  'realisation-signature-untrusted',
+]);
 
 export async function repairCache(problems: readonly Problem[], options: RepairOptions): Promise<RepairResult> {
   const { backend, store } = options;
@@ -85,8 +106,7 @@ export async function repairCache(problems: readonly Problem[], options: RepairO
         problem,
         'no --secret-key-file or --signer-command whose key is among --trusted-public-key to sign it with',
       );
-    else if (SIGNATURE_KINDS.has(problem.kind) && problem.key.startsWith(REALISATIONS_PREFIX))
-      realisationsToSign.push(problem);
+    else if (REALISATION_SIGNATURE_KINDS.has(problem.kind)) realisationsToSign.push(problem);
     else if (problem.kind === 'narinfo-malformed') byHashPart.set(problem.key.slice(0, 32), problem);
     else if (REUPLOADED.has(problem.kind) && problem.path !== undefined) {
       // A realisation whose output is missing is whole again once the output is up.
@@ -135,8 +155,8 @@ export async function repairCache(problems: readonly Problem[], options: RepairO
 }
 
 /**
- * Signs realisations again, in place: the signer's signatures replace its own old ones and any by a trusted key
- * that do not verify; the others (foreign keys, trusted ones that verify) are kept.
+ * Signs realisations and build traces again, in place: the signer's signatures replace its own old ones and any
+ * by a trusted key that do not verify; the others (foreign keys, trusted ones that verify) are kept.
  */
 async function signRealisationsAgain(
   problems: readonly Problem[],
@@ -155,19 +175,40 @@ async function signRealisationsAgain(
         unrepaired(problem, 'it is gone from the cache');
         continue;
       }
-      const realisation = parseRealisation(body.toString('utf8'), problem.key);
-      const text = realisationFingerprint(realisation);
-      const kept = realisation.signatures.filter((sig) => {
+      const signed = signedObject(problem.key, body.toString('utf8'));
+      const kept = signed.signatures.filter((sig) => {
         const name = nameOf(sig);
-        return !ownNames.has(name) && (!trustedNames.has(name) || verifySignature(trustedKeys, text, sig));
+        return !ownNames.has(name) && (!trustedNames.has(name) || verifySignature(trustedKeys, signed.text, sig));
       });
-      const signatures = [...kept, ...(await signer.sign(text))];
-      await backend.put(problem.key, Buffer.from(renderRealisation({ ...realisation, signatures })), 'realisation');
+      const signatures = [...kept, ...(await signer.sign(signed.text))];
+      await backend.put(problem.key, Buffer.from(signed.render(signatures)), 'realisation');
       result.resigned.push(problem.key);
     } catch (err) {
       unrepaired(problem, errorText(err));
     }
   }
+}
+
+/** A realisation or build trace at `key`: what its signatures sign, them, and its text with others instead. */
+function signedObject(
+  key: string,
+  text: string,
+): { text: string; signatures: string[]; render(signatures: string[]): string } {
+  const trace = buildTraceOf(key);
+  if (trace !== undefined) {
+    const parsed = parseBuildTrace(text, trace, key);
+    return {
+      text: buildTraceFingerprint(parsed),
+      signatures: parsed.signatures,
+      render: (signatures) => renderBuildTrace({ ...parsed, signatures }),
+    };
+  }
+  const parsed = parseRealisation(text, key);
+  return {
+    text: realisationFingerprint(parsed),
+    signatures: parsed.signatures,
+    render: (signatures) => renderRealisation({ ...parsed, signatures }),
+  };
 }
 
 /**

@@ -1,8 +1,12 @@
 /**
  * `cachectl verify`: the whole bucket checked the way Nix's readers would see it, without a local store. Every
  * narinfo must parse by Nix's rules, name a NAR that is there with its FileSize, have every reference's narinfo,
- * and carry a valid signature by a trusted key; listings and realisations must belong to a narinfo. With `deep`,
- * every NAR is read: its FileHash, and the NarHash and NarSize of what it decompresses to.
+ * and carry a valid signature by a trusted key; listings, realisations and their build traces must belong to a
+ * narinfo, and logs to a derivation a narinfo or a build trace names. With `deep`, every NAR is read: its
+ * FileHash, and the NarHash and NarSize of what it decompresses to.
+ *
+ * What it finds is a problem when a Nix reader would fail on it or data is lost, and a warning otherwise (Nix
+ * reads on, and nothing is lost): only problems count, unless the caller is strict (`--strict`).
  *
  * Safe while writers push and a GC sweeps: what looks missing is looked up again before it is reported (a writer
  * puts the NAR, then the narinfo; a GC deletes the narinfo, then the NAR), and listings of paths a live lease
@@ -13,14 +17,23 @@ import { errorText } from '../core/errors.js';
 import { forEachLimit, mapLimit } from '../core/limit.js';
 import { formatHash } from '../core/hash.js';
 import { parseNarInfo, type NarInfo } from '../core/narinfo.js';
-import { parseRealisation, realisationFingerprint } from '../core/realisation.js';
+import {
+  buildTraceFingerprint,
+  parseBuildTrace,
+  parseRealisation,
+  realisationFingerprint,
+} from '../core/realisation.js';
 import { fingerprint, verifySignature, type PublicKey } from '../core/signing.js';
 import { DEFAULT_STORE_DIR, hashPartOf } from '../core/store-path.js';
-import { listAll, type CacheBackend } from '../cache/backend.js';
+import { listAll, listDeep, type CacheBackend } from '../cache/backend.js';
 import {
+  BUILD_TRACE_PREFIX,
+  buildTraceOf,
   CACHE_INFO_KEY,
   cacheInfoStoreDir,
+  isLogKey,
   listingHashPart,
+  LOG_PREFIX,
   NAR_PREFIX,
   narInfoHashPart,
   narInfoKey,
@@ -29,24 +42,43 @@ import {
 import { RootReader } from '../gc/roots.js';
 import { canDecompress, decompress } from '../upload/compress.js';
 
-/** What can be wrong, each a way a reader (Nix) would fail or be misled. */
-export const PROBLEM_KINDS = [
-  'cache-info-missing',
-  'narinfo-malformed',
-  'nar-missing',
-  'nar-size-mismatch',
-  'nar-corrupt',
-  'file-hash-mismatch',
-  'nar-hash-mismatch',
-  'reference-missing',
-  'signature-invalid',
-  'signature-untrusted',
-  'listing-orphan',
-  'listing-malformed',
-  'realisation-malformed',
-  'realisation-output-missing',
-] as const;
-export type ProblemKind = (typeof PROBLEM_KINDS)[number];
+export type Severity = 'problem' | 'warning';
+
+/**
+ * What can be wrong, in the report's order, each with how bad it is: a problem makes a Nix reader fail, or
+ * means data is lost; a warning leaves Nix reading on and loses nothing.
+ */
+export const SEVERITY = {
+  'cache-info-missing': 'problem',
+  'narinfo-malformed': 'problem',
+  'nar-missing': 'problem',
+  /** what the narinfo says was uploaded is not what is there: truncated or replaced */
+  'nar-size-mismatch': 'problem',
+  'nar-corrupt': 'problem',
+  'nar-hash-mismatch': 'problem',
+  'reference-missing': 'problem',
+  /** no valid signature by a trusted key, and one in a trusted key's name fails: Nix refuses the path */
+  'signature-invalid': 'problem',
+  /** no signature by a trusted key: Nix refuses the path */
+  'signature-untrusted': 'problem',
+  'realisation-malformed': 'problem',
+  'realisation-output-missing': 'problem',
+  /** the NAR decompresses to its NarHash: Nix, which checks that, reads it */
+  'file-hash-mismatch': 'warning',
+  /** a signature in a trusted key's name fails beside one that verifies, which is what Nix goes by */
+  'signature-invalid-beside-valid': 'warning',
+  /** a content-addressed path without a valid trusted signature: Nix trusts it by its content */
+  'content-addressed-unsigned': 'warning',
+  /** no Nix checks a realisation's signatures (it checks the output's) */
+  'realisation-signature-invalid': 'warning',
+  'realisation-signature-untrusted': 'warning',
+  'listing-orphan': 'warning',
+  /** no Nix reads a cache's listings */
+  'listing-malformed': 'warning',
+  'log-orphan': 'warning',
+} as const satisfies Record<string, Severity>;
+export type ProblemKind = keyof typeof SEVERITY;
+export const PROBLEM_KINDS = Object.keys(SEVERITY) as ProblemKind[];
 
 export interface Problem {
   kind: ProblemKind;
@@ -64,9 +96,20 @@ export interface VerifyReport {
   deep: boolean;
   /** names of the keys signatures were checked against (none: not checked) */
   trustedKeys: string[];
-  checked: { narinfos: number; nars: number; narBytesRead: number; listings: number; realisations: number };
+  checked: {
+    narinfos: number;
+    nars: number;
+    narBytesRead: number;
+    listings: number;
+    realisations: number;
+    buildTraces: number;
+    logs: number;
+  };
+  /** what makes Nix fail or loses data */
   problems: Problem[];
-  /** problems by kind, every kind present (0 when none) */
+  /** the rest: Nix reads on, nothing is lost */
+  warnings: Problem[];
+  /** problems and warnings by kind, every kind present (0 when none) */
   byKind: Record<ProblemKind, number>;
   /** what was not checked, and why */
   notes: string[];
@@ -119,6 +162,8 @@ export async function verifyCache(options: VerifyOptions): Promise<VerifyReport>
   const listingEntries = top.filter((entry) => listingHashPart(entry.key) !== undefined);
   const narSizes = new Map((await listAll(backend, NAR_PREFIX)).map((entry) => [entry.key, entry.sizeBytes]));
   const realisationKeys = (await listAll(backend, REALISATIONS_PREFIX)).map((entry) => entry.key);
+  const buildTraceKeys = (await listDeep(backend, BUILD_TRACE_PREFIX)).map((entry) => entry.key);
+  const logKeys = (await listAll(backend, LOG_PREFIX)).map((entry) => entry.key).filter(isLogKey);
   const hashParts = new Set(narInfoKeys.map((key) => narInfoHashPart(key) as string));
 
   // Whether `key` is still there: what a listing missed or a GC deleted since is told apart from what is missing.
@@ -189,7 +234,22 @@ export async function verifyCache(options: VerifyOptions): Promise<VerifyReport>
         fingerprint(path, info.narHash.digest, info.narSize, references),
         info.sigs,
       );
-      if (problem !== undefined) problems.push({ ...problem, key, path, message: `${key}: ${problem.message}` });
+      if (problem !== undefined) {
+        const kinds = {
+          invalid: 'signature-invalid',
+          untrusted: 'signature-untrusted',
+          'beside-valid': 'signature-invalid-beside-valid',
+        } as const;
+        problems.push({
+          kind:
+            info.ca !== undefined && problem.kind !== 'beside-valid'
+              ? 'content-addressed-unsigned'
+              : kinds[problem.kind],
+          key,
+          path,
+          message: `${key}: ${problem.message}`,
+        });
+      }
     }
   });
   if (trustedKeys.length === 0) notes.push('signatures were not checked: give --trusted-public-key');
@@ -251,21 +311,37 @@ export async function verifyCache(options: VerifyOptions): Promise<VerifyReport>
       });
   });
 
-  await forEachLimit(realisationKeys.length, requests, async (index) => {
-    const key = realisationKeys[index] as string;
+  // Realisations as Nix <= 2.34 reads them, and as Nix 2.35 does (build traces): each needs its output's narinfo.
+  const traceDerivations = new Set<string>();
+  const realisationChecks = [
+    ...realisationKeys.map((key) => ({ key, trace: undefined })),
+    ...buildTraceKeys.map((key) => ({ key, trace: buildTraceOf(key) })),
+  ];
+  await forEachLimit(realisationChecks.length, requests, async (index) => {
+    const { key, trace } = realisationChecks[index] as (typeof realisationChecks)[number];
+    if (trace !== undefined) traceDerivations.add(trace.drvPath);
     const body = await backend.get(key);
     if (body === undefined) return;
-    let realisation;
+    let outPath: string;
+    let signed: { text: string; signatures: string[] };
     try {
-      realisation = parseRealisation(body.toString('utf8'), key);
+      if (key.startsWith(BUILD_TRACE_PREFIX)) {
+        if (trace === undefined) throw new Error(`${key} is not build-trace-v2/<drv base name>/<output>.doi`);
+        const parsed = parseBuildTrace(body.toString('utf8'), trace, key);
+        outPath = parsed.outPath;
+        signed = { text: buildTraceFingerprint(parsed), signatures: parsed.signatures };
+      } else {
+        const parsed = parseRealisation(body.toString('utf8'), key);
+        outPath = parsed.outPath;
+        signed = { text: realisationFingerprint(parsed), signatures: parsed.signatures };
+      }
     } catch (err) {
       problems.push({ kind: 'realisation-malformed', key, message: errorText(err) });
       return;
     }
-    const path = `${store}/${realisation.outPath}`;
-    const outKey = narInfoKey(hashPartOf(realisation.outPath));
-    if (!hashParts.has(hashPartOf(realisation.outPath))) {
-      if (!(await stillThere(outKey)) && (await stillThere(key)))
+    const path = `${store}/${outPath}`;
+    if (!hashParts.has(hashPartOf(outPath))) {
+      if (!(await stillThere(narInfoKey(hashPartOf(outPath)))) && (await stillThere(key)))
         problems.push({
           kind: 'realisation-output-missing',
           key,
@@ -274,10 +350,30 @@ export async function verifyCache(options: VerifyOptions): Promise<VerifyReport>
         });
     }
     if (trustedKeys.length > 0) {
-      const problem = signatureProblem(trustedKeys, realisationFingerprint(realisation), realisation.signatures);
-      if (problem !== undefined) problems.push({ ...problem, key, path, message: `${key}: ${problem.message}` });
+      const problem = signatureProblem(trustedKeys, signed.text, signed.signatures);
+      if (problem !== undefined)
+        problems.push({
+          kind: problem.kind === 'untrusted' ? 'realisation-signature-untrusted' : 'realisation-signature-invalid',
+          key,
+          path,
+          message: `${key}: ${problem.message}`,
+        });
     }
   });
+
+  // Logs: under the deriver of a narinfo, or under the derivation a build trace names (the one a
+  // content-addressed derivation was resolved from). A writer puts a log before its narinfo, under a lease.
+  const derivers = new Set(checked.flatMap(({ info }) => info.deriver ?? []));
+  const unclaimed = logKeys.filter((key) => {
+    const drv = key.slice(LOG_PREFIX.length);
+    return !derivers.has(drv) && !traceDerivations.has(drv);
+  });
+  if (unclaimed.length > 0 && (await new RootReader(backend).read(Date.now())).leased.size > 0)
+    notes.push(`${unclaimed.length} logs of no narinfo were not reported: writers are pushing (live leases)`);
+  else
+    for (const key of unclaimed)
+      if (await stillThere(key))
+        problems.push({ kind: 'log-orphan', key, message: `${key} belongs to no narinfo's deriver or build trace` });
 
   const byKind = Object.fromEntries(PROBLEM_KINDS.map((kind) => [kind, 0])) as Record<ProblemKind, number>;
   for (const problem of problems) byKind[problem.kind] += 1;
@@ -292,34 +388,38 @@ export async function verifyCache(options: VerifyOptions): Promise<VerifyReport>
       narBytesRead,
       listings: listingEntries.length,
       realisations: realisationKeys.length,
+      buildTraces: buildTraceKeys.length,
+      logs: logKeys.length,
     },
-    problems,
+    problems: problems.filter((problem) => SEVERITY[problem.kind] === 'problem'),
+    warnings: problems.filter((problem) => SEVERITY[problem.kind] === 'warning'),
     byKind,
     notes,
   };
 }
 
 /**
- * Why the signatures do not make a trusted path, as Nix counts them: one valid signature by a trusted key is
- * enough. A signature in a trusted key's name that does not verify is reported even beside a valid one: it was
- * corrupted, or made by another key of the same name.
+ * What is wrong with the signatures of an object, as Nix counts them: one valid signature by a trusted key is
+ * enough. `invalid`: none verifies, and one in a trusted key's name fails; `untrusted`: none by a trusted key;
+ * `beside-valid`: one verifies, and another in a trusted key's name fails (corrupted, or another key of that name).
  */
 function signatureProblem(
   trustedKeys: readonly PublicKey[],
   text: string,
   sigs: readonly string[],
-): { kind: ProblemKind; message: string } | undefined {
+): { kind: 'invalid' | 'untrusted' | 'beside-valid'; message: string } | undefined {
   const trustedNames = new Set(trustedKeys.map((key) => key.name));
   const byName = (sig: string) => sig.slice(0, sig.indexOf(':'));
   const invalid = sigs.filter((sig) => trustedNames.has(byName(sig)) && !verifySignature(trustedKeys, text, sig));
+  const valid = sigs.some((sig) => verifySignature(trustedKeys, text, sig));
   if (invalid.length > 0)
     return {
-      kind: 'signature-invalid',
+      kind: valid ? 'beside-valid' : 'invalid',
       message: `its signature by ${invalid.map(byName).join(', ')} does not verify`,
     };
-  if (sigs.some((sig) => verifySignature(trustedKeys, text, sig))) return undefined;
+  if (valid) return undefined;
   return {
-    kind: 'signature-untrusted',
+    kind: 'untrusted',
     message:
       sigs.length === 0
         ? 'it is not signed'
@@ -353,16 +453,6 @@ async function deepProblem(
   } catch (err) {
     return { kind: 'nar-corrupt', message: `its NAR ${info.url} ${errorText(err)}` };
   }
-  if (info.fileHash !== undefined) {
-    const digest = fileHash.digest();
-    if (!digest.equals(info.fileHash.digest))
-      return {
-        kind: 'file-hash-mismatch',
-        message:
-          `its NAR ${info.url} hashes to ${formatHash({ algorithm: info.fileHash.algorithm, digest })}, ` +
-          'not its FileHash',
-      };
-  }
   const digest = narHash.digest();
   if (!digest.equals(info.narHash.digest) || narSize !== info.narSize)
     return {
@@ -370,6 +460,15 @@ async function deepProblem(
       message:
         `its NAR ${info.url} decompresses to ${narSize} bytes hashing to ` +
         `${formatHash({ algorithm: info.narHash.algorithm, digest })}, not its NarSize ${info.narSize} and NarHash`,
+    };
+  // What it decompresses to is right, which is what Nix checks: only the narinfo's FileHash is wrong.
+  const fileDigest = fileHash.digest();
+  if (info.fileHash !== undefined && !fileDigest.equals(info.fileHash.digest))
+    return {
+      kind: 'file-hash-mismatch',
+      message:
+        `its NAR ${info.url} hashes to ${formatHash({ algorithm: info.fileHash.algorithm, digest: fileDigest })}, ` +
+        'not its FileHash, though it decompresses to its NarHash',
     };
   return undefined;
 }

@@ -103,21 +103,10 @@ export async function putNarInfoChain(backend: CacheBackend, name: string, lengt
   return keys;
 }
 
-/** Every key of a cache, in the prefixes cachectl writes and one it does not (realisations/). */
+/** Every key of a cache, at any depth. */
 export async function allKeys(backend: CacheBackend): Promise<string[]> {
   const keys: string[] = [];
-  for (const prefix of [
-    '',
-    'nar/',
-    'log/',
-    'gcroots/',
-    'cachectl/leases/',
-    'cachectl/gc/',
-    'cachectl/gc/sweeping/',
-    'realisations/',
-  ]) {
-    for await (const page of backend.list(prefix)) keys.push(...page.map((entry) => entry.key));
-  }
+  for await (const page of backend.list('', { deep: true })) keys.push(...page.map((entry) => entry.key));
   return keys.sort();
 }
 

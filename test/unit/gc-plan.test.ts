@@ -395,6 +395,57 @@ describe('GC plan', () => {
       );
     });
 
+    it('keeps the log under the derivation a build trace names while its output is kept (Nix 2.35 keys)', () => {
+      // a and b were built from derivations resolved before the build: A and B as written, a and b as resolved
+      const trace = (name: string) => `build-trace-v2/${drv(name)}/out.doi`;
+      const inventory = inventoryOf(
+        {
+          '': [entry(`${hashOf('a')}.narinfo`, 1), entry(`${hashOf('b')}.narinfo`, 800)],
+          'log/': ['a', 'A', 'b', 'B'].map((name) => entry(`log/${drv(name)}`, 800)),
+          'realisations/': [entry(realisationKeyOf('a'), 800)],
+          'build-trace-v2/': [entry(trace('A'), 800), entry(trace('B'), 800), entry(trace('a'), 800)],
+        },
+        new Map<string, NarInfoMeta>([
+          [hashOf('a'), { references: [], deriver: drv('a') }],
+          [hashOf('b'), { references: [], deriver: drv('b') }],
+        ]),
+      );
+      assert.deepEqual(keysOf(inventory.tables.realisations), [
+        realisationKeyOf('a'),
+        trace('A'),
+        trace('B'),
+        trace('a'),
+      ]);
+      for (const [i, output] of ['a', 'a', 'b', 'a'].entries())
+        inventory.realisationPaths[i] = inventory.pathId(hashOf(output));
+      const reachable = new PathSet();
+      extendClosure(
+        reachable,
+        fixedRoots(inventory, { olderThan: NOW - OLDER_THAN, graceStart: NOW - GRACE }).ids,
+        inventory,
+      );
+      const marked = planMarks({
+        inventory,
+        reachable,
+        leasedNarHashes: new Set(),
+        previousMarks: noMarks(inventory),
+        startedAt: NOW,
+        graceStart: NOW,
+      });
+      const markedKeys = (kind: 'logs' | 'realisations') =>
+        keysOf(inventory.tables[kind]).filter((_, i) => (marked.marks[kind][i] ?? 0) > 0);
+      assert.deepEqual(markedKeys('logs'), [`log/${drv('b')}`, `log/${drv('B')}`]);
+      assert.deepEqual(markedKeys('realisations'), [trace('B')]);
+      const deleted = new PathSet();
+      deleted.add(inventory.pathId(hashOf('b')));
+      const needed = stillNeeded(inventory, deleted);
+      assert.deepEqual(
+        keysOf(inventory.tables.logs).filter((_, i) => needed.logs[i] === 1),
+        [`log/${drv('a')}`, `log/${drv('A')}`],
+      );
+      assert.deepEqual(inventory.find(trace('A')), { kind: 'realisations', index: 1 });
+    });
+
     it('marks a listing with its narinfo, orphan listings too, and keeps those of reachable paths', () => {
       const result = plan(
         { a: { age: 1, refs: ['b'] }, b: { age: 800 }, c: { age: 800 } },

@@ -3,8 +3,22 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { describe, it } from 'node:test';
 import { CachectlError } from '../../src/core/errors.js';
-import { parseRealisation, realisationFingerprint, renderRealisation } from '../../src/core/realisation.js';
-import { formatPublicKey, generateSecretKey, parsePublicKey, verifySignature } from '../../src/core/signing.js';
+import {
+  buildTraceFingerprint,
+  parseBuildTrace,
+  parseRealisation,
+  realisationFingerprint,
+  renderBuildTrace,
+  renderRealisation,
+} from '../../src/core/realisation.js';
+import {
+  formatPublicKey,
+  generateSecretKey,
+  parsePublicKey,
+  parseSecretKey,
+  verifySignature,
+} from '../../src/core/signing.js';
+import { buildTraceKey, buildTraceOf } from '../../src/cache/layout.js';
 import { parseDerivation, realisationIds, unparseDerivation } from '../../src/nix/derivation.js';
 import { makeSigner } from '../../src/upload/signer.js';
 
@@ -116,5 +130,86 @@ describe('realisations', () => {
         text,
       );
     }
+  });
+});
+
+// Nix 2.35's own test data for its build traces (src/libstore-tests/data/realisation/ at 2.35.2, and the key in
+// src/libstore-tests/realisation.cc), the oracle while no Nix 2.35 is packaged: simple-fingerprint.txt,
+// simple-sig.json, with-signature-fingerprint.txt, with-signature-sig.json, unkeyed-simple.json and
+// unkeyed-with-signature.json (pretty-printed there; the cache holds their compact dump, as
+// BinaryCacheStore::registerDrvOutput writes it).
+const NIX_KEY = 'test-key:tU7tTvLcScf8pmz/eTV0BEtLmRsPpZfKaRcd0nCN+pysBZPHSeg61/u2oc7mIOewfuAY1V1BiX32homTaDJ2Jw==';
+const DRV = 'g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-bar.drv';
+const NIX_TRACES = [
+  {
+    name: 'simple',
+    trace: { drvPath: DRV, outputName: 'foo', outPath: 'g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-foo', signatures: [] },
+    fingerprint:
+      '{"key":{"drvPath":"g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-bar.drv","outputName":"foo"},' +
+      '"value":{"outPath":"g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-foo"}}',
+    sig: 'WsjxK4/EI74COtzMDI+VCjQU9O4FydK0+YeY1CE5hUevogd+T+CPvNXza7oog3GTMS+ZlBwsC2S3ppwusKnJDg==',
+    doi: '{"outPath":"g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-foo","signatures":[]}',
+  },
+  {
+    name: 'with-signature',
+    trace: {
+      drvPath: DRV,
+      outputName: 'foo',
+      outPath: 'g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-foo.drv',
+      signatures: [`asdf:${Buffer.alloc(64).toString('base64')}`],
+    },
+    fingerprint:
+      '{"key":{"drvPath":"g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-bar.drv","outputName":"foo"},' +
+      '"value":{"outPath":"g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-foo.drv"}}',
+    sig: 'ZE30UrOh26/EYvUaczjJtz6c4WcRYke6IEhDNN5TiFRF6Uu+H8lHofponlhfZxDDrCUlfstS/vtv3Xm2F6M/AA==',
+    doi:
+      '{"outPath":"g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-foo.drv","signatures":[{"keyName":"asdf",' +
+      '"sig":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=="}]}',
+  },
+];
+
+describe("build traces (Nix 2.35's realisations)", () => {
+  it("keys, fingerprints, signatures and .doi files byte for byte as Nix 2.35's test data has them", async () => {
+    const key = parseSecretKey(NIX_KEY, 'the key of realisation.cc');
+    for (const { name, trace, fingerprint, sig, doi } of NIX_TRACES) {
+      assert.equal(buildTraceKey(`/nix/store/${DRV}`, 'foo'), `build-trace-v2/${DRV}/foo.doi`);
+      assert.deepEqual(buildTraceOf(`build-trace-v2/${DRV}/foo.doi`), { drvPath: DRV, outputName: 'foo' });
+      assert.equal(buildTraceFingerprint(trace), fingerprint, name);
+      // Ed25519 signs deterministically: the same bytes as Nix's, by the push's own signer
+      assert.deepEqual(await makeSigner([key]).sign(fingerprint), [`test-key:${sig}`], name);
+      assert.equal(renderBuildTrace(trace), doi, name);
+      assert.deepEqual(parseBuildTrace(doi, trace, name), trace, name);
+    }
+  });
+
+  it('reads signatures in the older string form, keeps each once in Nix order, and refuses what Nix refuses', () => {
+    const [, { trace, doi }] = NIX_TRACES as [unknown, (typeof NIX_TRACES)[number]];
+    const sig = trace.signatures[0] ?? '';
+    // with-signature-unstructured.json's value: the string form, read as the structured one
+    const unstructured = `{"outPath":"${trace.outPath}","signatures":["${sig}","${sig}"]}`;
+    assert.deepEqual(parseBuildTrace(unstructured, trace, 'x'), trace);
+    const both = { ...trace, signatures: [`b:${Buffer.alloc(64, 1).toString('base64')}`, sig] };
+    assert.deepEqual(
+      [...renderBuildTrace(both).matchAll(/"keyName":"(\w+)"/g)].map((match) => match[1]),
+      ['asdf', 'b'],
+    );
+    for (const bad of [
+      'not json',
+      '[]',
+      '{"signatures":[]}',
+      doi.replace('"outPath":"g1w7', '"outPath":"/nix/store/g1w7'),
+      doi.replace('"signatures":[', '"signatures":{"x":['),
+      doi.replace('"keyName":"asdf",', ''),
+      doi.replace('"sig":"AAAA', '"sig":"!AAA'),
+      `{"outPath":"${trace.outPath}","signatures":["no-colon"]}`,
+    ]) {
+      assert.throws(
+        () => parseBuildTrace(bad, trace, 'x.doi'),
+        (err: unknown) => err instanceof CachectlError && err.code === 'REALISATION_INVALID',
+        bad,
+      );
+    }
+    assert.equal(buildTraceOf(`build-trace-v2/${DRV}/foo.doi/x`), undefined);
+    assert.equal(buildTraceOf(`build-trace-v2/x.drv/foo.doi`), undefined);
   });
 });
