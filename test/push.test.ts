@@ -208,6 +208,21 @@ describe(withNix('narinfos and NARs compared with nix copy'), () => {
       .filter((name) => name.endsWith('.narinfo'))
       .sort();
 
+  /** Caches of `roots` written by `nix copy` and by `cachectl push`, with `compression` and the key Nix made. */
+  async function writtenByBoth(roots: string[], compression: string): Promise<{ nixDir: string; ourDir: string }> {
+    const nixDir = tempDir('nixcopy');
+    const ourDir = tempDir('ours');
+    const to = `file://${nixDir}?compression=${compression}&secret-key=${secretFile}`;
+    const copy = await run('nix', ['copy', '--to', to, ...roots]);
+    assert.equal(copy.code, 0, copy.stderr);
+    await pushJson(
+      ['--to', `file://${ourDir}`, '--compression', compression, '--secret-key-file', secretFile, ...roots],
+      testEnv(),
+    );
+    assert.deepEqual(cacheFiles(ourDir), cacheFiles(nixDir));
+    return { nixDir, ourDir };
+  }
+
   it(
     'with compression none: every narinfo and NAR byte for byte, signature included, from a key ' + 'made by Nix',
     async () => {
@@ -218,20 +233,7 @@ describe(withNix('narinfos and NARs compared with nix copy'), () => {
       const added = await run('nix-store', ['--add', join(addDir, 'cachectl-ca-file')]);
       assert.equal(added.code, 0, added.stderr);
       const roots = [...Object.values(paths), added.stdout.trim()];
-      const nixDir = tempDir('nixcopy');
-      const ourDir = tempDir('ours');
-      const copy = await run('nix', [
-        'copy',
-        '--to',
-        `file://${nixDir}?compression=none&secret-key=${secretFile}`,
-        ...roots,
-      ]);
-      assert.equal(copy.code, 0, copy.stderr);
-      await pushJson(
-        ['--to', `file://${ourDir}`, '--compression', 'none', '--secret-key-file', secretFile, ...roots],
-        testEnv(),
-      );
-      assert.deepEqual(cacheFiles(ourDir), cacheFiles(nixDir));
+      const { nixDir, ourDir } = await writtenByBoth(roots, 'none');
       assert.ok(cacheFiles(ourDir).length >= 8);
       for (const name of cacheFiles(nixDir)) {
         assert.equal(readFileSync(join(ourDir, name), 'utf8'), readFileSync(join(nixDir, name), 'utf8'), name);
@@ -255,19 +257,7 @@ describe(withNix('narinfos and NARs compared with nix copy'), () => {
     writeFileSync(other, generated.stdout, { mode: 0o600 });
     const signed = await run('nix', ['store', 'sign', '--key-file', other, '-r', ...roots]);
     assert.equal(signed.code, 0, signed.stderr);
-    const nixDir = tempDir('nixcopy');
-    const ourDir = tempDir('ours');
-    const copy = await run('nix', [
-      'copy',
-      '--to',
-      `file://${nixDir}?compression=none&secret-key=${secretFile}`,
-      ...roots,
-    ]);
-    assert.equal(copy.code, 0, copy.stderr);
-    await pushJson(
-      ['--to', `file://${ourDir}`, '--compression', 'none', '--secret-key-file', secretFile, ...roots],
-      testEnv(),
-    );
+    const { nixDir, ourDir } = await writtenByBoth(roots, 'none');
     const sigNames = (text: string) => [...text.matchAll(/^Sig: ([^:]+):/gm)].map((match) => match[1]);
     for (const name of cacheFiles(nixDir)) {
       const ours = readFileSync(join(ourDir, name), 'utf8');
@@ -293,20 +283,7 @@ describe(withNix('narinfos and NARs compared with nix copy'), () => {
     const paths = await buildFixtures(['top', 'tree', 'execroot']);
     const roots = Object.values(paths);
     for (const compression of ['zstd', 'xz']) {
-      const nixDir = tempDir('nixcopy');
-      const ourDir = tempDir('ours');
-      const copy = await run('nix', [
-        'copy',
-        '--to',
-        `file://${nixDir}?compression=${compression}&secret-key=${secretFile}`,
-        ...roots,
-      ]);
-      assert.equal(copy.code, 0, copy.stderr);
-      await pushJson(
-        ['--to', `file://${ourDir}`, '--compression', compression, '--secret-key-file', secretFile, ...roots],
-        testEnv(),
-      );
-      assert.deepEqual(cacheFiles(ourDir), cacheFiles(nixDir));
+      const { nixDir, ourDir } = await writtenByBoth(roots, compression);
       const stable = (text: string) => text.replace(/^(URL|FileHash|FileSize): .*\n/gm, '');
       for (const name of cacheFiles(nixDir)) {
         const ours = readFileSync(join(ourDir, name), 'utf8');

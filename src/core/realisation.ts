@@ -55,14 +55,7 @@ export function parseRealisation(text: string, source: string): Realisation {
   const fail = (why: string): never => {
     throw new CachectlError('REALISATION_INVALID', `realisation ${source} is malformed: ${why}`);
   };
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    fail((err as Error).message);
-  }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) return fail('it is not a JSON object');
-  const fields = json as Record<string, unknown>;
+  const fields = jsonObject(text, fail);
   const field = (name: string): string => {
     const value = fields[name];
     return typeof value === 'string' ? value : fail(`it has no string ${name}`);
@@ -135,14 +128,7 @@ export function parseBuildTrace(
   const fail = (why: string): never => {
     throw new CachectlError('REALISATION_INVALID', `build trace ${source} is malformed: ${why}`);
   };
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    fail((err as Error).message);
-  }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) return fail('it is not a JSON object');
-  const { outPath, signatures = [] } = json as { outPath?: unknown; signatures?: unknown };
+  const { outPath, signatures = [] } = jsonObject(text, fail);
   if (typeof outPath !== 'string') return fail('it has no string outPath');
   const problem = baseNameProblem(outPath);
   if (problem !== undefined) fail(`outPath ${JSON.stringify(outPath)} is not a store path base name: ${problem}`);
@@ -155,4 +141,17 @@ export function parseBuildTrace(
     return { keyName, sig: bytes };
   });
   return { ...key, outPath, signatures: formatSignatures(parsed) };
+}
+
+/** The JSON object `text` holds; `fail` says why when it holds none. */
+function jsonObject(text: string, fail: (why: string) => never): Record<string, unknown> {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    return fail((err as Error).message);
+  }
+  return typeof json === 'object' && json !== null && !Array.isArray(json)
+    ? (json as Record<string, unknown>)
+    : fail('it is not a JSON object');
 }
