@@ -340,15 +340,15 @@ describe(withNix('the catalogue of bad input: each gets its exact error, and not
     it('an unreachable endpoint', () =>
       refusedLosingNothing(
         () => push(['--to', `s3://${s3.bucket}?endpoint=http://127.0.0.1:9`, paths.tiny]),
-        `GET nix-cache-info in s3://${s3.bucket}?endpoint=http://127.0.0.1:9: ECONNREFUSED; is the endpoint right and ` +
-          `the server up?`,
+        `GET nix-cache-info in s3://${s3.bucket}?endpoint=http://127.0.0.1:9: ECONNREFUSED; is the endpoint ` +
+          `right and the server up?`,
       ));
 
     it('a bucket that does not exist', () =>
       refusedLosingNothing(
         () => push(['--to', `s3://no-such-bucket?endpoint=${s3.endpoint}`, paths.tiny]),
-        `GET nix-cache-info in s3://no-such-bucket?endpoint=${s3.endpoint}: the bucket no-such-bucket does not exist; ` +
-          `create it or fix --to`,
+        `GET nix-cache-info in s3://no-such-bucket?endpoint=${s3.endpoint}: the bucket no-such-bucket does not ` +
+          `exist; create it or fix --to`,
       ));
 
     it('wrong credentials, without echoing the secret', async () => {

@@ -140,7 +140,7 @@ for (const target of ['file', 's3'] as const) {
     });
     after(() => cache.close());
 
-    it('push uploads the build log and the listing (as nix copy writes it): nix log and nix store ls read them', async () => {
+    it('push uploads the log and the listing nix copy writes: nix log and nix store ls read them', async () => {
       const { listed } = await buildFixtures(['listed'], { nonce: `objects-${target}-${Date.now()}` });
       const result = await push(['--to', cache.cacheUrl, '--secret-key-file', cache.key.secretFile, listed], cache.env);
       assert.deepEqual(result.uploaded, [listed]);
@@ -360,7 +360,7 @@ for (const target of ['file', 's3'] as const) {
       );
     }
 
-    it('push of a .drv uploads its realisations and build traces after the narinfos, its log under both derivations: a fresh store substitutes it', async () => {
+    it('push of a .drv: realisations, build traces, logs under both .drvs; a fresh store substitutes it', async () => {
       const nonce = `ca-push-${target}-${Date.now()}`;
       const { out, drv } = await buildTop(nonce);
       const before = await substituteTop(nonce);
@@ -441,7 +441,7 @@ for (const target of ['file', 's3'] as const) {
       }
     });
 
-    it('the GC keeps realisations, build traces and the logs they name while their narinfo is kept, and collects them after', async () => {
+    it('the GC keeps realisations, build traces and their logs with their narinfo, then collects them', async () => {
       const broken = `realisations/sha256:${'0'.repeat(64)}!out.doi`;
       await cache.backend.put(broken, Buffer.from('{"id": 1}'), 'realisation');
       await dropLeases(cache.backend);

@@ -23,7 +23,8 @@ mirror=${CACHECTL_SID_MIRROR:-http://deb.debian.org/debian}
 # What the suites run inside: Nix, the hook's sqlite3, the compressors, ps, strace (the durability test) and curl;
 # and what the systemd suite boots it with: systemd as PID 1, D-Bus, and nix-setup-systemd's nix-daemon units and
 # build users (installed, never started here).
-packages=nix-bin,ca-certificates,zstd,sqlite3,xz-utils,bzip2,procps,strace,curl,systemd,systemd-sysv,dbus,nix-setup-systemd
+packages=nix-bin,ca-certificates,zstd,sqlite3,xz-utils,bzip2,procps,strace,curl
+packages+=,systemd,systemd-sysv,dbus,nix-setup-systemd
 # Written last: a root without it (a run killed midway, an older recipe) is made again.
 stamp=$root/.cachectl-sid-root
 recipe="v1 $packages"

@@ -23,7 +23,10 @@ const S3_PORT = 4569;
 const S3_URL = `s3://nix-cache?endpoint=http://127.0.0.1:${S3_PORT}&region=us-east-1`;
 /** Debian's Nix 2.8 has no s3:// store: it reads the bucket over HTTP. */
 const S3_HTTP = `http://127.0.0.1:${S3_PORT}/nix-cache`;
-/** What Nix >= 2.34 reads it through: the URL cachectl prints for clients, with the credentials in the environment. */
+/**
+ * What Nix >= 2.34 reads it through: the URL cachectl prints for clients (the credentials in the environment go
+ * unused by Debian's build, which has no AWS authentication and sends its requests unsigned).
+ */
 const S3_FOR_NIX = nixCacheUrl(parseCacheUrl(S3_URL));
 const S3_CREDENTIALS = 'AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER';
 
@@ -361,8 +364,8 @@ systemctl daemon-reload`);
       });
 
       it(
-        'users in nix-users build through nix-daemon; the hook, run by nix-daemon as root, queues; every path reaches ' +
-          'file:// and s3rver',
+        'users in nix-users build through nix-daemon; the hook, run by nix-daemon as root, queues; every path ' +
+          'reaches file:// and s3rver',
         async () => {
           await baseline();
           const { paths, out, stderr } = await build('chain', { chainLength: '5' });
@@ -417,7 +420,8 @@ systemctl daemon-reload`);
             /ReadWritePaths=\/srv\/nix-cache /,
           );
           assert.match(failed.StatusText.replace(/^failed: /, ''), why, JSON.stringify(failed));
-          // In the journal too, under the daemon's name (journald may not know the unit of a process that exited at once).
+          // In the journal too, under the daemon's name (journald may not know the unit of a process that exited at
+          // once).
           const said = await journal(from, [/^cachectl: /m], '-t cachectl');
           assert.match(
             said
@@ -532,7 +536,8 @@ systemctl daemon-reload`);
           'path back',
         async () => {
           await baseline(S3_URL);
-          // The server is frozen before the build, so the daemon is mid-upload when the stop comes, whatever the timing.
+          // The server is frozen before the build, so the daemon is mid-upload when the stop comes, whatever the
+          // timing.
           await freeze('s3rver.service');
           const big = await build('big', { bigMb: '200' });
           await waitFor('the big path claimed', async () =>

@@ -329,7 +329,7 @@ for (const target of ['file', 's3'] as const) {
       assert.equal(whole.code, 0);
     });
 
-    it('reports broken realisations and build traces by kind, signs again those whose signature fails (--strict), and names the rest', async () => {
+    it('reports broken realisations and build traces by kind, signs failing ones again, names the rest', async () => {
       // A cache of its own: the breakages above must not count here.
       const url =
         s3 === undefined ? `file://${tempDir('verify-realisations')}` : s3.cacheUrl(`realisations-${Date.now()}`);
@@ -478,7 +478,7 @@ describe(withNix('cachectl verify on a cache nix copy wrote'), () => {
     assert.deepEqual(counts(wrongKey.result.report.byKind), { 'signature-untrusted': 1 });
   });
 
-  it('accepts a content-addressed cache whose realisations nix copy left unsigned: warnings, as Nix reads it', async () => {
+  it('passes a content-addressed cache whose realisations nix copy left unsigned, with warnings', async () => {
     requireNix();
     const env = {
       ...testEnv(),

@@ -74,7 +74,7 @@ export async function verifyCommand(
   }
 }
 
-/** Whether the cache is whole in the end (after the repair when there was one): no problem, and if strict no warning. */
+/** Whether the cache is whole in the end (after the repair, if any): no problem, and if strict no warning. */
 export function verifyPassed(result: VerifyCommandResult): boolean {
   return counted(result.repair?.after ?? result.report, result.strict).length === 0;
 }

@@ -68,8 +68,8 @@ const NIX_COMPRESSIONS = new Set([
  * references split on runs of spaces with no second non-empty References line, a valid Deriver, signatures
  * `name:base64` as Nix ≥ 2.34 reads them (kept decoded and encoded again, in its order), at most one non-empty
  * CA that parses, a compression Nix knows (empty or none given means bzip2), and StorePath, URL, NarHash and a
- * non-zero NarSize present. Beyond Nix, for the
- * GC's sake, the URL must be a key under `nar/`. `source` names the object in errors.
+ * non-zero NarSize present. Beyond Nix, for the GC's sake, the URL must be a key under `nar/`. `source` names
+ * the object in errors.
  */
 export function parseNarInfo(text: string, source: string, storeDir = DEFAULT_STORE_DIR): NarInfo {
   let line = 1;

@@ -15,8 +15,10 @@ export interface S3Server {
   /** s3:// cache URL for cachectl */
   cacheUrl(prefix?: string): string;
   /**
-   * The URL Nix reads the cache under `prefix` through: the s3:// URL cachectl prints for clients, where Nix
-   * has S3 built in (Nix >= 2.34 here; the credentials come from `env`), else the bucket over http://.
+   * The URL Nix reads the cache under `prefix` through: on s3rver, the s3:// URL cachectl prints for clients where
+   * Nix has S3 built in (Nix >= 2.34 here), else the bucket over http://. Debian's Nix 2.34 is built without AWS
+   * authentication: its S3 requests go unsigned, which s3rver takes (it checks no signature) and Swift's s3api
+   * refuses (400), so there Nix reads through Swift's own API.
    */
   nixUrl(prefix?: string): string;
   /** the bucket over http:// (for fetch and for Nix without S3, as Debian 12's 2.8) */
@@ -144,6 +146,8 @@ export async function startTestS3(): Promise<S3Server> {
 export async function swiftBucket(port: number): Promise<S3Server> {
   const endpoint = `http://127.0.0.1:${port}`;
   const env = { AWS_ACCESS_KEY_ID: 'nix:admin', AWS_SECRET_ACCESS_KEY: 'secretkey' };
+  // as useS3Here does: the SDK's notice about future Node versions is noise in the tests' output
+  process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
   const client = new S3Client({
     endpoint,
     region: 'us-east-1',
@@ -169,7 +173,7 @@ export async function swiftBucket(port: number): Promise<S3Server> {
     endpoint,
     bucket,
     cacheUrl: (prefix) => s3CacheUrl(bucket, endpoint, prefix),
-    nixUrl: (prefix) => nixS3Url(bucket, endpoint, httpUrl, prefix),
+    nixUrl: (prefix) => (prefix === undefined ? httpUrl : `${httpUrl}/${prefix}`),
     httpUrl,
     env,
     stop: async () => undefined, // the bucket goes with Swift's directory
