@@ -23,7 +23,8 @@ function calls(log: string): Call[] {
   const all: Call[] = [];
   const pending = new Map<string, Call>();
   log.split('\n').forEach((line, index) => {
-    const match = /^(\d+) (?:<\.\.\. (\w+) resumed>|(\w+)\((.*))/.exec(line);
+    // strace 7 pads the pid to five columns: "9468  rename(…" beside "23309 rename(…"
+    const match = /^(\d+) +(?:<\.\.\. (\w+) resumed>|(\w+)\((.*))/.exec(line);
     if (match === null) return;
     const [, pid = '', resumed, name, args = ''] = match;
     if (resumed !== undefined) {
