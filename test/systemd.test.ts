@@ -210,6 +210,19 @@ for (const os of MACHINES) {
             `nix store verify --store /tmp/fresh-store --trusted-public-keys '${publicKey}' -r ${path}`,
         );
 
+      /**
+       * A 200 MiB path built with s3rver frozen, once the daemon has claimed it: an upload held in flight, at a known
+       * step, whatever the timing.
+       */
+      async function uploadHeld(): Promise<{ paths: string[]; out: string }> {
+        await freeze('s3rver.service');
+        const big = await build('big', { bigMb: '200' });
+        await waitFor(`${big.out} claimed`, async () =>
+          (await rows([big.out]))[0]?.state === 'uploading' ? true : undefined,
+        );
+        return big;
+      }
+
       /** Processes other than `except` with Nix's database open (a nix-daemon worker lives as long as its client). */
       const nixDbHolders = async (except = 0) =>
         (
@@ -536,13 +549,7 @@ systemctl daemon-reload`);
           'path back',
         async () => {
           await baseline(S3_URL);
-          // The server is frozen before the build, so the daemon is mid-upload when the stop comes, whatever the
-          // timing.
-          await freeze('s3rver.service');
-          const big = await build('big', { bigMb: '200' });
-          await waitFor('the big path claimed', async () =>
-            (await rows([big.out]))[0]?.state === 'uploading' ? true : undefined,
-          );
+          const big = await uploadHeld();
           const uploading = await unit();
           let from = await cursor();
           await systemctl('stop --no-block cachectl.service');
@@ -563,11 +570,7 @@ systemctl daemon-reload`);
 
           // The server stays frozen: the drain limit passes, the path goes back to the queue, still before
           // systemd's TimeoutStopSec.
-          await freeze('s3rver.service');
-          const stuck = await build('big', { bigMb: '200' });
-          await waitFor('the next big path claimed', async () =>
-            (await rows([stuck.out]))[0]?.state === 'uploading' ? true : undefined,
-          );
+          const stuck = await uploadHeld();
           from = await cursor();
           const stuckDaemon = await unit();
           const stopStarted = Date.now();
@@ -606,11 +609,7 @@ systemctl daemon-reload`);
           'consistent',
         async () => {
           await baseline(S3_URL);
-          await freeze('s3rver.service');
-          const big = await build('big', { bigMb: '200' });
-          await waitFor('the big path claimed', async () =>
-            (await rows([big.out]))[0]?.state === 'uploading' ? true : undefined,
-          );
+          const big = await uploadHeld();
           await machine.powerCut();
 
           await machine.boot();

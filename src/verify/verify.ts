@@ -281,9 +281,12 @@ export async function verifyCache(options: VerifyOptions): Promise<VerifyReport>
   }
 
   const pathOf = new Map(checked.map(({ info }) => [hashPartOf(info.storePath), info.storePath]));
+  // The paths live leases name, read once, and only when an orphan listing or log needs them.
+  let leasedNow: Promise<ReadonlySet<string>> | undefined;
+  const liveLeases = () => (leasedNow ??= new RootReader(backend).read(Date.now()).then((roots) => roots.leased));
   // Listings: in flight when a live lease names the path (a writer puts the listing before the narinfo).
   const leased = listingEntries.some((entry) => !hashParts.has(listingHashPart(entry.key) as string))
-    ? (await new RootReader(backend).read(Date.now())).leased
+    ? await liveLeases()
     : new Set<string>();
   await forEachLimit(listingEntries.length, requests, async (index) => {
     const { key } = listingEntries[index] as (typeof listingEntries)[number];
@@ -368,12 +371,14 @@ export async function verifyCache(options: VerifyOptions): Promise<VerifyReport>
     const drv = key.slice(LOG_PREFIX.length);
     return !derivers.has(drv) && !traceDerivations.has(drv);
   });
-  if (unclaimed.length > 0 && (await new RootReader(backend).read(Date.now())).leased.size > 0)
+  if (unclaimed.length > 0 && (await liveLeases()).size > 0)
     notes.push(`${unclaimed.length} logs of no narinfo were not reported: writers are pushing (live leases)`);
   else
-    for (const key of unclaimed)
+    await forEachLimit(unclaimed.length, requests, async (index) => {
+      const key = unclaimed[index] as string;
       if (await stillThere(key))
         problems.push({ kind: 'log-orphan', key, message: `${key} belongs to no narinfo's deriver or build trace` });
+    });
 
   const byKind = Object.fromEntries(PROBLEM_KINDS.map((kind) => [kind, 0])) as Record<ProblemKind, number>;
   for (const problem of problems) byKind[problem.kind] += 1;

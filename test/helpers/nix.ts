@@ -88,10 +88,16 @@ export function nixVersion(): string {
   if (version === undefined) {
     requireNix();
     const text = execFileSync('nix-store', ['--version'], { env: testEnv() }).toString();
-    version = /(\d+\.\d+(?:\.\d+)?)\s*$/.exec(text)?.[1];
-    if (version === undefined) throw new Error(`nix-store --version printed ${JSON.stringify(text)}`);
+    version = versionIn(text);
   }
   return version;
+}
+
+/** The version `nix-store --version` printed (`nix-store (Nix) 2.34.8`). */
+function versionIn(printed: string): string {
+  const found = /(\d+\.\d+(?:\.\d+)?)\s*$/.exec(printed)?.[1];
+  if (found === undefined) throw new Error(`nix-store --version printed ${JSON.stringify(printed)}`);
+  return found;
 }
 
 /** Whether the Nix the tests run is `wanted` (like '2.34') or newer. */
@@ -118,9 +124,7 @@ export function sidRoot(): { dir: string; nixVersion: string } {
   const script = join(REPO, 'test/sid-root.sh');
   const dir = execFileSync('bash', [script, 'path']).toString().trim();
   const printed = execFileSync('bash', [script, 'run', 'nix-store', '--version'], { env: testEnv() }).toString();
-  const nixVersion = /(\d+\.\d+(?:\.\d+)?)\s*$/.exec(printed)?.[1];
-  if (nixVersion === undefined) throw new Error(`nix-store --version in ${dir} printed ${JSON.stringify(printed)}`);
-  return { dir, nixVersion };
+  return { dir, nixVersion: versionIn(printed) };
 }
 
 /** A suite's title with the Nix it runs against: `cachectl push to file:// (Nix 2.34.8)`. */
