@@ -17,7 +17,7 @@ async function narOf(path: string, reuse = false): Promise<Buffer> {
 async function dumpWithMemory(path: string, reuse: boolean) {
   const chunks: Buffer[] = [];
   const memory = new Set<ArrayBufferLike>();
-  for await (const chunk of dumpNar(path, { reuse })) {
+  for (const chunk of dumpNar(path, { reuse })) {
     memory.add(chunk.buffer);
     chunks.push(reuse ? Buffer.from(chunk) : chunk);
   }

@@ -68,6 +68,24 @@ async function* compressZstd(
   }
 }
 
+/**
+ * A small NAR (up to KEPT_CONTEXT_MAX_BYTES) compressed whole in one call, with a kept context: the same frame as
+ * compressZstd's (its size pledged, level ZSTD_LEVEL).
+ */
+export function compressSmall(input: Buffer): Buffer {
+  const cctx = idleContexts.pop() ?? new zstd.CCtx();
+  try {
+    cctx.setParameter(zstd.CParameter.compressionLevel, ZSTD_LEVEL);
+    const out = Buffer.allocUnsafe(input.length + (input.length >> 7) + ZSTD_FRAME_SLACK_BYTES);
+    const size = cctx.compress2(out, input);
+    // copied when it shrank much, so that the body held until its upload ends pins no more than it needs
+    return size < out.length / 2 ? Buffer.from(out.subarray(0, size)) : out.subarray(0, size);
+  } finally {
+    cctx.reset(zstd.ResetDirective.sessionAndParameters);
+    if (idleContexts.length < IDLE_CONTEXTS_KEPT) idleContexts.push(cctx);
+  }
+}
+
 async function* compressWith(
   cctx: zstd.CCtx,
   source: AsyncIterable<Buffer>,

@@ -173,6 +173,15 @@ describe('signing', () => {
     const fp = fingerprint('/nix/store/x-a', sha256(''), 8, ['/nix/store/z-b', '/nix/store/c-d']);
     assert.equal(fp, `1;/nix/store/x-a;${formatSha256(sha256(''))};8;/nix/store/c-d,/nix/store/z-b`);
   });
+  it("signs as RFC 8032's first Ed25519 test vector", () => {
+    const seed = Buffer.from('9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60', 'hex');
+    const publicKey = Buffer.from('d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a', 'hex');
+    const key = parseSecretKey(`rfc8032:${Buffer.concat([seed, publicKey]).toString('base64')}`, 'memory');
+    const expected =
+      'e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b';
+    assert.equal(sign(key, ''), `rfc8032:${Buffer.from(expected, 'hex').toString('base64')}`);
+    assert.ok(verifySignature([{ name: 'rfc8032', key: publicKey }], '', sign(key, '')));
+  });
   it('signs deterministically and round-trips the key format', () => {
     const key = generateSecretKey('cache.example.org-1');
     const again = parseSecretKey(`${formatSecretKey(key)}\n`, 'memory');

@@ -11,7 +11,7 @@ import { dumpNar } from '../../src/nix/nar-dump.js';
 async function dumpWithListing(path: string): Promise<{ nar: Buffer; listing: Buffer | undefined }> {
   const listing = new NarListing();
   const chunks: Buffer[] = [];
-  for await (const chunk of dumpNar(path, { listing })) chunks.push(chunk);
+  for (const chunk of dumpNar(path, { listing })) chunks.push(chunk);
   return { nar: Buffer.concat(chunks), listing: listing.bytes() };
 }
 
