@@ -7,11 +7,24 @@ export function peakRssMb(pid: number): number {
   return Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
 }
 
+/** Peak RSS (MB) and threads now of a running process; NaN once it has exited and is not yet reaped. */
+function sampleOf(pid: number): { peakRssMb: number; threads: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return {
+    peakRssMb: Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1]) / 1024,
+    threads: Number(/Threads:\s+(\d+)/.exec(status)?.[1]),
+  };
+}
+
 export interface Measurement {
   seconds: number;
   peakRssMb: number;
   /** CPU time (user and system) of the command and everything it waited for */
   cpuSeconds?: number;
+  /** the most threads the process ran at once (sampled every 20 ms) */
+  threads?: number;
+  /** HTTP requests it made, where they were counted */
+  requests?: number;
 }
 
 /** Clock ticks a second in /proc's CPU times (USER_HZ, 100 on Linux). */
@@ -38,11 +51,12 @@ export async function measure(
   child.stdout.on('data', (data: Buffer) => (stdout += data.toString()));
   child.stderr.on('data', (data: Buffer) => (stderr += data.toString()));
   let peak = 0;
+  let threads = 0;
   const sample = setInterval(() => {
     try {
-      // NaN once it has exited and is not yet reaped (no VmHWM line)
-      const rss = peakRssMb(child.pid as number);
-      if (Number.isFinite(rss)) peak = Math.max(peak, rss);
+      const now = sampleOf(child.pid as number);
+      if (Number.isFinite(now.peakRssMb)) peak = Math.max(peak, now.peakRssMb);
+      if (Number.isFinite(now.threads)) threads = Math.max(threads, now.threads);
     } catch {
       // exited between samples
     }
@@ -51,7 +65,7 @@ export async function measure(
   clearInterval(sample);
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   if (code !== 0) throw new Error(`${command} ${args.join(' ')} exited ${code}: ${stderr}`);
-  return { seconds, peakRssMb: peak, cpuSeconds: childrenCpuSeconds() - cpuBefore, stdout };
+  return { seconds, peakRssMb: peak, cpuSeconds: childrenCpuSeconds() - cpuBefore, threads, stdout };
 }
 
 /**

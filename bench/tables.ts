@@ -14,38 +14,38 @@ export interface Machine {
   node: string;
 }
 
+export interface PushRow {
+  case: string;
+  tool: string;
+  seconds: number;
+  rate: string;
+  peakRssMb: number;
+  cpuSeconds?: number;
+  /** the most threads the tool ran at once */
+  threads?: number;
+  /** HTTP requests it made (the far-away case) */
+  requests?: number;
+  /** cachectl's own rows, by where they wrote: the memory targets */
+  cachectlTo?: 'file' | 's3';
+}
+
+/** A target of issue 31, met or not. */
+export interface PushTarget {
+  what: string;
+  value: number;
+  bound: 'at least' | 'at most';
+  limit: number;
+  met: boolean;
+}
+
 export interface PushResults {
   date: string;
   machine: Machine;
-  narSize: number;
+  /** the version of the Nix whose `nix copy` ran beside cachectl */
+  nix: string;
   runs: number;
-  rows: { case: string; tool: string; seconds: number; rate: string; peakRssMb: number; cpuSeconds?: number }[];
-  ratios: {
-    bigVsNixCopy: number;
-    bigVsFloor: number;
-    /** CPU seconds of the big path's push and of the floor (absent from runs before they were counted) */
-    bigCpuSeconds?: { push: number; floor: number };
-    /** the time the NAR listing adds, as a fraction of the time without it (absent from runs before listings) */
-    bigListingCost?: number;
-    tinyListingCost?: number;
-    tinyS3PathsPerSecond: number;
-    peakRssMb: number;
-    /**
-     * `nix copy`'s time over cachectl's for the chain of tiny paths, without listings and with them on both sides
-     * (absent from runs before the chain)
-     */
-    chainVsNixCopy?: number;
-    chainWithListingsVsNixCopy?: number;
-    chainOnTmpfsVsNixCopy?: number;
-    /**
-     * what flushing each file and directory to disk (file://'s default) adds, as a fraction of the time without
-     * (`?fsync=false`); absent from runs before the flushes
-     */
-    bigFsyncCost?: number;
-    chainFsyncCost?: number;
-    /** the far-away closure: `nix copy`'s time over cachectl's at 30 ms, and cachectl's at 50 ms over 0 ms */
-    wan?: { vsNixCopyAt30ms: number; at50msVs0ms: number; closure?: string };
-  };
+  rows: PushRow[];
+  targets: PushTarget[];
 }
 
 export interface GcRun {
@@ -135,52 +135,33 @@ const table = (head: string[], align: string[], rows: string[][]): string =>
 const ranOn = (r: { date: string; machine: Machine }) =>
   `Run ${r.date.slice(0, 10)} on ${r.machine.cpus} cores, Node ${r.machine.node}.`;
 
-const percent = (fraction: number) => `${(fraction * 100).toFixed(1)} %`;
-
 export function renderPush(r: PushResults): string {
   const rows = r.rows.map((row) => [
     row.case,
     row.tool,
     row.seconds.toFixed(3),
     row.rate,
-    row.peakRssMb > 0 ? `${row.peakRssMb.toFixed(0)} MB` : '—',
     row.cpuSeconds === undefined ? '—' : row.cpuSeconds.toFixed(2),
+    row.peakRssMb > 0 ? `${row.peakRssMb.toFixed(0)} MB` : '—',
+    row.threads === undefined || row.threads === 0 ? '—' : String(row.threads),
+    row.requests === undefined ? '—' : thousands(row.requests),
+  ]);
+  const targets = r.targets.map((t) => [
+    t.what,
+    t.value.toFixed(2),
+    `${t.bound} ${t.limit}`,
+    t.met ? 'met' : '**not met**',
   ]);
   return [
     table(
-      ['case', 'tool', `seconds (median of ${r.runs})`, 'rate', 'peak RSS', 'CPU s'],
-      ['---', '---', '---:', '---:', '---:', '---:'],
+      ['case', 'tool', `seconds (median of ${r.runs})`, 'rate', 'CPU s', 'peak RSS', 'threads', 'requests'],
+      ['---', '---', '---:', '---:', '---:', '---:', '---:', '---:'],
       rows,
     ),
     '',
-    `${ranOn(r)} The big path: ${r.ratios.bigVsNixCopy.toFixed(2)}× faster than \`nix copy\` (target ≥ 1.5×) and ` +
-      `at ${(1 / r.ratios.bigVsFloor).toFixed(2)}× the floor's throughput (target ≥ 0.95×)` +
-      (r.ratios.bigCpuSeconds === undefined
-        ? ''
-        : `, with ${r.ratios.bigCpuSeconds.push.toFixed(2)} CPU s against the floor's ` +
-          r.ratios.bigCpuSeconds.floor.toFixed(2)) +
-      '; tiny paths to s3rver: ' +
-      `${r.ratios.tinyS3PathsPerSecond.toFixed(0)} paths/s; cachectl's peak RSS: ${r.ratios.peakRssMb.toFixed(0)} ` +
-      `MB (target ≤ 200 MB).` +
-      (r.ratios.bigListingCost === undefined || r.ratios.tinyListingCost === undefined
-        ? ''
-        : ` NAR listings add ${percent(r.ratios.bigListingCost)} to the big path's time (target ≤ 5 %) and ` +
-          `${percent(r.ratios.tinyListingCost)} to the tiny paths'.`) +
-      (r.ratios.chainVsNixCopy === undefined
-        ? ''
-        : ` The chain: ${r.ratios.chainVsNixCopy.toFixed(2)}× \`nix copy\`'s speed (target ≥ 1×), ` +
-          `${(r.ratios.chainWithListingsVsNixCopy ?? Number.NaN).toFixed(2)}× with NAR listings on both sides` +
-          (r.ratios.chainOnTmpfsVsNixCopy === undefined
-            ? '.'
-            : `, ${r.ratios.chainOnTmpfsVsNixCopy.toFixed(2)}× on a tmpfs.`)) +
-      (r.ratios.bigFsyncCost === undefined || r.ratios.chainFsyncCost === undefined
-        ? ''
-        : ` Flushing to disk (\`nix copy\` does not) adds ${percent(r.ratios.bigFsyncCost)} to the big path's time ` +
-          `and ${percent(r.ratios.chainFsyncCost)} to the chain's.`) +
-      (r.ratios.wan === undefined
-        ? ''
-        : ` Far away: ${r.ratios.wan.vsNixCopyAt30ms.toFixed(1)}× faster than \`nix copy\` at 30 ms a request ` +
-          `(target ≥ 5×); at 50 ms, ${r.ratios.wan.at50msVs0ms.toFixed(2)}× the time at 0 ms (target ≤ 1.5×).`),
+    table(['target (issue 31)', 'value', 'target', ''], ['---', '---:', '---:', '---'], targets),
+    '',
+    `${ranOn(r)} The peer: Nix ${r.nix}'s \`nix copy\`.`,
   ].join('\n');
 }
 
@@ -382,6 +363,7 @@ export function renderLatency(r: LatencyResults): string {
 /** What each results file renders to, by its name under bench/results. */
 export const RENDERERS = {
   'push.json': (r: unknown) => renderPush(r as PushResults),
+  'push-nix-2.8.json': (r: unknown) => renderPush(r as PushResults),
   'gc.json': (r: unknown) => renderGc(r as GcResults),
   'hook.json': (r: unknown) => renderHook(r as HookResults),
   'latency.json': (r: unknown) => renderLatency(r as LatencyResults),
@@ -399,18 +381,18 @@ export function renderHeadline(results: ReadonlyMap<string, unknown>): string {
   const flood = results.get('flood.json') as FloodResults | undefined;
   const lines: string[] = [];
   if (push !== undefined) {
+    const ratioOf = (prefix: string) => push.targets.find((t) => t.what.startsWith(prefix))?.value;
+    const figures = [
+      ['a 240-300 MB path of real files to file://', ratioOf('big path')],
+      ['1,000 tiny paths to file://', ratioOf('tiny paths: × `nix copy`, flushed')],
+      ['a chain of 1,000 to file://', ratioOf('chain: × `nix copy`, flushed')],
+      ['a 400-path closure to S3 30 ms away, against `nix copy` on 16 cores', ratioOf('far away, 30 ms')],
+    ].filter((figure): figure is [string, number] => figure[1] !== undefined);
     lines.push(
-      `- A 300 MB path to file://: ${push.ratios.bigVsNixCopy.toFixed(1)}× as fast as \`nix copy\` ` +
-        `(${push.date.slice(0, 10)}).`,
+      `- Against Nix ${push.nix}'s \`nix copy\` (${push.date.slice(0, 10)}): ` +
+        figures.map(([what, ratio]) => `${what} ${ratio.toFixed(2)}× its speed`).join('; ') +
+        '.',
     );
-    if (push.ratios.wan !== undefined) {
-      lines.push(
-        `- A closure of ${push.ratios.wan.closure ?? '400 paths, 110 MB'} to an S3 endpoint 30 ms away: ` +
-          `${push.ratios.wan.vsNixCopyAt30ms.toFixed(1)}× ` +
-          `as fast as \`nix copy\` to the same server; 50 ms away takes ${push.ratios.wan.at50msVs0ms.toFixed(2)}× ` +
-          'the time at 0 ms.',
-      );
-    }
   }
   if (hook !== undefined) {
     const alone = hook.rows.find((row) => row.case.startsWith('hook') && row.concurrency === 1);
