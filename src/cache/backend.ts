@@ -59,6 +59,12 @@ export async function* untilAborted(body: AsyncIterable<Buffer>, signal: AbortSi
 /** The most keys one `delete` takes (S3's DeleteObjects limit). */
 export const DELETE_BATCH_KEYS = 1000;
 
+/** A put's options: see CacheBackend.put. */
+export interface PutOptions {
+  after?: Promise<unknown>;
+  sha256?: Buffer;
+}
+
 /**
  * The bucket: the same layout (section 4 of DESIGN.md) for `s3://` and `file://`. Keys are relative to the
  * cache root (an s3 `prefix` is the backend's business). A write is all or nothing: a reader never sees a
@@ -79,9 +85,10 @@ export interface CacheBackend {
   /**
    * Writes `body` to `key`, with the headers of its `kind` (S3; a directory has none). With `after`, the object
    * appears only once `after` resolves, and not at all if it rejects (the put then rejects with its reason):
-   * file:// writes meanwhile, an S3 PUT waits to be sent.
+   * file:// writes meanwhile, an S3 PUT waits to be sent. `sha256` is the body's, where the caller has it: S3
+   * signs with it rather than hash the body again.
    */
-  put(key: string, body: Buffer, kind: ObjectKind, options?: { after?: Promise<unknown> }): Promise<void>;
+  put(key: string, body: Buffer, kind: ObjectKind, options?: PutOptions): Promise<void>;
   /** Streams `body` to `key`; `sizeHintBytes` bounds the size, for choosing multipart part sizes. */
   putStream(key: string, body: AsyncIterable<Buffer>, kind: ObjectKind, sizeHintBytes: number): Promise<void>;
   /**

@@ -15,7 +15,14 @@ import { basename, dirname, join } from 'node:path';
 import { CachectlError } from '../core/errors.js';
 import type { ObjectKind } from '../core/object-headers.js';
 import { FileReaderPool, FileReadError } from './file-reader.js';
-import { containedKey, requestSignal, untilAborted, type CacheBackend, type ObjectEntry } from './backend.js';
+import {
+  containedKey,
+  requestSignal,
+  untilAborted,
+  type CacheBackend,
+  type ObjectEntry,
+  type PutOptions,
+} from './backend.js';
 
 const LIST_PAGE = 1000;
 /** Chunks of a streamed read: fewer trips through the thread pool than Node's 64 KiB. */
@@ -101,7 +108,7 @@ export class FileBackend implements CacheBackend {
   }
 
   /** With `after`, the file is written at once and renamed into place once `after` resolves. */
-  async put(key: string, body: Buffer, _kind?: ObjectKind, options: { after?: Promise<unknown> } = {}): Promise<void> {
+  async put(key: string, body: Buffer, _kind?: ObjectKind, options: PutOptions = {}): Promise<void> {
     await this.writeAtomically(
       key,
       async (temp) => {

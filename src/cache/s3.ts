@@ -17,7 +17,14 @@ import { CachectlError } from '../core/errors.js';
 import type { S3CacheUrl } from '../core/cache-url.js';
 import { nixCacheUrl } from '../core/cache-url.js';
 import { DEFAULT_OBJECT_HEADERS, type ObjectHeaders, type ObjectKind } from '../core/object-headers.js';
-import { containedKey, requestSignal, untilAborted, type CacheBackend, type ObjectEntry } from './backend.js';
+import {
+  containedKey,
+  requestSignal,
+  untilAborted,
+  type CacheBackend,
+  type ObjectEntry,
+  type PutOptions,
+} from './backend.js';
 import { encodeKeyPath, PutSigner } from './put-signer.js';
 
 const MIN_PART_BYTES = 5 * 1024 * 1024;
@@ -168,7 +175,7 @@ export class S3Backend implements CacheBackend {
    * (cache/put-signer.ts) but not sent through the SDK's middleware stack: that stack costs more CPU than the
    * request itself, and a push is thousands of small PUTs. The credentials come from the SDK's provider chain.
    */
-  async put(key: string, body: Buffer, kind: ObjectKind, options: { after?: Promise<unknown> } = {}): Promise<void> {
+  async put(key: string, body: Buffer, kind: ObjectKind, options: PutOptions = {}): Promise<void> {
     const { contentType, cacheControl } = this.headers[kind];
     await options.after;
     const url = new URL(`${this.objectBase}/${encodeKeyPath(this.key(key))}`);
@@ -177,7 +184,13 @@ export class S3Backend implements CacheBackend {
       try {
         const headers = await this.signer.sign(
           url,
-          { 'content-type': contentType, 'cache-control': cacheControl, 'content-length': String(body.length) },
+          {
+            'content-type': contentType,
+            'cache-control': cacheControl,
+            'content-length': String(body.length),
+            // given, the signer takes it instead of hashing the body
+            ...(options.sha256 === undefined ? {} : { 'x-amz-content-sha256': options.sha256.toString('hex') }),
+          },
           body,
         );
         const response = await this.send(url, headers, body);

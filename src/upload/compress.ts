@@ -50,20 +50,30 @@ const IDLE_CONTEXTS_KEPT = 8;
 /** Only contexts of NARs up to this size are kept: a context keeps the workspace its largest input needed. */
 const KEPT_CONTEXT_MAX_BYTES = 1024 * 1024;
 
+/**
+ * One context of a larger NAR, kept for the next. zstd-napi does not tell V8 how much memory a context holds (a
+ * threaded one, tens of MB), so a new one a NAR stayed allocated until a garbage collection happened to run: six
+ * 60 MiB NARs, pushed one after another, peaked at 200 MB. The pusher compresses one large NAR at a time.
+ */
+let idleLargeContext: zstd.CCtx | undefined;
+
 async function* compressZstd(
   source: AsyncIterable<Buffer>,
   sizeBytes: number,
   reuseOutput: boolean,
 ): AsyncGenerator<Buffer> {
   const threaded = sizeBytes > ZSTD_THREADED_ABOVE_BYTES;
-  const kept = sizeBytes > 0 && sizeBytes <= KEPT_CONTEXT_MAX_BYTES;
-  const cctx = (kept ? idleContexts.pop() : undefined) ?? new zstd.CCtx();
+  const small = sizeBytes > 0 && sizeBytes <= KEPT_CONTEXT_MAX_BYTES;
+  let cctx = small ? idleContexts.pop() : idleLargeContext;
+  if (!small) idleLargeContext = undefined;
+  cctx ??= new zstd.CCtx();
   try {
     yield* compressWith(cctx, source, sizeBytes, threaded, reuseOutput);
   } finally {
-    if (kept && idleContexts.length < IDLE_CONTEXTS_KEPT) {
+    if (!small || idleContexts.length < IDLE_CONTEXTS_KEPT) {
       cctx.reset(zstd.ResetDirective.sessionAndParameters); // also ends a frame left half-done by a failure
-      idleContexts.push(cctx);
+      if (small) idleContexts.push(cctx);
+      else idleLargeContext ??= cctx;
     }
   }
 }

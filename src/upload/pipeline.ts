@@ -75,6 +75,9 @@ export async function uploadNar(
   };
   let fileSize = 0;
   const fileHash = createHash('sha256');
+  let fileDigest: Buffer | undefined;
+  /** The FileHash, once the file is made: S3 signs a whole NAR's PUT with it, and the narinfo names it. */
+  const fileHashDigest = () => (fileDigest ??= fileHash.digest());
   const counted = async function* (reuseOutput: boolean): AsyncGenerator<Buffer> {
     for await (const chunk of compress(checkedNar(), compression, info.narSize, { reuseOutput })) {
       fileHash.update(chunk);
@@ -88,13 +91,20 @@ export async function uploadNar(
     const body = listing?.bytes();
     if (body !== undefined) await backend.put(narListingKey(hashPartOf(info.path)), body, 'listing');
   };
+  // Copied as it comes into one buffer of the most it can grow to, while zstd's output buffers take turns: the
+  // chunks kept and then concatenated held twice the body (a 20 MiB NAR, 40 MiB at the end).
   const compressWhole = async () => {
-    const chunks: Buffer[] = [];
-    for await (const chunk of counted(false)) chunks.push(chunk);
-    return Buffer.concat(chunks);
+    let body = Buffer.allocUnsafe(boundOf(info.narSize));
+    let size = 0;
+    for await (const chunk of counted(true)) {
+      if (size + chunk.length > body.length) body = Buffer.concat([body.subarray(0, size)], 2 * body.length);
+      chunk.copy(body, size);
+      size += chunk.length;
+    }
+    return body.subarray(0, size);
   };
-  const putWhole = async (body: Buffer) => {
-    await Promise.all([backend.put(key, body, 'nar'), putListing()]);
+  const putWhole = async (body: Buffer, sha256: Buffer) => {
+    await Promise.all([backend.put(key, body, 'nar', { sha256 }), putListing()]);
   };
   const small = info.narSize !== 0 && info.narSize <= SMALL_NAR_BYTES;
   if (small && compression !== 'xz') {
@@ -108,20 +118,29 @@ export async function uploadNar(
     checkNar(info, createHash('sha256').update(nar).digest(), nar.length);
     onNarBytes(nar.length);
     const body = compression === 'zstd' ? compressSmall(nar) : nar;
-    await putWhole(body);
-    const fileHash = createHash('sha256').update(body).digest();
-    return { key, compression, fileHash, fileSize: body.length, narSize: nar.length };
+    const sha256 = createHash('sha256').update(body).digest();
+    await putWhole(body, sha256);
+    return { key, compression, fileHash: sha256, fileSize: body.length, narSize: nar.length };
   } else if (small) {
-    await putWhole(await options.compressing.run(compressWhole));
+    const body = await options.compressing.run(compressWhole);
+    await putWhole(body, fileHashDigest());
   } else if (info.narSize !== 0 && info.narSize <= WHOLE_NAR_BYTES) {
-    await options.compressing.run(async () => putWhole(await compressWhole()));
+    await options.compressing.run(async () => {
+      const body = await compressWhole();
+      await putWhole(body, fileHashDigest());
+    });
   } else {
-    // Incompressible data grows a little under compression; the hint only has to bound the size.
-    const sizeHint = Math.ceil(info.narSize * 1.01) + 1024 * 1024;
-    await options.compressing.run(() => backend.putStream(key, counted(backend.releasesStreamChunks), 'nar', sizeHint));
+    await options.compressing.run(() =>
+      backend.putStream(key, counted(backend.releasesStreamChunks), 'nar', boundOf(info.narSize)),
+    );
     await putListing();
   }
-  return { key, compression, fileHash: fileHash.digest(), fileSize, narSize };
+  return { key, compression, fileHash: fileHashDigest(), fileSize, narSize };
+}
+
+/** The most a NAR of `narSize` bytes can take compressed: incompressible data grows a little under compression. */
+function boundOf(narSize: number): number {
+  return Math.ceil(narSize * 1.01) + 1024 * 1024;
 }
 
 /** Fails unless the NAR made of `info.path` is the one the Nix database holds: a corrupt path is not uploaded. */

@@ -2,17 +2,22 @@
  * cachectl's parsers against Nix's own rules, case by case, each with where the rule comes from: NixOS/nix
  * src/libstore/path.cc (store path names), src/libutil/hash.cc and its tests src/libutil-tests/hash.cc and
  * base-n.cc (hashes, base64), src/libstore/nar-info.cc (narinfos), src/libstore/content-address.cc (CA), and
- * narinfos as harmonia and niks3 write them. The GC reads narinfos other tools wrote: one Nix accepts must
+ * narinfos as harmonia and niks3 write them, and build logs as bzip2 writes them. The GC reads narinfos other tools wrote: one Nix accepts must
  * parse, one Nix rejects must be refused (and so never acted on).
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { describe, it } from 'node:test';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
 import { CachectlError } from '../../src/core/errors.js';
 import { parseHash, type HashAlgorithm } from '../../src/core/hash.js';
 import { parseNarInfo } from '../../src/core/narinfo.js';
 import { nix32Encode } from '../../src/core/nix32.js';
 import { parseStorePath } from '../../src/core/store-path.js';
+import { readBuildLog } from '../../src/nix/build-log.js';
 import { resolveStorePath } from '../../src/nix/resolve.js';
 import { narInfoMeta } from '../../src/gc/plan.js';
 import { NIX_NARINFO } from '../fixtures/narinfos.js';
@@ -207,5 +212,37 @@ describe("narinfos (nar-info.cc's NarInfo constructor)", () => {
     }
     const meta = narInfoMeta(edit('Compression: zstd', 'Compression: zip'), `${hashPart}.narinfo`, hashPart);
     assert.deepEqual(meta.references, ['ms9gx7bx74vq2c5fhvc948q04shp5g11']);
+  });
+});
+
+describe("build logs (Nix's drvs/XX/REST.bz2 under compress-build-log)", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'cachectl-logs-'));
+  after(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const logOf = (name: string, bytes: Buffer) => {
+    const file = join(dir, name);
+    writeFileSync(file, bytes);
+    return { drvPath: `/nix/store/${HASH}-${name}.drv`, file, compressed: true, fileBytes: bytes.length };
+  };
+  const text = async (log: ReturnType<typeof logOf>) => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of readBuildLog(log)) chunks.push(chunk);
+    return Buffer.concat(chunks).toString();
+  };
+  it('reads an empty log, as bzip2 writes it at any block size, as nothing', async () => {
+    for (const level of ['1', '9'])
+      assert.equal(await text(logOf(`empty-${level}`, execFileSync('bzip2', [`-${level}`, '-c'], { input: '' }))), '');
+  });
+  it('reads a log with text', async () => {
+    assert.equal(await text(logOf('hello', execFileSync('bzip2', ['-c'], { input: 'hello\n' }))), 'hello\n');
+  });
+  it('refuses a 14-byte log that is not an empty stream, naming it', async () => {
+    const corrupt = Buffer.from('BZh9' + '177245385090'.replace(/../g, 'x') + '\0\0\0\0', 'latin1');
+    await assert.rejects(text(logOf('corrupt', corrupt)), (err: CachectlError) => {
+      assert.equal(err.code, 'BUILD_LOG_UNREADABLE');
+      assert.match(err.message, /corrupt/);
+      return true;
+    });
   });
 });
