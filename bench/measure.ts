@@ -4,7 +4,7 @@ import { execFileAsync, testEnv } from '../test/helpers/nix.js';
 
 /** Peak RSS (VmHWM) of a running process, MB. */
 export function peakRssMb(pid: number): number {
-  return Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
+  return sampleOf(pid).peakRssMb;
 }
 
 /** Peak RSS (MB) and threads now of a running process; NaN once it has exited and is not yet reaped. */

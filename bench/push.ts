@@ -18,7 +18,7 @@
  *
  *   npm run bench:push [-- --mb 300 --tiny 1000 --chain 1000 --wan-paths 400 --runs 3 --cases big,tiny,...]
  */
-import { rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -123,15 +123,11 @@ const push = (args: string[], runEnv: NodeJS.ProcessEnv = env) =>
   timed(process.execPath, [CACHECTL, 'push', '--secret-key-file', secretKey, ...args], runEnv);
 
 /**
- * Targets made here, removed when the bench ends, not between runs: this machine's ext4 (no journal) scans the
- * inodes deleted in the last seconds for every file it creates, so a removal just before a run slows it.
+ * A fresh target directory, removed when the bench exits (tempDir), not between runs: this machine's ext4 (no
+ * journal) scans the inodes deleted in the last seconds for every file it creates, so a removal just before a
+ * run slows it.
  */
-const made: string[] = [];
-const freshDir = (): string => {
-  const dir = tempDir('bench');
-  made.push(dir);
-  return dir;
-};
+const freshDir = (): string => tempDir('bench');
 
 /**
  * The median by time of RUNS runs of each of `runs`, each run with a fresh target from `prepare`. The tools
@@ -347,21 +343,17 @@ async function farAway(s3: S3rver): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  try {
-    if (cases.has('big')) await bigPath();
-    if (cases.has('tiny')) await tinyPaths();
-    if (cases.has('chain')) await chain();
-    if (cases.has('big-nars') || cases.has('far')) {
-      const s3 = await startS3rver();
-      try {
-        if (cases.has('big-nars')) await bigNars(s3);
-        if (cases.has('far')) await farAway(s3);
-      } finally {
-        await s3.stop();
-      }
+  if (cases.has('big')) await bigPath();
+  if (cases.has('tiny')) await tinyPaths();
+  if (cases.has('chain')) await chain();
+  if (cases.has('big-nars') || cases.has('far')) {
+    const s3 = await startS3rver();
+    try {
+      if (cases.has('big-nars')) await bigNars(s3);
+      if (cases.has('far')) await farAway(s3);
+    } finally {
+      await s3.stop();
     }
-  } finally {
-    for (const dir of made) rmSync(dir, { recursive: true, force: true });
   }
   for (const to of ['file', 's3'] as const) {
     const peaks = rows.filter((r) => r.cachectlTo === to).map((r) => r.peakRssMb);

@@ -32,7 +32,8 @@ export function findBuildLog(logDir: string, drvPath: string): BuildLog | undefi
 
 /**
  * A bzip2 stream of nothing: `BZh`, the block size, the end-of-stream mark, a CRC of 0. Most derivations print
- * nothing while they build (in the sid root's log directory, 1920 of 2000 logs); the JS decompressor took 0.8 ms for each.
+ * nothing while they build (in the sid root's log directory, 1920 of 2000 logs); the JS decompressor took 0.8 ms
+ * for each.
  */
 const EMPTY_BZIP2_END = Buffer.from('177245385090' + '00000000', 'hex');
 

@@ -57,24 +57,32 @@ const KEPT_CONTEXT_MAX_BYTES = 1024 * 1024;
  */
 let idleLargeContext: zstd.CCtx | undefined;
 
+/** A context for a NAR, small or not: a kept one where there is one, else a new one. */
+function takeContext(small: boolean): zstd.CCtx {
+  const kept = small ? idleContexts.pop() : idleLargeContext;
+  if (!small) idleLargeContext = undefined;
+  return kept ?? new zstd.CCtx();
+}
+
+/** Keeps `cctx` for the next NAR where there is room, reset: which also ends a frame a failure left half-done. */
+function giveBack(cctx: zstd.CCtx, small: boolean): void {
+  if (small ? idleContexts.length >= IDLE_CONTEXTS_KEPT : idleLargeContext !== undefined) return;
+  cctx.reset(zstd.ResetDirective.sessionAndParameters);
+  if (small) idleContexts.push(cctx);
+  else idleLargeContext = cctx;
+}
+
 async function* compressZstd(
   source: AsyncIterable<Buffer>,
   sizeBytes: number,
   reuseOutput: boolean,
 ): AsyncGenerator<Buffer> {
-  const threaded = sizeBytes > ZSTD_THREADED_ABOVE_BYTES;
   const small = sizeBytes > 0 && sizeBytes <= KEPT_CONTEXT_MAX_BYTES;
-  let cctx = small ? idleContexts.pop() : idleLargeContext;
-  if (!small) idleLargeContext = undefined;
-  cctx ??= new zstd.CCtx();
+  const cctx = takeContext(small);
   try {
-    yield* compressWith(cctx, source, sizeBytes, threaded, reuseOutput);
+    yield* compressWith(cctx, source, sizeBytes, sizeBytes > ZSTD_THREADED_ABOVE_BYTES, reuseOutput);
   } finally {
-    if (!small || idleContexts.length < IDLE_CONTEXTS_KEPT) {
-      cctx.reset(zstd.ResetDirective.sessionAndParameters); // also ends a frame left half-done by a failure
-      if (small) idleContexts.push(cctx);
-      else idleLargeContext ??= cctx;
-    }
+    giveBack(cctx, small);
   }
 }
 
@@ -83,7 +91,7 @@ async function* compressZstd(
  * compressZstd's (its size pledged, level ZSTD_LEVEL).
  */
 export function compressSmall(input: Buffer): Buffer {
-  const cctx = idleContexts.pop() ?? new zstd.CCtx();
+  const cctx = takeContext(true);
   try {
     cctx.setParameter(zstd.CParameter.compressionLevel, ZSTD_LEVEL);
     const out = Buffer.allocUnsafe(input.length + (input.length >> 7) + ZSTD_FRAME_SLACK_BYTES);
@@ -91,8 +99,7 @@ export function compressSmall(input: Buffer): Buffer {
     // copied when it shrank much, so that the body held until its upload ends pins no more than it needs
     return size < out.length / 2 ? Buffer.from(out.subarray(0, size)) : out.subarray(0, size);
   } finally {
-    cctx.reset(zstd.ResetDirective.sessionAndParameters);
-    if (idleContexts.length < IDLE_CONTEXTS_KEPT) idleContexts.push(cctx);
+    giveBack(cctx, true);
   }
 }
 
