@@ -35,15 +35,14 @@ function counting(backend: CacheBackend): CacheBackend {
     put: (key, body, type, options) => ((requests.put += 1), backend.put(key, body, type, options)),
     putStream: (key, body, type, size) => ((requests.put += 1), backend.putStream(key, body, type, size)),
     delete: (keys, options) => ((requests.delete += 1), backend.delete(keys, options)),
+    flush: () => backend.flush(),
     async *list(prefix, options) {
       for await (const page of backend.list(prefix, options)) {
         requests.list += 1;
         yield page;
       }
     },
-    close: () => {
-      backend.close();
-    },
+    close: () => backend.close(),
   };
 }
 
@@ -58,5 +57,5 @@ const report = await collectGarbage({
   jobs: 32,
 });
 metaCache.close();
-backend.close();
+await backend.close();
 process.stdout.write(`${JSON.stringify({ report, requests })}\n`);

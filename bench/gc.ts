@@ -110,7 +110,7 @@ async function farListings(target: string, n: number, proxy: LatencyProxy, farUr
       listings.push({ target, narinfos: n, delayMs, mode, seconds, keys, requests: proxy.stats.requests - before });
       process.stderr.write(`list ${n} on ${target} at ${delayMs} ms, ${mode}: ${seconds.toFixed(1)} s\n`);
     }
-    far.close();
+    await far.close();
   }
   proxy.delayMs = 0;
   return listings;
@@ -132,7 +132,7 @@ async function swiftListings(n: number): Promise<Listings> {
       await backend.put(`${hash}.narinfo`, Buffer.from(`StorePath: /nix/store/${hash}-bench-${i}\n`), 'narinfo');
       if (i % 20_000 === 0) process.stderr.write(`  ${i} of ${n}\n`);
     });
-    backend.close();
+    await backend.close();
     const proxy = await startLatencyProxy(swift.port, { delayMs: 0 });
     try {
       const farUrl = `s3://${swift.bucket}?endpoint=${encodeURIComponent(proxy.endpoint)}&region=us-east-1`;
@@ -180,7 +180,7 @@ async function main(): Promise<void> {
       const backend = await openCache(parseCacheUrl(url));
       process.stderr.write(`filling ${target.name} with ${n} narinfos…\n`);
       await fill(backend, n);
-      backend.close();
+      await backend.close();
       // The filler's writes reach the disk first: a cold run measures the GC, not the kernel's write-back.
       execFileSync('sync');
       const metaFile = join(tempDir('bench-gc-meta'), 'meta.db');

@@ -53,8 +53,8 @@ for (const target of ['file', 's3'] as const) {
       assert.equal(await reader.exists('later.narinfo'), false);
       assert.equal(await reader.exists('nix-cache-info'), true, 'what was written before stays');
       if (target === 'file') assert.deepEqual(readdirSync(join(dir, 'nar')), [], 'no temp file is left');
-      reader.close();
-      backend.close();
+      await reader.close();
+      await backend.close();
     });
   });
 }

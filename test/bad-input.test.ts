@@ -492,7 +492,7 @@ describe(withNix('the catalogue of bad input: each gets its exact error, and not
           await assert.rejects(backend.get(bad), /it could reach outside the cache/);
           await assert.rejects(backend.delete([bad]), /it could reach outside the cache/);
         }
-        backend.close();
+        await backend.close();
       }
       assert.equal(containedKey('nar/0abc.nar.zst'), 'nar/0abc.nar.zst');
       assert.deepEqual(await snapshot(), before);
@@ -675,7 +675,7 @@ describe(withNix('the catalogue of bad input: each gets its exact error, and not
         ]);
         assert.equal(report.deleted.narinfos.count, 0);
         assert.deepEqual(await objectsUnder(s3, ''), before, 'GC deleted or changed something');
-        backend.close();
+        await backend.close();
       },
     );
 
@@ -698,7 +698,7 @@ describe(withNix('the catalogue of bad input: each gets its exact error, and not
         const before = await theirs();
         const backend = await openCache(parseCacheUrl(s3.cacheUrl(prefix)));
         await dropLeases(backend);
-        backend.close();
+        await backend.close();
         const result = await cachectl(
           ['gc', '--to', s3.cacheUrl(prefix), '--older-than', '0s', '--grace', '0s', '--json'],
           env,

@@ -126,7 +126,7 @@ async function openTarget(
     backend,
     key,
     close: async () => {
-      backend.close();
+      await backend.close();
       await s3?.stop();
     },
   };

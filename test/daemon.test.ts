@@ -153,7 +153,7 @@ describe(withNix('cachectl daemon'), () => {
         assert.ok(observed.rounds > 3, `the observer looked only ${observed.rounds} times`);
       }
       assert.deepEqual((await cacheProblems(backend)).problems, []);
-      backend.close();
+      await backend.close();
       const verify = await nixVerify(s3.nixUrl(nonce), key.publicKey, [paths.big, paths.chain, paths.top]);
       assert.equal(verify.code, 0, verify.stderr);
     },

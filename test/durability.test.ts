@@ -1,7 +1,8 @@
 /**
- * A file:// cache survives a power loss with no narinfo whose NAR or listing is missing: each file is flushed
- * before it is renamed into place, and its directory after, all before the narinfo's own rename. Watched with
- * strace, which shows the system calls in the order they happened (a test cannot cut the power).
+ * A file:// cache survives a power loss with no narinfo whose NAR or listing is missing: the file system is
+ * flushed (syncfs, by coreutils' `sync -f`) after the NAR and the listing are renamed into place and the narinfo
+ * is written, and before the narinfo's own rename, and once more before the push ends. Watched with strace, which
+ * shows the system calls in the order they happened, the `sync` child's too (a test cannot cut the power).
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -50,7 +51,7 @@ async function tracedPush(url: string, ...paths: string[]): Promise<Call[]> {
       '-y',
       '-qq',
       '-e',
-      'trace=fdatasync,fsync,rename',
+      'trace=syncfs,rename,close',
       '-o',
       trace,
       process.execPath,
@@ -67,7 +68,7 @@ async function tracedPush(url: string, ...paths: string[]): Promise<Call[]> {
 }
 
 describe(withNix('file:// durability'), () => {
-  it('flushes the NAR, the listing and their directories before the narinfo is renamed into place', async () => {
+  it('flushes the NAR, the listing and the narinfo before the narinfo is renamed into place', async () => {
     requireNix();
     // tree's NAR goes up whole, big's streamed
     const { tree, big } = await buildFixtures(['tree', 'big'], { nonce: `durability-${Date.now()}` });
@@ -78,30 +79,29 @@ describe(withNix('file:// durability'), () => {
       assert.equal(found.length, 1, `one rename to ${target}: ${JSON.stringify(found)}`);
       return found[0] as Call;
     };
-    const synced = (path: string, after: number, before: number) =>
-      trace.some(
-        (call) =>
-          (call.name === 'fsync' || call.name === 'fdatasync') &&
-          call.paths[0] === path &&
-          call.start > after &&
-          call.end < before,
-      );
+    const flushes = trace.filter((call) => call.name === 'syncfs');
+    assert.ok(
+      flushes.every((call) => call.paths[0] === dir),
+      `each syncfs is of the cache's file system: ${JSON.stringify(flushes)}`,
+    );
+    const flushedBetween = (after: number, before: number) =>
+      flushes.some((call) => call.start > after && call.end < before);
     for (const path of [tree, big]) {
       const hashPart = path.slice('/nix/store/'.length, '/nix/store/'.length + 32);
       const narinfo = renameTo(join(dir, `${hashPart}.narinfo`));
       const narUrl = /^URL: (.*)$/m.exec(readFileSync(join(dir, `${hashPart}.narinfo`), 'utf8'))?.[1] ?? '';
       const nar = renameTo(join(dir, narUrl));
       const listing = renameTo(join(dir, `${hashPart}.ls`));
-      for (const file of [nar, listing, narinfo]) {
-        const [temp = '', target = ''] = file.paths;
-        assert.ok(synced(temp, -1, file.start), `${temp} flushed before it became ${target}`);
-      }
-      for (const file of [nar, listing]) {
-        const target = file.paths[1] ?? '';
-        const parent = target.slice(0, target.lastIndexOf('/'));
-        assert.ok(synced(parent, file.end, narinfo.start), `${parent} flushed after ${target}, before the narinfo`);
-      }
-      assert.ok(synced(dir, narinfo.end, Infinity), 'the narinfo rename flushed too');
+      // the narinfo's temp file closed once written
+      const written = trace.findLast(
+        (call) => call.name === 'close' && call.paths[0] === narinfo.paths[0] && call.end < narinfo.start,
+      );
+      assert.ok(written !== undefined, `the narinfo's temp file ${narinfo.paths[0]} is written before its rename`);
+      assert.ok(
+        flushedBetween(Math.max(nar.end, listing.end, written.end), narinfo.start),
+        'a flush after the NAR and the listing are in place and the narinfo written, before its rename',
+      );
+      assert.ok(flushedBetween(narinfo.end, Infinity), 'a flush after the narinfo rename');
     }
 
     // ?fsync=false: a scratch cache, nothing flushed.
@@ -109,7 +109,7 @@ describe(withNix('file:// durability'), () => {
     const fast = await tracedPush(`file://${scratch}?fsync=false`, tree);
     const hashPart = tree.slice('/nix/store/'.length, '/nix/store/'.length + 32);
     assert.deepEqual(
-      fast.filter((call) => call.name !== 'rename').map((call) => call.paths[0]),
+      fast.filter((call) => call.name === 'syncfs'),
       [],
       'no flushes',
     );

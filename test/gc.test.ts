@@ -133,7 +133,7 @@ for (const target of ['file', 's3'] as const) {
       try {
         await test(cache, backend);
       } finally {
-        backend.close();
+        await backend.close();
       }
     };
 

@@ -72,8 +72,8 @@ describe('listing in parallel ranges', () => {
   });
 
   after(async () => {
-    direct.close();
-    viaProxy.close();
+    await direct.close();
+    await viaProxy.close();
     await proxy.stop();
     await s3.stop();
   });
@@ -166,7 +166,7 @@ describe('listing in parallel ranges', () => {
       assert.deepEqual(deep, [...nested].sort());
       // one level only, by default
       assert.deepEqual(keysOf(await listAll(backend, 'build-trace-v2/')), ['build-trace-v2/top.doi']);
-      backend.close();
+      await backend.close();
     }
   });
 });

@@ -175,7 +175,7 @@ for (const target of ['file', 's3'] as const) {
           }
         } finally {
           const seen = await observer.stop();
-          backend.close();
+          await backend.close();
           assert.ok(seen.rounds > 0);
           assert.deepEqual(seen.problems, [], 'the observer saw a broken cache while pushes were killed');
         }

@@ -92,7 +92,7 @@ describe(withNix(`reliability: S3 faults (seed ${SEED})`), () => {
 
       const backend = await openCache(parseCacheUrl(s3.cacheUrl(nonce)));
       const { narinfos, problems } = await cacheProblems(backend);
-      backend.close();
+      await backend.close();
       assert.deepEqual(problems, []);
       assert.equal(narinfos, paths.length);
       const verify = await nixVerify(s3.nixUrl(nonce), key.publicKey, paths);
@@ -280,7 +280,7 @@ describe(withNix('reliability: crashes'), () => {
         closure.length,
         'NARs no narinfo names are left',
       );
-      backend.close();
+      await backend.close();
       const verify = await nixVerify(s3.nixUrl(nonce), key.publicKey, roots);
       assert.equal(verify.code, 0, verify.stderr);
     },
@@ -585,7 +585,7 @@ describe(withNix('many builders'), () => {
       const narInfos: string[] = [];
       for await (const page of backend.list(''))
         narInfos.push(...page.filter((entry) => entry.key.endsWith('.narinfo')).map((entry) => entry.key));
-      backend.close();
+      await backend.close();
       assert.equal(narInfos.length, paths.length, 'the garbage is not gone, or a pushed path is');
       const verify = await nixVerify(s3.nixUrl(nonce), key.publicKey, paths);
       assert.equal(verify.code, 0, verify.stderr);

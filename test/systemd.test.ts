@@ -110,7 +110,10 @@ for (const os of MACHINES) {
           },
           timeoutMs,
           () => '',
-        );
+        ).catch(async (err: unknown) => {
+          // what the unit said is what explains a timeout
+          throw new Error(`${(err as Error).message}\n${await sh(`journalctl -q -u ${name} -n 30 --no-pager`)}`);
+        });
       }
       const isReady = (state: UnitState) => state.ActiveState === 'active' && state.SubState === 'running';
 

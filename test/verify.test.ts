@@ -88,7 +88,7 @@ for (const target of ['file', 's3'] as const) {
       backend = await openCache(parseCacheUrl(cacheUrl));
     });
     after(async () => {
-      backend.close();
+      await backend.close();
       await s3?.stop();
     });
 
@@ -445,7 +445,7 @@ for (const target of ['file', 's3'] as const) {
         assert.deepEqual([clean.result.report.problems, clean.result.report.warnings], [[], []]);
         assert.equal(clean.code, 0);
       } finally {
-        cache.close();
+        await cache.close();
       }
     });
   });

@@ -244,7 +244,7 @@ Then add to nix.conf:  post-build-hook = ${new URL('../../../hook/post-build-hoo
       process.on('SIGINT', onSignal);
       await daemon.run();
       log.info('stopped');
-      close();
+      await close();
       // An abandoned upload may still hold a handle (a compressor thread): its work is not waited for.
       process.exit(0);
     } catch (err) {

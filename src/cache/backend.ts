@@ -86,7 +86,8 @@ export interface CacheBackend {
    * Writes `body` to `key`, with the headers of its `kind` (S3; a directory has none). With `after`, the object
    * appears only once `after` resolves, and not at all if it rejects (the put then rejects with its reason):
    * file:// writes meanwhile, an S3 PUT waits to be sent. `sha256` is the body's, where the caller has it: S3
-   * signs with it rather than hash the body again.
+   * signs with it rather than hash the body again. The object can be read once the put resolves; it survives a
+   * power loss once a `flush` called after that resolves.
    */
   put(key: string, body: Buffer, kind: ObjectKind, options?: PutOptions): Promise<void>;
   /** Streams `body` to `key`; `sizeHintBytes` bounds the size, for choosing multipart part sizes. */
@@ -104,6 +105,13 @@ export interface CacheBackend {
    */
   readonly listsByPage: boolean;
   /**
+   * Resolves once everything written before the call survives a power loss. S3 has once it answered; a file://
+   * cache flushes its file system (none with `?fsync=false`). A file it renamed after another reaches the disk
+   * after it (as journaling file systems commit renames in order), and each file is flushed before its rename: a
+   * narinfo, renamed after its NAR's and its references', is never on disk without them.
+   */
+  flush(): Promise<void>;
+  /**
    * Keys directly under `prefix` (one level, like a directory), or with `deep` at any depth below it, in byte
    * order, a page at a time.
    */
@@ -113,7 +121,8 @@ export interface CacheBackend {
    * the GC relies on a delete taking effect within a known time of the checks that allowed it.
    */
   delete(keys: readonly string[], options?: { timeoutMs?: number }): Promise<void>;
-  close(): void;
+  /** Ends what the backend holds open, and waits for what it started: under systemd nothing may outlive the daemon. */
+  close(): Promise<void>;
 }
 
 /** Ranges of a listing listed at once at most, and the pages each should have for a split to pay. */

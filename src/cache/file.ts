@@ -1,17 +1,20 @@
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import {
   accessSync,
   constants,
   existsSync,
   mkdirSync,
   readFileSync,
-  rename as renameCallback,
+  renameSync,
   rmSync,
   statSync,
   writeFile as writeFileCallback,
+  writeFileSync,
 } from 'node:fs';
 import { open, readdir, unlink } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { basename, dirname, join } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
 import { CachectlError } from '../core/errors.js';
 import type { ObjectKind } from '../core/object-headers.js';
 import { FileReaderPool, FileReadError } from './file-reader.js';
@@ -27,10 +30,18 @@ import {
 const LIST_PAGE = 1000;
 /** Chunks of a streamed read: fewer trips through the thread pool than Node's 64 KiB. */
 const READ_CHUNK_BYTES = 1024 * 1024;
-// The callback forms: fs/promises takes two to three times as long a call, which a chain of narinfos each
-// written after the one before feels.
+/**
+ * Bodies up to this size are written on the main thread: a trip through the thread pool cost more CPU than the
+ * write (bench/push, 1000 tiny paths: half the CPU of their file system calls).
+ */
+const WRITTEN_AT_ONCE_BYTES = 1024 * 1024;
+// The callback form: fs/promises takes two to three times as long a call.
 const writeFile = promisify(writeFileCallback);
-const rename = promisify(renameCallback);
+/**
+ * What may be renamed into place before a flush: nothing reads a NAR or a listing before a narinfo names it, and
+ * a narinfo is renamed only after a flush that began once they were written.
+ */
+const READ_THROUGH_A_NARINFO: ReadonlySet<ObjectKind> = new Set(['nar', 'listing']);
 /** Prefix of files still being written; never a key of the layout, so readers and listings skip them. */
 export const TEMP_PREFIX = '.cachectl-tmp-';
 
@@ -47,7 +58,7 @@ export class FileBackend implements CacheBackend {
   private readonly signal: AbortSignal;
 
   /** undefined: nothing is flushed (`?fsync=false`) */
-  private readonly flushes: DirectoryFlushes | undefined;
+  private readonly flushes: FileSystemFlushes | undefined;
 
   constructor(
     private readonly root: string,
@@ -56,7 +67,7 @@ export class FileBackend implements CacheBackend {
   ) {
     this.displayUrl = `file://${root}`;
     this.signal = requestSignal(signal);
-    this.flushes = options.fsync === false ? undefined : new DirectoryFlushes();
+    this.flushes = options.fsync === false ? undefined : new FileSystemFlushes(root);
   }
 
   private path(key: string): string {
@@ -108,25 +119,20 @@ export class FileBackend implements CacheBackend {
   }
 
   /** With `after`, the file is written at once and renamed into place once `after` resolves. */
-  async put(key: string, body: Buffer, _kind?: ObjectKind, options: PutOptions = {}): Promise<void> {
+  async put(key: string, body: Buffer, kind: ObjectKind, options: PutOptions = {}): Promise<void> {
     await this.writeAtomically(
       key,
+      kind,
       async (temp) => {
-        if (this.flushes === undefined) return writeFile(temp, body);
-        const file = await open(temp, 'w');
-        try {
-          await file.writeFile(body);
-          await file.datasync();
-        } finally {
-          await file.close();
-        }
+        if (body.length <= WRITTEN_AT_ONCE_BYTES) writeFileSync(temp, body);
+        else await writeFile(temp, body);
       },
       options.after,
     );
   }
 
-  async putStream(key: string, body: AsyncIterable<Buffer>): Promise<void> {
-    await this.writeAtomically(key, async (temp) => {
+  async putStream(key: string, body: AsyncIterable<Buffer>, kind: ObjectKind): Promise<void> {
+    await this.writeAtomically(key, kind, async (temp) => {
       const file = await open(temp, 'w');
       // One write in flight while the next chunk is made: the one before it is written by then (releasesStreamChunks).
       let writing: Promise<unknown> = Promise.resolve();
@@ -137,12 +143,16 @@ export class FileBackend implements CacheBackend {
           writing.catch(() => undefined); // its failure is seen when awaited, not as an unhandled rejection
         }
         await writing;
-        if (this.flushes !== undefined) await file.datasync();
       } finally {
         await writing.catch(() => undefined);
         await file.close();
       }
     });
+  }
+
+  /** One syncfs for everything written since the last: see CacheBackend.flush. */
+  async flush(): Promise<void> {
+    await this.flushes?.flush();
   }
 
   async *list(prefix: string, options: { startAfter?: string; deep?: boolean } = {}): AsyncIterable<ObjectEntry[]> {
@@ -197,8 +207,9 @@ export class FileBackend implements CacheBackend {
     );
   }
 
-  close(): void {
+  async close(): Promise<void> {
     this.readers.close();
+    await this.flushes?.close();
   }
 
   /**
@@ -216,9 +227,13 @@ export class FileBackend implements CacheBackend {
     }
   }
 
-  /** `write`s a temp file, and renames it into place once `after` (if any) resolves; removes it if not. */
+  /**
+   * `write`s a temp file, and renames it into place once `after` (if any) resolves; removes it if not. Unless it
+   * is read only through a narinfo, the temp file is flushed first: a file renamed after a power loss is whole.
+   */
   private async writeAtomically(
     key: string,
+    kind: ObjectKind,
     write: (temp: string) => Promise<void>,
     after?: Promise<unknown>,
   ): Promise<void> {
@@ -226,14 +241,11 @@ export class FileBackend implements CacheBackend {
     const temp = join(dirname(target), `${TEMP_PREFIX}${process.pid}-${(this.writes += 1)}`);
     try {
       if (!this.directories.has(dirname(target))) {
-        const made = mkdirSync(dirname(target), { recursive: true });
-        // A directory made here is on disk before anything in it counts as written.
-        if (made !== undefined)
-          for (let dir = dirname(target); dir !== dirname(made); dir = dirname(dir))
-            await this.flushes?.flush(dirname(dir));
+        mkdirSync(dirname(target), { recursive: true });
         this.directories.add(dirname(target));
       }
       await write(temp);
+      if (!READ_THROUGH_A_NARINFO.has(kind)) await this.flushes?.flush();
     } catch (err) {
       rmSync(temp, { force: true });
       throw err instanceof CachectlError ? err : this.failure(key, err, true);
@@ -248,9 +260,7 @@ export class FileBackend implements CacheBackend {
     try {
       // An abandoned write is not published, even when it was complete.
       this.signal.throwIfAborted();
-      await rename(temp, target);
-      // The rename is on disk before the write resolves: a narinfo renamed after it finds its NAR after a crash.
-      await this.flushes?.flush(dirname(target));
+      renameSync(temp, target);
     } catch (err) {
       rmSync(temp, { force: true });
       throw err instanceof CachectlError ? err : this.failure(key, err, true);
@@ -275,41 +285,126 @@ export class FileBackend implements CacheBackend {
 }
 
 /**
- * fsyncs of directories, shared: a flush asked for while one of the same directory runs waits for the next one,
- * which starts once the running one ends and serves everyone who asked meanwhile. A thousand renames in parallel
- * into `nar/` cost a few flushes, not a thousand.
+ * syncfs(2) of the cache's file system, shared: a flush asked for while one runs waits for the next one, which
+ * starts once the running one ends and serves everyone who asked meanwhile. A thousand paths cost a few flushes,
+ * not the three fdatasyncs and two directory fsyncs each that a journaling file system commits one by one.
  */
-class DirectoryFlushes {
-  private readonly running = new Map<string, Promise<void>>();
-  private readonly next = new Map<string, Promise<void>>();
+class FileSystemFlushes {
+  private running: Promise<void> | undefined;
+  private next: Promise<void> | undefined;
+  private readonly syncfs: SyncfsProcess;
 
-  flush(dir: string): Promise<void> {
-    const waiting = this.next.get(dir);
-    if (waiting !== undefined) return waiting;
-    const running = this.running.get(dir);
+  constructor(dir: string) {
+    this.syncfs = new SyncfsProcess(dir);
+  }
+
+  flush(): Promise<void> {
+    if (this.next !== undefined) return this.next;
     const start = async (): Promise<void> => {
-      this.next.delete(dir);
-      const flushing = flushDirectory(dir);
-      this.running.set(dir, flushing);
+      this.next = undefined;
+      const flushing = this.syncfs.run();
+      this.running = flushing;
       try {
         await flushing;
       } finally {
-        if (this.running.get(dir) === flushing) this.running.delete(dir);
+        if (this.running === flushing) this.running = undefined;
       }
     };
-    // After the running flush, which may have begun before the caller's rename.
-    const flush = running === undefined ? start() : running.catch(() => undefined).then(start);
-    if (running !== undefined) this.next.set(dir, flush);
-    return flush;
+    // After the running flush, which may have begun before the caller's write.
+    if (this.running === undefined) return start();
+    this.next = this.running.catch(() => undefined).then(start);
+    return this.next;
+  }
+
+  close(): Promise<void> {
+    return this.syncfs.close();
   }
 }
 
-async function flushDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
+type SyncfsShell = ChildProcessByStdio<Writable, Readable, null>;
+
+/** Reads a line for each flush, answers `ok` or why it failed. */
+const SYNCFS_LOOP = `while read -r _; do
+  if out=$(sync -f "$1" 2>&1); then echo ok; else echo "$out" | tr '\\n' ' '; echo; fi
+done`;
+
+/**
+ * syncfs(2) of the file system holding `dir`, run by one long-lived shell with coreutils' `sync -f` for each line
+ * it reads: Node has no syncfs, and a process spawned from this one for each flush cost the daemon a sixth of its
+ * time (bench/flood under node --cpu-prof: ChildProcess.spawn 391 ms of 2.6 s), as each fork copies its memory map.
+ */
+class SyncfsProcess {
+  private shell: SyncfsShell | undefined;
+  private readonly waiting: { resolve: () => void; reject: (err: Error) => void }[] = [];
+  private output = '';
+
+  constructor(private readonly dir: string) {}
+
+  run(): Promise<void> {
+    const shell = (this.shell ??= this.start());
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ resolve, reject });
+      this.hold(shell, true);
+      shell.stdin.write('\n');
+    });
+  }
+
+  /** Ends the shell (its stdin closes) and waits for it to exit. */
+  async close(): Promise<void> {
+    const shell = this.shell;
+    this.shell = undefined;
+    if (shell === undefined || shell.exitCode !== null || shell.signalCode !== null) return;
+    const exited = new Promise((resolve) => shell.once('exit', resolve));
+    this.hold(shell, true);
+    shell.stdin.end();
+    await exited;
+  }
+
+  private start(): SyncfsShell {
+    const shell = spawn('/bin/sh', ['-c', SYNCFS_LOOP, 'cachectl-syncfs', this.dir], {
+      stdio: ['pipe', 'pipe', 'ignore'],
+    });
+    shell.stdout.setEncoding('utf8');
+    shell.stdout.on('data', (text: string) => {
+      this.output += text;
+      for (let end = this.output.indexOf('\n'); end >= 0; end = this.output.indexOf('\n')) {
+        const line = this.output.slice(0, end);
+        this.output = this.output.slice(end + 1);
+        const waiter = this.waiting.shift();
+        if (line === 'ok') waiter?.resolve();
+        else waiter?.reject(this.failure(line.trim() || '`sync -f` failed'));
+      }
+      if (this.waiting.length === 0) this.hold(shell, false);
+    });
+    const ended = (why: string) => {
+      if (this.shell === shell) this.shell = undefined;
+      for (const waiter of this.waiting.splice(0)) waiter.reject(this.failure(why));
+    };
+    shell.on('error', (err) => {
+      ended(err.message);
+    });
+    shell.on('exit', (code, signal) => {
+      ended(`its shell exited (${signal ?? `code ${code}`})`);
+    });
+    shell.stdin.on('error', () => undefined); // a shell gone is seen by its exit
+    return shell;
+  }
+
+  /** Only a flush waited for keeps the process alive: an idle shell ends with it (its stdin closes). */
+  private hold(shell: SyncfsShell, on: boolean): void {
+    // its pipes are sockets, which keep the process alive as the child does
+    for (const handle of [shell, shell.stdin, shell.stdout] as { ref(): void; unref(): void }[]) {
+      if (on) handle.ref();
+      else handle.unref();
+    }
+  }
+
+  private failure(why: string): CachectlError {
+    return new CachectlError(
+      'CACHE_WRITE_FAILED',
+      `could not flush the cache file://${this.dir} to disk with \`sync -f\` (coreutils): ${why}; a scratch ` +
+        `cache can go without: file://${this.dir}?fsync=false`,
+    );
   }
 }
 

@@ -354,7 +354,10 @@ export class S3Backend implements CacheBackend {
     }
   }
 
-  close(): void {
+  /** Nothing to do: an object S3 acknowledged is stored. */
+  async flush(): Promise<void> {}
+
+  async close(): Promise<void> {
     this.client.destroy();
     this.agent.destroy();
   }

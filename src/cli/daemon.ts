@@ -24,7 +24,7 @@ export async function openDaemon(
   log: Logger,
   env: Readonly<Record<string, string | undefined>>,
   abandon: AbortSignal,
-): Promise<{ daemon: Daemon; close: () => void }> {
+): Promise<{ daemon: Daemon; close: () => Promise<void> }> {
   const cacheUrl = requiredCacheUrl(config);
   const signer = await openSigner(config);
   const store = new LocalStore({ dbPath: config.nixDb, logDir: config.nixLogDir });
@@ -59,13 +59,13 @@ export async function openDaemon(
     log.info({ metrics: `http://${formatHost(served.bound.address)}:${served.bound.port}/metrics` }, 'serving metrics');
   return {
     daemon,
-    close() {
+    async close() {
       served?.server.close();
       notifier?.close();
       signer.close();
-      backend.close();
       queue.close();
       store.close();
+      await backend.close();
     },
   };
 }

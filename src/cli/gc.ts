@@ -97,7 +97,7 @@ export async function gcCommand(
     throw err;
   } finally {
     metaCache.close();
-    backend.close();
+    await backend.close();
   }
 }
 

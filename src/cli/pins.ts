@@ -11,7 +11,7 @@ async function withCache<T>(config: Config, work: (backend: CacheBackend) => Pro
   try {
     return await work(backend);
   } finally {
-    backend.close();
+    await backend.close();
   }
 }
 

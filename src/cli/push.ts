@@ -27,7 +27,7 @@ export async function pushCommand(
     const result = await pushClosures(roots, { ...push.options, progress });
     return { ...result, cache: push.options.backend.displayUrl, seconds: (Date.now() - started) / 1000 };
   } finally {
-    push.close();
+    await push.close();
   }
 }
 
@@ -37,7 +37,7 @@ type OpenedPushOptions = Pick<
   'backend' | 'store' | 'compression' | 'narListing' | 'signer' | 'jobs' | 'skipSignedBy' | 'lease'
 >;
 
-async function openPush(config: Config): Promise<{ options: OpenedPushOptions; close(): void }> {
+async function openPush(config: Config): Promise<{ options: OpenedPushOptions; close(): Promise<void> }> {
   const cacheUrl = requiredCacheUrl(config);
   const signer = await openSigner(config);
   const store = new LocalStore({ dbPath: config.nixDb, logDir: config.nixLogDir });
@@ -46,11 +46,11 @@ async function openPush(config: Config): Promise<{ options: OpenedPushOptions; c
   const { compression, narListing, jobs, skipSignedBy } = config;
   return {
     options: { backend, store, compression, narListing, signer, jobs, skipSignedBy, lease },
-    close() {
+    async close() {
       lease.close();
-      backend.close();
       store.close();
       signer.close();
+      await backend.close();
     },
   };
 }
@@ -115,7 +115,7 @@ export async function pushStdinCommand(
     await reading;
     return counts;
   } finally {
-    push.close();
+    await push.close();
   }
 }
 

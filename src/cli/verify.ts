@@ -69,7 +69,7 @@ export async function verifyCommand(
       store.close();
     }
   } finally {
-    backend.close();
+    await backend.close();
     signer?.close();
   }
 }

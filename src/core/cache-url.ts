@@ -6,8 +6,8 @@ export interface FileCacheUrl {
   kind: 'file';
   dir: string;
   /**
-   * whether each file is flushed to disk before it is renamed into place, and its directory after: what makes a
-   * narinfo appear after a power loss only with its NAR and listing (`?fsync=false`: a scratch cache)
+   * whether the file system is flushed (syncfs) before a narinfo is renamed into place and before a push ends: what
+   * makes a narinfo appear after a power loss only with its NAR and listing (`?fsync=false`: a scratch cache)
    */
   fsync: boolean;
 }

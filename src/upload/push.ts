@@ -205,6 +205,8 @@ export async function pushClosures(roots: readonly string[], options: PushOption
     const inCache = new Set([...infos.keys()].filter((path) => present.has(hashPartOf(path))));
     const derivations = store.realisationDerivations(realisations, infos);
     await publishRealisations(realisations, { derivations, infos }, options, result, inCache);
+    // What the push wrote is on disk before it reports it done.
+    await backend.flush();
     const failed = new Set(result.failed.map((failure) => failure.path));
     for (const root of roots) {
       if (realised.has(root) && !failed.has(root) && hold?.mustRecheck() !== true) options.onRootPublished?.(root);
@@ -396,8 +398,8 @@ async function publishPaths(
     result.narBytes += nar.narSize;
     result.fileBytes += nar.fileSize;
     cacheFailuresInARow = 0;
-    onPublished(info.path);
   };
+  const durable: Promise<void>[] = [];
   for (const info of uploadOrder(paths)) {
     const done = publish(info).catch((err: unknown) => {
       if (isCacheWide(err) && (cacheFailuresInARow += 1) >= CACHE_DOWN_FAILURES) cacheFailure ??= err;
@@ -415,8 +417,20 @@ async function publishPaths(
     });
     done.catch(() => undefined).finally(() => (progress.pathsDone += 1));
     publishing.set(info.path, done);
+    // Its dependents go up once it can be read; it counts as published once it is on disk. A flush that fails
+    // fails the push at its last one (pushClosures).
+    durable.push(
+      done
+        .then(() => backend.flush())
+        .then(
+          () => {
+            onPublished(info.path);
+          },
+          () => undefined,
+        ),
+    );
   }
-  await Promise.allSettled(publishing.values());
+  await Promise.all(durable);
   return narKeys;
 }
 

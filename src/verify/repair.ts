@@ -187,6 +187,8 @@ async function signRealisationsAgain(
       unrepaired(problem, errorText(err));
     }
   }
+  // repaired: on disk
+  await backend.flush();
 }
 
 /** A realisation or build trace at `key`: what its signatures sign, them, and its text with others instead. */

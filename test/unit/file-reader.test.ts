@@ -31,7 +31,7 @@ describe("a file:// cache's batched reads (getMany, for the GC)", () => {
       assert.deepEqual(none, []);
       assert.deepEqual(some, [bodies[7], bodies[7], undefined]);
     } finally {
-      backend.close();
+      await backend.close();
     }
   });
 
@@ -48,7 +48,7 @@ describe("a file:// cache's batched reads (getMany, for the GC)", () => {
       });
       assert.deepEqual(await backend.getMany(['a.narinfo']), [Buffer.from('a')], 'the readers still read after it');
     } finally {
-      backend.close();
+      await backend.close();
     }
   });
 
