@@ -1,11 +1,13 @@
 /**
- * bench/flood: floods of work. 10,000 tiny paths queued by the post-build hook in one burst (8 hooks at a
- * time, as Nix with `max-jobs 8` would run them) while the daemon is stopped, then drained to file:// by the
- * daemon started on the full queue: paths a second from its start to the last path done, and its peak RSS;
- * beside `nix copy` of the same paths in one go, in the same run. Then `cachectl status` and `status --json` with 100,000 rows in the queue,
- * beside `node -e 0` (the start of any Node program). Prints the tables and writes bench/results/flood.json.
+ * bench/flood: floods of work. 1,000 tiny paths queued by the post-build hook in one burst (8 hooks at a time,
+ * as Nix with `max-jobs 8` would run them) while the daemon is stopped, then drained to file:// by the daemon
+ * started on the full queue: paths a second from its start to the last path done, its CPU seconds and peak RSS;
+ * beside `cachectl push` of the same paths in one go (the daemon should spend no more CPU on them) and `nix copy`
+ * of them as a user runs it, in the same run, the three alternating, median of `--runs`. All three sign. Then
+ * `cachectl status` and `status --json` with 100,000 rows in the queue, beside `node -e 0` (the start of any Node
+ * program). Prints the tables and writes bench/results/flood.json.
  *
- *   npm run bench:flood [-- --paths 10000 --rows 100000 --runs 5]
+ *   npm run bench:flood [-- --paths 1000 --rows 100000 --runs 3]
  */
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -13,16 +15,17 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import Database from 'better-sqlite3';
 import { forEachLimit } from '../src/core/limit.js';
+import { formatSecretKey, generateSecretKey } from '../src/core/signing.js';
 import { HOOK, queueEnv, settled, startDaemon, stopDaemon, waitFor } from '../test/helpers/daemon.js';
-import { CACHECTL, execFileAsync, tempDir, testEnv } from '../test/helpers/nix.js';
-import { measure, peakRssMb, type Measurement } from './measure.js';
-import { renderFlood, thisRun, writeResults, type FloodResults } from './tables.js';
+import { CACHECTL, execFileAsync, nixVersion, tempDir, testEnv } from '../test/helpers/nix.js';
+import { cpuSecondsOf, measure, peakRssMb, settleDisk, userNixEnv, type Measurement } from './measure.js';
+import { atLeast, atMost, renderFlood, thisRun, writeResults, type FloodResults } from './tables.js';
 
 const { values } = parseArgs({
   options: {
-    paths: { type: 'string', default: '10000' },
+    paths: { type: 'string', default: '1000' },
     rows: { type: 'string', default: '100000' },
-    runs: { type: 'string', default: '5' },
+    runs: { type: 'string', default: '3' },
   },
 });
 const PATHS = Number(values.paths);
@@ -41,12 +44,57 @@ function runHook(env: NodeJS.ProcessEnv, path: string): Promise<void> {
   });
 }
 
-/** The median by time of `RUNS` runs of `run`. */
+/** The run of `runs` with the median time. */
+function medianOf<T extends { seconds: number }>(runs: readonly T[]): T {
+  return [...runs].sort((a, b) => a.seconds - b.seconds)[Math.floor(runs.length / 2)] as T;
+}
+
+/** The median by time of `RUNS` runs of `run`, one after another. */
 async function median(run: () => Promise<Measurement>): Promise<Measurement> {
   const runs: Measurement[] = [];
   for (let i = 0; i < RUNS; i++) runs.push(await run());
-  runs.sort((a, b) => a.seconds - b.seconds);
-  return runs[Math.floor(runs.length / 2)] as Measurement;
+  return medianOf(runs);
+}
+
+/** `measure` of a command, without its output. */
+async function timed(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<Measurement> {
+  const { stdout: _output, ...measured } = await measure(command, args, env);
+  return measured;
+}
+
+/**
+ * `paths` queued by a burst of hooks into a fresh queue, then drained to a fresh file:// cache by a daemon started
+ * on it: the hooks' time, and the daemon's from its start to the last path done, with its CPU and peak RSS then.
+ */
+async function floodAndDrain(
+  paths: readonly string[],
+  signing: string[],
+): Promise<{ hookSeconds: number; drain: Measurement; queue: ReturnType<typeof queueEnv> }> {
+  const queue = queueEnv();
+  const cache = tempDir('bench-flood-cache');
+  // A daemon has run on this queue (its inbox files exist), and is stopped while the hooks run.
+  await stopDaemon(startDaemon(['--to', `file://${cache}`, ...signing], queue));
+  const hooksStarted = performance.now();
+  await forEachLimit(paths.length, HOOKS_AT_ONCE, (i) => runHook(queue, paths[i] as string));
+  const hookSeconds = (performance.now() - hooksStarted) / 1000;
+
+  settleDisk();
+  const started = performance.now();
+  const daemon = startDaemon(['--to', `file://${cache}`, ...signing], queue);
+  await daemon.waitForLog('ready');
+  // Watched in this process, not by polling `cachectl status`, whose start would take CPU from the daemon.
+  const watch = new Database(queue.CACHECTL_QUEUE, { readonly: true });
+  const doneCount = watch.prepare<[], { n: number }>(`SELECT count(*) AS n FROM paths WHERE state = 'done'`);
+  await waitFor('the queue drained', () => ((doneCount.get()?.n ?? 0) >= paths.length ? true : undefined), 600_000);
+  const seconds = (performance.now() - started) / 1000;
+  watch.close();
+  const pid = daemon.child.pid as number;
+  const drain = { seconds, cpuSeconds: cpuSecondsOf(pid), peakRssMb: peakRssMb(pid) };
+  const report = await settled(queue, paths.length);
+  await stopDaemon(daemon);
+  if (report.counts.done !== paths.length)
+    throw new Error(`${report.counts.done} of ${paths.length} done: ${JSON.stringify(report)}`);
+  return { hookSeconds, drain, queue };
 }
 
 async function main(): Promise<void> {
@@ -62,38 +110,36 @@ async function main(): Promise<void> {
     .trim()
     .split('\n');
 
-  process.stderr.write(`${PATHS} hooks, ${HOOKS_AT_ONCE} at a time...\n`);
-  const queue = queueEnv();
-  const cache = tempDir('bench-flood-cache');
-  // A daemon has run on this queue (its inbox files exist), and is stopped while the hooks run.
-  await stopDaemon(startDaemon(['--to', `file://${cache}`], queue));
-  const hooksStarted = performance.now();
-  await forEachLimit(paths.length, HOOKS_AT_ONCE, (i) => runHook(queue, paths[i] as string));
-  const hookSeconds = (performance.now() - hooksStarted) / 1000;
-
-  process.stderr.write('the daemon drains the queue to file://...\n');
-  const started = performance.now();
-  const daemon = startDaemon(['--to', `file://${cache}`], queue);
-  await daemon.waitForLog('ready');
-  // Watched in this process, not by polling `cachectl status`, whose start would take CPU from the daemon.
-  const watch = new Database(queue.CACHECTL_QUEUE, { readonly: true });
-  const doneCount = watch.prepare<[], { n: number }>(`SELECT count(*) AS n FROM paths WHERE state = 'done'`);
-  await waitFor('the queue drained', () => ((doneCount.get()?.n ?? 0) >= PATHS ? true : undefined), 600_000);
-  const drainSeconds = (performance.now() - started) / 1000;
-  watch.close();
-  const report = await settled(queue, PATHS);
-  // VmHWM: the most it ever held
-  const daemonPeakMb = peakRssMb(daemon.child.pid as number);
-  await stopDaemon(daemon);
-  if (report.counts.done !== PATHS)
-    throw new Error(`${report.counts.done} of ${PATHS} done: ${JSON.stringify(report)}`);
-
-  process.stderr.write('nix copy of the same paths...\n');
-  const nixCopy = await measure(
-    'nix',
-    ['copy', '--to', `file://${tempDir('bench-flood-nix')}?compression=zstd`, ...paths],
-    env,
-  );
+  const secretKey = join(tempDir('bench-key'), 'cache.sec');
+  writeFileSync(secretKey, formatSecretKey(generateSecretKey('bench.cachectl-1')), { mode: 0o600 });
+  const hooks: number[] = [];
+  const drains: Measurement[] = [];
+  const pushes: Measurement[] = [];
+  const copies: Measurement[] = [];
+  let queue = queueEnv();
+  for (let run = 1; run <= RUNS; run++) {
+    process.stderr.write(`run ${run} of ${RUNS}: ${PATHS} hooks, ${HOOKS_AT_ONCE} at a time, then the daemon...\n`);
+    const flood = await floodAndDrain(paths, ['--secret-key-file', secretKey]);
+    hooks.push(flood.hookSeconds);
+    drains.push(flood.drain);
+    queue = flood.queue;
+    process.stderr.write(`run ${run} of ${RUNS}: cachectl push, nix copy...\n`);
+    settleDisk();
+    pushes.push(
+      await timed(
+        process.execPath,
+        [CACHECTL, 'push', '--to', `file://${tempDir('bench-flood-push')}`, '--secret-key-file', secretKey, ...paths],
+        env,
+      ),
+    );
+    const to = `file://${tempDir('bench-flood-nix')}?compression=zstd&secret-key=${secretKey}`;
+    settleDisk();
+    copies.push(await timed('nix', ['copy', '--to', to, ...paths], userNixEnv()));
+  }
+  const drain = medianOf(drains);
+  const push = medianOf(pushes);
+  const nixCopy = medianOf(copies);
+  const hookSeconds = [...hooks].sort((a, b) => a - b)[Math.floor(hooks.length / 2)] as number;
 
   process.stderr.write(`status with ${ROWS} rows in the queue...\n`);
   const db = new Database(queue.CACHECTL_QUEUE);
@@ -112,18 +158,28 @@ async function main(): Promise<void> {
   })();
   const rows = (db.prepare('SELECT count(*) AS n FROM paths').get() as { n: number }).n;
   db.close();
-  const status = await median(() => measure(process.execPath, [CACHECTL, 'status'], queue));
-  const statusJson = await median(() => measure(process.execPath, [CACHECTL, 'status', '--json'], queue));
-  const node = await median(() => measure(process.execPath, ['-e', '0'], queue));
+  const status = await median(() => timed(process.execPath, [CACHECTL, 'status'], queue));
+  const statusJson = await median(() => timed(process.execPath, [CACHECTL, 'status', '--json'], queue));
+  const node = await median(() => timed(process.execPath, ['-e', '0'], queue));
 
   const results: FloodResults = {
     ...thisRun(),
+    nix: nixVersion(),
     paths: PATHS,
     hooksAtOnce: HOOKS_AT_ONCE,
+    runs: RUNS,
     hookSeconds,
-    drain: { seconds: drainSeconds, peakRssMb: daemonPeakMb },
+    drain,
+    push,
     nixCopy,
     status: { rows, runs: RUNS, text: status, json: statusJson, node },
+    targets: [
+      atLeast('the drain, paths a second', PATHS / drain.seconds, 500),
+      atMost("the daemon's peak RSS, MB", drain.peakRssMb, 250),
+      // issue 31: what the hook queued costs the daemon no more CPU than a push of the same paths
+      atLeast("the daemon's CPU: push's CPU s over the daemon's", (push.cpuSeconds ?? 0) / (drain.cpuSeconds ?? 1), 1),
+      atMost('`cachectl status` with the rows above, ms', status.seconds * 1000, 200),
+    ],
   };
   process.stdout.write(`\n${renderFlood(results)}\n`);
   writeResults('flood.json', results);

@@ -16,7 +16,7 @@ import { parseArgs } from 'node:util';
 import { HOOK, queueEnv, startDaemon, waitFor, type DaemonProcess } from '../test/helpers/daemon.js';
 import { CACHECTL, execFileAsync, REPO, tempDir, testEnv } from '../test/helpers/nix.js';
 import { startS3rver, type S3rver } from '../test/helpers/s3rver.js';
-import { buildTinyPaths, measure, peakRssMb } from './measure.js';
+import { buildTinyPaths, measure, peakRssMb, userNixEnv } from './measure.js';
 import { quantile, renderLatency, thisRun, writeResults, type LatencyResults } from './tables.js';
 
 const { values } = parseArgs({
@@ -163,7 +163,8 @@ async function main(): Promise<void> {
     for (const path of await buildTiny(PATHS)) {
       const dir = tempDir('bench-latency-copy');
       copies.push(
-        (await measure('nix', ['copy', '--to', `file://${dir}?compression=zstd`, path.out], testEnv())).seconds * 1000,
+        (await measure('nix', ['copy', '--to', `file://${dir}?compression=zstd`, path.out], userNixEnv())).seconds *
+          1000,
       );
     }
     record('file', 'peer: nix copy of the path (blocking the build)', copies);
@@ -194,7 +195,7 @@ async function main(): Promise<void> {
     const copy = await measure(
       'nix',
       ['copy', '--to', `file://${tempDir('bench-big-copy')}?compression=zstd`, big],
-      env,
+      userNixEnv(),
     );
     results.big.push({ case: 'nix copy → file:// (zstd)', seconds: copy.seconds, peakRssMb: copy.peakRssMb });
   } finally {

@@ -1,6 +1,28 @@
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { execFileAsync, testEnv } from '../test/helpers/nix.js';
+import { execFileAsync, tempDir, testEnv } from '../test/helpers/nix.js';
+
+/**
+ * The environment of a `nix copy` as a user runs it: the root's nix.conf with Nix's defaults (narinfo TTLs of an
+ * hour and a month, not the tests' 0), and a narinfo cache of its own, as on a machine that has not read this
+ * cache before.
+ */
+export function userNixEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return { ...testEnv(extra), NIX_CONFIG: 'experimental-features = nix-command', XDG_CACHE_HOME: tempDir('xdg') };
+}
+
+/**
+ * Writes out what the runs before left in the page cache, before a run: a tool that flushes (cachectl's file://
+ * cache, with syncfs) would otherwise write out another's files too, and one that does not would leave its own.
+ */
+export function settleDisk(): void {
+  execFileSync('sync');
+}
+
+/** CPU seconds (user and system, all threads) a running process has used so far. */
+export function cpuSecondsOf(pid: number): number {
+  return cpuFields(readFileSync(`/proc/${pid}/stat`, 'utf8'), 0);
+}
 
 /** Peak RSS (VmHWM) of a running process, MB. */
 export function peakRssMb(pid: number): number {
@@ -30,11 +52,18 @@ export interface Measurement {
 /** Clock ticks a second in /proc's CPU times (USER_HZ, 100 on Linux). */
 const CLOCK_TICKS = 100;
 
+/**
+ * proc(5)'s stat line: utime + stime (fields 14 and 15), or with `children` 2 the waited-for children's cutime +
+ * cstime (16 and 17), in seconds. Fields are counted from field 3, after the command's name.
+ */
+function cpuFields(stat: string, children: 0 | 2): number {
+  const fields = (stat.split(') ').at(-1) ?? '').split(' ');
+  return (Number(fields[11 + children]) + Number(fields[12 + children])) / CLOCK_TICKS;
+}
+
 /** CPU seconds (user and system) of this process's children that have ended and been waited for. */
 function childrenCpuSeconds(): number {
-  // proc(5): cutime and cstime are fields 16 and 17, counted here from field 3 (after the command's name)
-  const fields = (readFileSync('/proc/self/stat', 'utf8').split(') ').at(-1) ?? '').split(' ');
-  return (Number(fields[13]) + Number(fields[14])) / CLOCK_TICKS;
+  return cpuFields(readFileSync('/proc/self/stat', 'utf8'), 2);
 }
 
 /** Runs a command, timing it and sampling its peak RSS until it exits; fails unless it exits 0. */

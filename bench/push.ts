@@ -35,8 +35,17 @@ import {
 import { formatSecretKey, generateSecretKey } from '../src/core/signing.js';
 import { startLatencyProxy } from '../test/helpers/latency-proxy.js';
 import { startS3rver, type S3rver } from '../test/helpers/s3rver.js';
-import { measure, type Measurement } from './measure.js';
-import { renderPush, thisRun, writeResults, type PushResults, type PushRow, type PushTarget } from './tables.js';
+import { measure, settleDisk, userNixEnv, type Measurement } from './measure.js';
+import {
+  atLeast,
+  atMost,
+  renderPush,
+  thisRun,
+  writeResults,
+  type PushResults,
+  type PushRow,
+  type Target,
+} from './tables.js';
 
 const CASES = ['big', 'tiny', 'chain', 'big-nars', 'far'] as const;
 type Case = (typeof CASES)[number];
@@ -67,15 +76,6 @@ const secretKey = (() => {
 /** The CPUs `nix copy` sees on a 16-core builder. */
 const BUILDER_CPUS = 16;
 
-/**
- * The environment of a `nix copy` as a user runs it: the root's nix.conf with Nix's defaults (narinfo TTLs of an
- * hour and a month, not the tests' 0), and a narinfo cache of its own, as on a machine that has not read this
- * cache before.
- */
-function userNixEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  return { ...testEnv(extra), NIX_CONFIG: 'experimental-features = nix-command', XDG_CACHE_HOME: tempDir('xdg') };
-}
-
 /** A file reading `0-15`, bound over /sys/devices/system/cpu/online for one `nix copy` (see nixCopy). */
 const onlineCpus = (() => {
   const file = join(tempDir('bench-cpus'), 'online');
@@ -83,15 +83,16 @@ const onlineCpus = (() => {
   return file;
 })();
 
-/**
- * `nix copy ARGS` as a user runs it. With `builderCpus`, in a mount namespace of its own where
- * /sys/devices/system/cpu/online reads `0-15`: Nix sizes its upload pool by that (std::thread::hardware_concurrency).
- */
 /** `measure` of a command, without its output. */
 async function timed(command: string, args: string[], runEnv: NodeJS.ProcessEnv): Promise<Measurement> {
   const { stdout: _output, ...measured } = await measure(command, args, runEnv);
   return measured;
 }
+
+/**
+ * `nix copy ARGS` as a user runs it. With `builderCpus`, in a mount namespace of its own where
+ * /sys/devices/system/cpu/online reads `0-15`: Nix sizes its upload pool by that (std::thread::hardware_concurrency).
+ */
 
 function nixCopy(
   to: string,
@@ -123,9 +124,9 @@ const push = (args: string[], runEnv: NodeJS.ProcessEnv = env) =>
   timed(process.execPath, [CACHECTL, 'push', '--secret-key-file', secretKey, ...args], runEnv);
 
 /**
- * A fresh target directory, removed when the bench exits (tempDir), not between runs: this machine's ext4 (no
- * journal) scans the inodes deleted in the last seconds for every file it creates, so a removal just before a
- * run slows it.
+ * A fresh target directory, removed when the bench exits (tempDir), not between runs: removing thousands of files
+ * is disk work the next run would meet (and on this machine's ext4 without a journal, every file created scans
+ * the inodes deleted in the last 30 s).
  */
 const freshDir = (): string => tempDir('bench');
 
@@ -140,7 +141,11 @@ async function medians<T extends string>(
   const entries = Object.entries(runs) as [T, (target: string) => Promise<Measurement>][];
   const results = new Map<T, Measurement[]>(entries.map(([name]) => [name, []]));
   for (let i = 0; i < RUNS; i++) {
-    for (const [name, run] of entries) results.get(name)?.push(await run(prepare()));
+    for (const [name, run] of entries) {
+      const target = prepare();
+      settleDisk();
+      results.get(name)?.push(await run(target));
+    }
   }
   return Object.fromEntries(
     [...results].map(([name, measured]) => {
@@ -151,7 +156,7 @@ async function medians<T extends string>(
 }
 
 const rows: PushRow[] = [];
-const targets: PushTarget[] = [];
+const targets: Target[] = [];
 const nix = `nix copy (Nix ${nixVersion()})`;
 
 /** A row of the table; `cachectlTo` marks cachectl's own, by where they wrote (for the memory targets). */
@@ -161,11 +166,7 @@ function row(caseName: string, tool: string, m: Measurement, rate: string, cache
 
 /** A target of issue 31: `ratio` is the peer's time (or CPU) over cachectl's, above 1 where cachectl is ahead. */
 function target(what: string, ratio: number, limit: number): void {
-  targets.push({ what, value: ratio, bound: 'at least', limit, met: ratio >= limit });
-}
-
-function atMost(what: string, value: number, limit: number): PushTarget {
-  return { what, value, bound: 'at most', limit, met: value <= limit };
+  targets.push(atLeast(what, ratio, limit));
 }
 
 /** cachectl's peak RSS may be at most this much, MB: a builder's memory is the builds'. */
