@@ -18,7 +18,7 @@ import { forEachLimit } from '../src/core/limit.js';
 import { formatSecretKey, generateSecretKey } from '../src/core/signing.js';
 import { HOOK, queueEnv, settled, startDaemon, stopDaemon, waitFor } from '../test/helpers/daemon.js';
 import { CACHECTL, execFileAsync, nixVersion, tempDir, testEnv } from '../test/helpers/nix.js';
-import { cpuSecondsOf, measure, peakRssMb, settleDisk, userNixEnv, type Measurement } from './measure.js';
+import { cpuSecondsOf, medianOf, peakRssMb, settleDisk, timed, userNixEnv, type Measurement } from './measure.js';
 import { atLeast, atMost, renderFlood, thisRun, writeResults, type FloodResults } from './tables.js';
 
 const { values } = parseArgs({
@@ -44,22 +44,11 @@ function runHook(env: NodeJS.ProcessEnv, path: string): Promise<void> {
   });
 }
 
-/** The run of `runs` with the median time. */
-function medianOf<T extends { seconds: number }>(runs: readonly T[]): T {
-  return [...runs].sort((a, b) => a.seconds - b.seconds)[Math.floor(runs.length / 2)] as T;
-}
-
 /** The median by time of `RUNS` runs of `run`, one after another. */
 async function median(run: () => Promise<Measurement>): Promise<Measurement> {
   const runs: Measurement[] = [];
   for (let i = 0; i < RUNS; i++) runs.push(await run());
   return medianOf(runs);
-}
-
-/** `measure` of a command, without its output. */
-async function timed(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<Measurement> {
-  const { stdout: _output, ...measured } = await measure(command, args, env);
-  return measured;
 }
 
 /**

@@ -97,6 +97,17 @@ export async function measure(
   return { seconds, peakRssMb: peak, cpuSeconds: childrenCpuSeconds() - cpuBefore, threads, stdout };
 }
 
+/** `measure` of a command, without its output. */
+export async function timed(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<Measurement> {
+  const { stdout: _output, ...measured } = await measure(command, args, env);
+  return measured;
+}
+
+/** The run of `runs` with the median time. */
+export function medianOf<T extends { seconds: number }>(runs: readonly T[]): T {
+  return [...runs].sort((a, b) => a.seconds - b.seconds)[Math.floor(runs.length / 2)] as T;
+}
+
 /**
  * `n` tiny store paths built now, named `<name>-0` … (input-addressed: the same name builds the same paths
  * again, a fresh one new paths), with their derivations.

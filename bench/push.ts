@@ -35,7 +35,7 @@ import {
 import { formatSecretKey, generateSecretKey } from '../src/core/signing.js';
 import { startLatencyProxy } from '../test/helpers/latency-proxy.js';
 import { startS3rver, type S3rver } from '../test/helpers/s3rver.js';
-import { measure, settleDisk, userNixEnv, type Measurement } from './measure.js';
+import { medianOf, settleDisk, timed, userNixEnv, type Measurement } from './measure.js';
 import {
   atLeast,
   atMost,
@@ -82,12 +82,6 @@ const onlineCpus = (() => {
   writeFileSync(file, `0-${BUILDER_CPUS - 1}\n`);
   return file;
 })();
-
-/** `measure` of a command, without its output. */
-async function timed(command: string, args: string[], runEnv: NodeJS.ProcessEnv): Promise<Measurement> {
-  const { stdout: _output, ...measured } = await measure(command, args, runEnv);
-  return measured;
-}
 
 /**
  * `nix copy ARGS` as a user runs it. With `builderCpus`, in a mount namespace of its own where
@@ -147,12 +141,10 @@ async function medians<T extends string>(
       results.get(name)?.push(await run(target));
     }
   }
-  return Object.fromEntries(
-    [...results].map(([name, measured]) => {
-      measured.sort((a, b) => a.seconds - b.seconds);
-      return [name, measured[Math.floor(measured.length / 2)]];
-    }),
-  ) as Record<T, Measurement>;
+  return Object.fromEntries([...results].map(([name, measured]) => [name, medianOf(measured)])) as Record<
+    T,
+    Measurement
+  >;
 }
 
 const rows: PushRow[] = [];
